@@ -1,0 +1,5 @@
+"""`python -m crewtui` is the `crewtui` command (agents use it to reach `crewtui ctl` without PATH)."""
+
+from crewtui.cli import main
+
+main()

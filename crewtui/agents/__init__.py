@@ -1,0 +1,1 @@
+"""Agent programs that ship with crewtui (the demo agent)."""

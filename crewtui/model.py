@@ -1,0 +1,306 @@
+"""Pydantic types shared by every layer: sessions, their states, spawn requests and runtime events.
+
+Nothing here does I/O. The store persists these models as JSON, the control socket sends them as JSON,
+the UI renders them; so one definition keeps all three in agreement.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from crewtui.errors import BadInput
+
+LABEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+MAX_STEER_BYTES = 64 * 1024
+
+
+def validate_label(label: str) -> str:
+    """Return the label if it is a valid session label, else raise BadInput saying why."""
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+        raise BadInput(
+            f"invalid label {label!r}: use 1-128 characters of a-z 0-9 . _ -, starting with a letter or digit"
+        )
+    return label
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse "90s", "15m", "1h30m", "250ms" (or a bare number of seconds) into seconds.
+
+    Raises ValueError with a message that says what was expected.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"expected a duration like '15m', got {text!r}")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError(f"expected a duration of zero or more, got {text!r}")
+        return float(text)
+    if not isinstance(text, str):
+        raise ValueError(f"expected a duration like '15m', got {text!r}")
+    s = text.strip().lower()
+    pos = 0
+    total = 0.0
+    for m in _DURATION_RE.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        raise ValueError(f"expected a duration like '90s', '15m' or '1h30m', got {text!r}")
+    return total
+
+
+class SessionState(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    YIELDED = "yielded"
+    DONE = "done"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    KILLED = "killed"
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def live(self) -> bool:
+        return self not in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {SessionState.DONE, SessionState.FAILED, SessionState.TIMED_OUT, SessionState.KILLED, SessionState.LOST}
+)
+
+# Allowed transitions; the orchestrator refuses anything else (a bug, not user input).
+TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.PENDING: frozenset({SessionState.RUNNING, SessionState.KILLED, SessionState.FAILED}),
+    SessionState.RUNNING: frozenset(
+        {
+            SessionState.YIELDED,
+            SessionState.DONE,
+            SessionState.FAILED,
+            SessionState.TIMED_OUT,
+            SessionState.KILLED,
+            SessionState.LOST,
+            SessionState.PENDING,  # a rate-limited attempt waits for its retry
+        }
+    ),
+    SessionState.YIELDED: frozenset(
+        {
+            SessionState.RUNNING,
+            SessionState.DONE,
+            SessionState.FAILED,
+            SessionState.TIMED_OUT,
+            SessionState.KILLED,
+            SessionState.LOST,
+        }
+    ),
+    # A retry (watchdog, rate limit) starts a new attempt of an ended session with the same key and label.
+    SessionState.FAILED: frozenset({SessionState.PENDING, SessionState.RUNNING}),
+    SessionState.LOST: frozenset({SessionState.PENDING, SessionState.RUNNING}),
+    SessionState.TIMED_OUT: frozenset(),
+    SessionState.KILLED: frozenset({SessionState.PENDING, SessionState.RUNNING}),
+    SessionState.DONE: frozenset(),
+}
+
+
+class SpawnRequest(BaseModel):
+    """What a caller asks for. Either `agent` (+ `task`) names a crew agent, or `argv` is given directly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    agent: str | None = None
+    task: str | None = None
+    argv: list[str] | None = None
+    domain: str | None = None
+    parent: str | None = None
+    watchdog_after: float | None = None  # seconds
+    max_attempts: int = 1
+    cron_run: str | None = None
+    pool: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class Session(BaseModel):
+    """One unit of agent work, as the store keeps it and every client sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    label: str
+    state: SessionState = SessionState.PENDING
+    attempt: int = 1
+    max_attempts: int = 1
+    agent: str | None = None
+    task: str | None = None
+    argv: list[str] = Field(default_factory=list)
+    driver: str = "process"
+    parent: str | None = None
+    depth: int = 0
+    domain: str | None = None
+    pool: str | None = None
+    cron_run: str | None = None
+    watchdog_after: float | None = None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    updated_at: float
+    exit_code: int | None = None
+    result: Any = None
+    reason: str | None = None  # why the last state change happened (killed by user, stale, ...)
+    output_dir: str | None = None
+    # Process bookkeeping, so a restarted runtime can re-adopt the session.
+    shim_pid: int | None = None
+    agent_pid: int | None = None
+    shim_start: int | None = None
+    agent_start: int | None = None
+    stdout_offset: int = 0
+    stderr_offset: int = 0
+    last_output_at: float | None = None
+    last_line: str | None = None
+    yield_on: list[str] | None = None  # children keys while yielded
+    queue_position: int | None = None
+    node: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        """The label's first `-`-separated part, the top of its group."""
+        return self.label.split("-", 1)[0]
+
+
+class ChildResult(BaseModel):
+    key: str
+    label: str
+    state: SessionState
+    exit_code: int | None = None
+    result: Any = None
+
+
+class YieldResult(BaseModel):
+    """What a yielding parent is woken with: every child's end, in one message."""
+
+    type: Literal["yield_result"] = "yield_result"
+    parent: str | None = None
+    children: list[ChildResult]
+
+
+class History(BaseModel):
+    key: str
+    label: str
+    state: SessionState
+    lines: list[str]
+    stderr: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int = 0  # assigned by the runtime when published: gapless, never reused
+    ts: float = 0.0
+    session: str | None = None  # the session key the event is about, if any
+    label: str | None = None
+
+
+class RuntimeStarted(_EventBase):
+    kind: Literal["runtime_started"] = "runtime_started"
+    pid: int
+    data_dir: str
+    readopted: int = 0
+    recorded_exits: int = 0
+    lost: int = 0
+
+
+class RuntimeStopped(_EventBase):
+    kind: Literal["runtime_stopped"] = "runtime_stopped"
+    pid: int
+    live_sessions: int = 0
+
+
+class SessionSpawned(_EventBase):
+    kind: Literal["session_spawned"] = "session_spawned"
+    parent: str | None = None
+    domain: str | None = None
+    cron_run: str | None = None
+    attempt: int = 1
+
+
+class SessionStateChanged(_EventBase):
+    kind: Literal["session_state_changed"] = "session_state_changed"
+    old: SessionState | None = None
+    new: SessionState
+    reason: str | None = None
+    exit_code: int | None = None
+    attempt: int = 1
+
+
+class SessionOutput(_EventBase):
+    """New output of a session since the last one (coalesced per tick: only the last lines are carried)."""
+
+    kind: Literal["session_output"] = "session_output"
+    stream: Literal["stdout", "stderr"] = "stdout"
+    lines: list[str] = Field(default_factory=list)
+    nbytes: int = 0
+
+
+class SessionSteered(_EventBase):
+    kind: Literal["session_steered"] = "session_steered"
+    text: str
+
+
+class SessionYielded(_EventBase):
+    kind: Literal["session_yielded"] = "session_yielded"
+    children: list[str]
+
+
+class YieldDelivered(_EventBase):
+    kind: Literal["yield_delivered"] = "yield_delivered"
+    children: list[str]
+
+
+class RegistryMerged(_EventBase):
+    kind: Literal["registry_merged"] = "registry_merged"
+    entry: str
+
+
+class SystemEvent(_EventBase):
+    """A free-text event for the timeline (system payloads of crons, warnings)."""
+
+    kind: Literal["system"] = "system"
+    text: str
+    level: Literal["info", "warning", "error"] = "info"
+
+
+Event = Annotated[
+    Union[
+        RuntimeStarted,
+        RuntimeStopped,
+        SessionSpawned,
+        SessionStateChanged,
+        SessionOutput,
+        SessionSteered,
+        SessionYielded,
+        YieldDelivered,
+        RegistryMerged,
+        SystemEvent,
+    ],
+    Field(discriminator="kind"),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def event_from_json(text: str | bytes) -> Event:
+    return EVENT_ADAPTER.validate_json(text)
