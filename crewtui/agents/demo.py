@@ -1,0 +1,383 @@
+"""A real, stdlib-only demo agent: the stand-in for an AI agent session.
+
+`python -m crewtui.agents.demo --task TEXT` behaves like one agent session so the runtime, the dashboard
+and the tests can exercise every path without a model provider:
+
+* it prints a progress line per ``--interval`` for ``--duration`` seconds, then one final JSON line (the
+  session's result: the runtime takes the last stdout line that parses as JSON);
+* it echoes every line written to its stdin as ``steered: <line>`` (steering) and lists them in the result;
+* its fate is drawn once at start (``--hang-rate``, ``--rate-limit-rate``, ``--fail-rate``; ``--seed`` makes
+  it reproducible): hang (a stuck model call: alive, silent, still echoing steers), rate limited (exit 75
+  with a 429 on stderr, which pools retry with backoff), failure (exit ``--exit-code``) or success;
+* with ``--children N`` (or "spawn N" in the task) it spawns N subagents through the real
+  ``crewtui ctl spawn``, yields with ``crewtui ctl yield --no-wait`` and then sleeps until the runtime
+  pushes the children's results as one ``{"type": "yield_result", ...}`` line on stdin: no polling.
+
+It deliberately imports nothing from crewtui (nor pydantic/textual): a crew starts hundreds of these, so
+start-up time and memory matter, and the file also runs as a plain script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import stat
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, NoReturn
+
+# Exit codes. 75 is EX_TEMPFAIL: the runtime's pools treat it as "rate limited, try later".
+EXIT_RATE_LIMITED = 75
+EXIT_USAGE = 2
+
+# Verbs cycle through the progress lines so a transcript tail looks like work, not a counter.
+_VERBS = ("researching", "reading sources for", "drafting", "checking facts in", "revising", "polishing")
+_FAIL_REASONS = (
+    "web_fetch timed out after 30s",
+    "git push rejected (non-fast-forward)",
+    "search API returned HTTP 500",
+    "file write denied: read-only file system",
+    "tool output was not valid JSON",
+)
+# "spawn 3" anywhere in the task asks for 3 subagents, so a crew file can request children via its task text.
+_SPAWN_IN_TASK = re.compile(r"\bspawn\s+(\d+)\b", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also rejects nan, since every comparison with nan is false
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}")
+    return value
+
+
+def _seconds(*, allow_zero: bool) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise argparse.ArgumentTypeError(f"expected a finite number of seconds {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _int_in(low: int, high: int | None) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m crewtui.agents.demo",
+        description="A demo agent session: prints progress, echoes steering, may hang/fail/rate-limit, "
+        "may spawn and yield on subagents, and ends with one JSON result line.",
+    )
+    parser.add_argument("--task", required=True, help="what the agent works on (echoed verbatim in the result)")
+    parser.add_argument("--duration", type=_seconds(allow_zero=True), default=10.0,
+                        help="total working time in seconds (default 10)")
+    parser.add_argument("--interval", type=_seconds(allow_zero=False), default=1.0,
+                        help="seconds between progress lines (default 1.0)")
+    parser.add_argument("--fail-rate", type=_rate, default=0.0, help="probability of a tool failure")
+    parser.add_argument("--hang-rate", type=_rate, default=0.0, help="probability of hanging (a stuck model call)")
+    parser.add_argument("--rate-limit-rate", type=_rate, default=0.0,
+                        help=f"probability of a 429 (exit {EXIT_RATE_LIMITED})")
+    parser.add_argument("--seed", type=int, default=None, help="seed the fate: same seed, same outcome")
+    # 0 is refused: a failure that exits 0 would be a silent failure.
+    parser.add_argument("--exit-code", type=_int_in(1, 255), default=1, help="exit code on failure (default 1)")
+    parser.add_argument("--children", type=_int_in(0, None), default=None,
+                        help='subagents to spawn via `crewtui ctl` (default: "spawn N" in the task, else 0)')
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------- fate
+
+
+def decide_fate(rng: random.Random, *, hang_rate: float, rate_limit_rate: float, fail_rate: float) -> str:
+    """Return "hang", "rate_limited", "fail" or "success".
+
+    All three draws are always made, so the fate for a seed depends only on the seed and the rates,
+    never on which branch happened to be taken first.
+    """
+    hang = rng.random() < hang_rate
+    rate_limited = rng.random() < rate_limit_rate
+    fail = rng.random() < fail_rate
+    if hang:
+        return "hang"
+    if rate_limited:
+        return "rate_limited"
+    if fail:
+        return "fail"
+    return "success"
+
+
+def children_requested(explicit: int | None, task: str) -> int:
+    if explicit is not None:
+        return explicit
+    match = _SPAWN_IN_TASK.search(task)
+    return int(match.group(1)) if match else 0
+
+
+# ------------------------------------------------------------------------------------------- the agent
+
+
+class Agent:
+    """Shared state between the main (working) thread and the stdin (steering) thread."""
+
+    # A plain class rather than a dataclass: importing dataclasses pulls in inspect (~6 ms per start).
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.steered: list[str] = []
+        self.yield_result: dict[str, Any] | None = None
+        # Set when the yield result arrives or stdin closes for good: the main thread sleeps on it, no polling.
+        self.wake = threading.Event()
+        self.finished = False
+
+    def say(self, line: str) -> None:
+        # One lock for both threads so a steer echo never splits a progress line.
+        with self.lock:
+            if not self.finished:
+                _write(sys.stdout, line)
+
+    def on_stdin_line(self, line: str) -> None:
+        message = _parse_json_object(line)
+        if message is not None and message.get("type") == "yield_result":
+            with self.lock:
+                self.yield_result = message
+            self.wake.set()
+            return
+        with self.lock:
+            if self.finished:
+                return
+            self.steered.append(line)
+            _write(sys.stdout, f"steered: {line}")
+
+    def on_stdin_closed(self) -> None:
+        # Wakes a yielded agent so it fails loudly: no result can ever arrive on a closed stdin.
+        self.wake.set()
+
+
+def _write(stream: Any, line: str) -> None:
+    try:
+        print(line, file=stream, flush=True)
+    except (BrokenPipeError, ValueError):
+        # A reader that went away (`| head`) must not turn into a traceback.
+        pass
+
+
+def _parse_json_object(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _named_fifo_path(fd: int) -> str | None:
+    """The path of the named FIFO behind `fd`, if it is one (Linux /proc); None for pipes, ttys, files."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return None
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    # Anonymous pipes read as "pipe:[1234]"; only a real path can be reopened.
+    if not target.startswith("/") or not os.path.exists(target):
+        return None
+    return target
+
+
+def _read_stdin(agent: Agent) -> None:
+    """Feed stdin lines to the agent until stdin ends for good.
+
+    Reads the raw fd with os.read rather than sys.stdin: a daemon thread blocked inside sys.stdin's
+    buffered reader holds its lock, and interpreter shutdown then aborts with "could not acquire lock".
+    """
+    fd = 0
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if chunk:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r")
+                if line:
+                    agent.on_stdin_line(line)
+            continue
+        if pending:
+            agent.on_stdin_line(pending.decode("utf-8", errors="replace").rstrip("\r"))
+            pending = b""
+        # A named FIFO hits EOF whenever its last writer closes, yet a later writer may steer again:
+        # reopening blocks (in the kernel, not in a loop) until one does. Any other stdin is done.
+        fifo = _named_fifo_path(fd)
+        if fifo is None:
+            agent.on_stdin_closed()
+            return
+        try:
+            new_fd = os.open(fifo, os.O_RDONLY)
+        except OSError:
+            agent.on_stdin_closed()
+            return
+        if fd != 0:
+            os.close(fd)
+        fd = new_fd
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    _write(sys.stderr, message)
+    sys.exit(code)
+
+
+def _run_ctl(args: list[str]) -> str:
+    """Run `crewtui ctl ARGS` (the real control CLI, same interpreter) and return its stdout; exit 1 loudly if it fails."""
+    argv = [sys.executable, "-m", "crewtui", "ctl", *args]
+    try:
+        # No shell: the task text goes through as one argv element whatever it contains.
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _fail(f"error: crewtui ctl {args[0]} failed: {exc}", 1)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        detail = lines[-1] if lines else f"exited {proc.returncode} without a message"
+        _fail(f"error: crewtui ctl {args[0]} failed (exit {proc.returncode}): {detail}", 1)
+    return proc.stdout
+
+
+def _spawn_and_yield(agent: Agent, *, n: int, label: str, task: str, duration: float, interval: float,
+                     seed: int | None) -> list[dict[str, Any]]:
+    keys: list[str] = []
+    child_duration = round(duration / 2, 3)
+    for i in range(1, n + 1):
+        child_argv = [sys.executable, "-m", "crewtui.agents.demo", "--task", f"sub-task {i} of {task}",
+                      "--duration", str(child_duration), "--interval", str(interval),
+                      # The child's task quotes ours, "spawn N" included: without an explicit 0 every
+                      # generation would spawn another, a fork bomb through the runtime.
+                      "--children", "0"]
+        if seed is not None:
+            child_argv += ["--seed", str(seed + i)]
+        out = _run_ctl(["spawn", "--json", "--label", f"{label}-sub-{i}", "--", *child_argv])
+        session = _parse_json_object(out) if out.strip() else None
+        if session is None or not isinstance(session.get("key"), str):
+            _fail(f"error: crewtui ctl spawn printed no session JSON with a key: {out.strip()[:200]!r}", 1)
+        keys.append(session["key"])
+        agent.say(f"spawned: {label}-sub-{i} ({session['key']})")
+    _run_ctl(["yield", "--no-wait", "--children", *keys])
+    agent.say(f"yielded: waiting for {n} children ({', '.join(keys)})")
+    # The runtime pushes one yield_result line on stdin when every child has ended; sleep until then.
+    agent.wake.wait()
+    with agent.lock:
+        result = agent.yield_result
+    if result is None:
+        _fail("error: stdin closed before the yield result arrived; the children's results are lost", 1)
+    children = result.get("children")
+    if not isinstance(children, list):
+        _fail(f"error: yield_result without a children list: {json.dumps(result)[:200]}", 1)
+    done = sum(1 for child in children if isinstance(child, dict) and child.get("state") == "done")
+    agent.say(f"children done: {done}/{len(children)}")
+    return children
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    task: str = args.task
+    label = os.environ.get("CREWTUI_SESSION_LABEL") or None
+    n_children = children_requested(args.children, task)
+    if n_children and not os.environ.get("CREWTUI_SOCKET"):
+        _fail("error: --children needs a crewtui runtime (CREWTUI_SOCKET is not set)", EXIT_USAGE)
+
+    rng = random.Random(args.seed) if args.seed is not None else random.Random()
+    fate = decide_fate(rng, hang_rate=args.hang_rate, rate_limit_rate=args.rate_limit_rate,
+                       fail_rate=args.fail_rate)
+    # Drawn after the fate so adding reasons never changes which seeds fail.
+    reason = rng.choice(_FAIL_REASONS)
+    steps = max(1, round(args.duration / args.interval))
+    hang_after = min(2, steps)
+    fail_after = max(1, steps // 2)
+
+    agent = Agent()
+    quoted_task = json.dumps(task, ensure_ascii=False)  # quotes it and keeps a multi-line task on one line
+    agent.say(f"start: {quoted_task} ({steps} steps, label {label or '-'})")
+    # Started after the start line so a steer queued before launch is echoed after it, not above it.
+    threading.Thread(target=_read_stdin, args=(agent,), name="stdin-steering", daemon=True).start()
+    children: list[dict[str, Any]] = []
+    # duration/steps (~interval) keeps the total working time at --duration, and 0 means no waiting at all.
+    pace = args.duration / steps
+    # Deadline-based pacing keeps a steady rhythm however long printing or spawning takes.
+    next_at = time.monotonic()
+    for step in range(1, steps + 1):
+        next_at += pace
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_at = time.monotonic()  # fell behind (e.g. while yielded): resume the pace, don't burst
+        agent.say(f"step {step}/{steps}: {_VERBS[(step - 1) % len(_VERBS)]} {quoted_task}")
+        if step == 1 and fate == "rate_limited":
+            _fail("error: 429 rate limit exceeded (model provider)", EXIT_RATE_LIMITED)
+        if step == 1 and n_children:
+            children = _spawn_and_yield(agent, n=n_children, label=label or "demo", task=task,
+                                        duration=args.duration, interval=args.interval, seed=args.seed)
+            next_at = time.monotonic()
+        if fate == "hang" and step == hang_after:
+            # A hung model call: silent on stdout forever, yet the process and its steering thread live on.
+            while True:
+                time.sleep(3600)
+        if fate == "fail" and step == fail_after:
+            _fail(f"error: tool call failed: {reason}", args.exit_code)
+
+    with agent.lock:
+        # Freeze the steer list and silence the echo so the result stays the last stdout line.
+        agent.finished = True
+        steered = list(agent.steered)
+        summary = (f"completed {steps} steps on {quoted_task}"
+                   f" with {len(steered)} steer(s) and {len(children)} child session(s)")
+        result = {"task": task, "label": label, "steps": steps, "steered": steered,
+                  "children": children, "summary": summary}
+        _write(sys.stdout, json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def main() -> NoReturn:
+    # Stdout/stderr are files under the runtime: make every line reach them at once, and never crash on
+    # a task the locale cannot encode.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True, errors="backslashreplace")
+    try:
+        code = run()
+    except KeyboardInterrupt:
+        code = 130  # Ctrl-C when run by hand: quiet, like a shell command
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

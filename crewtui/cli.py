@@ -1,0 +1,365 @@
+"""The `crewtui` command: `crewtui run`, `crewtui ctl ...` (and, with the dashboard, `crewtui` and `crewtui demo`).
+
+Every user error ends as one line on stderr and exit code 2; no traceback reaches a user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, TypeVar
+
+import click
+
+from crewtui.errors import BadInput, CrewError
+from crewtui.locations import DataDir, default_data_dir
+from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
+
+T = TypeVar("T")
+
+STATE_SYMBOLS = {
+    "pending": "…",
+    "running": "▶",
+    "yielded": "⏸",
+    "done": "✔",
+    "failed": "✘",
+    "timed_out": "⌛",
+    "killed": "☠",
+    "lost": "?",
+}
+
+
+def fail(message: str) -> None:
+    click.echo(f"crewtui: {message}", err=True)
+    sys.exit(2)
+
+
+def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn a CrewError (and Ctrl-C) into one line on stderr and exit 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except CrewError as exc:
+            fail(exc.message)
+        except KeyboardInterrupt:
+            click.echo("crewtui: interrupted", err=True)
+            sys.exit(130)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def run_async(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def resolve_data_dir(data_dir: str | None) -> DataDir:
+    return DataDir(data_dir) if data_dir else DataDir(default_data_dir())
+
+
+@click.group(invoke_without_command=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the store, socket and session output live.")
+@click.version_option(package_name="crewtui")
+@click.pass_context
+def main(ctx: click.Context, data_dir: str | None) -> None:
+    """crewtui: run crews of agent sessions and watch them live."""
+    ctx.ensure_object(dict)
+    ctx.obj["data_dir"] = data_dir
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run, crew_file=None, headless=False, data_dir=data_dir)
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def load_crew_or_default(crew_file: str | None) -> Any:
+    from crewtui.config import default_crew, load_crew
+
+    return load_crew(crew_file) if crew_file else default_crew()
+
+
+@main.command()
+@click.argument("crew_file", required=False, type=click.Path(dir_okay=False))
+@click.option("--headless", is_flag=True, help="Run the runtime without the dashboard (servers, scripts, tests).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.pass_context
+@user_errors
+def run(ctx: click.Context, crew_file: str | None, headless: bool, data_dir: str | None) -> None:
+    """Run a crew (CREW_FILE, TOML): the runtime, and the dashboard unless --headless."""
+    dd = resolve_data_dir(data_dir or (ctx.obj or {}).get("data_dir"))
+    crew = load_crew_or_default(crew_file)  # nothing starts when the crew file is wrong
+    if not headless:
+        try:
+            from crewtui.ui.app import run_dashboard
+        except ImportError:
+            fail("the dashboard is not built yet; use --headless")
+        run_dashboard(dd, crew)
+        return
+    run_async(serve_headless(dd, crew))
+
+
+async def serve_headless(dd: DataDir, crew: Any) -> None:
+    from crewtui.control.host import RuntimeHost
+
+    host = RuntimeHost(dd, crew)
+    orch = await host.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    live = sum(1 for s in orch.sessions.values() if s.state.live)
+    click.echo(
+        f"crewtui runtime pid {os.getpid()} serving {dd.root} (crew {crew.crew.name}, {live} live sessions); "
+        f"socket {dd.socket}. Ctrl-C stops it and leaves sessions running.",
+        err=True,
+    )
+    await stop.wait()
+    await host.stop(kill_sessions=False)
+    click.echo("crewtui runtime stopped; sessions left running for the next start", err=True)
+
+
+# ------------------------------------------------------------------------------------------ ctl
+
+
+def remote(ctx: click.Context) -> Any:
+    from crewtui.control.client import RemoteRuntime
+
+    obj = ctx.find_root().obj or {}
+    sock = obj.get("socket")
+    data_dir = obj.get("ctl_data_dir") or obj.get("data_dir")
+    if sock is None and data_dir is None and os.environ.get("CREWTUI_SOCKET"):
+        sock = os.environ["CREWTUI_SOCKET"]
+    if sock is not None:
+        return RemoteRuntime(sock)
+    dd = resolve_data_dir(data_dir)
+    return RemoteRuntime(dd.socket, dd.root)
+
+
+def echo_json(obj: Any) -> None:
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    elif isinstance(obj, list):
+        obj = [o.model_dump(mode="json") if hasattr(o, "model_dump") else o for o in obj]
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "-"
+    secs = max(0, int((now or time.time()) - ts))
+    if secs < 120:
+        return f"{secs}s"
+    if secs < 7200:
+        return f"{secs // 60}m"
+    if secs < 172800:
+        return f"{secs // 3600}h"
+    return f"{secs // 86400}d"
+
+
+def session_line(s: Session) -> str:
+    sym = STATE_SYMBOLS.get(s.state.value, " ")
+    return f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at):>5}  {(s.last_line or '')[:60]}"
+
+
+@main.group()
+@click.option("--data-dir", "ctl_data_dir", type=click.Path(file_okay=False), default=None)
+@click.option("--socket", type=click.Path(dir_okay=False), default=None, help="The control socket (default: DATA_DIR/control.sock, or $CREWTUI_SOCKET).")
+@click.pass_context
+def ctl(ctx: click.Context, ctl_data_dir: str | None, socket: str | None) -> None:
+    """Control a running crew over its socket (what scripts and agents use)."""
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    root.obj["socket"] = socket
+    if ctl_data_dir:
+        root.obj["ctl_data_dir"] = ctl_data_dir
+
+
+@ctl.command()
+@click.option("--label", required=True, help="The session's handle, e.g. blog-publisher-superada-2026-04-02.")
+@click.option("--agent", default=None, help="A crew agent to run (see [agents] in the crew file).")
+@click.option("--task", default=None, help="The task text, passed to the agent as one argv element.")
+@click.option("--domain", default=None, help="An exclusive claim, e.g. article:superada.")
+@click.option("--parent", envvar="CREWTUI_SESSION_KEY", default=None, help="Parent session (default: $CREWTUI_SESSION_KEY).")
+@click.option("--watchdog", default=None, help="Retry if not done after this long, e.g. 15m.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=1)
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+@user_errors
+def spawn(ctx: click.Context, label: str, agent: str | None, task: str | None, domain: str | None, parent: str | None,
+          watchdog: str | None, max_attempts: int, as_json: bool, argv: tuple[str, ...]) -> None:
+    """Start a session: --agent NAME --task TEXT, or -- ARGV..."""
+    wd = None
+    if watchdog is not None:
+        try:
+            wd = parse_duration(watchdog)
+        except ValueError as exc:
+            raise BadInput(f"--watchdog: {exc}") from None
+    req = SpawnRequest(label=label, agent=agent, task=task, argv=list(argv) if argv else None, domain=domain,
+                       parent=parent, watchdog_after=wd, max_attempts=max_attempts)
+    s = run_async(remote(ctx).spawn(req))
+    if as_json:
+        echo_json(s)
+    else:
+        click.echo(f"{s.key} {s.label} {s.state.value}")
+
+
+@ctl.command()
+@click.argument("ref")
+@click.argument("message")
+@click.pass_context
+@user_errors
+def send(ctx: click.Context, ref: str, message: str) -> None:
+    """Steer a session: send MESSAGE as one line to its stdin."""
+    s = run_async(remote(ctx).send(ref, message))
+    click.echo(f"sent to {s.key} ({s.label})")
+
+
+@ctl.command("list")
+@click.option("--state", default=None, help="Only sessions in this state.")
+@click.option("--prefix", default=None, help="Only labels starting with this.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def list_(ctx: click.Context, state: str | None, prefix: str | None, as_json: bool) -> None:
+    """List sessions."""
+    if state is not None and state not in {s.value for s in SessionState}:
+        raise BadInput(f"unknown state {state!r}; states: {', '.join(s.value for s in SessionState)}")
+    sessions = run_async(remote(ctx).list(state, prefix))
+    if as_json:
+        echo_json(sessions)
+        return
+    if not sessions:
+        click.echo("no sessions")
+        return
+    click.echo(f"{'KEY':<28}  {'LABEL':<44}   {'STATE':<9} {'#':>2}  {'AGE':>5}  LAST OUTPUT")
+    for s in sessions:
+        click.echo(session_line(s))
+
+
+@ctl.command()
+@click.argument("ref")
+@click.option("--tail", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def history(ctx: click.Context, ref: str, tail: int, as_json: bool) -> None:
+    """Show a session's transcript tail (stdout, then stderr)."""
+    h = run_async(remote(ctx).history(ref, tail))
+    if as_json:
+        echo_json(h)
+        return
+    click.echo(f"# {h.key} {h.label} ({h.state.value})")
+    for line in h.lines:
+        click.echo(line)
+    if h.stderr:
+        click.echo("# stderr")
+        for line in h.stderr:
+            click.echo(line)
+
+
+@ctl.command()
+@click.argument("ref", required=False)
+@click.option("--prefix", default=None, help="Kill every live session whose label starts with this.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def kill(ctx: click.Context, ref: str | None, prefix: str | None, yes: bool, as_json: bool) -> None:
+    """Kill a session (and its descendants), or every live session with --prefix."""
+    if (ref is None) == (prefix is None):
+        raise BadInput("give a session KEY|LABEL or --prefix P (one of them)")
+    rt = remote(ctx)
+    if not yes:
+        if prefix is not None:
+            targets = [s for s in run_async(rt.list(None, prefix)) if s.state.live]
+            what = f"{len(targets)} live sessions with prefix {prefix!r}"
+        else:
+            s = run_async(rt.get(ref))  # type: ignore[arg-type]
+            kids = [c for c in run_async(rt.list()) if c.parent == s.key and c.state.live]
+            targets = [s]
+            what = f"{s.label} ({s.key})" + (f" and its {len(kids)} live children" if kids else "")
+            if not kids:
+                yes = True  # one leaf session: the name on the command line is confirmation enough
+        if not yes:
+            if not targets:
+                raise BadInput(f"no live session has a label starting with {prefix!r}")
+            if not sys.stdin.isatty():
+                raise BadInput(f"kill would end {what}; add --yes to confirm when not at a terminal")
+            click.confirm(f"Kill {what}?", abort=True)
+    killed = run_async(rt.kill(ref, prefix))
+    if as_json:
+        echo_json(killed)
+        return
+    for s in killed:
+        click.echo(f"{s.key} {s.label} {s.state.value}")
+
+
+@ctl.command("yield")
+@click.option("--children", "children_opt", multiple=True, help="Children to wait for (default: all live children).")
+@click.option("--parent", envvar="CREWTUI_SESSION_KEY", default=None, help="The yielding session (default: $CREWTUI_SESSION_KEY).")
+@click.option("--no-wait", is_flag=True, help="Return at once; the results arrive as one JSON line on the parent's stdin.")
+@click.argument("children", nargs=-1)
+@click.pass_context
+@user_errors
+def yield_(ctx: click.Context, children_opt: tuple[str, ...], parent: str | None, no_wait: bool, children: tuple[str, ...]) -> None:
+    """Wait (no polling) until children end, then print their results as one JSON message."""
+    kids = list(children_opt) + list(children)
+    out = run_async(remote(ctx).yield_(kids or None, parent, wait=not no_wait))
+    if out is None:
+        click.echo(json.dumps({"yielded": True, "parent": parent, "children": kids}))
+    else:
+        click.echo(out.model_dump_json())
+
+
+@ctl.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def registry(ctx: click.Context, as_json: bool) -> None:
+    """Print the crew's registry (written only by the runtime, from session results)."""
+    data = run_async(remote(ctx).registry())
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+@ctl.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def watch(ctx: click.Context, as_json: bool) -> None:
+    """Stream events as they happen (Ctrl-C to stop)."""
+
+    async def go() -> None:
+        async for ev in remote(ctx).watch():
+            if as_json:
+                click.echo(ev.model_dump_json())
+            else:
+                stamp = time.strftime("%H:%M:%S", time.localtime(ev.ts))
+                detail = {k: v for k, v in ev.model_dump(mode="json").items()
+                          if k not in {"seq", "ts", "kind", "session", "label"} and v not in (None, [], "")}
+                click.echo(f"{stamp} {ev.kind:<22} {ev.label or ev.session or '':<40} {json.dumps(detail, ensure_ascii=False)}")
+
+    try:
+        run_async(go())
+    except KeyboardInterrupt:
+        pass
+
+
+@ctl.command()
+@click.pass_context
+@user_errors
+def info(ctx: click.Context) -> None:
+    """Show the runtime serving the data dir."""
+    echo_json(run_async(remote(ctx).info()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The one interface between the runtime and its clients (the dashboard, `crewtui ctl`, agents).
+
+Two implementations: the `Orchestrator` itself (in-process, when the dashboard embeds the runtime) and
+`crewtui.control.client.RemoteRuntime` (over the control socket, when a client attaches). A client written
+against `RuntimeAPI` works with either.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Protocol
+
+from pydantic import BaseModel
+
+from crewtui.model import Event, History, Session, SessionState, SpawnRequest, YieldResult
+
+
+class RuntimeInfo(BaseModel):
+    """What a client needs to know about the runtime it talks to."""
+
+    pid: int
+    data_dir: str
+    crew: str
+    crew_file: str | None = None
+    agents: list[str]
+    started_at: float
+    max_concurrent: int
+
+
+class RuntimeAPI(Protocol):
+    async def info(self) -> RuntimeInfo: ...
+
+    async def spawn(self, request: SpawnRequest) -> Session: ...
+
+    async def send(self, ref: str, text: str) -> Session: ...
+
+    async def list(self, state: SessionState | None = None, prefix: str | None = None) -> list[Session]: ...
+
+    async def get(self, ref: str) -> Session: ...
+
+    async def history(self, ref: str, tail: int = 50) -> History: ...
+
+    async def kill(self, ref: str | None = None, prefix: str | None = None) -> list[Session]: ...
+
+    async def yield_(
+        self, children: list[str] | None = None, parent: str | None = None, wait: bool = True
+    ) -> YieldResult | None: ...
+
+    async def registry(self) -> dict[str, Any]: ...
+
+    def watch(self) -> AsyncIterator[Event]: ...

@@ -1,0 +1,778 @@
+"""The orchestrator: spawns, steers, kills and yields on sessions, keeps the store in step, publishes events.
+
+It is the in-process implementation of `RuntimeAPI`. All state changes happen on the event loop, and
+every claim (label, domain, queue slot) is taken before the first `await` of a request, so concurrent
+requests can never both win the same claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from crewtui.config import CrewConfig, default_crew, render_command
+from crewtui.errors import BadInput, Conflict, NotFound
+from crewtui.locations import DataDir
+from crewtui.model import (
+    MAX_STEER_BYTES,
+    TRANSITIONS,
+    ChildResult,
+    Event,
+    History,
+    RegistryMerged,
+    RuntimeStarted,
+    RuntimeStopped,
+    Session,
+    SessionOutput,
+    SessionSpawned,
+    SessionState,
+    SessionStateChanged,
+    SessionSteered,
+    SessionYielded,
+    SpawnRequest,
+    YieldDelivered,
+    YieldResult,
+    validate_label,
+)
+from crewtui.runtime.api import RuntimeInfo
+from crewtui.runtime.clock import Clock, ClockLike, IdGen
+from crewtui.runtime.domains import ClaimTable
+from crewtui.runtime.drivers import (
+    AgentFn,
+    CallableDriver,
+    ExitInfo,
+    LaunchInfo,
+    ProcessDriver,
+    SessionHandle,
+    validate_argv,
+)
+from crewtui.runtime.registry import RegistryWriter
+from crewtui.runtime.tail import find_result, read_new, tail_lines
+from crewtui.store import Store
+
+log = logging.getLogger("crewtui.orchestrator")
+
+OUTPUT_LINES_PER_EVENT = 20  # the UI shows a tail; more lines per tick would only cost
+OFFSET_PERSIST_EVERY = 2.0  # seconds: output offsets are bookkeeping, a slightly old one only re-reads a bit
+
+
+class Subscription:
+    """A client's view of the event stream: a bounded queue; output events are dropped first when it lags."""
+
+    def __init__(self, owner: "Orchestrator", maxsize: int) -> None:
+        self._owner = owner
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def offer(self, event: Event) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def close(self) -> None:
+        self._owner._subscribers.discard(self)
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> Event:
+        item = await self.queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
+class Orchestrator:
+    """Owns the sessions of one data dir. Create with `await Orchestrator.open(...)`, then `await start()`."""
+
+    def __init__(
+        self,
+        data_dir: DataDir,
+        store: Store,
+        crew: CrewConfig | None = None,
+        *,
+        clock: ClockLike | None = None,
+        ids: IdGen | None = None,
+        process_driver: ProcessDriver | None = None,
+        callables: dict[str, AgentFn] | None = None,
+        tail_interval: float = 0.25,
+        socket_path: Path | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.store = store
+        self.crew = crew or default_crew()
+        self.clock = clock or Clock()
+        self.ids = ids or IdGen(self.clock)
+        self.process_driver = process_driver or ProcessDriver()
+        self.callable_driver = CallableDriver(callables or {})
+        self.tail_interval = tail_interval
+        self.socket_path = socket_path
+        self.kill_grace = self.crew.crew.kill_grace
+        self.started_at = self.clock.now()
+
+        self.sessions: dict[str, Session] = {}
+        self._labels = ClaimTable("label")
+        self._domains = ClaimTable("domain")
+        self._handles: dict[str, SessionHandle] = {}
+        self._waiters: dict[str, asyncio.Task[None]] = {}
+        self._ended: dict[str, asyncio.Event] = {}
+        self._children: dict[str, set[str]] = {}
+        self._killing: dict[str, str] = {}
+        self._yielded_on: dict[str, set[str]] = {}  # parent -> children already handed to a yield
+        self._queue: deque[str] = deque()
+        self._launching: dict[str, asyncio.Task[None]] = {}
+        self._env_extra: dict[str, dict[str, str]] = {}
+        self._subscribers: set[Subscription] = set()
+        self._seq = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tailer: asyncio.Task[None] | None = None
+        self._dirty_offsets: set[str] = set()
+        self._last_offset_persist = 0.0
+        self._registry: RegistryWriter | None = None
+        self._running = False
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(cls, data_dir: DataDir | str | Path, crew: CrewConfig | None = None, **kwargs: Any) -> "Orchestrator":
+        dd = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir)
+        dd.ensure()
+        store = await Store.open(dd.store)
+        return cls(dd, store, crew, **kwargs)
+
+    async def start(self) -> None:
+        """Load the store, reconcile sessions an earlier runtime left, start the background tasks."""
+        self._seq = await self.store.max_event_seq()
+        for s in await self.store.load_sessions():
+            self.sessions[s.key] = s
+            self._ended[s.key] = asyncio.Event()
+            if s.parent:
+                self._children.setdefault(s.parent, set()).add(s.key)
+            if s.state.terminal:
+                self._ended[s.key].set()
+            else:
+                self._labels.claim(s.label, s.key)
+                if s.domain:
+                    self._domains.claim(s.domain, s.key)
+        registry = self.crew.registry_path(self.data_dir.root)
+        if registry is not None:
+            self._registry = RegistryWriter(registry, self._registry_merged)
+            self._registry.start()
+        self._running = True
+        counts = await self._reconcile()
+        self._publish(
+            RuntimeStarted(
+                pid=os.getpid(),
+                data_dir=str(self.data_dir.root),
+                readopted=counts["readopted"],
+                recorded_exits=counts["recorded"],
+                lost=counts["lost"],
+            )
+        )
+        self._tailer = asyncio.create_task(self._tail_loop(), name="output-tailer")
+        self._pump_queue()
+
+    async def stop(self, kill_sessions: bool = False) -> None:
+        """Stop the runtime. Sessions keep running (for re-adoption) unless `kill_sessions`."""
+        if not self._running:
+            return
+        if kill_sessions:
+            live = [s.key for s in self.sessions.values() if s.state.live]
+            await self._kill_keys(live, "killed at runtime stop", cascade=False)
+        self._running = False
+        if self._tailer:
+            self._tailer.cancel()
+        for t in list(self._waiters.values()) + list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._waiters.values(), *self._tasks, *( [self._tailer] if self._tailer else []), return_exceptions=True)
+        # Record how far each live session's output was read, so the next runtime tails from there.
+        for key in list(self._dirty_offsets):
+            self.store.put_session(self.sessions[key])
+        self._dirty_offsets.clear()
+        self._publish(
+            RuntimeStopped(pid=os.getpid(), live_sessions=sum(1 for s in self.sessions.values() if s.state.live))
+        )
+        for sub in list(self._subscribers):
+            sub.close()
+        if self._registry:
+            await self._registry.stop()
+        await self.store.close()
+
+    # ------------------------------------------------------------------------------------ queries
+
+    async def info(self) -> RuntimeInfo:
+        return RuntimeInfo(
+            pid=os.getpid(),
+            data_dir=str(self.data_dir.root),
+            crew=self.crew.crew.name,
+            crew_file=str(self.crew.source) if self.crew.source else None,
+            agents=sorted(set(self.crew.agents) | set(self.callable_driver.names())),
+            started_at=self.started_at,
+            max_concurrent=self.crew.crew.max_concurrent,
+        )
+
+    def resolve(self, ref: str) -> Session:
+        """A session by key, or by label (the live holder first, else the newest session with it)."""
+        if not isinstance(ref, str) or not ref:
+            raise BadInput("a session key or label is required")
+        s = self.sessions.get(ref)
+        if s is not None:
+            return s
+        holder = self._labels.holder(ref)
+        if holder is not None:
+            return self.sessions[holder]
+        matches = [s for s in self.sessions.values() if s.label == ref]
+        if matches:
+            return max(matches, key=lambda s: s.created_at)
+        raise NotFound(f"no session with key or label {ref!r}")
+
+    async def get(self, ref: str) -> Session:
+        return self.resolve(ref).model_copy(deep=True)
+
+    async def list(self, state: SessionState | None = None, prefix: str | None = None) -> list[Session]:
+        out = [
+            s.model_copy(deep=True)
+            for s in self.sessions.values()
+            if (state is None or s.state == state) and (prefix is None or s.label.startswith(prefix))
+        ]
+        out.sort(key=lambda s: s.key)
+        return out
+
+    async def history(self, ref: str, tail: int = 50) -> History:
+        s = self.resolve(ref)
+        if tail < 1 or tail > 100_000:
+            raise BadInput(f"--tail must be between 1 and 100000, got {tail}")
+        d = self.data_dir.session_dir(s.key)
+        lines, err = await asyncio.to_thread(
+            lambda: (tail_lines(d / "stdout.log", tail), tail_lines(d / "stderr.log", tail))
+        )
+        return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err)
+
+    async def registry(self) -> dict[str, Any]:
+        if self._registry is None:
+            raise NotFound("this crew names no registry (set [crew] registry = \"registry.json\" in the crew file)")
+        await self._registry.flush()
+        return await asyncio.to_thread(self._registry.read)
+
+    def watch(self, maxsize: int = 10_000) -> Subscription:
+        sub = Subscription(self, maxsize)
+        self._subscribers.add(sub)
+        return sub
+
+    def describe(self, key: str) -> str:
+        s = self.sessions.get(key)
+        return f"{key} ({s.label})" if s else key
+
+    # ------------------------------------------------------------------------------------ spawn
+
+    async def spawn(self, request: SpawnRequest) -> Session:
+        req = request
+        validate_label(req.label)
+        self._labels.check(req.label, self.describe)
+        if req.domain is not None:
+            if not req.domain or len(req.domain) > 256 or any(c in req.domain for c in "\n\r\0"):
+                raise BadInput(f"invalid domain {req.domain!r}: use one line of at most 256 characters")
+            self._domains.check(req.domain, self.describe)
+        if req.max_attempts < 1:
+            raise BadInput(f"max_attempts must be at least 1, got {req.max_attempts}")
+        if req.watchdog_after is not None and req.watchdog_after <= 0:
+            raise BadInput(f"watchdog must be a positive duration, got {req.watchdog_after}")
+        parent: Session | None = None
+        depth = 0
+        if req.parent:
+            parent = self.resolve(req.parent)
+            if parent.state.terminal:
+                raise Conflict(f"parent {self.describe(parent.key)} has ended ({parent.state.value}); it cannot have new children")
+            depth = parent.depth + 1
+            limit = self.crew.crew.max_spawn_depth
+            if depth > limit:
+                raise Conflict(
+                    f"spawn refused: {req.label!r} would be at depth {depth}, over max_spawn_depth {limit} "
+                    f"(parent {self.describe(parent.key)} is at depth {parent.depth})"
+                )
+            live_children = [k for k in self._children.get(parent.key, ()) if self.sessions[k].state.live]
+            if len(live_children) >= self.crew.crew.max_children:
+                raise Conflict(
+                    f"spawn refused: parent {self.describe(parent.key)} already has {len(live_children)} live children "
+                    f"(max_children {self.crew.crew.max_children})"
+                )
+
+        key = self.ids.new()
+        driver = "process"
+        agent_cfg = None
+        if req.argv is not None:
+            if req.agent is not None:
+                raise BadInput("give either an agent (--agent) or an argv (-- ARGV...), not both")
+            argv = list(req.argv)
+            validate_argv(argv)
+        elif req.agent is not None:
+            if self.callable_driver.has(req.agent):
+                driver, argv = "callable", []
+            elif req.agent in self.crew.agents:
+                agent_cfg = self.crew.agents[req.agent]
+                argv = render_command(
+                    agent_cfg.command,
+                    {"task": req.task or "", "label": req.label, "key": key, "python": sys.executable},
+                )
+                validate_argv(argv)
+            else:
+                known = ", ".join(sorted(set(self.crew.agents) | set(self.callable_driver.names()))) or "none"
+                raise NotFound(f"unknown agent {req.agent!r}; known agents: {known}")
+        else:
+            raise BadInput("nothing to run: give --agent NAME (with --task) or an argv after --")
+
+        now = self.clock.now()
+        watchdog = req.watchdog_after
+        if watchdog is None and agent_cfg is not None:
+            watchdog = agent_cfg.watchdog_after
+        if watchdog is None:
+            watchdog = self.crew.crew.watchdog_after
+        session = Session(
+            key=key,
+            label=req.label,
+            state=SessionState.PENDING,
+            max_attempts=req.max_attempts if req.max_attempts != 1 or agent_cfg is None else agent_cfg.max_attempts,
+            agent=req.agent,
+            task=req.task,
+            argv=argv,
+            driver=driver,
+            parent=parent.key if parent else None,
+            depth=depth,
+            domain=req.domain,
+            pool=req.pool or (agent_cfg.pool if agent_cfg else None),
+            cron_run=req.cron_run,
+            watchdog_after=watchdog,
+            created_at=now,
+            updated_at=now,
+            output_dir=str(self.data_dir.session_dir(key)),
+        )
+        # Claims first, before any await: a concurrent spawn now sees them.
+        self.sessions[key] = session
+        self._ended[key] = asyncio.Event()
+        self._labels.claim(session.label, key)
+        if session.domain:
+            self._domains.claim(session.domain, key)
+        if parent:
+            self._children.setdefault(parent.key, set()).add(key)
+        self._env_extra[key] = dict(req.env)
+        self._queue.append(key)
+        self.store.put_session(session)
+        self._publish(
+            SessionSpawned(session=key, label=session.label, parent=session.parent, domain=session.domain,
+                           cron_run=session.cron_run, attempt=session.attempt)
+        )
+        self._pump_queue()
+        # Wait for the launch (or for it to be queued) so the caller sees the real state.
+        await self._launched(key)
+        return session.model_copy(deep=True)
+
+    async def _launched(self, key: str) -> None:
+        task = self._launching.get(key)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def _running_count(self) -> int:
+        # Yielded sessions wait on their children: counting them could deadlock a full crew.
+        return sum(1 for s in self.sessions.values() if s.state == SessionState.RUNNING) + len(self._launching)
+
+    def _pump_queue(self) -> None:
+        """Start queued sessions while there is room under the crew's concurrency cap (first in, first out)."""
+        if not self._running:
+            return
+        cap = self.crew.crew.max_concurrent
+        while self._queue and self._running_count() < cap:
+            key = self._queue.popleft()
+            s = self.sessions[key]
+            if s.state != SessionState.PENDING:
+                continue
+            s.queue_position = None
+            task = asyncio.create_task(self._launch(key), name=f"launch-{key}")
+            self._launching[key] = task
+        for pos, key in enumerate(self._queue, start=1):
+            s = self.sessions[key]
+            if s.queue_position != pos:
+                s.queue_position = pos
+                s.reason = f"queued: {pos} ahead in line under max_concurrent {cap}" if pos > 1 else f"queued: next under max_concurrent {cap}"
+                self.store.put_session(s)
+
+    async def _launch(self, key: str) -> None:
+        s = self.sessions[key]
+        out_dir = self.data_dir.session_dir(key)
+        try:
+            if s.driver == "callable":
+                handle: SessionHandle = await self.callable_driver.start(key, s.label, s.agent or "", out_dir)
+            else:
+                env = {
+                    "CREWTUI_SESSION_KEY": key,
+                    "CREWTUI_SESSION_LABEL": s.label,
+                    "CREWTUI_DATA_DIR": str(self.data_dir.root),
+                    "CREWTUI_OUTPUT_DIR": str(out_dir),
+                    "PYTHONUNBUFFERED": "1",
+                }
+                if self.socket_path is not None:
+                    env["CREWTUI_SOCKET"] = str(self.socket_path)
+                if s.agent and s.agent in self.crew.agents:
+                    env.update(self.crew.agents[s.agent].env)
+                env.update(self._env_extra.pop(key, {}))
+                handle = await self.process_driver.start(key, s.argv, out_dir, env, cwd=out_dir)
+        except Exception as exc:  # a launch failure is the session's failure, never the runtime's
+            log.warning("launch of %s failed: %s", key, exc)
+            self._launching.pop(key, None)
+            self._transition(s, SessionState.FAILED, reason=f"could not start: {exc}")
+            self._after_end(s)
+            return
+        self._launching.pop(key, None)
+        if s.state != SessionState.PENDING:  # killed while launching
+            await handle.terminate(self.kill_grace)
+            return
+        self._adopt_handle(s, handle)
+        s.started_at = self.clock.now()
+        self._transition(s, SessionState.RUNNING, reason=None)
+
+    def _adopt_handle(self, s: Session, handle: SessionHandle) -> None:
+        self._handles[s.key] = handle
+        if handle.info is not None:
+            s.shim_pid = handle.info.shim_pid
+            s.agent_pid = handle.info.agent_pid
+            s.shim_start = handle.info.shim_start
+            s.agent_start = handle.info.agent_start
+        self._waiters[s.key] = asyncio.create_task(self._wait_end(s.key, handle), name=f"wait-{s.key}")
+
+    async def _wait_end(self, key: str, handle: SessionHandle) -> None:
+        try:
+            exit_info = await handle.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("waiting on %s failed", key)
+            exit_info = None
+            self.sessions[key].reason = f"lost track of the process: {exc}"
+        self._waiters.pop(key, None)
+        self._handles.pop(key, None)
+        await self._finish(key, exit_info)
+
+    async def _finish(self, key: str, exit_info: ExitInfo | None) -> None:
+        """Record how a session ended: done, failed, killed or lost, with its result."""
+        s = self.sessions[key]
+        if s.state.terminal:
+            return
+        await self._tail_one(s)  # the last lines, before the end is announced
+        killed_reason = self._killing.pop(key, None)
+        s.ended_at = exit_info.ended_at if exit_info and exit_info.ended_at else self.clock.now()
+        if exit_info is not None:
+            s.exit_code = exit_info.code if exit_info.code is not None else (128 + exit_info.signal if exit_info.signal else None)
+        if killed_reason is not None:
+            new, reason = SessionState.KILLED, killed_reason
+        elif exit_info is None:
+            new, reason = SessionState.LOST, s.reason or "the process vanished without an exit record"
+        elif exit_info.code == 0:
+            new, reason = SessionState.DONE, None
+            found, value = await asyncio.to_thread(find_result, self.data_dir.session_dir(key))
+            if found:
+                s.result = value
+        else:
+            sig = f" (signal {exit_info.signal})" if exit_info.signal else ""
+            new, reason = SessionState.FAILED, f"exit code {s.exit_code}{sig}"
+            last_err = await asyncio.to_thread(tail_lines, self.data_dir.session_dir(key) / "stderr.log", 1)
+            if last_err:
+                reason += f": {last_err[-1][:200]}"
+        self._transition(s, new, reason=reason)
+        self._after_end(s)
+
+    def _after_end(self, s: Session) -> None:
+        self._labels.release(s.label, s.key)
+        self._domains.release(s.domain, s.key)
+        self._dirty_offsets.discard(s.key)
+        if s.state == SessionState.DONE and s.result is not None and self._registry is not None:
+            self._registry.merge(s.domain or s.label, s.result)
+        self._ended[s.key].set()
+        self._pump_queue()
+
+    def _registry_merged(self, entry: str) -> None:
+        self._publish(RegistryMerged(entry=entry))
+
+    def _transition(self, s: Session, new: SessionState, reason: str | None) -> None:
+        old = s.state
+        if new != old and new not in TRANSITIONS[old]:
+            # A bug in the runtime, never user input: refuse loudly rather than corrupt the record.
+            raise RuntimeError(f"illegal transition {old.value} -> {new.value} for {s.key}")
+        s.state = new
+        s.reason = reason
+        s.updated_at = self.clock.now()
+        if new != SessionState.YIELDED:
+            s.yield_on = None
+        self.store.put_session(s)
+        self._publish(
+            SessionStateChanged(session=s.key, label=s.label, old=old, new=new, reason=reason,
+                                exit_code=s.exit_code, attempt=s.attempt)
+        )
+
+    # ------------------------------------------------------------------------------------ steer
+
+    async def send(self, ref: str, text: str) -> Session:
+        s = self.resolve(ref)
+        if not isinstance(text, str) or not text:
+            raise BadInput("steer text is empty")
+        size = len(text.encode("utf-8", errors="replace"))
+        if size > MAX_STEER_BYTES:
+            raise BadInput(f"steer text is {size} bytes, over the 64 KiB limit")
+        if any(c in text for c in "\n\r\0"):
+            raise BadInput("steer text must be one line (no newline or NUL characters)")
+        if s.state.terminal:
+            raise Conflict(f"session {self.describe(s.key)} has ended ({s.state.value}); it cannot be steered")
+        handle = self._handles.get(s.key)
+        if handle is None:
+            raise Conflict(f"session {self.describe(s.key)} is {s.state.value} and not started yet; steer it once it runs")
+        await handle.send(text)
+        self._publish(SessionSteered(session=s.key, label=s.label, text=text[:500]))
+        return s.model_copy(deep=True)
+
+    # ------------------------------------------------------------------------------------ kill
+
+    def _descendants(self, key: str) -> list[str]:
+        out: list[str] = []
+        stack = list(self._children.get(key, ()))
+        while stack:
+            k = stack.pop()
+            out.append(k)
+            stack.extend(self._children.get(k, ()))
+        return out
+
+    async def kill(self, ref: str | None = None, prefix: str | None = None, reason: str = "killed by user") -> list[Session]:
+        if (ref is None) == (prefix is None):
+            raise BadInput("kill needs exactly one of a session key/label or --prefix")
+        if ref is not None:
+            s = self.resolve(ref)
+            if s.state.terminal:
+                raise Conflict(f"session {self.describe(s.key)} has already ended ({s.state.value})")
+            targets = [s.key]
+        else:
+            if not prefix:
+                raise BadInput("--prefix must not be empty (that would kill every session)")
+            targets = [s.key for s in self.sessions.values() if s.state.live and s.label.startswith(prefix)]
+            if not targets:
+                raise NotFound(f"no live session has a label starting with {prefix!r}")
+        await self._kill_keys(targets, reason, cascade=True)
+        return [self.sessions[k].model_copy(deep=True) for k in targets]
+
+    async def _kill_keys(self, keys: list[str], reason: str, cascade: bool) -> None:
+        order: dict[str, str] = {}
+        for k in keys:
+            order.setdefault(k, reason)
+            if cascade:
+                for d in self._descendants(k):
+                    order.setdefault(d, f"parent {self.describe(k)} was killed")
+        live = [k for k in order if self.sessions[k].state.live]
+        terminations = []
+        for k in live:
+            s = self.sessions[k]
+            self._killing[k] = order[k]
+            if s.state == SessionState.PENDING and k not in self._launching:
+                try:
+                    self._queue.remove(k)
+                except ValueError:
+                    pass
+                self._killing.pop(k, None)
+                s.ended_at = self.clock.now()
+                self._transition(s, SessionState.KILLED, order[k])
+                self._after_end(s)
+                continue
+            launching = self._launching.get(k)
+            if launching is not None:
+                terminations.append(self._kill_launching(k, launching))
+                continue
+            handle = self._handles.get(k)
+            if handle is not None:
+                terminations.append(handle.terminate(self.kill_grace))
+        await asyncio.gather(*terminations, return_exceptions=True)
+        await asyncio.gather(*(self._ended[k].wait() for k in live))
+
+    async def _kill_launching(self, key: str, task: asyncio.Task[None]) -> None:
+        await asyncio.shield(task)
+        handle = self._handles.get(key)
+        if handle is not None:
+            await handle.terminate(self.kill_grace)
+
+    # ------------------------------------------------------------------------------------ yield
+
+    async def yield_(
+        self, children: list[str] | None = None, parent: str | None = None, wait: bool = True
+    ) -> YieldResult | None:
+        """Wait for children to end and hand back their results as one message, with no polling.
+
+        With a parent, the parent is `yielded` meanwhile. `wait=False` returns at once and pushes the result
+        to the parent's stdin as one JSON line when the last child ends (how a process session yields).
+        """
+        p = self.resolve(parent) if parent else None
+        if p is not None and p.state not in (SessionState.RUNNING, SessionState.YIELDED):
+            raise Conflict(f"session {self.describe(p.key)} is {p.state.value}; only a running session can yield")
+        if children:
+            kids = [self.resolve(c).key for c in children]
+        elif p is not None:
+            # Every child not yet handed to an earlier yield: one that finished before the parent
+            # yielded still has its result delivered (a fast child must not be lost to a race).
+            done = self._yielded_on.get(p.key, set())
+            kids = sorted((k for k in self._children.get(p.key, ()) if k not in done),
+                          key=lambda k: self.sessions[k].created_at)
+            if not kids:
+                raise BadInput(f"session {self.describe(p.key)} has no children left to yield on")
+        else:
+            raise BadInput("yield needs --children KEY... (or to be called from inside a session that has children)")
+        if p is not None and p.key in kids:
+            raise BadInput("a session cannot yield on itself")
+        if not wait and p is None:
+            raise BadInput("--no-wait needs a parent session to push the results to")
+        if p is not None:
+            self._yielded_on.setdefault(p.key, set()).update(kids)
+            p.yield_on = kids
+            self._transition(p, SessionState.YIELDED, reason=f"waiting for {len(kids)} children")
+            self._publish(SessionYielded(session=p.key, label=p.label, children=kids))
+        if not wait:
+            self._spawn_task(self._deliver_yield(p.key, kids, to_stdin=True))  # type: ignore[union-attr]
+            return None
+        return await self._deliver_yield(p.key if p else None, kids, to_stdin=False)
+
+    def _spawn_task(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _deliver_yield(self, parent: str | None, kids: list[str], to_stdin: bool) -> YieldResult:
+        try:
+            await asyncio.gather(*(self._ended[k].wait() for k in kids))
+        finally:
+            p = self.sessions.get(parent) if parent else None
+            if p is not None and p.state == SessionState.YIELDED:
+                p.yield_on = None
+                self._transition(p, SessionState.RUNNING, reason=None)
+        result = YieldResult(
+            parent=parent,
+            children=[
+                ChildResult(key=k, label=self.sessions[k].label, state=self.sessions[k].state,
+                            exit_code=self.sessions[k].exit_code, result=self.sessions[k].result)
+                for k in kids
+            ],
+        )
+        if parent is not None:
+            self._publish(YieldDelivered(session=parent, label=self.sessions[parent].label, children=kids))
+            handle = self._handles.get(parent)
+            if to_stdin and handle is not None:
+                try:
+                    await handle.send(result.model_dump_json())
+                except Exception as exc:  # the parent may have ended meanwhile
+                    log.info("yield result not delivered to %s: %s", parent, exc)
+        return result
+
+    # ------------------------------------------------------------------------------------ output
+
+    async def _tail_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tail_interval)
+            try:
+                for s in list(self.sessions.values()):
+                    if s.state in (SessionState.RUNNING, SessionState.YIELDED) and s.key in self._handles:
+                        await self._tail_one(s)
+                now = self.clock.now()
+                if self._dirty_offsets and now - self._last_offset_persist >= OFFSET_PERSIST_EVERY:
+                    for key in self._dirty_offsets:
+                        self.store.put_session(self.sessions[key])
+                    self._dirty_offsets.clear()
+                    self._last_offset_persist = now
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("output tailing failed")
+
+    async def _tail_one(self, s: Session) -> None:
+        d = self.data_dir.session_dir(s.key)
+        for stream in ("stdout", "stderr"):
+            offset = s.stdout_offset if stream == "stdout" else s.stderr_offset
+            lines, new_offset, nbytes = read_new(d / f"{stream}.log", offset)
+            if nbytes == 0:
+                continue
+            if stream == "stdout":
+                s.stdout_offset = new_offset
+            else:
+                s.stderr_offset = new_offset
+            if lines:
+                s.last_output_at = self.clock.now()
+                s.last_line = lines[-1][:500]
+                self._publish(SessionOutput(session=s.key, label=s.label, stream=stream,
+                                            lines=lines[-OUTPUT_LINES_PER_EVENT:], nbytes=nbytes))
+            self._dirty_offsets.add(s.key)
+
+    # ------------------------------------------------------------------------------------ restart
+
+    async def _reconcile(self) -> dict[str, int]:
+        """Sessions an earlier runtime left: re-adopt the living, record the ended, mark the vanished lost."""
+        counts = {"readopted": 0, "recorded": 0, "lost": 0}
+        pending = sorted(
+            (s for s in self.sessions.values() if s.state == SessionState.PENDING), key=lambda s: s.created_at
+        )
+        for s in self.sessions.values():
+            if s.state not in (SessionState.RUNNING, SessionState.YIELDED):
+                continue
+            out_dir = self.data_dir.session_dir(s.key)
+            if s.driver != "process":
+                # An in-process coroutine cannot outlive its runtime.
+                self._transition(s, SessionState.LOST, "in-process session ended with its runtime")
+                s.ended_at = self.clock.now()
+                self._after_end(s)
+                counts["lost"] += 1
+                continue
+            info = None
+            if s.shim_pid and s.agent_pid and s.shim_start is not None and s.agent_start is not None:
+                info = LaunchInfo(s.shim_pid, s.agent_pid, s.shim_start, s.agent_start)
+            found = await asyncio.to_thread(self.process_driver.adopt, s.key, out_dir, info)
+            if isinstance(found, ExitInfo):
+                counts["recorded"] += 1
+                await self._finish(s.key, found)
+            elif found is None:
+                counts["lost"] += 1
+                s.reason = "its process vanished while no runtime was watching"
+                await self._finish(s.key, None)
+            else:
+                counts["readopted"] += 1
+                self._adopt_handle(s, found)
+                if s.state == SessionState.YIELDED and s.yield_on:
+                    # The yield outlived the runtime: deliver the children's results when they end.
+                    self._spawn_task(self._deliver_yield(s.key, list(s.yield_on), to_stdin=True))
+        for s in pending:
+            self._queue.append(s.key)
+        return counts
+
+    # ------------------------------------------------------------------------------------ events
+
+    def _publish(self, event: Event) -> None:
+        event.ts = event.ts or self.clock.now()
+        if not isinstance(event, SessionOutput):
+            # Output lines live in the session's log files; the event log keeps the lifecycle, gapless.
+            self._seq += 1
+            event.seq = self._seq
+            self.store.append_event(event)
+        for sub in list(self._subscribers):
+            sub.offer(event)
+
+    async def flush(self) -> None:
+        """Wait until every change so far is in the store (tests and `ctl list` agreement use it)."""
+        await self.store.flush()
+
+    async def events(self, since_seq: int = 0, limit: int | None = None) -> list[Event]:
+        await self.store.flush()
+        return await self.store.events(since_seq=since_seq, limit=limit)
+
+    async def wait_ended(self, ref: str, timeout: float | None = None) -> Session:
+        """Wait until a session is terminal (for tests and embedding code; the UI uses events)."""
+        s = self.resolve(ref)
+        await asyncio.wait_for(self._ended[s.key].wait(), timeout)
+        return s.model_copy(deep=True)

@@ -1,0 +1,157 @@
+#!/bin/sh
+# crewtui session shim: keeps one agent running after the dashboard that started it is gone (like conmon).
+#
+# Usage: /bin/sh shim.sh DIR -- AGENT_ARGV...
+#
+# The runtime starts this with setsid and DIR already holding stdin.fifo. The outer sh starts the supervisor
+# in the background and exits at once, so the supervisor is nobody's child that could die with the runtime.
+# The supervisor gives the agent DIR/stdin.fifo as stdin and DIR/stdout.log, DIR/stderr.log as output, writes
+# DIR/pid.json (pids and /proc start times, so a restarted runtime can tell its shim from a reused pid),
+# waits for the agent and writes DIR/exit.json. Both JSON files are written to a .tmp file and renamed, so a
+# reader never sees half of one. Anything on the shim's own stdout/stderr before pid.json exists is the
+# runtime's start-up pipe: closing it tells the runtime that pid.json is ready.
+#
+# The agent argv arrives as "$@" and is never pasted into a script or evaluated.
+# Kept to dash builtins where it runs for long (the supervisor is resident for the agent's whole life and
+# must stay under 2 MB); `mv` and `date` are short-lived helpers.
+
+if [ "${1-}" != "--supervise" ]; then
+    if [ $# -lt 3 ] || [ "$2" != "--" ]; then
+        echo "usage: sh shim.sh DIR -- AGENT_ARGV..." >&2
+        exit 2
+    fi
+    # Re-exec rather than `( ... ) &`: a fresh sh has its own $$ (dash has no $BASHPID) and a small image.
+    # setsid(1) makes the supervisor the leader of its own session and process group, so the runtime can
+    # signal the whole session as -SHIM_PID. Without it the group is this outer sh's (still one session).
+    SETSID=
+    for candidate in /usr/bin/setsid /bin/setsid; do
+        if [ -x "$candidate" ]; then
+            SETSID=$candidate
+            break
+        fi
+    done
+    if [ -z "$SETSID" ]; then
+        SETSID=$(command -v setsid 2>/dev/null) || SETSID=
+    fi
+    if [ -n "$SETSID" ]; then
+        "$SETSID" /bin/sh "$0" --supervise "$@" &
+    else
+        /bin/sh "$0" --supervise "$@" &
+    fi
+    exit 0
+fi
+
+# The runtime kills sessions by signalling the whole process group; those signals are meant for the agent.
+# Catching them (never ignoring them: an ignored signal would be inherited by the agent) keeps the shim
+# alive to record how the agent ended. dash resets caught signals to default in the children it starts.
+trap ':' HUP INT QUIT TERM USR1 USR2 ALRM
+
+shift
+DIR=$1
+shift 2
+
+# For the runtime, in case it has to give up on this start before pid.json exists.
+echo "shim-pid $$"
+
+if [ ! -d "$DIR" ]; then
+    echo "shim: session dir $DIR does not exist" >&2
+    exit 2
+fi
+
+# Sets ST to field 22 (starttime, clock ticks since boot) of /proc/$1/stat, or to "" if there is none.
+# comm (field 2) may hold spaces, parentheses and even newlines, so everything through the LAST ") " goes.
+proc_start() {
+    ST=
+    _stat=
+    while IFS= read -r _line || [ -n "$_line" ]; do
+        _stat="$_stat$_line "
+        _line=
+    done 2>/dev/null <"/proc/$1/stat"
+    case $_stat in
+        *") "*) ;;
+        *) return 0 ;;
+    esac
+    _stat=${_stat##*) }
+    set -f
+    # shellcheck disable=SC2086  # word splitting of the numeric fields is the point
+    set -- $_stat
+    set +f
+    # Field 3 (state) is now $1, so field 22 is $20.
+    [ $# -ge 20 ] || return 0
+    shift 19
+    case $1 in
+        '' | *[!0-9]*) ;;
+        *) ST=$1 ;;
+    esac
+}
+
+# True if $1 is a plain decimal number, so it can go into JSON as is (a `date` without %N prints "N").
+is_number() {
+    case $1 in
+        '' | *[!0-9.]* | .* | *. | *.*.*) return 1 ;;
+    esac
+    return 0
+}
+
+# Writes $2 into DIR/$1 atomically.
+write_json() {
+    printf '%s\n' "$2" >"$DIR/$1.tmp" && mv -f -- "$DIR/$1.tmp" "$DIR/$1"
+}
+
+if [ ! -p "$DIR/stdin.fifo" ]; then
+    mkfifo -m 600 "$DIR/stdin.fifo"
+fi
+# Read-write, so opening never blocks and the agent never sees EOF while the shim can still be steered.
+exec 3<>"$DIR/stdin.fifo"
+
+# A background job of a non-interactive sh starts with SIGINT and SIGQUIT ignored, and a shell cannot undo
+# that for its children; GNU env can. An argv[0] containing "=" would be taken by env as an assignment.
+RESET_SIGNALS=
+case ${1-} in
+    *=*) ;;
+    *) env --default-signal=INT,QUIT --version >/dev/null 2>&1 && RESET_SIGNALS=1 ;;
+esac
+
+if [ -n "$RESET_SIGNALS" ]; then
+    env --default-signal=INT,QUIT -- "$@" <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
+else
+    "$@" <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
+fi
+AGENT_PID=$!
+
+proc_start $$
+SHIM_START=${ST:-null}
+proc_start "$AGENT_PID"
+AGENT_START=$ST
+
+if ! write_json pid.json "{\"shim_pid\": $$, \"agent_pid\": $AGENT_PID, \"shim_start\": $SHIM_START, \"agent_start\": ${AGENT_START:-null}}"; then
+    # Without pid.json nobody could ever find, steer or stop this agent.
+    kill -KILL "$AGENT_PID" 2>/dev/null
+    echo "shim: cannot write $DIR/pid.json" >&2
+    exit 1
+fi
+
+# Closing the start-up pipe is the runtime's signal that pid.json is there.
+exec >/dev/null 2>&1
+
+while :; do
+    wait "$AGENT_PID"
+    CODE=$?
+    # A caught signal interrupts `wait` with 128+n while the agent may still be running (or be an unreaped
+    # zombie, which still has its /proc entry). Only a status from a reaped agent is its real exit status.
+    proc_start "$AGENT_PID"
+    if [ -z "$ST" ] || [ "$ST" != "$AGENT_START" ]; then
+        break
+    fi
+done
+
+ENDED_AT=$(date +%s.%N 2>/dev/null)
+is_number "$ENDED_AT" || ENDED_AT=$(date +%s 2>/dev/null)
+is_number "$ENDED_AT" || ENDED_AT=null
+
+if [ "$CODE" -gt 128 ]; then
+    write_json exit.json "{\"code\": $CODE, \"ended_at\": $ENDED_AT, \"signal\": $((CODE - 128))}"
+else
+    write_json exit.json "{\"code\": $CODE, \"ended_at\": $ENDED_AT}"
+fi
+exit 0

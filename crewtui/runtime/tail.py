@@ -1,0 +1,151 @@
+"""Bounded reading of session output files: new lines since an offset, the last lines, and the result.
+
+Sessions write `stdout.log` / `stderr.log` in their output dir while the runtime tails them. Every read here
+is bounded, so one agent that prints a gigabyte, or a megabyte without a newline, cannot stall the runtime
+or fill its memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MAX_LINE_CHARS = 4096
+# Enough raw bytes to decode MAX_LINE_CHARS characters whatever their UTF-8 length.
+_MAX_LINE_BYTES = MAX_LINE_CHARS * 4
+_BLOCK = 8192
+
+
+def _decode(raw: bytes) -> str:
+    text = raw[:_MAX_LINE_BYTES].decode("utf-8", errors="replace")[:MAX_LINE_CHARS]
+    # CRLF output reads better without the CR; nothing else is changed.
+    return text[:-1] if text.endswith("\r") else text
+
+
+def read_new(path: Path, offset: int, max_bytes: int = 1 << 20) -> tuple[list[str], int, int]:
+    """Return (complete new lines after `offset`, the offset just after the last of them, bytes consumed).
+
+    A partial last line waits for its newline, except that a pending line longer than `max_bytes` is
+    emitted truncated (lines are capped at 4096 characters anyway) and the rest of it is skipped when it
+    arrives. An offset past the end of the file means the file was truncated (a new attempt): reading
+    starts again at 0, so the returned offset, not offset + consumed, is the one to keep.
+    A missing file gives ([], offset, 0).
+    """
+    max_bytes = max(1, max_bytes)
+    try:
+        f = open(path, "rb")
+    except (FileNotFoundError, NotADirectoryError):
+        return [], offset, 0
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if offset < 0 or offset > size:
+            offset = 0
+        if offset == size:
+            return [], offset, 0
+        # One byte before the offset says whether we stand at a line start or inside an over-long line
+        # whose head was already emitted.
+        start = offset - 1 if offset > 0 else 0
+        f.seek(start)
+        data = f.read(max_bytes + (offset - start))
+    mid_line = offset > 0 and data[:1] != b"\n"
+    data = data[offset - start :]
+    if not data:
+        return [], offset, 0
+
+    consumed = 0
+    if mid_line:
+        nl = data.find(b"\n")
+        if nl == -1:
+            # All of it belongs to a line already emitted truncated: drop it now.
+            return [], offset + len(data), len(data)
+        consumed = nl + 1
+        data = data[consumed:]
+
+    lines: list[str] = []
+    last_nl = data.rfind(b"\n")
+    if last_nl == -1:
+        if consumed == 0 and len(data) >= max_bytes:
+            lines.append(_decode(data))
+            consumed = len(data)
+        # After a skipped tail the pending line may be short only because the read stopped: next call.
+        return lines, offset + consumed, consumed
+    for raw in data[:last_nl].split(b"\n"):
+        lines.append(_decode(raw))
+    consumed += last_nl + 1
+    return lines, offset + consumed, consumed
+
+
+def _tail_raw(path: Path, n: int, max_bytes: int) -> list[bytes]:
+    """The last `n` lines of a file as raw bytes (a final line without newline counts), reading backwards
+    at most `max_bytes`; a line cut by that bound is left out."""
+    if n <= 0:
+        return []
+    try:
+        f = open(path, "rb")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        limit = min(size, max(0, max_bytes))
+        block = _BLOCK
+        while True:
+            want = min(limit, block)
+            start = size - want
+            # One byte more tells whether the first line read is complete.
+            f.seek(max(0, start - 1))
+            chunk = f.read(want + (1 if start > 0 else 0))
+            complete_start = start == 0 or chunk[:1] == b"\n"
+            if start > 0:
+                chunk = chunk[1:]
+            body = chunk[:-1] if chunk.endswith(b"\n") else chunk
+            parts = body.split(b"\n")
+            if not complete_start:
+                parts = parts[1:]
+            if len(parts) >= n or want >= limit:
+                break
+            block *= 4
+    if not chunk:
+        return []
+    return parts[-n:]
+
+
+def tail_lines(path: Path, n: int, max_bytes: int = 256 << 10) -> list[str]:
+    """The last `n` lines of a file (decoded, each capped at 4096 characters), reading at most `max_bytes`
+    from the end. A missing file has no lines."""
+    return [_decode(raw) for raw in _tail_raw(path, n, max_bytes)]
+
+
+def _json_container(raw: bytes) -> tuple[bool, Any]:
+    try:
+        value = json.loads(raw.strip())
+    except ValueError:
+        return False, None
+    return isinstance(value, (dict, list)), value
+
+
+_RESULT_SCAN_LINES = 1000
+_RESULT_SCAN_BYTES = 4 << 20
+
+
+def find_result(out_dir: Path) -> tuple[bool, Any]:
+    """A session's result: `result.json` if it exists and parses, else the last stdout line that is a JSON
+    object or array (searched from the end, bounded). Returns (found, value)."""
+    try:
+        text = (out_dir / "result.json").read_bytes()
+    except OSError:
+        pass
+    else:
+        try:
+            return True, json.loads(text)
+        except ValueError:
+            pass
+    # Raw lines, not tail_lines: a result line may well be longer than a display line.
+    for raw in reversed(_tail_raw(out_dir / "stdout.log", _RESULT_SCAN_LINES, _RESULT_SCAN_BYTES)):
+        if not raw.strip():
+            continue
+        ok, value = _json_container(raw)
+        if ok:
+            return True, value
+    return False, None
