@@ -354,6 +354,199 @@ def watch(ctx: click.Context, as_json: bool) -> None:
 
 
 @ctl.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def retry(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Start a new attempt of an ended session (same key and label)."""
+    s = run_async(remote(ctx).retry(ref))
+    if as_json:
+        echo_json(s)
+    else:
+        click.echo(f"{s.key} {s.label} attempt {s.attempt} {s.state.value}")
+
+
+@ctl.command()
+@click.option("--dry-run", is_flag=True, help="Only list what a sweep would kill, and why.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def sweep(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Kill stale sessions (no output for the crew's stale_after)."""
+    rt = remote(ctx)
+    if not dry_run and not yes:
+        preview = run_async(rt.sweep(dry_run=True))
+        if not preview:
+            click.echo("nothing is stale")
+            return
+        if not sys.stdin.isatty():
+            raise BadInput(f"sweep would kill {len(preview)} stale sessions; add --yes to confirm when not at a terminal")
+        for item in preview:
+            click.echo(f"{item.key}  {item.label:<44} {item.reason}")
+        click.confirm(f"Kill these {len(preview)} stale sessions?", abort=True)
+    items = run_async(rt.sweep(dry_run=dry_run))
+    if as_json:
+        echo_json(items)
+        return
+    if not items:
+        click.echo("nothing is stale")
+    for item in items:
+        click.echo(f"{'would kill' if dry_run else 'killed'} {item.key}  {item.label:<44} {item.reason}")
+
+
+@ctl.command()
+@click.argument("pool")
+@click.pass_context
+@user_errors
+def acquire(ctx: click.Context, pool: str) -> None:
+    """Block until POOL's rate limit grants a permit (agents call this before a model call)."""
+    out = run_async(remote(ctx).acquire(pool))
+    click.echo(json.dumps(out))
+
+
+def fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def fmt_rate(rate: float | None) -> str:
+    return f"{rate:.0%}" if rate is not None else "-"
+
+
+@ctl.group()
+def cron() -> None:
+    """Cron jobs: list, add, remove, run now."""
+
+
+@cron.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def cron_list(ctx: click.Context, as_json: bool) -> None:
+    """List cron jobs with their next fire and last run's completion rate."""
+    jobs = run_async(remote(ctx).cron_list())
+    if as_json:
+        echo_json(jobs)
+        return
+    if not jobs:
+        click.echo("no cron jobs")
+        return
+    click.echo(f"{'NAME':<24} {'SCHEDULE':<36} {'PAYLOAD':<7} {'NEXT FIRE':<19}  {'RUNS':>4}  LAST RATE")
+    for j in jobs:
+        click.echo(f"{j.name:<24} {j.schedule:<36} {j.payload:<7} {fmt_time(j.next_fire):<19}  {j.runs:>4}  {fmt_rate(j.last_rate)}")
+
+
+@cron.command("add")
+@click.argument("name")
+@click.option("--every", default=None, help="An interval, e.g. 15m.")
+@click.option("--cron", "expr", default=None, help="A cron expression, e.g. '0 9 * * *'.")
+@click.option("--tz", default=None, help="IANA time zone for --cron / --at (default UTC).")
+@click.option("--at", default=None, help="One instant, ISO 8601, e.g. 2026-04-02T09:00.")
+@click.option("--allow-past", is_flag=True, help="Accept an --at in the past (it fires at once).")
+@click.option("--agent", default=None)
+@click.option("--label", default=None, help="Label template: {item} {date} {time} {run}.")
+@click.option("--task", default="", help="Task template.")
+@click.option("--domain", default=None, help="Domain template.")
+@click.option("--items", default=None, help="Comma-separated items, one session each.")
+@click.option("--watchdog", default=None, help="Retry sessions not done after this long.")
+@click.option("--max-attempts", type=int, default=None)
+@click.option("--misfire", type=click.Choice(["skip", "run_once", "run_all"]), default=None)
+@click.option("--overlap", type=click.Choice(["allow", "forbid", "replace"]), default=None)
+@click.option("--deadline", default=None, help="A run is counted at this long after its fire at the latest.")
+@click.option("--sweep", "is_sweep", is_flag=True, help="The job sweeps stale sessions.")
+@click.option("--system", "text", default=None, help="The job posts this text to the timeline.")
+@click.pass_context
+@user_errors
+def cron_add(ctx: click.Context, name: str, every: str | None, expr: str | None, tz: str | None, at: str | None,
+             allow_past: bool, agent: str | None, label: str | None, task: str, domain: str | None, items: str | None,
+             watchdog: str | None, max_attempts: int | None, misfire: str | None, overlap: str | None,
+             deadline: str | None, is_sweep: bool, text: str | None) -> None:
+    """Add a cron job (kept in the store across restarts)."""
+    kinds = [k for k, v in (("every", every), ("cron", expr), ("at", at)) if v is not None]
+    if len(kinds) != 1:
+        raise BadInput("give exactly one schedule: --every, --cron or --at")
+    schedule: dict[str, Any] = {"kind": kinds[0]}
+    if every is not None:
+        schedule["every"] = every
+    if expr is not None:
+        schedule["expr"] = expr
+    if at is not None:
+        schedule["at"] = at
+    if tz is not None:
+        schedule["tz"] = tz
+    job: dict[str, Any] = {"name": name, "schedule": schedule}
+    for key, value in (("watchdog_after", watchdog), ("max_attempts", max_attempts), ("misfire", misfire),
+                       ("overlap", overlap), ("deadline", deadline)):
+        if value is not None:
+            job[key] = value
+    if is_sweep:
+        job["action"] = "sweep"
+    if text is not None:
+        job["text"] = text
+    if agent is not None or label is not None:
+        if agent is None or label is None:
+            raise BadInput("a spawning job needs both --agent and --label")
+        spawn: dict[str, Any] = {"agent": agent, "label": label, "task": task}
+        if domain is not None:
+            spawn["domain"] = domain
+        if items is not None:
+            spawn["items"] = [i.strip() for i in items.split(",") if i.strip()]
+        job["spawn"] = spawn
+    info = run_async(remote(ctx).cron_add(job, allow_past))
+    click.echo(f"added {info.name}: {info.schedule}; next fire {fmt_time(info.next_fire)}")
+
+
+@cron.command("remove")
+@click.argument("name")
+@click.pass_context
+@user_errors
+def cron_remove(ctx: click.Context, name: str) -> None:
+    """Remove a cron job added with `cron add`."""
+    info = run_async(remote(ctx).cron_remove(name))
+    click.echo(f"removed {info.name}")
+
+
+@cron.command("run")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def cron_run(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Fire a cron job now (its schedule is unchanged)."""
+    run = run_async(remote(ctx).cron_trigger(name))
+    if as_json:
+        echo_json(run)
+    elif run is None:
+        click.echo(f"fired {name}")
+    else:
+        click.echo(f"fired {name}: run {run.id}, {len(run.sessions)} spawned" + (f", {len(run.refused)} refused" if run.refused else ""))
+
+
+@ctl.command()
+@click.option("--job", default=None, help="Only this job's runs.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None:
+    """Cron runs with their completion rate (done / spawned), newest first."""
+    items = run_async(remote(ctx).runs(job, limit))
+    if as_json:
+        echo_json(items)
+        return
+    if not items:
+        click.echo("no cron runs yet")
+        return
+    click.echo(f"{'RUN':<28} {'FIRED':<19}  {'RATE':>5}  {'SPAWNED':>7} {'DONE':>4} {'FAILED':>6} {'T/O':>3} {'KILLED':>6} {'LOST':>4} {'LIVE':>4}  STATE")
+    for r in items:
+        c = r.counts
+        click.echo(f"{r.id:<28} {fmt_time(r.nominal):<19}  {fmt_rate(r.rate):>5}  {c.get('spawned', 0):>7} {c.get('done', 0):>4} "
+                   f"{c.get('failed', 0):>6} {c.get('timed_out', 0):>3} {c.get('killed', 0):>6} {c.get('lost', 0):>4} "
+                   f"{c.get('running', 0):>4}  {'final' if r.final else 'open'}")
+
+
+@ctl.command()
 @click.pass_context
 @user_errors
 def info(ctx: click.Context) -> None:

@@ -681,6 +681,21 @@ def _parse(text: str, where: str, source: Path | None) -> CrewConfig:
     return config
 
 
+def validate_cron_job(crew: CrewConfig, data: dict[str, Any], existing: list[CronConfig], where: str = "cron add") -> CronConfig:
+    """Check one job (as given to `crewtui ctl cron add`) against the crew's agents and the existing jobs."""
+    whole = {
+        "crew": crew.crew.model_dump(),
+        "agents": {k: v.model_dump() for k, v in crew.agents.items()},
+        "pools": {k: v.model_dump() for k, v in crew.pools.items()},
+        "cron": [j.model_dump() for j in existing] + [data],
+    }
+    try:
+        checked = CrewConfig.model_validate(whole)
+    except ValidationError as exc:
+        raise _config_error(where, exc) from None
+    return checked.cron[-1]
+
+
 def parse_crew(text: str, source: str = "<crew>") -> CrewConfig:
     """Validate a crew file's text; `source` only names it in errors (the result's `source` stays None)."""
     return _parse(text, source, None)

@@ -102,12 +102,13 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
             SessionState.TIMED_OUT,
             SessionState.KILLED,
             SessionState.LOST,
+            SessionState.PENDING,
         }
     ),
     # A retry (watchdog, rate limit) starts a new attempt of an ended session with the same key and label.
     SessionState.FAILED: frozenset({SessionState.PENDING, SessionState.RUNNING}),
     SessionState.LOST: frozenset({SessionState.PENDING, SessionState.RUNNING}),
-    SessionState.TIMED_OUT: frozenset(),
+    SessionState.TIMED_OUT: frozenset({SessionState.PENDING}),  # only by a user's retry
     SessionState.KILLED: frozenset({SessionState.PENDING, SessionState.RUNNING}),
     SessionState.DONE: frozenset(),
 }
@@ -171,6 +172,8 @@ class Session(BaseModel):
     yield_on: list[str] | None = None  # children keys while yielded
     queue_position: int | None = None
     node: str | None = None
+    rate_limited: int = 0  # how many times this attempt was rate limited and retried with backoff
+    next_try_at: float | None = None  # a rate-limited session waits as pending until then
 
     @property
     def prefix(self) -> str:
@@ -192,6 +195,56 @@ class YieldResult(BaseModel):
     type: Literal["yield_result"] = "yield_result"
     parent: str | None = None
     children: list[ChildResult]
+
+
+class CronRun(BaseModel):
+    """One firing of a cron job: the batch it spawned and how it went."""
+
+    id: str  # "<job>#<number>"
+    job: str
+    number: int  # 1, 2, 3, ... within the job
+    nominal: float  # the scheduled fire time this run stands for
+    started_at: float
+    deadline: float | None = None
+    closed_at: float | None = None
+    planned: int = 0  # items the payload asked for
+    sessions: list[str] = Field(default_factory=list)
+    refused: list[str] = Field(default_factory=list)  # why an item could not even be spawned
+    counts: dict[str, int] = Field(default_factory=dict)  # spawned done failed timed_out killed lost running
+    rate: float | None = None  # done / spawned (refused spawns count as spawned and not done)
+    final: bool = False
+
+
+class CronJobInfo(BaseModel):
+    """A cron job as clients see it."""
+
+    name: str
+    schedule: str  # human summary: "every 2m", "cron 0 9 * * * (Europe/Berlin)", "at 2026-04-02 09:00"
+    payload: Literal["spawn", "sweep", "system"]
+    source: Literal["crew", "ctl"] = "crew"
+    next_fire: float | None = None
+    last_fire: float | None = None
+    runs: int = 0
+    misfire: str = "run_once"
+    overlap: str = "forbid"
+    last_rate: float | None = None
+
+
+class SweepItem(BaseModel):
+    key: str
+    label: str
+    idle_for: float  # seconds without output
+    reason: str
+
+
+class TimelineItem(BaseModel):
+    """One mark on the cron/watchdog timeline: a past happening or a future timer."""
+
+    ts: float
+    kind: Literal["cron", "watchdog", "run", "sweep", "kill", "retry", "system"]
+    name: str  # job name or session label
+    outcome: str | None = None  # ran, skipped, noop, retried, timed_out, 75%, ...
+    future: bool = False
 
 
 class History(BaseModel):
@@ -235,6 +288,7 @@ class SessionSpawned(_EventBase):
     domain: str | None = None
     cron_run: str | None = None
     attempt: int = 1
+    snapshot: Session | None = None  # the new session, so a client needs no round trip to show it
 
 
 class SessionStateChanged(_EventBase):
@@ -275,6 +329,47 @@ class RegistryMerged(_EventBase):
     entry: str
 
 
+class CronFired(_EventBase):
+    """A cron job's fire: what it did (ran a batch, swept, skipped for overlap or misfire...)."""
+
+    kind: Literal["cron_fired"] = "cron_fired"
+    job: str
+    nominal: float
+    run: str | None = None
+    outcome: Literal["ran", "skipped", "replaced", "swept", "system"] = "ran"
+    reason: str | None = None
+
+
+class WatchdogFired(_EventBase):
+    kind: Literal["watchdog_fired"] = "watchdog_fired"
+    attempt: int = 1
+    outcome: Literal["noop", "retried", "timed_out", "gave_up"] = "noop"
+    reason: str | None = None
+
+
+class SessionRetried(_EventBase):
+    """A new attempt of a session, same key and label (watchdog, rate limit or a user's retry)."""
+
+    kind: Literal["session_retried"] = "session_retried"
+    attempt: int
+    cause: Literal["watchdog", "rate_limit", "user", "lost"] = "user"
+    next_try_at: float | None = None
+
+
+class RunClosed(_EventBase):
+    kind: Literal["run_closed"] = "run_closed"
+    job: str
+    run: str
+    rate: float | None
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class SweepDone(_EventBase):
+    kind: Literal["sweep_done"] = "sweep_done"
+    killed: list[str] = Field(default_factory=list)
+    cause: Literal["user", "cron"] = "user"
+
+
 class SystemEvent(_EventBase):
     """A free-text event for the timeline (system payloads of crons, warnings)."""
 
@@ -294,6 +389,11 @@ Event = Annotated[
         SessionYielded,
         YieldDelivered,
         RegistryMerged,
+        CronFired,
+        WatchdogFired,
+        SessionRetried,
+        RunClosed,
+        SweepDone,
         SystemEvent,
     ],
     Field(discriminator="kind"),

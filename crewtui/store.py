@@ -64,8 +64,34 @@ CREATE TABLE meta (
 );
 """
 
+# v2: the scheduler's state. Next fire times and runs are persisted, so a restart neither loses nor doubles
+# a fire; a run is unique per (job, nominal fire time). Timers are one-shot (watchdogs) and survive restarts.
+_V2 = """
+CREATE TABLE cron_jobs (
+    name TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE cron_runs (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    nominal REAL NOT NULL,
+    number INTEGER NOT NULL,
+    final INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL,
+    UNIQUE (job, nominal)
+);
+CREATE INDEX cron_runs_job ON cron_runs(job, number);
+CREATE TABLE timers (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    due REAL NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
 # Index i migrates schema version i to i + 1; append to add one. Never edit a released entry.
-MIGRATIONS: list[Migration] = [_V1]
+MIGRATIONS: list[Migration] = [_V1, _V2]
 
 _UPSERT_SESSION = """
 INSERT INTO sessions (key, label, state, parent, cron_run, updated_at, data)
@@ -114,7 +140,19 @@ class _Stop:
     __slots__ = ()
 
 
-_QueueItem = Union[Session, Event, _Flush, _Stop]
+class _Exec:
+    """A row write for the other tables (cron jobs, runs, timers), batched like sessions: the last write
+    queued for the same `key` wins within a batch."""
+
+    __slots__ = ("key", "sql", "params")
+
+    def __init__(self, key: str, sql: str, params: tuple[Any, ...]) -> None:
+        self.key = key
+        self.sql = sql
+        self.params = params
+
+
+_QueueItem = Union[Session, Event, _Flush, _Stop, _Exec]
 
 
 class Store:
@@ -132,6 +170,7 @@ class Store:
         # What a failed batch left behind, written first by the next attempt so nothing is lost.
         self._retry_sessions: dict[str, Session] = {}
         self._retry_events: list[Event] = []
+        self._retry_execs: dict[str, _Exec] = {}
         self._last_error: str | None = None
         self._closed = False
         self._writer: asyncio.Task[None] | None = None
@@ -228,6 +267,71 @@ class Store:
             return
         raise StoreError(f"store {self._path}: the writer has stopped ({self._last_error or 'no error recorded'})")
 
+    # The scheduler's tables. Queued like sessions (one transaction per batch); `claim_cron_run` is the one
+    # direct write, because a fire must be recorded before its batch is spawned or a crash could double it.
+
+    def put_cron_job(self, name: str, source: str, data: str) -> None:
+        self._check_open()
+        self._queue.put_nowait(_Exec(f"job:{name}", "INSERT OR REPLACE INTO cron_jobs (name, source, data) VALUES (?, ?, ?)",
+                                     (name, source, data)))
+
+    def delete_cron_job(self, name: str) -> None:
+        self._check_open()
+        self._queue.put_nowait(_Exec(f"job:{name}", "DELETE FROM cron_jobs WHERE name = ?", (name,)))
+
+    async def load_cron_jobs(self) -> list[tuple[str, str, str]]:
+        """(name, source, data JSON) of every persisted job."""
+        return [tuple(r) for r in await self._fetch("SELECT name, source, data FROM cron_jobs ORDER BY name")]
+
+    async def claim_cron_run(self, run_id: str, job: str, nominal: float, number: int, data: str) -> bool:
+        """Record a fire; False if that (job, nominal) fire was already recorded (never run it twice)."""
+        self._check_open()
+        await self.flush()  # keep order with what was queued before
+        async with self._lock:
+            try:
+                cur = await self._db.execute(
+                    "INSERT OR IGNORE INTO cron_runs (id, job, nominal, number, final, data) VALUES (?, ?, ?, ?, 0, ?)",
+                    (run_id, job, nominal, number, data),
+                )
+                await self._db.commit()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self._path}: could not record cron run {run_id}: {_reason(exc)}") from None
+            return cur.rowcount == 1
+
+    def put_cron_run(self, run_id: str, final: bool, data: str) -> None:
+        self._check_open()
+        self._queue.put_nowait(_Exec(f"run:{run_id}", "UPDATE cron_runs SET final = ?, data = ? WHERE id = ?",
+                                     (1 if final else 0, data, run_id)))
+
+    async def load_cron_runs(self, job: str | None = None, limit: int | None = None, open_only: bool = False) -> list[str]:
+        """Run data JSON, newest first."""
+        sql = "SELECT data FROM cron_runs"
+        clauses, params = [], []  # type: ignore[var-annotated]
+        if job is not None:
+            clauses.append("job = ?")
+            params.append(job)
+        if open_only:
+            clauses.append("final = 0")
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY nominal DESC, number DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [r[0] for r in await self._fetch(sql, params)]
+
+    def put_timer(self, timer_id: str, kind: str, due: float, data: str) -> None:
+        self._check_open()
+        self._queue.put_nowait(_Exec(f"timer:{timer_id}", "INSERT OR REPLACE INTO timers (id, kind, due, data) VALUES (?, ?, ?, ?)",
+                                     (timer_id, kind, due, data)))
+
+    def delete_timer(self, timer_id: str) -> None:
+        self._check_open()
+        self._queue.put_nowait(_Exec(f"timer:{timer_id}", "DELETE FROM timers WHERE id = ?", (timer_id,)))
+
+    async def load_timers(self) -> list[tuple[str, str, float, str]]:
+        return [tuple(r) for r in await self._fetch("SELECT id, kind, due, data FROM timers ORDER BY due")]
+
     async def set_meta(self, key: str, value: str) -> None:
         """Write one bookkeeping value directly; committed when this returns."""
         self._check_open()
@@ -282,6 +386,14 @@ class Store:
         rows = await self._fetch(sql, params)
         return [event_from_json(row[0]) for row in rows]
 
+    async def events_since(self, ts: float, limit: int = 20_000) -> list[Event]:
+        """Events at or after `ts` (the newest `limit`), in ascending seq: what a restarted timeline shows."""
+        rows = await self._fetch(
+            "SELECT data FROM (SELECT seq, data FROM events WHERE ts >= ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            (ts, limit),
+        )
+        return [event_from_json(row[0]) for row in rows]
+
     async def get_meta(self, key: str) -> str | None:
         rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
@@ -304,7 +416,7 @@ class Store:
         delay = _RETRY_FIRST_DELAY
         while True:
             first: _QueueItem | None
-            if self._retry_sessions or self._retry_events:
+            if self._retry_sessions or self._retry_events or self._retry_execs:
                 # Something failed before: retry on the next item or after a backoff, whichever is first,
                 # so kept items are not stuck in memory while the runtime is quiet.
                 try:
@@ -319,7 +431,8 @@ class Store:
 
             sessions = self._retry_sessions
             events = self._retry_events
-            self._retry_sessions, self._retry_events = {}, []
+            execs = self._retry_execs
+            self._retry_sessions, self._retry_events, self._retry_execs = {}, [], {}
             flushes: list[asyncio.Future[None]] = []
             stop = False
             for item in items:
@@ -329,6 +442,9 @@ class Store:
                     flushes.append(item.future)
                 elif isinstance(item, _Stop):
                     stop = True
+                elif isinstance(item, _Exec):
+                    execs.pop(item.key, None)  # re-insert so the batch keeps the order of last writes
+                    execs[item.key] = item
                 else:
                     events.append(item)
 
@@ -341,12 +457,12 @@ class Store:
                 error = StoreError(
                     f"store {self._path}: dropped {len(dropped)} records that could not be serialised: {dropped[0]}"
                 )
-            if session_rows or event_rows:
+            if session_rows or event_rows or execs:
                 try:
-                    await self._write_batch(session_rows, event_rows)
+                    await self._write_batch(session_rows, event_rows, list(execs.values()))
                 except Exception as exc:
-                    self._retry_sessions, self._retry_events = sessions, events
-                    error = self._batch_failed(exc, len(session_rows) + len(event_rows))
+                    self._retry_sessions, self._retry_events, self._retry_execs = sessions, events, execs
+                    error = self._batch_failed(exc, len(session_rows) + len(event_rows) + len(execs))
                     delay = min(delay * 2, _RETRY_MAX_DELAY)
                 else:
                     if self._last_error is not None:
@@ -404,7 +520,9 @@ class Store:
         events[:] = kept
         return session_rows, event_rows, dropped
 
-    async def _write_batch(self, session_rows: list[tuple[Any, ...]], event_rows: list[tuple[Any, ...]]) -> None:
+    async def _write_batch(
+        self, session_rows: list[tuple[Any, ...]], event_rows: list[tuple[Any, ...]], execs: list[_Exec] = []
+    ) -> None:
         async with self._lock:
             # IMMEDIATE takes the write lock up front, so contention waits out busy_timeout at BEGIN
             # instead of failing half-way through the batch.
@@ -414,6 +532,8 @@ class Store:
                     await self._db.executemany(_UPSERT_SESSION, session_rows)
                 if event_rows:
                     await self._db.executemany(_INSERT_EVENT, event_rows)
+                for ex in execs:
+                    await self._db.execute(ex.sql, ex.params)
                 await self._db.execute("COMMIT")
             except BaseException:
                 await _rollback(self._db)

@@ -30,7 +30,7 @@ from crewtui.model import (
     SessionStateChanged,
     SystemEvent,
 )
-from crewtui.store import APPLICATION_ID, Store
+from crewtui.store import APPLICATION_ID, Store, current_version
 
 T0 = 1_775_116_800.0
 
@@ -267,10 +267,10 @@ async def test_batching_many_items_without_awaiting(tmp_path: Path, monkeypatch:
     real_write_batch = store._write_batch
 
     async def counting_write_batch(
-        session_rows: list[tuple[object, ...]], event_rows: list[tuple[object, ...]]
+        session_rows: list[tuple[object, ...]], event_rows: list[tuple[object, ...]], execs: list = []
     ) -> None:
         batches.append((len(session_rows), len(event_rows)))
-        await real_write_batch(session_rows, event_rows)
+        await real_write_batch(session_rows, event_rows, execs)
 
     monkeypatch.setattr(store, "_write_batch", counting_write_batch)
     for e in make_events(5000, session="s-0001"):
@@ -289,7 +289,7 @@ async def test_batching_many_items_without_awaiting(tmp_path: Path, monkeypatch:
 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store_mod.MIGRATIONS) == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store_mod.MIGRATIONS) == current_version()
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 5000
 
@@ -428,7 +428,7 @@ async def test_newer_schema_is_refused_unchanged(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as info:
         await Store.open(path)
     assert str(info.value) == (
-        f"{path} has schema version 7, newer than this crewtui supports (1); upgrade crewtui"
+        f"{path} has schema version 7, newer than this crewtui supports ({current_version()}); upgrade crewtui"
     )
     assert file_bytes(path) == before
 

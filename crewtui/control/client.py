@@ -16,6 +16,10 @@ from crewtui.errors import CrewError, RuntimeUnavailable, error_from_wire
 from crewtui.locations import socket_connect_path
 from crewtui.model import (
     EVENT_ADAPTER,
+    CronJobInfo,
+    CronRun,
+    SweepItem,
+    TimelineItem,
     Event,
     History,
     Session,
@@ -104,6 +108,34 @@ class RemoteRuntime:
 
     async def events(self, since: int = 0, limit: int | None = None) -> list[Event]:
         return [EVENT_ADAPTER.validate_python(e) for e in await self.call("events", since=since, limit=limit)]
+
+    async def retry(self, ref: str) -> Session:
+        return Session.model_validate(await self.call("retry", ref=ref))
+
+    async def sweep(self, dry_run: bool = False) -> list[SweepItem]:
+        return [SweepItem.model_validate(i) for i in await self.call("sweep", dry_run=dry_run)]
+
+    async def acquire(self, pool: str) -> dict[str, Any]:
+        return await self.call("acquire", pool=pool)
+
+    async def cron_list(self) -> list[CronJobInfo]:
+        return [CronJobInfo.model_validate(j) for j in await self.call("cron_list")]
+
+    async def cron_add(self, job: dict[str, Any], allow_past: bool = False) -> CronJobInfo:
+        return CronJobInfo.model_validate(await self.call("cron_add", job=job, allow_past=allow_past))
+
+    async def cron_remove(self, name: str) -> CronJobInfo:
+        return CronJobInfo.model_validate(await self.call("cron_remove", name=name))
+
+    async def cron_trigger(self, name: str) -> CronRun | None:
+        out = await self.call("cron_trigger", name=name)
+        return CronRun.model_validate(out) if out is not None else None
+
+    async def runs(self, job: str | None = None, limit: int = 50) -> list[CronRun]:
+        return [CronRun.model_validate(r) for r in await self.call("runs", job=job, limit=limit)]
+
+    async def timeline(self, start: float, end: float) -> list[TimelineItem]:
+        return [TimelineItem.model_validate(i) for i in await self.call("timeline", start=start, end=end)]
 
     async def watch(self) -> AsyncIterator[Event]:
         reader, writer = await self._connect()

@@ -24,7 +24,7 @@ from crewtui.runtime.orchestrator import Orchestrator
 log = logging.getLogger("crewtui.control")
 
 # Ops a disconnecting client cancels (they only wait); every other op runs to completion regardless.
-CANCEL_ON_HANGUP = {"yield"}
+CANCEL_ON_HANGUP = {"yield", "acquire"}
 
 
 def _dump(obj: Any) -> Any:
@@ -62,6 +62,15 @@ class ControlServer:
             "yield": lambda a: self.orch.yield_(a.get("children"), a.get("parent"), bool(a.get("wait", True))),
             "registry": lambda a: self.orch.registry(),
             "events": lambda a: self.orch.events(int(a.get("since", 0)), a.get("limit")),
+            "retry": lambda a: self.orch.retry(a["ref"]),
+            "sweep": lambda a: self.orch.sweep(bool(a.get("dry_run", False))),
+            "acquire": lambda a: self.orch.acquire(a["pool"]),
+            "cron_list": lambda a: self.orch.cron_list(),
+            "cron_add": lambda a: self.orch.cron_add(a["job"], bool(a.get("allow_past", False))),
+            "cron_remove": lambda a: self.orch.cron_remove(a["name"]),
+            "cron_trigger": lambda a: self.orch.cron_trigger(a["name"]),
+            "runs": lambda a: self.orch.runs(a.get("job"), int(a.get("limit", 50))),
+            "timeline": lambda a: self.orch.timeline(float(a["start"]), float(a["end"])),
         }
 
     @property

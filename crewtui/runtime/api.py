@@ -11,7 +11,18 @@ from typing import Any, AsyncIterator, Protocol
 
 from pydantic import BaseModel
 
-from crewtui.model import Event, History, Session, SessionState, SpawnRequest, YieldResult
+from crewtui.model import (
+    CronJobInfo,
+    CronRun,
+    Event,
+    History,
+    Session,
+    SessionState,
+    SpawnRequest,
+    SweepItem,
+    TimelineItem,
+    YieldResult,
+)
 
 
 class RuntimeInfo(BaseModel):
@@ -48,3 +59,17 @@ class RuntimeAPI(Protocol):
     async def registry(self) -> dict[str, Any]: ...
 
     def watch(self) -> AsyncIterator[Event]: ...
+
+    # Scheduling (crons, watchdogs, sweeps, runs)
+
+    async def retry(self, ref: str) -> Session: ...
+
+    async def sweep(self, dry_run: bool = False) -> list[SweepItem]: ...
+
+    async def cron_list(self) -> list[CronJobInfo]: ...
+
+    async def cron_trigger(self, name: str) -> CronRun | None: ...
+
+    async def runs(self, job: str | None = None, limit: int = 50) -> list[CronRun]: ...
+
+    async def timeline(self, start: float, end: float) -> list[TimelineItem]: ...

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
+import shutil
 import sys
+import time as _time
 from collections import deque
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -20,6 +23,9 @@ from crewtui.errors import BadInput, Conflict, NotFound
 from crewtui.locations import DataDir
 from crewtui.model import (
     MAX_STEER_BYTES,
+    CronJobInfo,
+    CronRun,
+    TimelineItem,
     TRANSITIONS,
     ChildResult,
     Event,
@@ -29,12 +35,16 @@ from crewtui.model import (
     RuntimeStopped,
     Session,
     SessionOutput,
+    SessionRetried,
     SessionSpawned,
     SessionState,
     SessionStateChanged,
     SessionSteered,
     SessionYielded,
     SpawnRequest,
+    SweepDone,
+    SweepItem,
+    WatchdogFired,
     YieldDelivered,
     YieldResult,
     validate_label,
@@ -51,14 +61,17 @@ from crewtui.runtime.drivers import (
     SessionHandle,
     validate_argv,
 )
+from crewtui.runtime.limits import Pools, backoff_delay, is_rate_limited
 from crewtui.runtime.registry import RegistryWriter
+from crewtui.runtime.scheduler import Scheduler
 from crewtui.runtime.tail import find_result, read_new, tail_lines
 from crewtui.store import Store
 
 log = logging.getLogger("crewtui.orchestrator")
 
 OUTPUT_LINES_PER_EVENT = 20  # the UI shows a tail; more lines per tick would only cost
-OFFSET_PERSIST_EVERY = 2.0  # seconds: output offsets are bookkeeping, a slightly old one only re-reads a bit
+OFFSET_PERSIST_EVERY = 2.0
+MAX_RATE_LIMIT_RETRIES = 8  # per attempt; past this a rate-limited session counts as failed  # seconds: output offsets are bookkeeping, a slightly old one only re-reads a bit
 
 
 class Subscription:
@@ -107,6 +120,8 @@ class Orchestrator:
         callables: dict[str, AgentFn] | None = None,
         tail_interval: float = 0.25,
         socket_path: Path | None = None,
+        rng: random.Random | None = None,
+        scheduler: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.store = store
@@ -127,7 +142,8 @@ class Orchestrator:
         self._waiters: dict[str, asyncio.Task[None]] = {}
         self._ended: dict[str, asyncio.Event] = {}
         self._children: dict[str, set[str]] = {}
-        self._killing: dict[str, str] = {}
+        # key -> (reason, the state to record): a kill by a watchdog that gives up records timed_out.
+        self._killing: dict[str, tuple[str, SessionState]] = {}
         self._yielded_on: dict[str, set[str]] = {}  # parent -> children already handed to a yield
         self._queue: deque[str] = deque()
         self._launching: dict[str, asyncio.Task[None]] = {}
@@ -140,6 +156,12 @@ class Orchestrator:
         self._last_offset_persist = 0.0
         self._registry: RegistryWriter | None = None
         self._running = False
+        self.pools = Pools(self.crew.pools, self.clock)
+        self.rng = rng or random.Random()
+        self.scheduler: Scheduler | None = None
+        self._with_scheduler = scheduler
+        self._wake_at: float | None = None
+        self._wake_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -180,6 +202,9 @@ class Orchestrator:
             )
         )
         self._tailer = asyncio.create_task(self._tail_loop(), name="output-tailer")
+        if self._with_scheduler:
+            self.scheduler = Scheduler(self, self.store, self.clock, self.crew)
+            await self.scheduler.start()
         self._pump_queue()
 
     async def stop(self, kill_sessions: bool = False) -> None:
@@ -190,6 +215,10 @@ class Orchestrator:
             live = [s.key for s in self.sessions.values() if s.state.live]
             await self._kill_keys(live, "killed at runtime stop", cascade=False)
         self._running = False
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self._wake_task is not None:
+            self._wake_task.cancel()
         if self._tailer:
             self._tailer.cancel()
         for t in list(self._waiters.values()) + list(self._tasks):
@@ -369,8 +398,11 @@ class Orchestrator:
         self.store.put_session(session)
         self._publish(
             SessionSpawned(session=key, label=session.label, parent=session.parent, domain=session.domain,
-                           cron_run=session.cron_run, attempt=session.attempt)
+                           cron_run=session.cron_run, attempt=session.attempt,
+                           snapshot=session.model_copy(deep=True))
         )
+        if session.watchdog_after and self.scheduler is not None:
+            self.scheduler.arm_watchdog(session)
         self._pump_queue()
         # Wait for the launch (or for it to be queued) so the caller sees the real state.
         await self._launched(key)
@@ -381,29 +413,86 @@ class Orchestrator:
         if task is not None:
             await asyncio.shield(task)
 
-    def _running_count(self) -> int:
-        # Yielded sessions wait on their children: counting them could deadlock a full crew.
-        return sum(1 for s in self.sessions.values() if s.state == SessionState.RUNNING) + len(self._launching)
-
     def _pump_queue(self) -> None:
-        """Start queued sessions while there is room under the crew's concurrency cap (first in, first out)."""
+        """Start queued sessions while the crew cap, their pool's cap and its rate allow (first in, first out).
+
+        Yielded sessions do not count against the caps: they wait on their children, and counting them
+        could deadlock a full crew.
+        """
         if not self._running:
             return
         cap = self.crew.crew.max_concurrent
-        while self._queue and self._running_count() < cap:
-            key = self._queue.popleft()
+        running = len(self._launching)
+        per_pool: dict[str, int] = {}
+        for s in self.sessions.values():
+            if s.state == SessionState.RUNNING or s.key in self._launching:
+                if s.state == SessionState.RUNNING:
+                    running += 1
+                if s.pool:
+                    per_pool[s.pool] = per_pool.get(s.pool, 0) + 1
+        for name, pool in self.pools.items():
+            pool.running = per_pool.get(name, 0)
+        now = self.clock.now()
+        blocked: dict[str, str] = {}  # pool -> why its queue waits (FIFO within a pool)
+        wake: float | None = None
+        waiting: list[str] = []
+        for key in list(self._queue):
             s = self.sessions[key]
             if s.state != SessionState.PENDING:
+                self._queue.remove(key)
                 continue
+            why: str | None = None
+            if s.next_try_at is not None and s.next_try_at > now:
+                why = s.reason or "waiting for its next try"
+                wake = s.next_try_at if wake is None else min(wake, s.next_try_at)
+            elif running >= cap:
+                why = f"queued under the crew's max_concurrent {cap}"
+            elif s.pool and s.pool in blocked:
+                why = blocked[s.pool]
+            else:
+                pool = self.pools.get(s.pool)
+                if pool is not None and not pool.has_room():
+                    why = blocked[s.pool] = f"waiting for pool {pool.name} ({pool.running}/{pool.config.max_concurrent} running)"  # type: ignore[index]
+                elif pool is not None and not pool.try_take_token():
+                    why = blocked[s.pool] = f"waiting for a {pool.name} rate token ({pool.config.rate})"  # type: ignore[index]
+                    t = now + max(pool.seconds_until_token(), 0.01)
+                    wake = t if wake is None else min(wake, t)
+            if why is not None:
+                waiting.append(key)
+                if s.reason != why and not (s.next_try_at and s.next_try_at > now):
+                    s.reason = why
+                continue
+            self._queue.remove(key)
             s.queue_position = None
-            task = asyncio.create_task(self._launch(key), name=f"launch-{key}")
-            self._launching[key] = task
-        for pos, key in enumerate(self._queue, start=1):
+            s.next_try_at = None
+            running += 1
+            if s.pool:
+                pool = self.pools.get(s.pool)
+                if pool is not None:
+                    pool.running += 1
+            self._launching[key] = asyncio.create_task(self._launch(key), name=f"launch-{key}")
+        for pos, key in enumerate(waiting, start=1):
             s = self.sessions[key]
             if s.queue_position != pos:
                 s.queue_position = pos
-                s.reason = f"queued: {pos} ahead in line under max_concurrent {cap}" if pos > 1 else f"queued: next under max_concurrent {cap}"
                 self.store.put_session(s)
+        if wake is not None:
+            self._wake_pump_at(wake)
+
+    def _wake_pump_at(self, when: float) -> None:
+        """One timer for the queue: the earliest time a rate token or a backoff frees a waiting session."""
+        if self._wake_at is not None and self._wake_at <= when and self._wake_task and not self._wake_task.done():
+            return
+        if self._wake_task is not None:
+            self._wake_task.cancel()
+        self._wake_at = when
+
+        async def wake() -> None:
+            await self.clock.sleep(when - self.clock.now())
+            self._wake_at = None
+            self._pump_queue()
+
+        self._wake_task = asyncio.create_task(wake(), name="queue-wake")
 
     async def _launch(self, key: str) -> None:
         s = self.sessions[key]
@@ -467,12 +556,13 @@ class Orchestrator:
         if s.state.terminal:
             return
         await self._tail_one(s)  # the last lines, before the end is announced
-        killed_reason = self._killing.pop(key, None)
+        killing = self._killing.pop(key, None)
         s.ended_at = exit_info.ended_at if exit_info and exit_info.ended_at else self.clock.now()
         if exit_info is not None:
             s.exit_code = exit_info.code if exit_info.code is not None else (128 + exit_info.signal if exit_info.signal else None)
-        if killed_reason is not None:
-            new, reason = SessionState.KILLED, killed_reason
+        rate_limited = False
+        if killing is not None:
+            reason, new = killing
         elif exit_info is None:
             new, reason = SessionState.LOST, s.reason or "the process vanished without an exit record"
         elif exit_info.code == 0:
@@ -483,9 +573,14 @@ class Orchestrator:
         else:
             sig = f" (signal {exit_info.signal})" if exit_info.signal else ""
             new, reason = SessionState.FAILED, f"exit code {s.exit_code}{sig}"
-            last_err = await asyncio.to_thread(tail_lines, self.data_dir.session_dir(key) / "stderr.log", 1)
-            if last_err:
-                reason += f": {last_err[-1][:200]}"
+            err_tail = await asyncio.to_thread(tail_lines, self.data_dir.session_dir(key) / "stderr.log", 20)
+            if err_tail:
+                reason += f": {err_tail[-1][:200]}"
+            pool = self.pools.get(s.pool)
+            rate_limited = pool is not None and is_rate_limited(pool.config, s.exit_code, "\n".join(err_tail))
+        if rate_limited and s.rate_limited < MAX_RATE_LIMIT_RETRIES:
+            await self._retry_after_rate_limit(s, reason)
+            return
         self._transition(s, new, reason=reason)
         self._after_end(s)
 
@@ -496,6 +591,8 @@ class Orchestrator:
         if s.state == SessionState.DONE and s.result is not None and self._registry is not None:
             self._registry.merge(s.domain or s.label, s.result)
         self._ended[s.key].set()
+        if self.scheduler is not None:
+            self.scheduler.session_ended(s)
         self._pump_queue()
 
     def _registry_merged(self, entry: str) -> None:
@@ -516,6 +613,171 @@ class Orchestrator:
             SessionStateChanged(session=s.key, label=s.label, old=old, new=new, reason=reason,
                                 exit_code=s.exit_code, attempt=s.attempt)
         )
+
+    # ------------------------------------------------------------------------------------ retries
+
+    def _rotate_outputs(self, s: Session) -> None:
+        """Move the last try's files aside so the new one starts clean (a stale exit.json would end it)."""
+        d = self.data_dir.session_dir(s.key)
+        if not d.exists():
+            return
+        n = 1
+        while (d / "tries" / str(n)).exists():
+            n += 1
+        dest = d / "tries" / str(n)
+        dest.mkdir(parents=True)
+        for name in ("stdout.log", "stderr.log", "pid.json", "exit.json", "result.json"):
+            if (d / name).exists():
+                shutil.move(str(d / name), str(dest / name))
+        s.stdout_offset = s.stderr_offset = 0
+
+    def _reset_for_try(self, s: Session) -> None:
+        self._rotate_outputs(s)
+        s.shim_pid = s.agent_pid = s.shim_start = s.agent_start = None
+        s.exit_code = None
+        s.result = None
+        s.ended_at = None
+        s.started_at = None
+        self._ended[s.key] = asyncio.Event()
+
+    async def _retry_after_rate_limit(self, s: Session, reason: str) -> None:
+        pool = self.pools.get(s.pool)
+        assert pool is not None
+        s.rate_limited += 1
+        delay = backoff_delay(pool.config.backoff, s.rate_limited, self.rng)
+        s.next_try_at = self.clock.now() + delay
+        when = _time.strftime("%H:%M:%S", _time.localtime(s.next_try_at))
+        self._reset_for_try(s)
+        self._transition(
+            s, SessionState.PENDING,
+            reason=f"rate limited ({reason}); try {s.rate_limited + 1} at {when} (backoff {delay:.1f}s)",
+        )
+        self._publish(SessionRetried(session=s.key, label=s.label, attempt=s.attempt, cause="rate_limit",
+                                     next_try_at=s.next_try_at))
+        self._queue.append(s.key)
+        self._pump_queue()
+
+    async def retry(self, ref: str, cause: str = "user") -> Session:
+        """Start a new attempt of an ended session: same key and label, attempt + 1."""
+        s = self.resolve(ref)
+        if s.state == SessionState.DONE:
+            raise Conflict(f"session {self.describe(s.key)} is done; there is nothing to retry")
+        if s.state.live:
+            raise Conflict(f"session {self.describe(s.key)} is still {s.state.value}; kill it first or let its watchdog retry it")
+        holder = self._labels.holder(s.label)
+        if holder is not None and holder != s.key:
+            raise Conflict(f"label {s.label!r} is now held by live session {self.describe(holder)}; cannot retry {s.key}")
+        if s.domain:
+            dh = self._domains.holder(s.domain)
+            if dh is not None and dh != s.key:
+                raise Conflict(f"domain {s.domain!r} is now held by live session {self.describe(dh)}; cannot retry {s.key}")
+        if s.parent and self.sessions.get(s.parent) and self.sessions[s.parent].state.terminal:
+            raise Conflict(f"its parent {self.describe(s.parent)} has ended; a child cannot be retried without it")
+        self._labels.claim(s.label, s.key)
+        if s.domain:
+            self._domains.claim(s.domain, s.key)
+        s.attempt += 1
+        s.rate_limited = 0
+        s.next_try_at = None
+        self._reset_for_try(s)
+        self._transition(s, SessionState.PENDING, reason=f"retry: attempt {s.attempt} ({cause})")
+        self._publish(SessionRetried(session=s.key, label=s.label, attempt=s.attempt, cause=cause))  # type: ignore[arg-type]
+        if s.watchdog_after and self.scheduler is not None:
+            self.scheduler.arm_watchdog(s)
+        self._queue.append(s.key)
+        self._pump_queue()
+        await self._launched(s.key)
+        return s.model_copy(deep=True)
+
+    async def watchdog_fired(self, key: str, attempt: int) -> str:
+        """A session's watchdog: a no-op if it is done; else retry it (killing it if it still runs), up to
+        max_attempts; then it is timed out. Returns the outcome (also published as an event)."""
+        s = self.sessions.get(key)
+        if s is None or s.attempt != attempt:
+            return "noop"  # a timer of an earlier attempt
+        limit = s.max_attempts
+        after = f"{s.watchdog_after:g}s" if s.watchdog_after else "its watchdog time"
+        if s.state == SessionState.DONE:
+            outcome, reason = "noop", "done in time"
+        elif s.state in (SessionState.KILLED, SessionState.TIMED_OUT):
+            outcome, reason = "noop", f"already {s.state.value}"
+        elif s.state.live:
+            if attempt < limit:
+                await self._kill_keys([key], f"watchdog: not done after {after} (attempt {attempt}/{limit})", cascade=True)
+                await self.retry(key, cause="watchdog")
+                outcome, reason = "retried", f"not done after {after}; attempt {attempt + 1}/{limit} started"
+            else:
+                await self._kill_keys([key], f"watchdog: not done after {after}, attempts used up ({attempt}/{limit})",
+                                      cascade=True, final=SessionState.TIMED_OUT)
+                outcome, reason = "timed_out", f"not done after {after}; {attempt}/{limit} attempts used"
+        else:  # failed or lost: a silent failure the watchdog surfaces and retries
+            if attempt < limit:
+                await self.retry(key, cause="watchdog" if s.state == SessionState.FAILED else "lost")
+                outcome, reason = "retried", f"was {s.state.value}; attempt {attempt + 1}/{limit} started"
+            else:
+                outcome, reason = "gave_up", f"{s.state.value} after {attempt}/{limit} attempts"
+        self._publish(WatchdogFired(session=key, label=s.label, attempt=attempt, outcome=outcome, reason=reason))  # type: ignore[arg-type]
+        return outcome
+
+    # ------------------------------------------------------------------------------------ sweep
+
+    def stale_sessions(self) -> list[SweepItem]:
+        now = self.clock.now()
+        limit = self.crew.crew.stale_after
+        out = []
+        for s in self.sessions.values():
+            if s.state != SessionState.RUNNING:  # yielded sessions wait on children: quiet is expected
+                continue
+            since = s.last_output_at or s.started_at or s.created_at
+            idle = now - since
+            if idle >= limit:
+                out.append(SweepItem(key=s.key, label=s.label, idle_for=idle,
+                                     reason=f"stale: no output for {idle:.0f}s (stale_after {limit:g}s)"))
+        out.sort(key=lambda i: -i.idle_for)
+        return out
+
+    async def sweep(self, dry_run: bool = False, cause: str = "user") -> list[SweepItem]:
+        """Kill sessions that wrote nothing for `stale_after`; with dry_run, only say which and why."""
+        items = self.stale_sessions()
+        if dry_run:
+            return items
+        for item in items:
+            if self.sessions[item.key].state.live:
+                await self._kill_keys([item.key], item.reason, cascade=True)
+        self._publish(SweepDone(killed=[i.key for i in items], cause=cause))  # type: ignore[arg-type]
+        return items
+
+    async def acquire(self, pool: str) -> dict[str, Any]:
+        """Block until the pool's rate limit grants a permit (for agents: `crewtui ctl acquire POOL`)."""
+        p = self.pools[pool]
+        t0 = self.clock.now()
+        await p.acquire()
+        return {"pool": pool, "waited": round(self.clock.now() - t0, 3)}
+
+    # ------------------------------------------------------------------------------------ scheduling API
+
+    def _need_scheduler(self) -> Scheduler:
+        if self.scheduler is None:
+            raise NotFound("this runtime runs without a scheduler")
+        return self.scheduler
+
+    async def cron_list(self) -> list[CronJobInfo]:
+        return self._need_scheduler().job_infos()
+
+    async def cron_trigger(self, name: str) -> CronRun | None:
+        return await self._need_scheduler().trigger(name)
+
+    async def cron_add(self, job: dict[str, Any], allow_past: bool = False) -> CronJobInfo:
+        return await self._need_scheduler().add_job(job, allow_past=allow_past)
+
+    async def cron_remove(self, name: str) -> CronJobInfo:
+        return await self._need_scheduler().remove_job(name)
+
+    async def runs(self, job: str | None = None, limit: int = 50) -> list[CronRun]:
+        return await self._need_scheduler().runs(job, limit)
+
+    async def timeline(self, start: float, end: float) -> list[TimelineItem]:
+        return await self._need_scheduler().timeline(start, end)
 
     # ------------------------------------------------------------------------------------ steer
 
@@ -565,7 +827,9 @@ class Orchestrator:
         await self._kill_keys(targets, reason, cascade=True)
         return [self.sessions[k].model_copy(deep=True) for k in targets]
 
-    async def _kill_keys(self, keys: list[str], reason: str, cascade: bool) -> None:
+    async def _kill_keys(
+        self, keys: list[str], reason: str, cascade: bool, final: SessionState = SessionState.KILLED
+    ) -> None:
         order: dict[str, str] = {}
         for k in keys:
             order.setdefault(k, reason)
@@ -576,7 +840,8 @@ class Orchestrator:
         terminations = []
         for k in live:
             s = self.sessions[k]
-            self._killing[k] = order[k]
+            state = final if k in keys else SessionState.KILLED
+            self._killing[k] = (order[k], state)
             if s.state == SessionState.PENDING and k not in self._launching:
                 try:
                     self._queue.remove(k)
@@ -584,7 +849,8 @@ class Orchestrator:
                     pass
                 self._killing.pop(k, None)
                 s.ended_at = self.clock.now()
-                self._transition(s, SessionState.KILLED, order[k])
+                s.next_try_at = None
+                self._transition(s, state, order[k])
                 self._after_end(s)
                 continue
             launching = self._launching.get(k)
@@ -760,6 +1026,8 @@ class Orchestrator:
             self._seq += 1
             event.seq = self._seq
             self.store.append_event(event)
+        if self.scheduler is not None:
+            self.scheduler.note(event)
         for sub in list(self._subscribers):
             sub.offer(event)
 

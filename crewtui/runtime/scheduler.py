@@ -1,0 +1,465 @@
+"""The scheduler: cron jobs, watchdogs and run deadlines on one timer heap, and completion rate per cron run.
+
+One task sleeps until the earliest timer (on the injectable clock), so 1,000 jobs and 1,000 watchdogs cost
+nothing while idle. Next fire times, runs and watchdogs are persisted: a restart neither loses nor doubles a
+fire (a run is unique per job and nominal fire time, recorded before its batch is spawned), and fires missed
+while the runtime was down follow the job's misfire policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+from collections import deque
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from crewtui.config import CronConfig, CrewConfig, render_template, template_values, validate_cron_job
+from crewtui.errors import BadInput, Conflict, CrewError, NotFound
+from crewtui.model import (
+    CronFired,
+    CronJobInfo,
+    CronRun,
+    Event,
+    RunClosed,
+    Session,
+    SessionRetried,
+    SessionState,
+    SessionStateChanged,
+    SpawnRequest,
+    SweepDone,
+    SystemEvent,
+    TimelineItem,
+    WatchdogFired,
+)
+from crewtui.runtime.clock import ClockLike
+from crewtui.runtime.schedules import describe, fires_between, next_fire, plan_misfires, stagger_offset
+
+if TYPE_CHECKING:
+    from crewtui.runtime.orchestrator import Orchestrator
+    from crewtui.store import Store
+
+log = logging.getLogger("crewtui.scheduler")
+
+TimerKind = Literal["cron", "watchdog", "deadline"]
+RECENT_MARKS = 5000  # timeline marks kept in memory (the UI shows the past hour)
+FUTURE_MARKS = 500  # at most this many upcoming marks per timeline request
+
+
+class JobState(BaseModel):
+    """A cron job and where it stands; persisted as one row per job."""
+
+    config: CronConfig
+    source: Literal["crew", "ctl"] = "crew"
+    next_fire: float | None = None
+    last_nominal: float | None = None
+    runs: int = 0
+    last_rate: float | None = None
+
+
+class Scheduler:
+    def __init__(self, orch: "Orchestrator", store: "Store", clock: ClockLike, crew: CrewConfig) -> None:
+        self.orch = orch
+        self.store = store
+        self.clock = clock
+        self.crew = crew
+        self.jobs: dict[str, JobState] = {}
+        self.open_runs: dict[str, CronRun] = {}
+        self._heap: list[tuple[float, int, str, str, int]] = []  # (due, n, kind, target, attempt)
+        self._n = 0
+        self._watchdogs: dict[str, tuple[float, int]] = {}  # session key -> (due, attempt) of its live watchdog
+        self._firing: set[str] = set()  # sessions whose watchdog is acting now (killed for a retry: not final)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._jobs_tasks: set[asyncio.Task[Any]] = set()
+        self.recent: deque[TimelineItem] = deque(maxlen=RECENT_MARKS)
+        self.fire_lag: deque[float] = deque(maxlen=1000)  # seconds between due and fire (benchmarks read it)
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        now = self.clock.now()
+        await self._load_recent(now - 3600)
+        stored: dict[str, JobState] = {}
+        for name, source, data in await self.store.load_cron_jobs():
+            try:
+                stored[name] = JobState.model_validate_json(data)
+            except ValueError as exc:
+                log.error("cron job %s in the store is unreadable, dropped: %s", name, exc)
+                self.store.delete_cron_job(name)
+        for cfg in self.crew.cron:
+            prev = stored.pop(cfg.name, None)
+            if prev is not None and prev.config.schedule == cfg.schedule:
+                prev.config, prev.source = cfg, "crew"
+                self.jobs[cfg.name] = prev
+            else:
+                state = JobState(config=cfg, source="crew", next_fire=next_fire(cfg.schedule, now, job=cfg.name))
+                if prev is not None:
+                    state.runs, state.last_rate = prev.runs, prev.last_rate
+                self.jobs[cfg.name] = state
+        for name, state in stored.items():
+            if state.source == "ctl":
+                self.jobs[name] = state
+            else:
+                self.store.delete_cron_job(name)  # gone from the crew file
+        for name, state in self.jobs.items():
+            newest = await self.store.load_cron_runs(name, limit=1)
+            if newest:
+                run = CronRun.model_validate_json(newest[0])
+                state.runs = max(state.runs, run.number)
+                state.last_nominal = max(state.last_nominal or run.nominal, run.nominal)
+        for _, kind, due, data in await self.store.load_timers():
+            if kind == "watchdog":
+                d = json.loads(data)
+                self._watchdogs[d["key"]] = (due, d["attempt"])
+                self._push(due, "watchdog", d["key"], d["attempt"])
+        for data in await self.store.load_cron_runs(open_only=True):
+            run = CronRun.model_validate_json(data)
+            self.open_runs[run.id] = run
+            if run.deadline is not None:
+                self._push(run.deadline, "deadline", run.id)
+        for run in list(self.open_runs.values()):
+            self._update_run(run)
+        for name, state in self.jobs.items():
+            await self._catch_up(state, now)
+            self._persist_job(state)
+            if state.next_fire is not None:
+                self._push(state.next_fire, "cron", name)
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def stop(self) -> None:
+        for t in [self._task, *self._jobs_tasks]:
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*(t for t in [self._task, *self._jobs_tasks] if t is not None), return_exceptions=True)
+        self._task = None
+
+    async def _load_recent(self, since: float) -> None:
+        for ev in await self.store.events_since(since):
+            self.note(ev)
+
+    # -------------------------------------------------------------------------------------- timers
+
+    def _push(self, due: float, kind: TimerKind, target: str, attempt: int = 0) -> None:
+        self._n += 1
+        heapq.heappush(self._heap, (due, self._n, kind, target, attempt))
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now:
+                due, _, kind, target, attempt = heapq.heappop(self._heap)
+                try:
+                    self._dispatch(due, kind, target, attempt, now)
+                except Exception:
+                    log.exception("timer %s %s failed", kind, target)
+            self._wake.clear()
+            waits: set[asyncio.Task[Any]] = {asyncio.ensure_future(self._wake.wait())}
+            if self._heap:
+                waits.add(asyncio.ensure_future(self.clock.sleep(self._heap[0][0] - now)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    def _dispatch(self, due: float, kind: str, target: str, attempt: int, now: float) -> None:
+        if kind == "cron":
+            state = self.jobs.get(target)
+            if state is None or state.next_fire != due:
+                return  # removed or rescheduled: a stale heap entry
+            self.fire_lag.append(now - due)
+            state.next_fire = next_fire(state.config.schedule, due, job=target)
+            if state.next_fire is not None:
+                self._push(state.next_fire, "cron", target)
+            self._background(self._fire(state, due))
+        elif kind == "watchdog":
+            if self._watchdogs.get(target) != (due, attempt):
+                return  # disarmed or re-armed for a later attempt
+            del self._watchdogs[target]
+            self._firing.add(target)
+            self.store.delete_timer(f"wd:{target}")
+            self.fire_lag.append(now - due)
+            self._background(self._watchdog(target, attempt))
+        elif kind == "deadline":
+            run = self.open_runs.get(target)
+            if run is not None:
+                self._update_run(run)
+
+    def _background(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self._jobs_tasks.add(t)
+        t.add_done_callback(self._jobs_tasks.discard)
+
+    # -------------------------------------------------------------------------------------- watchdogs
+
+    def arm_watchdog(self, s: Session) -> None:
+        """A one-shot timer at now + watchdog_after for the session's current attempt."""
+        assert s.watchdog_after
+        due = self.clock.now() + s.watchdog_after
+        self._watchdogs[s.key] = (due, s.attempt)
+        self.store.put_timer(f"wd:{s.key}", "watchdog", due, json.dumps({"key": s.key, "attempt": s.attempt}))
+        self._push(due, "watchdog", s.key, s.attempt)
+
+    def watchdog_due(self, key: str) -> float | None:
+        wd = self._watchdogs.get(key)
+        return wd[0] if wd else None
+
+    async def _watchdog(self, key: str, attempt: int) -> None:
+        try:
+            await self.orch.watchdog_fired(key, attempt)
+        finally:
+            self._firing.discard(key)
+            s = self.orch.sessions.get(key)
+            if s is not None and s.cron_run in self.open_runs:
+                self._update_run(self.open_runs[s.cron_run])
+
+    # -------------------------------------------------------------------------------------- firing
+
+    async def _catch_up(self, state: JobState, now: float) -> None:
+        """Fires missed while no runtime ran: skip, run once or run all (bounded), within misfire_grace."""
+        cfg = state.config
+        if state.next_fire is None or state.next_fire > now:
+            return
+        last = state.last_nominal if state.last_nominal is not None else state.next_fire - 1e-6
+        plan = plan_misfires(cfg.schedule, last, now, cfg.misfire, cfg.misfire_grace, job=cfg.name)
+        state.next_fire = plan.next
+        if plan.skipped_count:
+            self.orch._publish(CronFired(job=cfg.name, nominal=plan.skipped[-1] if plan.skipped else now,
+                                         outcome="skipped",
+                                         reason=f"{plan.skipped_count} fire(s) missed while no runtime ran "
+                                                f"(misfire={cfg.misfire}, grace {cfg.misfire_grace:g}s)"))
+        if plan.truncated:
+            self.orch._publish(SystemEvent(level="warning", text=f"cron {cfg.name}: more than {len(plan.run)} missed "
+                                           "fires; ran only the most recent ones"))
+        for nominal in plan.run:
+            await self._fire(state, nominal, catch_up=True)
+
+    def _live_of_previous_runs(self, job: str) -> list[str]:
+        out = []
+        for run in self.open_runs.values():
+            if run.job == job:
+                out += [k for k in run.sessions if self.orch.sessions[k].state.live]
+        return out
+
+    async def _fire(self, state: JobState, nominal: float, catch_up: bool = False, manual: bool = False) -> CronRun | None:
+        cfg = state.config
+        note = " (catch-up)" if catch_up else " (triggered by hand)" if manual else ""
+        if cfg.text is not None:
+            state.last_nominal = nominal
+            self._persist_job(state)
+            self.orch._publish(SystemEvent(text=cfg.text))
+            self.orch._publish(CronFired(job=cfg.name, nominal=nominal, outcome="system", reason=cfg.text[:200]))
+            return None
+        if cfg.action == "sweep":
+            state.last_nominal = nominal
+            self._persist_job(state)
+            swept = await self.orch.sweep(cause="cron")
+            self.orch._publish(CronFired(job=cfg.name, nominal=nominal, outcome="swept",
+                                         reason=f"{len(swept)} stale session(s) killed{note}"))
+            return None
+        assert cfg.spawn is not None
+        live = self._live_of_previous_runs(cfg.name)
+        outcome: Literal["ran", "replaced"] = "ran"
+        if live and cfg.overlap == "forbid":
+            reason = f"previous run still has {len(live)} live session(s) (overlap=forbid)"
+            state.last_nominal = nominal
+            self._persist_job(state)
+            self.orch._publish(CronFired(job=cfg.name, nominal=nominal, outcome="skipped", reason=reason))
+            if manual:
+                raise Conflict(f"cron {cfg.name}: {reason}")
+            return None
+        if live and cfg.overlap == "replace":
+            await self.orch._kill_keys(live, f"replaced by a new run of {cfg.name} (overlap=replace)", cascade=True)
+            outcome = "replaced"
+        number = state.runs + 1
+        run = CronRun(id=f"{cfg.name}#{number}", job=cfg.name, number=number, nominal=nominal,
+                      started_at=self.clock.now(), planned=len(cfg.spawn.items),
+                      deadline=(self.clock.now() + cfg.deadline) if cfg.deadline else None)
+        if not await self.store.claim_cron_run(run.id, cfg.name, nominal, number, run.model_dump_json()):
+            log.info("cron %s fire at %s was already recorded; not running it again", cfg.name, nominal)
+            return None
+        state.runs = number
+        state.last_nominal = nominal
+        self._persist_job(state)
+        self.open_runs[run.id] = run
+        # Labels say the nominal time, without the job's stagger offset.
+        when = datetime.fromtimestamp(nominal - stagger_offset(cfg.schedule, cfg.name), tz=cfg.schedule.zone)
+        for item in cfg.spawn.items:
+            values = template_values(item, when, number)
+            label = "?"
+            try:
+                label = render_template(cfg.spawn.label, values, f"cron {cfg.name}: label")
+                req = SpawnRequest(
+                    label=label,
+                    agent=cfg.spawn.agent,
+                    task=render_template(cfg.spawn.task, values, f"cron {cfg.name}: task"),
+                    domain=render_template(cfg.spawn.domain, values, f"cron {cfg.name}: domain") if cfg.spawn.domain else None,
+                    cron_run=run.id,
+                    watchdog_after=cfg.watchdog_after,
+                    max_attempts=cfg.max_attempts,
+                )
+                s = await self.orch.spawn(req)
+                run.sessions.append(s.key)
+            except CrewError as exc:
+                run.refused.append(f"{label}: {exc.message}")
+        if run.deadline is not None:
+            self._push(run.deadline, "deadline", run.id)
+        reason = f"{len(run.sessions)} spawned" + (f", {len(run.refused)} refused" if run.refused else "") + note
+        self.orch._publish(CronFired(job=cfg.name, nominal=nominal, run=run.id, outcome=outcome, reason=reason))
+        self._update_run(run)
+        return run
+
+    # -------------------------------------------------------------------------------------- runs
+
+    def _settled(self, s: Session) -> bool:
+        """Terminal, and no watchdog will retry it (a failed or lost try with attempts left is not final)."""
+        if s.state.live or s.key in self._firing:
+            return False
+        if s.state in (SessionState.FAILED, SessionState.LOST, SessionState.KILLED) and s.attempt < s.max_attempts:
+            return s.key not in self._watchdogs
+        return True
+
+    def counts(self, run: CronRun) -> dict[str, int]:
+        c = {"spawned": len(run.sessions) + len(run.refused), "done": 0, "failed": len(run.refused),
+             "timed_out": 0, "killed": 0, "lost": 0, "running": 0, "refused": len(run.refused)}
+        for key in run.sessions:
+            st = self.orch.sessions[key].state
+            if st.live:
+                c["running"] += 1
+            else:
+                c[st.value] += 1
+        return c
+
+    def _update_run(self, run: CronRun) -> None:
+        run.counts = self.counts(run)
+        spawned = run.counts["spawned"]
+        run.rate = run.counts["done"] / spawned if spawned else None
+        now = self.clock.now()
+        settled = all(self._settled(self.orch.sessions[k]) for k in run.sessions)
+        if settled or (run.deadline is not None and now >= run.deadline):
+            run.final = True
+            run.closed_at = now
+            self.open_runs.pop(run.id, None)
+            state = self.jobs.get(run.job)
+            if state is not None:
+                state.last_rate = run.rate
+                self._persist_job(state)
+            self.orch._publish(RunClosed(job=run.job, run=run.id, rate=run.rate, counts=dict(run.counts)))
+        self.store.put_cron_run(run.id, run.final, run.model_dump_json())
+
+    def session_ended(self, s: Session) -> None:
+        if s.cron_run is not None and s.cron_run in self.open_runs:
+            self._update_run(self.open_runs[s.cron_run])
+
+    async def runs(self, job: str | None = None, limit: int = 50) -> list[CronRun]:
+        if job is not None and job not in self.jobs:
+            raise NotFound(f"no cron job named {job!r}; jobs: {', '.join(sorted(self.jobs)) or 'none'}")
+        await self.store.flush()
+        out = [CronRun.model_validate_json(d) for d in await self.store.load_cron_runs(job, limit=limit)]
+        for i, run in enumerate(out):
+            if run.id in self.open_runs:  # the live copy has the newest counts
+                out[i] = self.open_runs[run.id].model_copy(deep=True)
+        return out
+
+    # -------------------------------------------------------------------------------------- jobs API
+
+    def _persist_job(self, state: JobState) -> None:
+        self.store.put_cron_job(state.config.name, state.source, state.model_dump_json())
+
+    def job_infos(self) -> list[CronJobInfo]:
+        out = []
+        for name, st in sorted(self.jobs.items()):
+            cfg = st.config
+            payload = "spawn" if cfg.spawn else "sweep" if cfg.action == "sweep" else "system"
+            out.append(CronJobInfo(name=name, schedule=describe(cfg.schedule), payload=payload, source=st.source,  # type: ignore[arg-type]
+                                   next_fire=st.next_fire, last_fire=st.last_nominal, runs=st.runs,
+                                   misfire=cfg.misfire, overlap=cfg.overlap, last_rate=st.last_rate))
+        return out
+
+    def _job(self, name: str) -> JobState:
+        st = self.jobs.get(name)
+        if st is None:
+            raise NotFound(f"no cron job named {name!r}; jobs: {', '.join(sorted(self.jobs)) or 'none'}")
+        return st
+
+    async def trigger(self, name: str) -> CronRun | None:
+        """Fire a job now, outside its schedule (its next scheduled fire is unchanged)."""
+        st = self._job(name)
+        return await self._fire(st, self.clock.now(), manual=True)
+
+    async def add_job(self, data: dict[str, Any], allow_past: bool = False) -> CronJobInfo:
+        name = data.get("name")
+        if isinstance(name, str) and name in self.jobs:
+            raise Conflict(f"a cron job named {name!r} already exists ({self.jobs[name].source})")
+        cfg = validate_cron_job(self.crew, data, [s.config for s in self.jobs.values()])
+        now = self.clock.now()
+        nxt = next_fire(cfg.schedule, now, job=cfg.name)
+        if cfg.schedule.kind == "at":
+            at = cfg.schedule.at.timestamp() if cfg.schedule.at else now  # type: ignore[union-attr]
+            if at <= now:
+                if not allow_past:
+                    raise BadInput(f"cron {cfg.name}: `at` {cfg.schedule.at} is in the past; add --allow-past to run it now")
+                nxt = now
+        state = JobState(config=cfg, source="ctl", next_fire=nxt)
+        self.jobs[cfg.name] = state
+        self._persist_job(state)
+        if nxt is not None:
+            self._push(nxt, "cron", cfg.name)
+        return next(i for i in self.job_infos() if i.name == cfg.name)
+
+    async def remove_job(self, name: str) -> CronJobInfo:
+        st = self._job(name)
+        if st.source == "crew":
+            raise BadInput(f"cron {name!r} is defined in the crew file; remove it there (it would come back at the next start)")
+        info = next(i for i in self.job_infos() if i.name == name)
+        del self.jobs[name]
+        self.store.delete_cron_job(name)
+        return info
+
+    # -------------------------------------------------------------------------------------- timeline
+
+    def note(self, ev: Event) -> None:
+        """Keep the marks the timeline shows (called for every published event)."""
+        item: TimelineItem | None = None
+        if isinstance(ev, CronFired):
+            item = TimelineItem(ts=ev.ts, kind="cron", name=ev.job, outcome=ev.outcome)
+        elif isinstance(ev, WatchdogFired):
+            item = TimelineItem(ts=ev.ts, kind="watchdog", name=ev.label or ev.session or "?", outcome=ev.outcome)
+        elif isinstance(ev, RunClosed):
+            rate = f"{ev.rate:.0%}" if ev.rate is not None else "n/a"
+            item = TimelineItem(ts=ev.ts, kind="run", name=ev.run, outcome=rate)
+        elif isinstance(ev, SweepDone):
+            item = TimelineItem(ts=ev.ts, kind="sweep", name=ev.cause, outcome=f"{len(ev.killed)} killed")
+        elif isinstance(ev, SessionRetried):
+            item = TimelineItem(ts=ev.ts, kind="retry", name=ev.label or "?", outcome=f"attempt {ev.attempt} ({ev.cause})")
+        elif isinstance(ev, SessionStateChanged) and ev.new in (SessionState.KILLED, SessionState.TIMED_OUT):
+            item = TimelineItem(ts=ev.ts, kind="kill", name=ev.label or "?", outcome=ev.new.value)
+        elif isinstance(ev, SystemEvent):
+            item = TimelineItem(ts=ev.ts, kind="system", name=ev.text[:60], outcome=ev.level)
+        if item is not None:
+            self.recent.append(item)
+
+    async def timeline(self, start: float, end: float) -> list[TimelineItem]:
+        now = self.clock.now()
+        past = [i for i in self.recent if start <= i.ts <= min(end, now)]
+        future: list[TimelineItem] = []
+        if end > now:
+            for name, st in self.jobs.items():
+                fires, _ = fires_between(st.config.schedule, now, end, job=name, limit=60)
+                future += [TimelineItem(ts=t, kind="cron", name=name, future=True) for t in fires]
+            for key, (due, _) in self._watchdogs.items():
+                if now < due <= end:
+                    s = self.orch.sessions.get(key)
+                    future.append(TimelineItem(ts=due, kind="watchdog", name=s.label if s else key, future=True))
+            for run in self.open_runs.values():
+                if run.deadline is not None and now < run.deadline <= end:
+                    future.append(TimelineItem(ts=run.deadline, kind="run", name=run.id, outcome="deadline", future=True))
+            future.sort(key=lambda i: i.ts)
+            future = future[:FUTURE_MARKS]
+        return past + future
