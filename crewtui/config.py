@@ -681,19 +681,21 @@ def _parse(text: str, where: str, source: Path | None) -> CrewConfig:
     return config
 
 
-def validate_cron_job(crew: CrewConfig, data: dict[str, Any], existing: list[CronConfig], where: str = "cron add") -> CronConfig:
-    """Check one job (as given to `crewtui ctl cron add`) against the crew's agents and the existing jobs."""
+def validate_cron_job(crew: CrewConfig, data: dict[str, Any], where: str = "cron add") -> CronConfig:
+    """Check one job (as given to `crewtui ctl cron add`) against the crew's agents.
+
+    Only the new job is validated (in a crew made of the real agents and pools), so adding the 1,000th job
+    costs what adding the first did; its name's uniqueness is the scheduler's to check.
+    """
     whole = {
-        "crew": crew.crew.model_dump(),
         "agents": {k: v.model_dump() for k, v in crew.agents.items()},
         "pools": {k: v.model_dump() for k, v in crew.pools.items()},
-        "cron": [j.model_dump() for j in existing] + [data],
+        "cron": [data],
     }
     try:
-        checked = CrewConfig.model_validate(whole)
+        return CrewConfig.model_validate(whole).cron[0]
     except ValidationError as exc:
         raise _config_error(where, exc) from None
-    return checked.cron[-1]
 
 
 def parse_crew(text: str, source: str = "<crew>") -> CrewConfig:

@@ -510,7 +510,13 @@ async def test_start_times_survive_odd_program_names(driver: ProcessDriver, tmp_
     odd.symlink_to(shutil.which("sleep"))  # type: ignore[arg-type]
     h = await driver.start("s", [str(odd), "30"], tmp_path / "s", {})
     assert h.info is not None
-    assert Path(f"/proc/{h.info.agent_pid}/comm").read_text().startswith("a) b (c)")
+    # The agent pid is forked first and execs the program a moment later: wait for the exec (bounded).
+    comm = Path(f"/proc/{h.info.agent_pid}/comm")
+    for _ in range(200):
+        if comm.read_text().startswith("a) b (c)"):
+            break
+        await asyncio.sleep(0.01)
+    assert comm.read_text().startswith("a) b (c)")
     assert h.info.agent_start == proc_start_time(h.info.agent_pid)
     assert h.info.shim_start <= h.info.agent_start
     await h.terminate(1)

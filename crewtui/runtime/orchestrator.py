@@ -64,6 +64,7 @@ from crewtui.runtime.drivers import (
 from crewtui.runtime.limits import Pools, backoff_delay, is_rate_limited
 from crewtui.runtime.registry import RegistryWriter
 from crewtui.runtime.scheduler import Scheduler
+from crewtui.runtime.watcher import OutputWatcher
 from crewtui.runtime.tail import find_result, read_new, tail_lines
 from crewtui.store import Store
 
@@ -153,6 +154,7 @@ class Orchestrator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tailer: asyncio.Task[None] | None = None
         self._dirty_offsets: set[str] = set()
+        self._output = OutputWatcher()
         self._last_offset_persist = 0.0
         self._registry: RegistryWriter | None = None
         self._running = False
@@ -201,6 +203,7 @@ class Orchestrator:
                 lost=counts["lost"],
             )
         )
+        self._output.start()
         self._tailer = asyncio.create_task(self._tail_loop(), name="output-tailer")
         if self._with_scheduler:
             self.scheduler = Scheduler(self, self.store, self.clock, self.crew)
@@ -233,6 +236,7 @@ class Orchestrator:
         )
         for sub in list(self._subscribers):
             sub.close()
+        self._output.close()
         if self._registry:
             await self._registry.stop()
         await self.store.close()
@@ -536,6 +540,7 @@ class Orchestrator:
             s.shim_start = handle.info.shim_start
             s.agent_start = handle.info.agent_start
         self._waiters[s.key] = asyncio.create_task(self._wait_end(s.key, handle), name=f"wait-{s.key}")
+        self._output.watch(s.key, self.data_dir.session_dir(s.key))
 
     async def _wait_end(self, key: str, handle: SessionHandle) -> None:
         try:
@@ -588,6 +593,7 @@ class Orchestrator:
         self._labels.release(s.label, s.key)
         self._domains.release(s.domain, s.key)
         self._dirty_offsets.discard(s.key)
+        self._output.unwatch(s.key)
         if s.state == SessionState.DONE and s.result is not None and self._registry is not None:
             self._registry.merge(s.domain or s.label, s.result)
         self._ended[s.key].set()
@@ -945,8 +951,12 @@ class Orchestrator:
         while True:
             await asyncio.sleep(self.tail_interval)
             try:
-                for s in list(self.sessions.values()):
-                    if s.state in (SessionState.RUNNING, SessionState.YIELDED) and s.key in self._handles:
+                # Only sessions inotify saw writing, plus any it could not watch (polled).
+                keys = self._output.take_dirty()
+                keys.update(k for k in self._handles if not self._output.watched(k))
+                for key in keys:
+                    s = self.sessions.get(key)
+                    if s is not None and s.state in (SessionState.RUNNING, SessionState.YIELDED) and key in self._handles:
                         await self._tail_one(s)
                 now = self.clock.now()
                 if self._dirty_offsets and now - self._last_offset_persist >= OFFSET_PERSIST_EVERY:

@@ -124,7 +124,9 @@ SHIM_START=${ST:-null}
 proc_start "$AGENT_PID"
 AGENT_START=$ST
 
-if ! write_json pid.json "{\"shim_pid\": $$, \"agent_pid\": $AGENT_PID, \"shim_start\": $SHIM_START, \"agent_start\": ${AGENT_START:-null}}"; then
+PIDS="{\"shim_pid\": $$, \"agent_pid\": $AGENT_PID, "
+PIDS="$PIDS\"shim_start\": $SHIM_START, \"agent_start\": ${AGENT_START:-null}}"
+if ! write_json pid.json "$PIDS"; then
     # Without pid.json nobody could ever find, steer or stop this agent.
     kill -KILL "$AGENT_PID" 2>/dev/null
     echo "shim: cannot write $DIR/pid.json" >&2
