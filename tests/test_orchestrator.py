@@ -367,3 +367,43 @@ async def test_event_log_is_gapless_and_output_is_streamed(orch):
     lines = [ln for e in seen if isinstance(e, SessionOutput) for ln in e.lines]
     assert lines == [f"line {i}" for i in range(5)]
     sub.close()
+
+
+async def test_yielded_parent_can_be_killed_with_its_children(orch):
+    parent = await orch.spawn(SpawnRequest(label="y-parent", argv=py(SLEEPER)))
+    kid = await orch.spawn(SpawnRequest(label="y-kid", argv=py(SLEEPER), parent=parent.key))
+    waiting = asyncio.create_task(orch.yield_(parent=parent.key))
+    await wait_for(lambda: orch.sessions[parent.key].state == S.YIELDED, what="yielded")
+    await orch.kill(parent.key)
+    assert orch.sessions[parent.key].state == S.KILLED and orch.sessions[kid.key].state == S.KILLED
+    out = await asyncio.wait_for(waiting, 5)  # the waiter is answered, not left hanging
+    assert out.children[0].state == S.KILLED
+
+
+async def test_a_launch_failure_is_the_sessions_failure_not_the_runtimes(orch, monkeypatch):
+    async def broken_start(*args, **kwargs):
+        raise OSError("fork failed: resource temporarily unavailable")
+
+    monkeypatch.setattr(orch.process_driver, "start", broken_start)
+    s = await orch.spawn(SpawnRequest(label="unlucky", argv=py("pass")))
+    assert s.state == S.FAILED and "could not start" in s.reason and "fork failed" in s.reason
+    monkeypatch.undo()
+    ok = await orch.spawn(SpawnRequest(label="lucky", argv=py("pass")))
+    assert ok.state == S.RUNNING
+
+
+async def test_user_retry_starts_a_new_attempt_with_the_same_key_and_label(orch):
+    s = await orch.spawn(SpawnRequest(label="flaky", argv=py("import sys; print('try'); sys.exit(2)")))
+    await orch.wait_ended(s.key, timeout=10)
+    again = await orch.retry("flaky")
+    assert (again.key, again.label, again.attempt) == (s.key, "flaky", 2)
+    end = await orch.wait_ended(s.key, timeout=10)
+    assert end.state == S.FAILED and end.attempt == 2
+    assert (orch.data_dir.session_dir(s.key) / "tries" / "1" / "stdout.log").read_text() == "try\n"
+    done = await orch.spawn(SpawnRequest(label="fine", argv=py("pass")))
+    await orch.wait_ended(done.key, timeout=10)
+    with pytest.raises(Conflict, match="done"):
+        await orch.retry(done.key)
+    live = await orch.spawn(SpawnRequest(label="busy", argv=py(SLEEPER)))
+    with pytest.raises(Conflict, match="still running"):
+        await orch.retry(live.key)

@@ -387,3 +387,13 @@ async def test_timeline_has_past_marks_and_next_hour(make_orch, clock):
     assert ("watchdog", "wd", 600.0) in future
     assert [f for f in future if f[0] == "cron"] == [("cron", "every-20m", 1200.0), ("cron", "every-20m", 2400.0), ("cron", "every-20m", 3600.0)]
     await orch.kill(s.key)
+
+
+async def test_watchdog_gives_up_on_a_failed_session_without_attempts_left(make_orch, clock):
+    orch = await make_orch(clock=clock)
+    s = await orch.spawn(SpawnRequest(label="broken", argv=py("import sys; sys.exit(1)"), watchdog_after=60, max_attempts=1))
+    await orch.wait_ended(s.key, timeout=10)
+    await clock.advance(60)
+    await wait_for(lambda: any(e.kind == "watchdog" for e in orch.scheduler.recent), what="watchdog")
+    assert [(e.outcome) for e in await events_of(orch, WatchdogFired)] == ["gave_up"]
+    assert orch.sessions[s.key].state == S.FAILED and orch.sessions[s.key].attempt == 1
