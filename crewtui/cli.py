@@ -74,7 +74,7 @@ def main(ctx: click.Context, data_dir: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["data_dir"] = data_dir
     if ctx.invoked_subcommand is None:
-        ctx.invoke(run, crew_file=None, headless=False, data_dir=data_dir)
+        ctx.invoke(run, crew_file=None, headless=False, data_dir=data_dir, no_mouse=False)
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -90,20 +90,47 @@ def load_crew_or_default(crew_file: str | None) -> Any:
 @click.argument("crew_file", required=False, type=click.Path(dir_okay=False))
 @click.option("--headless", is_flag=True, help="Run the runtime without the dashboard (servers, scripts, tests).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--no-mouse", is_flag=True, help="Leave the mouse to the terminal (text selection over ssh).")
 @click.pass_context
 @user_errors
-def run(ctx: click.Context, crew_file: str | None, headless: bool, data_dir: str | None) -> None:
+def run(ctx: click.Context, crew_file: str | None, headless: bool, data_dir: str | None, no_mouse: bool) -> None:
     """Run a crew (CREW_FILE, TOML): the runtime, and the dashboard unless --headless."""
     dd = resolve_data_dir(data_dir or (ctx.obj or {}).get("data_dir"))
     crew = load_crew_or_default(crew_file)  # nothing starts when the crew file is wrong
     if not headless:
-        try:
-            from crewtui.ui.app import run_dashboard
-        except ImportError:
-            fail("the dashboard is not built yet; use --headless")
-        run_dashboard(dd, crew)
+        start_dashboard(dd, crew, mouse=not no_mouse)
         return
     run_async(serve_headless(dd, crew))
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the demo's data here (default: a new throwaway dir).")
+@click.option("--headless", is_flag=True, help="Run the demo crew without the dashboard.")
+@click.option("--no-mouse", is_flag=True, help="Leave the mouse to the terminal (text selection over ssh).")
+@user_errors
+def demo(data_dir: str | None, headless: bool, no_mouse: bool) -> None:
+    """Open the dashboard on the built-in demo crew (about 50 sessions in eight groups)."""
+    import tempfile
+
+    from crewtui.config import load_crew
+    from crewtui.locations import demo_crew_path
+
+    dd = DataDir(data_dir) if data_dir else DataDir(tempfile.mkdtemp(prefix="crewtui-demo-"))
+    crew = load_crew(demo_crew_path())
+    click.echo(f"crewtui demo: data dir {dd.root}", err=True)
+    if headless:
+        run_async(serve_headless(dd, crew))
+        return
+    start_dashboard(dd, crew, mouse=not no_mouse)
+
+
+def start_dashboard(dd: DataDir, crew: Any, mouse: bool = True) -> None:
+    try:
+        from crewtui.ui.app import run_dashboard
+    except ImportError:
+        fail("the dashboard is not available in this build; use --headless")
+    run_dashboard(dd, crew, mouse=mouse)
 
 
 async def serve_headless(dd: DataDir, crew: Any) -> None:

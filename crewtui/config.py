@@ -396,6 +396,8 @@ class CronConfig(_Strict):
     max_attempts: int = Field(default=1, ge=1, strict=True)
     # A run is closed (its completion rate counted) at the latest this long after it fired.
     deadline: OptPositiveDuration = None
+    # Also fire once each time a runtime starts (the demo crew uses it so a newcomer sees a crew at once).
+    fire_at_start: bool = False
     spawn: SpawnPayload | None = None
     action: Literal["sweep"] | None = None
     text: str | None = None

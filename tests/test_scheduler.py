@@ -397,3 +397,17 @@ async def test_watchdog_gives_up_on_a_failed_session_without_attempts_left(make_
     await wait_for(lambda: any(e.kind == "watchdog" for e in orch.scheduler.recent), what="watchdog")
     assert [(e.outcome) for e in await events_of(orch, WatchdogFired)] == ["gave_up"]
     assert orch.sessions[s.key].state == S.FAILED and orch.sessions[s.key].attempt == 1
+
+
+async def test_fire_at_start_runs_a_job_once_when_the_runtime_starts(make_orch, clock):
+    orch = await make_orch(crew("""
+        [[cron]]
+        name = "warm"
+        schedule = { kind = "every", every = "1h" }
+        fire_at_start = true
+        spawn = { agent = "ok", label = "warm-{item}-r{run}", task = "t", items = ["a", "b"] }
+    """), clock=clock)
+    await wait_for(lambda: len(orch.sessions) == 2, what="the start-up run")
+    run = (await orch.runs("warm"))[0]
+    assert run.number == 1 and run.nominal == T0
+    assert (await orch.cron_list())[0].next_fire == T0 + 3600  # the schedule is unchanged

@@ -130,6 +130,15 @@ class Scheduler:
             if state.next_fire is not None:
                 self._push(state.next_fire, "cron", name)
         self._task = asyncio.create_task(self._loop(), name="scheduler")
+        for state in self.jobs.values():
+            if state.config.fire_at_start:
+                self._background(self._fire_at_start(state))
+
+    async def _fire_at_start(self, state: JobState) -> None:
+        try:
+            await self._fire(state, self.clock.now(), manual=True)
+        except CrewError as exc:
+            log.info("cron %s at start: %s", state.config.name, exc.message)
 
     async def stop(self) -> None:
         for t in [self._task, *self._jobs_tasks]:
@@ -249,7 +258,7 @@ class Scheduler:
 
     async def _fire(self, state: JobState, nominal: float, catch_up: bool = False, manual: bool = False) -> CronRun | None:
         cfg = state.config
-        note = " (catch-up)" if catch_up else " (triggered by hand)" if manual else ""
+        note = " (catch-up)" if catch_up else " (out of schedule)" if manual else ""
         if cfg.text is not None:
             state.last_nominal = nominal
             self._persist_job(state)

@@ -1,0 +1,82 @@
+"""The one registry of the dashboard's actions: keys, footer, `?` help and the command palette all read it.
+
+Adding an action here gives it a binding (with an id, so a keymap can rebind it), a footer entry, a help
+line and a palette command at once; they can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+from crewtui.model import SessionState
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    key: str
+    action: str  # an App action, with arguments if any: "state_filter('running')"
+    description: str  # short: the footer
+    id: str
+    help: str  # a sentence: the help screen and the palette
+    show: bool = True  # in the footer (the palette and help list every action)
+    key_display: str | None = None
+    group: Binding.Group | None = None
+
+    def binding(self) -> Binding:
+        return Binding(self.key, self.action, self.description, show=self.show, key_display=self.key_display,
+                       id=self.id, group=self.group)
+
+    @property
+    def palette_name(self) -> str:
+        return self.help.split(":", 1)[0] if ":" in self.help else self.description
+
+
+_STATE_GROUP = Binding.Group("state", compact=True)
+
+# 1 = every state; 2..9 = one state each, in the order the issue gives them.
+STATE_KEYS: tuple[tuple[str, SessionState | None], ...] = (
+    ("1", None),
+    ("2", SessionState.RUNNING),
+    ("3", SessionState.PENDING),
+    ("4", SessionState.YIELDED),
+    ("5", SessionState.DONE),
+    ("6", SessionState.FAILED),
+    ("7", SessionState.TIMED_OUT),
+    ("8", SessionState.KILLED),
+    ("9", SessionState.LOST),
+)
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("n", "spawn", "Spawn", "spawn", "Spawn a session: label, agent, task, domain and watchdog"),
+    ActionSpec("s", "steer", "Steer", "steer", "Steer: send a line to the selected session, or to every marked one"),
+    ActionSpec("k", "kill", "Kill", "kill", "Kill: the marked sessions, the selected one, or the selected group"),
+    ActionSpec("x", "sweep", "Sweep", "sweep", "Sweep stale sessions: preview the ones with no recent output, then kill them"),
+    ActionSpec("r", "retry", "Retry", "retry", "Retry: start a new attempt of a failed, lost, killed or timed-out session"),
+    ActionSpec("t", "trigger", "Trigger", "trigger", "Trigger the cron job selected in the meters pane now"),
+    ActionSpec("space", "mark", "Mark", "mark", "Mark or unmark the selected session (a group marks all of it)",
+               key_display="␣"),
+    ActionSpec("slash", "filter", "Filter", "filter", "Filter sessions by label (a regular expression)", key_display="/"),
+    *(
+        ActionSpec(key, f"state_filter({(st.value if st else 'all')!r})", (st.value if st else "all"),
+                   f"state-{st.value if st else 'all'}",
+                   f"Show {'all sessions' if st is None else st.value.replace('_', ' ') + ' sessions'}",
+                   group=_STATE_GROUP)
+        for key, st in STATE_KEYS
+    ),
+    ActionSpec("enter", "open", "Transcript", "open", "Open: focus the selected session's transcript (a group folds)",
+               show=False),
+    ActionSpec("right_square_bracket", "next_pane", "Pane", "next-pane",
+               "Next pane: sessions, detail, schedule (tabs on a narrow terminal; moves the focus on a wide one)",
+               key_display="]"),
+    ActionSpec("escape", "clear", "Clear", "clear", "Clear: the filter, the state filter and the marks", show=False),
+    ActionSpec("question_mark", "help", "Help", "help", "Help: every key and what the colours mean", key_display="?"),
+    ActionSpec("q", "quit", "Quit", "quit", "Quit: leave the sessions running, or kill them"),
+)
+
+BINDINGS: list[Binding] = [a.binding() for a in ACTIONS]
+
+
+def key_label(spec: ActionSpec) -> str:
+    return spec.key_display or spec.key

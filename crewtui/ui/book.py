@@ -1,0 +1,208 @@
+"""The dashboard's copy of the runtime's sessions, patched by events, plus what the user filters and marks.
+
+Pure Python (no Textual): the app feeds it the events buffered since the last tick, and it answers what
+changed, so the widgets repaint only those rows. Keeping this apart from the widgets also lets the tests and
+the benchmark drive it without a terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from crewtui.model import (
+    CronFired,
+    Event,
+    RunClosed,
+    RuntimeStopped,
+    Session,
+    SessionOutput,
+    SessionRetried,
+    SessionSpawned,
+    SessionState,
+    SessionStateChanged,
+    SessionSteered,
+    SessionYielded,
+    SweepDone,
+    SystemEvent,
+    TimelineItem,
+    WatchdogFired,
+)
+from crewtui.ui.grouping import GroupNode, LeafNode, build_forest
+
+RETRYABLE = frozenset({SessionState.FAILED, SessionState.LOST, SessionState.KILLED, SessionState.TIMED_OUT})
+
+
+@dataclass
+class Changes:
+    """What one batch of events changed, for the widgets to repaint."""
+
+    rows: set[str] = field(default_factory=set)  # sessions whose row or detail changed
+    structure: bool = False  # a session appeared (or its label did): regroup
+    output: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)  # key -> [(stream, lines)]
+    steered: dict[str, list[str]] = field(default_factory=dict)
+    marks: list[TimelineItem] = field(default_factory=list)
+    schedule: bool = False  # a cron fired or a run closed: reload the jobs and runs
+    unknown: set[str] = field(default_factory=set)  # events about sessions this copy has not seen
+    stopped: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.structure or self.output or self.marks or self.schedule or self.stopped)
+
+
+def timeline_mark(ev: Event) -> TimelineItem | None:
+    """The timeline mark an event makes (the scheduler keeps the same marks; we show them before it is asked)."""
+    if isinstance(ev, CronFired):
+        return TimelineItem(ts=ev.ts, kind="cron", name=ev.job, outcome=ev.outcome)
+    if isinstance(ev, WatchdogFired):
+        return TimelineItem(ts=ev.ts, kind="watchdog", name=ev.label or ev.session or "?", outcome=ev.outcome)
+    if isinstance(ev, RunClosed):
+        rate = f"{ev.rate:.0%}" if ev.rate is not None else "n/a"
+        return TimelineItem(ts=ev.ts, kind="run", name=ev.run, outcome=rate)
+    if isinstance(ev, SweepDone):
+        return TimelineItem(ts=ev.ts, kind="sweep", name=ev.cause, outcome=f"{len(ev.killed)} killed")
+    if isinstance(ev, SessionRetried):
+        return TimelineItem(ts=ev.ts, kind="retry", name=ev.label or "?", outcome=f"attempt {ev.attempt} ({ev.cause})")
+    if isinstance(ev, SessionStateChanged) and ev.new in (SessionState.KILLED, SessionState.TIMED_OUT):
+        return TimelineItem(ts=ev.ts, kind="kill", name=ev.label or "?", outcome=ev.new.value)
+    if isinstance(ev, SystemEvent):
+        return TimelineItem(ts=ev.ts, kind="system", name=ev.text[:60], outcome=ev.level)
+    return None
+
+
+class SessionBook:
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+        self.marked: set[str] = set()
+        self.pattern: re.Pattern[str] | None = None
+        self.state_filter: SessionState | None = None
+
+    # ------------------------------------------------------------------------------------ loading
+
+    def load(self, sessions: Iterable[Session]) -> Changes:
+        """Take a full listing (start, or a resync): new sessions and changed ones are reported."""
+        ch = Changes()
+        for s in sessions:
+            old = self.sessions.get(s.key)
+            if old is None or old.label != s.label:
+                ch.structure = True
+            if old is None or old != s:
+                ch.rows.add(s.key)
+            self.sessions[s.key] = s
+        return ch
+
+    def apply(self, events: Iterable[Event]) -> Changes:
+        ch = Changes()
+        for ev in events:
+            self._apply_one(ev, ch)
+        return ch
+
+    def _apply_one(self, ev: Event, ch: Changes) -> None:
+        mark = timeline_mark(ev)
+        if mark is not None:
+            ch.marks.append(mark)
+        if isinstance(ev, (CronFired, RunClosed)):
+            ch.schedule = True
+        if isinstance(ev, RuntimeStopped):
+            ch.stopped = True
+            return
+        key = ev.session
+        if key is None:
+            return
+        if isinstance(ev, SessionSpawned):
+            snap = ev.snapshot or Session(
+                key=key, label=ev.label or key, parent=ev.parent, domain=ev.domain, cron_run=ev.cron_run,
+                attempt=ev.attempt, created_at=ev.ts, updated_at=ev.ts,
+            )
+            old = self.sessions.get(key)
+            if old is None or old.label != snap.label:
+                ch.structure = True
+            self.sessions[key] = snap
+            ch.rows.add(key)
+            return
+        s = self.sessions.get(key)
+        if s is None:
+            # Spawned before we listed, or its spawn event was dropped: ask the runtime for it.
+            ch.unknown.add(key)
+            return
+        if isinstance(ev, SessionStateChanged):
+            s.state = ev.new
+            s.reason = ev.reason
+            s.attempt = ev.attempt
+            s.updated_at = ev.ts or s.updated_at
+            if ev.exit_code is not None or ev.new.live:
+                s.exit_code = ev.exit_code
+            if ev.new == SessionState.RUNNING and s.started_at is None:
+                s.started_at = ev.ts
+            if ev.new.terminal:
+                s.ended_at = ev.ts
+                s.yield_on = None
+            elif ev.new == SessionState.PENDING:
+                s.ended_at = None
+                s.started_at = None
+            ch.rows.add(key)
+        elif isinstance(ev, SessionOutput):
+            if ev.lines:
+                s.last_line = ev.lines[-1][:500]
+                s.last_output_at = ev.ts
+                ch.output.setdefault(key, []).append((ev.stream, list(ev.lines)))
+                ch.rows.add(key)
+        elif isinstance(ev, SessionRetried):
+            s.attempt = ev.attempt
+            s.next_try_at = ev.next_try_at
+            ch.rows.add(key)
+        elif isinstance(ev, SessionYielded):
+            s.yield_on = list(ev.children)
+            ch.rows.add(key)
+        elif isinstance(ev, SessionSteered):
+            ch.steered.setdefault(key, []).append(ev.text)
+
+    # ------------------------------------------------------------------------------------ filters
+
+    def set_pattern(self, text: str) -> None:
+        """Filter labels by a regex (searched, case-insensitive). Raises re.error for a bad one."""
+        self.pattern = re.compile(text, re.IGNORECASE) if text else None
+
+    def visible(self, s: Session) -> bool:
+        if self.state_filter is not None and s.state != self.state_filter:
+            return False
+        return self.pattern is None or self.pattern.search(s.label) is not None
+
+    def visible_items(self) -> list[tuple[str, str]]:
+        return [(k, s.label) for k, s in self.sessions.items() if self.visible(s)]
+
+    def forest(self) -> list[GroupNode | LeafNode]:
+        return build_forest(self.visible_items())
+
+    # ------------------------------------------------------------------------------------ summaries
+
+    def counts(self) -> dict[SessionState, int]:
+        out: dict[SessionState, int] = {}
+        for s in self.sessions.values():
+            out[s.state] = out.get(s.state, 0) + 1
+        return out
+
+    def members(self, prefix: str) -> list[Session]:
+        """Visible sessions of a group (what its row sums up and what a group kill would reach)."""
+        head = prefix + "-"
+        return [s for s in self.sessions.values()
+                if (s.label == prefix or s.label.startswith(head)) and self.visible(s)]
+
+    def marked_sessions(self) -> list[Session]:
+        return [self.sessions[k] for k in sorted(self.marked) if k in self.sessions]
+
+    def toggle_mark(self, keys: list[str]) -> set[str]:
+        """Mark the keys, or unmark them all when every one is already marked (a group toggles as one)."""
+        keys = [k for k in keys if k in self.sessions]
+        if keys and all(k in self.marked for k in keys):
+            self.marked.difference_update(keys)
+        else:
+            self.marked.update(keys)
+        return set(keys)
+
+
+def completion_rate(counts: dict[SessionState, int]) -> float | None:
+    """done / ended: what share of the sessions that finished finished well (None while none has ended)."""
+    ended = sum(n for st, n in counts.items() if st.terminal)
+    return counts.get(SessionState.DONE, 0) / ended if ended else None

@@ -1,0 +1,155 @@
+"""How the dashboard writes states, ages, rates and bars: one place, so every pane agrees.
+
+Pure functions returning Rich `Text`; no widget code here. Symbols are all one cell wide in every common
+terminal font (no emoji presentation), so columns stay aligned.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+
+from crewtui.model import SessionState
+
+STATE_SYMBOLS: dict[SessionState, str] = {
+    SessionState.PENDING: "…",
+    SessionState.RUNNING: "▶",
+    SessionState.YIELDED: "⏸",
+    SessionState.DONE: "✔",
+    SessionState.FAILED: "✘",
+    SessionState.TIMED_OUT: "⧗",
+    SessionState.KILLED: "☠",
+    SessionState.LOST: "?",
+}
+
+# One Dark-like colours: distinct on dark and light backgrounds, and failures stand out from the calm ones.
+STATE_COLORS: dict[SessionState, str] = {
+    SessionState.PENDING: "#e5c07b",
+    SessionState.RUNNING: "#61afef",
+    SessionState.YIELDED: "#c678dd",
+    SessionState.DONE: "#98c379",
+    SessionState.FAILED: "#e06c75",
+    SessionState.TIMED_OUT: "#d19a66",
+    SessionState.KILLED: "#9da5b4",
+    SessionState.LOST: "#ff79c6",
+}
+
+# The order states are listed in (roll-ups, header, filters): live first, then the endings.
+STATE_ORDER: tuple[SessionState, ...] = (
+    SessionState.RUNNING,
+    SessionState.PENDING,
+    SessionState.YIELDED,
+    SessionState.DONE,
+    SessionState.FAILED,
+    SessionState.TIMED_OUT,
+    SessionState.KILLED,
+    SessionState.LOST,
+)
+
+RATE_GOOD = "#98c379"
+RATE_MEDIUM = "#e5c07b"
+RATE_BAD = "#e06c75"
+DIM = "#7f848e"
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+
+def state_text(state: SessionState, width: int | None = None) -> Text:
+    """"▶ running", coloured; padded to `width` cells when given."""
+    text = Text(f"{STATE_SYMBOLS[state]} {state.value}", style=STATE_COLORS[state])
+    if width is not None:
+        text.truncate(width, pad=True)
+    return text
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 42s, 5m, 3h, 2d (the coarsest unit that keeps 1-2 digits)."""
+    secs = max(0, int(seconds))
+    if secs < 120:
+        return f"{secs}s"
+    if secs < 7200:
+        return f"{secs // 60}m"
+    if secs < 172800:
+        return f"{secs // 3600}h"
+    return f"{secs // 86400}d"
+
+
+def age(ts: float | None, now: float) -> str:
+    return "-" if ts is None else duration(now - ts)
+
+
+def clock_time(ts: float, seconds: bool = True) -> str:
+    """Local wall time of `ts` (tests fix TZ=UTC, so snapshots do not depend on where they run)."""
+    return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.localtime(ts))
+
+
+def relative(ts: float | None, now: float) -> str:
+    """"in 1m30s" / "2m ago": when a fire or a mark is, relative to now."""
+    if ts is None:
+        return "-"
+    delta = ts - now
+    secs = int(abs(delta))
+    if secs < 60:
+        body = f"{secs}s"
+    elif secs < 3600:
+        body = f"{secs // 60}m{secs % 60:02d}s" if secs < 600 else f"{secs // 60}m"
+    else:
+        body = f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
+    return f"in {body}" if delta >= 0 else f"{body} ago"
+
+
+def rate_color(rate: float | None) -> str:
+    if rate is None:
+        return DIM
+    if rate >= 0.8:
+        return RATE_GOOD
+    if rate >= 0.5:
+        return RATE_MEDIUM
+    return RATE_BAD
+
+
+def rate_text(rate: float | None, width: int = 4) -> Text:
+    body = "–" if rate is None else f"{rate:.0%}"
+    return Text(body.rjust(width), style=rate_color(rate))
+
+
+def rollup(counts: dict[SessionState, int]) -> Text:
+    """"▶12 ✔3 ✘1": the non-zero states of a group, each in its colour."""
+    out = Text()
+    for state in STATE_ORDER:
+        n = counts.get(state, 0)
+        if n:
+            if out:
+                out.append(" ")
+            out.append(f"{STATE_SYMBOLS[state]}{n}", style=STATE_COLORS[state])
+    return out
+
+
+def bar(done: int, total: int, width: int, color: str) -> Text:
+    """A meter: `width` cells, the done fraction filled."""
+    if total <= 0:
+        return Text("░" * width, style=DIM)
+    filled = max(0, min(width, round(width * done / total)))
+    return Text.assemble(("█" * filled, color), ("░" * (width - filled), DIM))
+
+
+def sparkline(rates: list[float | None]) -> Text:
+    """One cell per run, oldest first: height and colour by completion rate; "·" for a run with no rate."""
+    out = Text()
+    for r in rates:
+        if r is None:
+            out.append("·", style=DIM)
+        else:
+            idx = max(0, min(len(SPARK_CHARS) - 1, round(r * (len(SPARK_CHARS) - 1))))
+            out.append(SPARK_CHARS[idx], style=rate_color(r))
+    return out
+
+
+def fit(text: str, width: int) -> str:
+    """Cut `text` to `width` cells with an ellipsis, or pad it: fixed-width columns never shift."""
+    if width <= 0:
+        return ""
+    if len(text) > width:
+        return text[: max(0, width - 1)] + "…"
+    return text.ljust(width)
