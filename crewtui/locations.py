@@ -61,6 +61,11 @@ class DataDir:
         return self.root / "control.sock"
 
     @property
+    def log(self) -> Path:
+        """The runtime's log file (the dashboard owns the terminal, so logs cannot go to stderr)."""
+        return self.root / "crewtui.log"
+
+    @property
     def sessions_root(self) -> Path:
         return self.root / "sessions"
 

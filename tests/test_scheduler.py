@@ -129,10 +129,10 @@ async def test_run_deadline_closes_with_live_sessions_counted_not_done(make_orch
         spawn = { agent = "sleep", label = "slow-r{run}", task = "x" }
     """), clock=clock)
     await clock.advance(3600)
-    await wait_for(lambda: len(orch.sessions) == 1, what="spawned")
+    await wait_for(lambda: any(e.kind == "cron" for e in orch.scheduler.recent), what="the fire")
     assert not (await orch.runs("slow"))[0].final
     await clock.advance(600)
-    await settle()
+    await wait_for(lambda: "slow#1" not in orch.scheduler.open_runs, what="the deadline")
     run = (await orch.runs("slow"))[0]
     assert run.final and run.rate == 0.0 and run.counts["running"] == 1
 

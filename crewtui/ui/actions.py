@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 from crewtui.model import SessionState
 
@@ -75,7 +75,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("q", "quit", "Quit", "quit", "Quit: leave the sessions running, or kill them"),
 )
 
-BINDINGS: list[Binding] = [a.binding() for a in ACTIONS]
+BINDINGS: list[BindingType] = [a.binding() for a in ACTIONS]
 
 
 def key_label(spec: ActionSpec) -> str:

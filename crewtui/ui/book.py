@@ -39,9 +39,11 @@ class Changes:
     """What one batch of events changed, for the widgets to repaint."""
 
     rows: set[str] = field(default_factory=set)  # sessions whose row or detail changed
+    states: bool = False  # some session changed state (or appeared): counts and group roll-ups move
     structure: bool = False  # a session appeared (or its label did): regroup
     output: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)  # key -> [(stream, lines)]
     steered: dict[str, list[str]] = field(default_factory=dict)
+    retried: set[str] = field(default_factory=set)  # a new attempt starts with fresh output files
     marks: list[TimelineItem] = field(default_factory=list)
     schedule: bool = False  # a cron fired or a run closed: reload the jobs and runs
     unknown: set[str] = field(default_factory=set)  # events about sessions this copy has not seen
@@ -89,6 +91,8 @@ class SessionBook:
                 ch.structure = True
             if old is None or old != s:
                 ch.rows.add(s.key)
+            if old is None or old.state != s.state:
+                ch.states = True
             self.sessions[s.key] = s
         return ch
 
@@ -120,6 +124,7 @@ class SessionBook:
                 ch.structure = True
             self.sessions[key] = snap
             ch.rows.add(key)
+            ch.states = True
             return
         s = self.sessions.get(key)
         if s is None:
@@ -142,6 +147,7 @@ class SessionBook:
                 s.ended_at = None
                 s.started_at = None
             ch.rows.add(key)
+            ch.states = True
         elif isinstance(ev, SessionOutput):
             if ev.lines:
                 s.last_line = ev.lines[-1][:500]
@@ -152,6 +158,7 @@ class SessionBook:
             s.attempt = ev.attempt
             s.next_try_at = ev.next_try_at
             ch.rows.add(key)
+            ch.retried.add(key)
         elif isinstance(ev, SessionYielded):
             s.yield_on = list(ev.children)
             ch.rows.add(key)
@@ -183,11 +190,12 @@ class SessionBook:
             out[s.state] = out.get(s.state, 0) + 1
         return out
 
-    def members(self, prefix: str) -> list[Session]:
-        """Visible sessions of a group (what its row sums up and what a group kill would reach)."""
+    def members(self, prefix: str, visible_only: bool = True) -> list[Session]:
+        """Sessions of a group: the visible ones (what its row sums up and what marking takes), or all of
+        them (what a group kill reaches, whatever the filter hides)."""
         head = prefix + "-"
         return [s for s in self.sessions.values()
-                if (s.label == prefix or s.label.startswith(head)) and self.visible(s)]
+                if (s.label == prefix or s.label.startswith(head)) and (not visible_only or self.visible(s))]
 
     def marked_sessions(self) -> list[Session]:
         return [self.sessions[k] for k in sorted(self.marked) if k in self.sessions]

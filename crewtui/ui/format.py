@@ -15,10 +15,10 @@ from crewtui.model import SessionState
 STATE_SYMBOLS: dict[SessionState, str] = {
     SessionState.PENDING: "…",
     SessionState.RUNNING: "▶",
-    SessionState.YIELDED: "⏸",
+    SessionState.YIELDED: "‖",
     SessionState.DONE: "✔",
     SessionState.FAILED: "✘",
-    SessionState.TIMED_OUT: "⧗",
+    SessionState.TIMED_OUT: "◷",
     SessionState.KILLED: "☠",
     SessionState.LOST: "?",
 }

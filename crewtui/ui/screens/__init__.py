@@ -1,0 +1,1 @@
+"""The dashboard's modal screens: spawn, steer, confirm (kill, sweep), quit and help."""

@@ -1,0 +1,152 @@
+"""The right pane: the selected session's (or group's) detail, and its live transcript tail."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual import events, on
+from textual.widgets import RichLog, Static
+
+from crewtui.model import History, Session, SessionState
+from crewtui.ui.book import completion_rate
+from crewtui.ui.format import DIM, STATE_COLORS, age, clock_time, rate_text, rollup, state_text
+
+STDERR_STYLE = "#e06c75"
+NOTE_STYLE = f"italic {DIM}"
+
+
+def _kv(rows: list[tuple[str, RenderableType]]) -> Table:
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(style=DIM, justify="right", no_wrap=True, width=8)
+    grid.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
+    for name, value in rows:
+        grid.add_row(name, value)
+    return grid
+
+
+class SessionDetail(Static):
+    """Key facts of one session: what it is, where it stands, how it ended."""
+
+    _shown: tuple[object, ...] | None = None
+
+    def _show(self, signature: tuple[object, ...], renderable: RenderableType) -> None:
+        # An update re-lays out the screen; the once-a-second refresh mostly changes nothing.
+        if signature != self._shown:
+            self._shown = signature
+            self.update(renderable)
+
+    def show_session(self, s: Session, now: float) -> None:
+        state = state_text(s.state)
+        # A user's retry may go past max_attempts (that bounds the watchdog's retries, not the user's).
+        of = f"/{s.max_attempts}" if s.attempt <= s.max_attempts else ""
+        state.append(f"  attempt {s.attempt}{of}", style=DIM)
+        if s.queue_position and s.state == SessionState.PENDING:
+            state.append(f"  queue #{s.queue_position}", style=DIM)
+        times = f"created {clock_time(s.created_at)} ({age(s.created_at, now)} ago)"
+        if s.ended_at:
+            times += f" · ended {clock_time(s.ended_at)}"
+        elif s.last_output_at:
+            times += f" · last output {age(s.last_output_at, now)} ago"
+        pids = "-"
+        if s.shim_pid or s.agent_pid:
+            pids = f"agent {s.agent_pid or '-'} · shim {s.shim_pid or '-'}"
+        where = " · ".join(x for x in (f"agent {s.agent}" if s.agent else "", f"pool {s.pool}" if s.pool else "",
+                                       f"domain {s.domain}" if s.domain else "") if x) or "-"
+        exit_text = Text("-" if s.exit_code is None else str(s.exit_code),
+                         style="" if s.exit_code in (None, 0) else STATE_COLORS[SessionState.FAILED])
+        result = "-" if s.result is None else json.dumps(s.result, ensure_ascii=False, separators=(",", ":"))
+        rows: list[tuple[str, RenderableType]] = [
+            ("key", Text(s.key, style="bold")),
+            ("label", Text(s.label, style="bold")),
+            ("state", state),
+            ("parent", s.parent or "-"),
+            ("runs on", where),
+            ("pids", pids),
+            ("exit", exit_text),
+            ("reason", Text(s.reason or "-", style="" if not s.reason else "#d19a66")),
+            ("result", Text(result, style="#98c379" if s.result is not None else "")),
+            ("time", Text(times, style=DIM)),
+        ]
+        if s.cron_run:
+            rows.insert(4, ("cron run", s.cron_run))
+        self._show(tuple(str(v) for _, v in rows), _kv(rows))
+
+    def show_group(self, prefix: str, counts: dict[SessionState, int]) -> None:
+        total = sum(counts.values())
+        live = sum(n for st, n in counts.items() if st.live)
+        rate = rate_text(completion_rate(counts), 0)
+        rate.append("  done / ended", style=DIM)
+        rows: list[tuple[str, RenderableType]] = [
+            ("group", Text(prefix, style="bold #56b6c2")),
+            ("sessions", f"{total} ({live} live)"),
+            ("states", rollup(counts) or Text("-")),
+            ("rate", rate),
+            ("keys", Text("k kills the group · space marks it", style=DIM)),
+        ]
+        self._show(("group", prefix, *(str(v) for _, v in rows)), _kv(rows))
+
+    def show_nothing(self, note: str) -> None:
+        self._show(("note", note), Text(note, style=NOTE_STYLE))
+
+
+class Transcript(RichLog):
+    """The selected session's output: its history tail, then live lines as they come.
+
+    RichLog wraps a line once, at the width it has when written; the pane's width changes (a resize, or a
+    narrow terminal's tab coming into view), so the lines are kept and re-wrapped when it does.
+    """
+
+    MAX_LINES = 2000
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, max_lines=self.MAX_LINES, wrap=True, markup=False, highlight=False,
+                         auto_scroll=True, min_width=20)
+        self.key: str | None = None
+        self._entries: deque[Text] = deque(maxlen=self.MAX_LINES)
+        self._wrapped_at = 0
+
+    def _put(self, text: Text) -> None:
+        self._entries.append(text)
+        self.write(text)
+
+    def _reset(self) -> None:
+        self._entries.clear()
+        self.clear()
+
+    @on(events.Resize)
+    def _rewrap(self, event: events.Resize) -> None:
+        width = event.size.width
+        if width and width != self._wrapped_at:
+            self._wrapped_at = width
+            self.clear()
+            for text in self._entries:
+                self.write(text)
+
+    def show_note(self, note: str) -> None:
+        self.key = None
+        self._reset()
+        self._put(Text(note, style=NOTE_STYLE))
+
+    def show_history(self, history: History) -> None:
+        self.key = history.key
+        self._reset()
+        if not history.lines and not history.stderr:
+            self._put(Text("no output yet", style=NOTE_STYLE))
+        for line in history.lines:
+            self._put(Text(line))
+        if history.stderr:
+            self._put(Text(f"── stderr, last {len(history.stderr)} lines ──", style=NOTE_STYLE))
+            for line in history.stderr:
+                self._put(Text(line, style=STDERR_STYLE))
+
+    def append(self, stream: str, lines: list[str]) -> None:
+        style = STDERR_STYLE if stream == "stderr" else ""
+        for line in lines:
+            self._put(Text(line, style=style))
+
+    def append_steer(self, text: str) -> None:
+        self._put(Text(f"» steered: {text}", style="bold #c678dd"))

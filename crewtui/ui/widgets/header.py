@@ -1,0 +1,63 @@
+"""The one-line header: which runtime, how many sessions in which state, the overall rate, the filters."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from crewtui.model import SessionState
+from crewtui.runtime.api import RuntimeInfo
+from crewtui.ui.book import completion_rate
+from crewtui.ui.format import DIM, STATE_COLORS, STATE_ORDER, STATE_SYMBOLS, clock_time, rate_text
+
+SEP = ("  │  ", DIM)
+
+
+class StatusHeader(Static):
+    _shown: Text | None = None
+
+    def show(
+        self,
+        *,
+        info: RuntimeInfo | None,
+        attached: bool,
+        connected: bool,
+        counts: dict[SessionState, int],
+        marked: int,
+        filters: str,
+        now: float,
+    ) -> None:
+        # Most telling first: a narrow terminal cuts the end of the line.
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(" crewtui ", style="bold #282c34 on #56b6c2")
+        if not connected:
+            t.append(" disconnected ", style="bold #282c34 on #e06c75")
+        t.append(" ")
+        total = sum(counts.values())
+        t.append(f"{total} sessions", style="bold")
+        for state in STATE_ORDER:
+            n = counts.get(state, 0)
+            if n:
+                t.append(f" {STATE_SYMBOLS[state]}{n}", style=STATE_COLORS[state])
+        t.append(*SEP)
+        t.append("done ", style=DIM)
+        t.append_text(rate_text(completion_rate(counts), 0))
+        if marked:
+            t.append(*SEP)
+            t.append(f"● {marked} marked", style="bold #e5c07b")
+        if filters:
+            t.append(*SEP)
+            t.append("filter ", style=DIM)
+            t.append(filters, style="bold #e5c07b")
+        t.append(*SEP)
+        if info is not None:
+            t.append(info.crew, style="bold")
+            mode = "attached to" if attached else "embedded"
+            t.append(f" · {mode} pid {info.pid}", style=DIM)
+        else:
+            t.append("connecting…", style=DIM)
+        t.append(*SEP)
+        t.append(clock_time(now), style=DIM)
+        if t != self._shown:  # an update re-lays out the screen: skip it when nothing changed
+            self._shown = t
+            self.update(t)

@@ -1,0 +1,360 @@
+"""The sessions pane: sessions grouped by label prefix in a Tree, one aligned row per session.
+
+Live, with 1,000 sessions: the tree keeps a dict id -> node and changes only what changed. A new structure
+(spawns, filters) is reconciled against the nodes it has (remove the gone, insert the new in place); a
+changed session gets `set_label` only when its rendered row differs. Never `clear()` and rebuild: that
+loses the cursor, the scroll position and what the user folded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rich.text import Text
+from textual import events, on
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from crewtui.model import Session, SessionState
+from crewtui.runtime.clock import ClockLike
+from crewtui.ui.book import SessionBook, completion_rate
+from crewtui.ui.format import DIM, age, fit, rate_text, rollup, state_text
+from crewtui.ui.grouping import GroupNode, LeafNode, walk
+
+STATE_W = 11  # "◷ timed_out"
+ATTEMPT_W = 3
+AGE_W = 4
+MARK = "● "
+
+
+@dataclass(frozen=True)
+class RowRef:
+    """What a tree row stands for: a group (by prefix) or a session (by key)."""
+
+    kind: Literal["group", "session"]
+    id: str
+    depth: int
+    name: str  # what the row shows as its name (a leaf's label without its group's prefix)
+
+    @property
+    def node_id(self) -> str:
+        return ("g:" if self.kind == "group" else "s:") + self.id
+
+
+class SessionTree(Tree[RowRef], inherit_bindings=False):
+    """Sessions grouped by label prefix. Posts `RowHighlighted` when the cursor lands on another row."""
+
+    ICON_NODE = "▸ "
+    ICON_NODE_EXPANDED = "▾ "
+
+    # Our own navigation keys only: space and enter belong to the dashboard's action registry (mark and
+    # open), so the tree must not swallow them.
+    BINDINGS = [
+        Binding("up", "cursor_up", "Up", show=False),
+        Binding("down", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "scroll_home", "Top", show=False),
+        Binding("end", "scroll_end", "Bottom", show=False),
+        Binding("left", "fold", "Fold", show=False),
+        Binding("right", "unfold", "Unfold", show=False),
+    ]
+
+    class RowHighlighted(Message):
+        """The cursor moved to another row. Replaceable: when scrolling fast, only the last one matters."""
+
+        def __init__(self, tree: "SessionTree", ref: RowRef | None) -> None:
+            super().__init__()
+            self.session_tree = tree
+            self.ref = ref
+
+        @property
+        def control(self) -> "SessionTree":
+            return self.session_tree
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, SessionTree.RowHighlighted)
+
+    def __init__(self, book: SessionBook, clock: ClockLike, *, id: str | None = None) -> None:
+        super().__init__("sessions", id=id)
+        self.show_root = False
+        self.guide_depth = 3
+        self.auto_expand = True
+        self.book = book
+        self.clock = clock
+        self.nodes: dict[str, TreeNode[RowRef]] = {}
+        self.collapsed: set[str] = set()  # group prefixes the user folded; new groups start unfolded
+        self._signatures: dict[str, tuple[object, ...]] = {}
+        self._width = 0
+        self._last_ref: RowRef | None = None
+        self._group_counts: dict[str, dict[SessionState, int]] = {}
+        self._name_need = 40  # cells the longest shown name needs, indent included
+
+    # ------------------------------------------------------------------------------------ layout
+
+    def _columns(self, depth: int) -> tuple[int, int]:
+        """(name width, last-output width) for a row at `depth`, so every column starts at the same x.
+
+        The name column is as wide as the longest name shown needs (up to half the pane), so short
+        names leave the room to the last output line.
+        """
+        width = max(30, self._width)
+        name_end = max(16, min(self._name_need + 1, int(width * 0.5)))
+        name_w = max(6, name_end - depth * self.guide_depth - len(MARK))
+        last_w = max(0, width - name_end - (1 + STATE_W + 1 + ATTEMPT_W + 1 + AGE_W + 2) - 1)
+        return name_w, last_w
+
+    def get_label_width(self, node: TreeNode[RowRef]) -> int:
+        # Rows are cut to the pane's width already; answering without rendering keeps a rebuild of 1,000
+        # lines cheap (the stock method renders every label to measure it).
+        return 0
+
+    def on_resize(self, event: events.Resize) -> None:
+        width = self.scrollable_content_region.width
+        if width != self._width:
+            self._width = width
+            self.refresh_all(force=True)
+
+    # ------------------------------------------------------------------------------------ rendering
+
+    def _session_label(self, ref: RowRef, s: Session, now: float) -> tuple[tuple[object, ...], Text]:
+        name_w, last_w = self._columns(ref.depth)
+        marked = s.key in self.book.marked
+        age_s = age(s.created_at, now)
+        last = (s.last_line or "")[: last_w + 1]
+        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name)
+        cached = self._signatures.get(s.key)
+        if cached is not None and cached[0] == sig:
+            return sig, cached[1]  # type: ignore[return-value]
+        text = Text(no_wrap=True, overflow="crop")
+        text.append(MARK if marked else "  ", style="bold #e5c07b")
+        text.append(fit(ref.name, name_w), style="bold" if s.state.live else "")
+        text.append(" ")
+        text.append_text(state_text(s.state, STATE_W))
+        text.append(" ")
+        text.append(f"#{s.attempt}".ljust(ATTEMPT_W), style="bold #d19a66" if s.attempt > 1 else DIM)
+        text.append(" ")
+        text.append(age_s.rjust(AGE_W), style=DIM)
+        if last_w > 0:
+            text.append("  ")
+            text.append(fit(last, last_w).rstrip(), style="#abb2bf")
+        return sig, text
+
+    def _group_signature(self, ref: RowRef, counts: dict[SessionState, int], marked: int) -> tuple[object, ...]:
+        name_w, _ = self._columns(ref.depth)
+        return (tuple(sorted((k.value, v) for k, v in counts.items())), marked, name_w, ref.name)
+
+    def _group_label(self, ref: RowRef, counts: dict[SessionState, int], marked: int) -> Text:
+        name_w, _ = self._columns(ref.depth)
+        total = sum(counts.values())
+        text = Text(no_wrap=True, overflow="crop")
+        text.append(fit(ref.name, name_w), style="bold #56b6c2")
+        text.append(f"{total:>4}", style="bold")
+        text.append(" ")
+        text.append_text(rate_text(completion_rate(counts), 4))
+        text.append("  ")
+        text.append_text(rollup(counts))
+        if marked:
+            text.append(f"  ●{marked}", style="bold #e5c07b")
+        return text
+
+    def _render_session(self, key: str, now: float, force: bool = False) -> None:
+        node = self.nodes.get("s:" + key)
+        s = self.book.sessions.get(key)
+        if node is None or s is None or node.data is None:
+            return
+        old = self._signatures.get(key)
+        sig, text = self._session_label(node.data, s, now)
+        if force or old is None or old[0] != sig:
+            self._signatures[key] = (sig, text)
+            node.set_label(text)
+
+    def refresh_rows(self, keys: set[str] | list[str], force: bool = False) -> None:
+        now = self.clock.now()
+        for key in keys:
+            self._render_session(key, now, force)
+
+    def refresh_groups(self, force: bool = False) -> None:
+        """Recount every group from its visible sessions (one pass) and relabel the ones that changed."""
+        counts: dict[str, dict[SessionState, int]] = {}
+        marked: dict[str, int] = {}
+        for node_id, node in self.nodes.items():
+            if not node_id.startswith("s:"):
+                continue
+            s = self.book.sessions.get(node_id[2:])
+            if s is None:
+                continue
+            parent = node.parent
+            while parent is not None and parent.data is not None:
+                c = counts.setdefault(parent.data.id, {})
+                c[s.state] = c.get(s.state, 0) + 1
+                if s.key in self.book.marked:
+                    marked[parent.data.id] = marked.get(parent.data.id, 0) + 1
+                parent = parent.parent
+        self._group_counts = counts
+        for node_id, node in self.nodes.items():
+            if not node_id.startswith("g:") or node.data is None:
+                continue
+            prefix = node.data.id
+            c, m = counts.get(prefix, {}), marked.get(prefix, 0)
+            sig = self._group_signature(node.data, c, m)
+            old = self._signatures.get(node_id)
+            if force or old is None or old[0] != sig:
+                text = self._group_label(node.data, c, m)
+                self._signatures[node_id] = (sig, text)
+                node.set_label(text)
+
+    def refresh_all(self, force: bool = False) -> None:
+        """Re-render every row (a resize), or only the rows on screen (ages, once a second: a row scrolled
+        into view catches up within a second, and 1,000 rows cost no more than 40)."""
+        now = self.clock.now()
+        if force:
+            for node_id in list(self.nodes):
+                if node_id.startswith("s:"):
+                    self._render_session(node_id[2:], now, True)
+            self.refresh_groups(True)
+            return
+        top = self.scroll_offset.y
+        for line in self._tree_lines[top : top + self.size.height + 1]:
+            ref = line.node.data
+            if ref is not None and ref.kind == "session":
+                self._render_session(ref.id, now)
+
+    def group_counts(self, prefix: str) -> dict[SessionState, int]:
+        return dict(self._group_counts.get(prefix, {}))
+
+    # ------------------------------------------------------------------------------------ structure
+
+    def sync(self, forest: list[GroupNode | LeafNode]) -> None:
+        """Make the tree show `forest`, touching only the rows that differ."""
+        wanted = {item.id: parent for parent, item in walk(forest)}
+        need = self._measure(forest, 0, None)
+        if need != self._name_need:
+            self._name_need = need
+            if self.nodes:  # rows already shown were cut for the old width (new ones get the new one)
+                self.call_later(self.refresh_all, True)
+        for node_id in list(self.nodes):
+            node = self.nodes.get(node_id)
+            if node is None:
+                continue  # went with an ancestor already
+            parent = node.parent
+            parent_id = parent.data.node_id if parent is not None and parent.data is not None else None
+            if node_id not in wanted or wanted[node_id] != parent_id:
+                self._drop(node)
+        self._fill(self.root, forest, 0)
+        self.refresh_groups()
+        self.call_after_refresh(self._check_cursor)
+
+    def _measure(self, items: list[GroupNode | LeafNode], depth: int, parent: str | None) -> int:
+        need = 10
+        for item in items:
+            if isinstance(item, GroupNode):
+                name = item.prefix if parent is None else item.prefix[len(parent) + 1 :]
+                need = max(need, depth * self.guide_depth + 2 + len(name),
+                           self._measure(item.children, depth + 1, item.prefix))
+            else:
+                need = max(need, depth * self.guide_depth + len(MARK) + len(item.name))
+        return need
+
+    def _drop(self, node: TreeNode[RowRef]) -> None:
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.data is not None:
+                self.nodes.pop(n.data.node_id, None)
+                self._signatures.pop(n.data.node_id if n.data.kind == "group" else n.data.id, None)
+            stack.extend(n.children)
+        node.remove()
+
+    def _fill(self, parent: TreeNode[RowRef], items: list[GroupNode | LeafNode], depth: int) -> None:
+        now = self.clock.now()
+        for i, item in enumerate(items):
+            node = self.nodes.get(item.id)
+            if node is None:
+                before = i if i < len(parent.children) else None
+                if isinstance(item, GroupNode):
+                    name = item.prefix if depth == 0 or parent.data is None else item.prefix[len(parent.data.id) + 1 :]
+                    ref = RowRef("group", item.prefix, depth, name)
+                    node = parent.add(Text(name), ref, before=before, expand=item.prefix not in self.collapsed)
+                    self.nodes[item.id] = node
+                else:
+                    ref = RowRef("session", item.key, depth, item.name)
+                    s = self.book.sessions[item.key]
+                    sig, text = self._session_label(ref, s, now)
+                    self._signatures[item.key] = (sig, text)
+                    node = parent.add_leaf(text, ref, before=before)
+                    self.nodes[item.id] = node
+            if isinstance(item, GroupNode):
+                self._fill(node, item.children, depth + 1)
+
+    # ------------------------------------------------------------------------------------ cursor
+
+    @property
+    def current(self) -> RowRef | None:
+        node = self.cursor_node
+        return node.data if node is not None else None
+
+    def select_key(self, key: str) -> bool:
+        """Put the cursor on a session's row (unfolding its groups); False if it is not shown."""
+        node = self.nodes.get("s:" + key)
+        if node is None:
+            return False
+        parent = node.parent
+        while parent is not None and parent is not self.root:
+            parent.expand()
+            parent = parent.parent
+        self.call_after_refresh(self.move_cursor, node)
+        return True
+
+    def _check_cursor(self) -> None:
+        """After a regroup the cursor may sit on another row without the stock widget saying so."""
+        if self.cursor_line < 0 and self.last_line >= 0:
+            self.cursor_line = 0
+        ref = self.current
+        if ref != self._last_ref:
+            self._last_ref = ref
+            self.post_message(self.RowHighlighted(self, ref))
+
+    @on(Tree.NodeHighlighted)
+    def _row_highlighted(self, event: Tree.NodeHighlighted[RowRef]) -> None:
+        event.stop()
+        self._last_ref = event.node.data
+        self.post_message(self.RowHighlighted(self, event.node.data))
+
+    @on(Tree.NodeCollapsed)
+    def _remember_fold(self, event: Tree.NodeCollapsed[RowRef]) -> None:
+        event.stop()
+        if event.node.data is not None:
+            self.collapsed.add(event.node.data.id)
+
+    @on(Tree.NodeExpanded)
+    def _remember_unfold(self, event: Tree.NodeExpanded[RowRef]) -> None:
+        event.stop()
+        if event.node.data is not None:
+            self.collapsed.discard(event.node.data.id)
+
+    @on(Tree.NodeSelected)
+    def _swallow_selected(self, event: Tree.NodeSelected[RowRef]) -> None:
+        event.stop()  # a click folds a group (auto_expand); the app acts on highlights, not selections
+
+    def action_fold(self) -> None:
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.allow_expand and node.is_expanded:
+            node.collapse()
+        elif node.parent is not None and node.parent is not self.root:
+            self.move_cursor(node.parent)
+
+    def action_unfold(self) -> None:
+        node = self.cursor_node
+        if node is not None and node.allow_expand and not node.is_expanded:
+            node.expand()
+
+    def toggle_current(self) -> None:
+        node = self.cursor_node
+        if node is not None and node.allow_expand:
+            node.toggle()

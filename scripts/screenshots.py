@@ -1,0 +1,95 @@
+"""Make the README's SVG screenshots of the dashboard, from the deterministic fake runtime at a fixed time.
+
+Run from the repository root: `python scripts/screenshots.py [OUT_DIR]` (default `screenshots/`). Writes
+main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg and narrow-80x24.svg. The same fake runtime and
+key presses as the snapshot tests, so the pictures show what the tests check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["TZ"] = "UTC"  # the panes show local clock times: fix them like the tests do
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+time.tzset()
+
+from textual.pilot import Pilot  # noqa: E402
+from textual.widgets import Input, Select  # noqa: E402
+
+from tests.ui.conftest import fake_app, settle  # noqa: E402
+
+Steps = Callable[[Pilot[None]], Awaitable[None]]
+
+
+async def nothing(pilot: Pilot[None]) -> None:
+    pass
+
+
+async def running_session(pilot: Pilot[None]) -> None:
+    await pilot.press(*["down"] * 6)  # ads-auditor-2026-04-02-r6: running, with a transcript
+
+
+async def spawn_with_error(pilot: Pilot[None]) -> None:
+    await pilot.press("n")
+    await pilot.pause()
+    form = pilot.app.screen
+    form.query_one("#spawn-label", Input).value = "ops-deploy-api"  # held by a live session: refused inline
+    form.query_one("#spawn-agent", Select).value = "sub"
+    task = form.query_one("#spawn-task", Input)
+    task.value = "redeploy the api"
+    task.focus()
+    await pilot.press("enter")
+    await pilot.pause(0.2)
+
+
+async def kill_confirm(pilot: Pilot[None]) -> None:
+    await pilot.press("down", "down", "down", "down", "down", "down")  # ads-auditor ... r6, running
+    await pilot.press("k")
+    await pilot.pause()
+
+
+async def sweep(pilot: Pilot[None]) -> None:
+    await pilot.press("x")
+    await pilot.pause(0.2)
+
+
+async def help_screen(pilot: Pilot[None]) -> None:
+    await pilot.press("question_mark")
+    await pilot.pause()
+
+
+SHOTS: list[tuple[str, tuple[int, int], Steps]] = [
+    ("main.svg", (140, 42), running_session),
+    ("spawn.svg", (140, 42), spawn_with_error),
+    ("kill-confirm.svg", (140, 42), kill_confirm),
+    ("sweep.svg", (140, 42), sweep),
+    ("help.svg", (140, 42), help_screen),
+    ("narrow-80x24.svg", (80, 24), nothing),
+]
+
+
+async def shoot(out: Path, name: str, size: tuple[int, int], steps: Steps) -> None:
+    app = fake_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await steps(pilot)
+        await pilot.pause()
+        app.save_screenshot(name, str(out))
+
+
+async def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, size, steps in SHOTS:
+        await shoot(out, name, size, steps)
+        print(out / name)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "screenshots"))

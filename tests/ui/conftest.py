@@ -1,0 +1,36 @@
+"""Fixtures for the dashboard tests: a fixed time zone, and apps on the fake or on a real runtime."""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ["TZ"] = "UTC"  # clock times in the panes are local time: fix it so snapshots match anywhere
+os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
+time.tzset()
+
+from textual.pilot import Pilot  # noqa: E402
+
+from crewtui.runtime.clock import FakeClock  # noqa: E402
+from crewtui.ui.app import CrewApp, make_app  # noqa: E402
+from tests.ui.fake_runtime import T0, FakeRuntime  # noqa: E402
+
+
+def fake_app(**kw: object) -> CrewApp:
+    """The dashboard on the deterministic fake, ready for a snapshot: no blinking, no animation."""
+    clock = FakeClock(T0)
+    app = make_app(FakeRuntime(clock, **kw), clock=clock)  # type: ignore[arg-type]
+    app.cursor_blink = False
+    app.animation_level = "none"
+    return app
+
+
+async def settle(pilot: Pilot[None]) -> None:
+    """Wait until the first listing and the schedule are shown, and everything buffered is applied."""
+    app = pilot.app
+    assert isinstance(app, CrewApp)
+    await app.loaded.wait()
+    app.flush_events()
+    await pilot.pause()
+    await pilot.pause()
+

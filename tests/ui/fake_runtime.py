@@ -1,0 +1,336 @@
+"""A deterministic in-memory RuntimeAPI for the dashboard's snapshot tests and screenshots.
+
+A unit test of the UI layer wants the same screen every time: 50 sessions under six label prefixes in
+every state, a few cron jobs with runs, and timeline marks, all at fixed times relative to a FakeClock. The
+pilot tests of the keys use a real Orchestrator instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+from crewtui.errors import BadInput, Conflict, NotFound
+from crewtui.model import (
+    CronJobInfo,
+    CronRun,
+    Event,
+    History,
+    Session,
+    SessionSpawned,
+    SessionState,
+    SpawnRequest,
+    SweepItem,
+    TimelineItem,
+    YieldResult,
+    validate_label,
+)
+from crewtui.runtime.api import RuntimeInfo
+from crewtui.runtime.clock import FakeClock
+
+T0 = 1_775_116_800.0 + 9 * 3600  # 2026-04-02 17:00:00 UTC: "now" in every snapshot
+
+S = SessionState
+# (label, state, attempt, minutes ago created, last line)
+_SESSIONS: list[tuple[str, SessionState, int, float, str]] = []
+
+
+def _add(label: str, state: SessionState, attempt: int, ago: float, last: str) -> None:
+    _SESSIONS.append((label, state, attempt, ago, last))
+
+
+for run, ago in ((1, 50), (2, 35), (3, 20), (4, 5)):
+    for i, item in enumerate(("superada", "openclaw-guide", "ada-lovelace")):
+        if run < 4:
+            st = S.FAILED if (run, i) == (2, 1) else S.DONE
+            last = "git push rejected (non-fast-forward)" if st == S.FAILED else '{"words": 812, "status": "published"}'
+        else:
+            st = (S.RUNNING, S.RUNNING, S.PENDING)[i]
+            last = ("drafting section 3 of 5", "checking facts in the intro", "")[i]
+        _add(f"blog-publisher-{item}-2026-04-02-r{run}", st, 2 if (run, i) == (3, 2) else 1, ago + i * 0.5, last)
+for run, ago in ((1, 58), (2, 38), (3, 18)):
+    for i, item in enumerate(("llm-evals", "agent-memory", "rate-limits", "tooling")):
+        if run < 3:
+            st = (S.DONE, S.DONE, S.LOST, S.DONE)[i] if run == 1 else (S.DONE, S.FAILED, S.DONE, S.DONE)[i]
+        else:
+            st = (S.RUNNING, S.YIELDED, S.RUNNING, S.PENDING)[i]
+        last = {S.DONE: '{"sources": 14, "summary": "ok"}', S.FAILED: "search API returned HTTP 500",
+                S.LOST: "reading sources for rate-limits", S.RUNNING: "reading sources for " + item,
+                S.YIELDED: "waiting for 3 subagents", S.PENDING: ""}[st]
+        _add(f"research-scout-{item}-r{run}", st, 1, ago + i * 0.3, last)
+for run, (st, att) in enumerate(((S.DONE, 1), (S.TIMED_OUT, 2), (S.DONE, 2), (S.KILLED, 1), (S.DONE, 1),
+                                 (S.RUNNING, 1)), start=1):
+    last = {S.DONE: '{"accounts": 42, "flags": 3}', S.TIMED_OUT: "auditing account 17 of 42",
+            S.KILLED: "auditing account 3 of 42", S.RUNNING: "auditing account 29 of 42"}[st]
+    _add(f"ads-auditor-2026-04-02-r{run}", st, att, 60 - run * 9, last)
+for n, st in zip(range(101, 109), (S.DONE, S.DONE, S.RUNNING, S.RUNNING, S.FAILED, S.KILLED, S.PENDING, S.RUNNING)):
+    last = {S.DONE: "approved with 2 comments", S.RUNNING: f"reviewing src/api/handlers_{n}.py",
+            S.FAILED: "tool output was not valid JSON", S.KILLED: "reviewing tests/", S.PENDING: ""}[st]
+    _add(f"code-review-pr-{n}", st, 1, 40 - (n - 100) * 3, last)
+for i, (src, n) in enumerate((("email", 1), ("email", 2), ("slack", 1), ("slack", 2), ("github", 1), ("github", 2))):
+    st = (S.DONE, S.RUNNING, S.DONE, S.TIMED_OUT, S.RUNNING, S.DONE)[i]
+    last = {S.DONE: "triaged 12 items, 2 escalated", S.RUNNING: f"reading {src} thread {n * 7}",
+            S.TIMED_OUT: "waiting on slack API"}[st]
+    _add(f"triage-{src}-{n}", st, 1, 30 - i * 4, last)
+for i, name in enumerate(("backup-nightly", "deploy-api", "deploy-web", "rotate-keys", "clean-tmp", "sync-dns")):
+    st = (S.DONE, S.RUNNING, S.FAILED, S.DONE, S.KILLED, S.RUNNING)[i]
+    last = {S.DONE: "ok", S.RUNNING: f"step {i + 2}/6: {name}", S.FAILED: "healthcheck failed: 502",
+            S.KILLED: "rm -rf /tmp/crew-*"}[st]
+    _add(f"ops-{name}", st, 1, 55 - i * 8, last)
+
+assert len(_SESSIONS) == 50, len(_SESSIONS)
+
+AGENTS = ["auditor", "scout", "sub", "writer"]
+
+
+def _agent_for(label: str) -> str:
+    for prefix, agent in (("blog", "writer"), ("research", "scout"), ("ads", "auditor")):
+        if label.startswith(prefix):
+            return agent
+    return "sub"
+
+
+def make_sessions(now: float) -> list[Session]:
+    out = []
+    for n, (label, st, attempt, ago, last) in enumerate(_SESSIONS, start=1):
+        created = now - ago * 60
+        live = st.live
+        run = None
+        if label.startswith(("blog-publisher", "research-scout", "ads-auditor")):
+            job = label.split("-", 2)[0] + "-" + label.split("-", 2)[1]
+            run = f"{job}#{label.rsplit('-r', 1)[1]}"
+        out.append(Session(
+            key=f"s-01jqfake{n:018d}",
+            label=label,
+            state=st,
+            attempt=attempt,
+            max_attempts=2,
+            agent=_agent_for(label),
+            task=f"work on {label}",
+            domain=f"article:{label.split('-')[2]}" if label.startswith("blog") else None,
+            pool="model-a" if label.startswith("blog") else "model-b" if label.startswith("research") else None,
+            cron_run=run,
+            created_at=created,
+            started_at=None if st == S.PENDING else created + 2,
+            ended_at=None if live else created + 240,
+            updated_at=created + 240,
+            exit_code=None if live else {S.DONE: 0, S.FAILED: 1, S.KILLED: 143, S.TIMED_OUT: 143}.get(st),
+            result={"ok": True, "words": 812} if st == S.DONE else None,
+            reason={S.FAILED: f"exit code 1: {last}", S.KILLED: "killed by user",
+                    S.TIMED_OUT: "watchdog: not done after 900s, attempts used up (2/2)",
+                    S.LOST: "its process vanished while no runtime was watching",
+                    S.PENDING: "waiting for pool model-a (20/20 running)"}.get(st),
+            shim_pid=40000 + n * 2 if live and st != S.PENDING else None,
+            agent_pid=40001 + n * 2 if live and st != S.PENDING else None,
+            last_output_at=created + 200 if last else None,
+            last_line=last or None,
+            queue_position=1 if st == S.PENDING else None,
+        ))
+    return out
+
+
+JOBS = [
+    ("ads-auditor", "every 30m", "spawn", 30),
+    ("blog-publisher", "every 15m", "spawn", 15),
+    ("heartbeat", "every 1h", "system", 60),
+    ("research-scout", "every 20m", "spawn", 20),
+    ("sweep-stale", "every 10m", "sweep", 10),
+]
+
+
+class FakeRuntime:
+    """Implements RuntimeAPI in memory. `emit(event)` feeds `watch()` for tests that want live events."""
+
+    def __init__(self, clock: FakeClock | None = None, *, scheduler: bool = True, sessions: bool = True) -> None:
+        self.clock = clock or FakeClock(T0)
+        now = self.clock.now()
+        self.sessions: dict[str, Session] = {s.key: s for s in make_sessions(now)} if sessions else {}
+        self.scheduler = scheduler
+        self._queues: list[asyncio.Queue[Event | None]] = []
+        self.calls: list[tuple[str, Any]] = []
+        self._next = 1000
+
+    # ------------------------------------------------------------------ sessions
+
+    async def info(self) -> RuntimeInfo:
+        return RuntimeInfo(pid=4242, data_dir="/tmp/crew", crew="enterprise", agents=AGENTS,
+                           started_at=self.clock.now() - 3600, max_concurrent=60)
+
+    def _resolve(self, ref: str) -> Session:
+        if ref in self.sessions:
+            return self.sessions[ref]
+        for s in self.sessions.values():
+            if s.label == ref:
+                return s
+        raise NotFound(f"no session with key or label {ref!r}")
+
+    async def spawn(self, request: SpawnRequest) -> Session:
+        self.calls.append(("spawn", request))
+        validate_label(request.label)
+        for s in self.sessions.values():
+            if s.label == request.label and s.state.live:
+                raise Conflict(f"label {request.label!r} is held by live session {s.key} ({s.label})")
+        if request.agent is not None and request.agent not in AGENTS:
+            raise BadInput(f"unknown agent {request.agent!r}; agents: {', '.join(AGENTS)}")
+        self._next += 1
+        now = self.clock.now()
+        s = Session(key=f"s-01jqfake{self._next:018d}", label=request.label, state=S.RUNNING,
+                    agent=request.agent, task=request.task, domain=request.domain, created_at=now,
+                    started_at=now, updated_at=now)
+        self.sessions[s.key] = s
+        self.emit(SessionSpawned(session=s.key, label=s.label, ts=now, snapshot=s.model_copy()))
+        return s.model_copy()
+
+    async def send(self, ref: str, text: str) -> Session:
+        self.calls.append(("send", (ref, text)))
+        s = self._resolve(ref)
+        if s.state.terminal:
+            raise Conflict(f"session {s.key} ({s.label}) has ended ({s.state.value}); it cannot be steered")
+        return s.model_copy()
+
+    async def list(self, state: SessionState | None = None, prefix: str | None = None) -> list[Session]:
+        return [s.model_copy() for s in sorted(self.sessions.values(), key=lambda s: s.key)
+                if (state is None or s.state == state) and (prefix is None or s.label.startswith(prefix))]
+
+    async def get(self, ref: str) -> Session:
+        return self._resolve(ref).model_copy()
+
+    async def history(self, ref: str, tail: int = 50) -> History:
+        s = self._resolve(ref)
+        lines = [f"step {i}: {('researching', 'drafting', 'checking facts in', 'revising')[i % 4]} "
+                 f"part {i}" for i in range(1, 13)]
+        if s.last_line:
+            lines.append(s.last_line)
+        err = ["warning: slow response from model-a (4.2s)"] if s.state == S.FAILED else []
+        return History(key=s.key, label=s.label, state=s.state, lines=lines[-tail:], stderr=err)
+
+    async def kill(self, ref: str | None = None, prefix: str | None = None) -> list[Session]:
+        self.calls.append(("kill", ref or prefix))
+        return []
+
+    async def yield_(self, children: list[str] | None = None, parent: str | None = None,
+                     wait: bool = True) -> YieldResult | None:
+        raise BadInput("not in the fake")
+
+    async def registry(self) -> dict[str, Any]:
+        return {}
+
+    def emit(self, event: Event) -> None:
+        for q in self._queues:
+            q.put_nowait(event)
+
+    async def watch(self) -> AsyncIterator[Event]:
+        q: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._queues.append(q)
+        try:
+            while True:
+                ev = await q.get()
+                if ev is None:
+                    return
+                yield ev
+        finally:
+            self._queues.remove(q)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _need(self) -> None:
+        if not self.scheduler:
+            raise NotImplementedError("no scheduler in this fake")
+
+    async def retry(self, ref: str) -> Session:
+        self.calls.append(("retry", ref))
+        return self._resolve(ref).model_copy()
+
+    async def sweep(self, dry_run: bool = False) -> list[SweepItem]:
+        self._need()
+        self.calls.append(("sweep", dry_run))
+        stale = [s for s in self.sessions.values() if s.label in ("code-review-pr-104", "ops-sync-dns")]
+        return [SweepItem(key=s.key, label=s.label, idle_for=idle,
+                          reason=f"stale: no output for {idle:.0f}s (stale_after 600s)")
+                for s, idle in zip(stale, (1260.0, 745.0))]
+
+    async def cron_list(self) -> list[CronJobInfo]:
+        self._need()
+        now = self.clock.now()
+        out = []
+        for name, sched, payload, every in JOBS:
+            runs = self._runs(name)
+            out.append(CronJobInfo(name=name, schedule=sched, payload=payload,  # type: ignore[arg-type]
+                                   next_fire=now + every * 60 / 3, last_fire=now - every * 60 * 2 / 3,
+                                   runs=len(runs), last_rate=next((r.rate for r in runs if r.final), None)))
+        return out
+
+    def _runs(self, job: str) -> list[CronRun]:
+        now = self.clock.now()
+        by_run: dict[str, list[Session]] = {}
+        for s in self.sessions.values():
+            if s.cron_run and s.cron_run.startswith(job + "#"):
+                by_run.setdefault(s.cron_run, []).append(s)
+        # Older runs than the sessions we keep: history for the sparkline.
+        old_rates = {"blog-publisher": [1.0, 0.67, 1.0, 1.0, 0.33, 1.0, 0.67, 1.0],
+                     "research-scout": [0.75, 1.0, 0.5, 0.75, 1.0, 0.25, 0.75],
+                     "ads-auditor": [1.0, 0.0, 1.0]}.get(job, [])
+        runs = []
+        for i, rate in enumerate(old_rates, start=1):
+            runs.append(CronRun(id=f"{job}#old{i}", job=job, number=i, nominal=now - 86400 + i * 600,
+                                started_at=now - 86400 + i * 600, final=True, rate=rate,
+                                counts={"spawned": 3, "done": round(rate * 3)}))
+        base = len(old_rates)
+        for rid in sorted(by_run, key=lambda r: int(r.split("#")[1])):
+            members = by_run[rid]
+            n = int(rid.split("#")[1])
+            done = sum(1 for s in members if s.state == S.DONE)
+            final = all(s.state.terminal for s in members)
+            started = min(s.created_at for s in members)
+            runs.append(CronRun(id=rid, job=job, number=base + n, nominal=started, started_at=started,
+                                sessions=[s.key for s in members], final=final,
+                                rate=done / len(members) if final else None,
+                                counts={"spawned": len(members), "done": done}))
+        return list(reversed(runs))
+
+    async def cron_trigger(self, name: str) -> CronRun | None:
+        self._need()
+        self.calls.append(("cron_trigger", name))
+        if name not in {j[0] for j in JOBS}:
+            raise NotFound(f"no cron job named {name!r}")
+        return CronRun(id=f"{name}#99", job=name, number=99, nominal=self.clock.now(), started_at=self.clock.now())
+
+    async def runs(self, job: str | None = None, limit: int = 50) -> list[CronRun]:
+        self._need()
+        if job is None:
+            return sorted((r for j in JOBS for r in self._runs(j[0])), key=lambda r: -r.nominal)[:limit]
+        return self._runs(job)[:limit]
+
+    async def timeline(self, start: float, end: float) -> list[TimelineItem]:
+        self._need()
+        now = self.clock.now()
+        items: list[TimelineItem] = []
+        for name, _, payload, every in JOBS:
+            t = now - every * 60 * 2 / 3
+            while t >= start:
+                outcome = {"spawn": "ran", "sweep": "swept", "system": "system"}[payload]
+                if name == "blog-publisher" and abs(t - (now - 35 * 60)) < 60:
+                    outcome = "skipped"
+                items.append(TimelineItem(ts=t, kind="cron", name=name, outcome=outcome))
+                t -= every * 60
+            t = now + every * 60 / 3
+            while t <= end:
+                items.append(TimelineItem(ts=t, kind="cron", name=name, future=True))
+                t += every * 60
+        for ago, rate, run in ((48, "100%", "blog-publisher#9"), (33, "67%", "blog-publisher#10"),
+                               (18, "100%", "blog-publisher#11"), (44, "75%", "research-scout#8"),
+                               (24, "75%", "research-scout#9"), (40, "0%", "ads-auditor#2")):
+            items.append(TimelineItem(ts=now - ago * 60, kind="run", name=run, outcome=rate))
+        for ago, label, outcome in ((45, "ads-auditor-2026-04-02-r2", "retried"),
+                                    (30, "ads-auditor-2026-04-02-r2", "timed_out"),
+                                    (12, "blog-publisher-superada-2026-04-02-r3", "noop"),
+                                    (27, "triage-slack-2", "timed_out")):
+            items.append(TimelineItem(ts=now - ago * 60, kind="watchdog", name=label, outcome=outcome))
+        items += [
+            TimelineItem(ts=now - 29 * 60, kind="retry", name="ads-auditor-2026-04-02-r3", outcome="attempt 2 (watchdog)"),
+            TimelineItem(ts=now - 15 * 60, kind="kill", name="ops-clean-tmp", outcome="killed"),
+            TimelineItem(ts=now - 8 * 60, kind="sweep", name="cron", outcome="1 killed"),
+            TimelineItem(ts=now + 11 * 60, kind="watchdog", name="blog-publisher-superada-2026-04-02-r4", future=True),
+            TimelineItem(ts=now + 25 * 60, kind="run", name="research-scout#10", outcome="deadline", future=True),
+        ]
+        return sorted((i for i in items if start <= i.ts <= end), key=lambda i: i.ts)

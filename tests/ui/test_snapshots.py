@@ -1,0 +1,161 @@
+"""Snapshot tests of the dashboard on the deterministic fake runtime (50 sessions, crons, timeline).
+
+Plain `def` tests: `snap_compare` runs its own event loop. Fixed terminal sizes, a FakeClock, TZ=UTC, no
+blinking cursor, no animation. Update the baselines with `pytest tests/ui --snapshot-update` and look at
+them (`screenshots/` has the same pictures, made by scripts/screenshots.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from tests.ui.conftest import fake_app, settle
+
+WIDE = (140, 42)
+NARROW = (80, 24)
+
+Snap = Callable[..., bool]
+
+
+RUNNING = "ads-auditor-2026-04-02-r6"  # a running session, sixth row
+
+
+def steps(*keys: str, select: str | None = None, type_into: tuple[str, str] | None = None,
+          pause: float | None = None) -> Callable[[Pilot[None]], Any]:
+    """Put the cursor on the session labelled `select`, press `keys`, then put text into an input
+    (moving and typing key by key would cost a frame per key)."""
+
+    async def run(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        app = pilot.app
+        if select is not None:
+            key = next(k for k, s in app.book.sessions.items() if s.label == select)  # type: ignore[attr-defined]
+            app.session_tree.select_key(key)  # type: ignore[attr-defined]
+            await pilot.pause()
+        if keys:
+            await pilot.press(*keys)
+        if type_into is not None:
+            selector, text = type_into
+            pilot.app.screen.query_one(selector, Input).value = text
+        await pilot.pause(pause)
+        await pilot.pause()
+
+    return run
+
+
+def test_main_screen_with_50_sessions(snap_compare: Snap) -> None:
+    # Every group unfolded; the cursor on a running session: its detail and transcript tail on the right.
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps(select=RUNNING))
+
+
+def test_tree_collapsed(snap_compare: Snap) -> None:
+    async def collapse_all(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        app = pilot.app
+        for node_id, node in app.session_tree.nodes.items():  # type: ignore[attr-defined]
+            if node_id.startswith("g:") and node.parent is app.session_tree.root:  # type: ignore[attr-defined]
+                node.collapse()
+        await pilot.pause()
+
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=collapse_all)
+
+
+def test_spawn_form_with_inline_errors(snap_compare: Snap) -> None:
+    async def fill(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        form = pilot.app.screen
+        form.query_one("#spawn-label", Input).value = "ops-deploy-api"  # held by a live session: refused
+        form.query_one("#spawn-task", Input).value = "redeploy the api"
+        form.query_one("#spawn-task", Input).focus()  # enter submits; a click would leave hover effects
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=fill)
+
+
+def test_spawn_form_local_validation(snap_compare: Snap) -> None:
+    async def fill(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        form = pilot.app.screen
+        form.query_one("#spawn-label", Input).value = "Not A Label"
+        form.query_one("#spawn-watchdog", Input).value = "soon"
+        form.query_one("#spawn-watchdog", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=fill)
+
+
+def test_steer_prompt(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("s", select=RUNNING, type_into=("#steer-text", "keep it short")))
+
+
+def test_steer_broadcast_to_marked(snap_compare: Snap) -> None:
+    # Mark r5 (done) and r6 (running): the ended one is skipped, and the prompt says so.
+    assert snap_compare(fake_app(), terminal_size=WIDE,
+                        run_before=steps("space", "space", "s", select="ads-auditor-2026-04-02-r5"))
+
+
+def test_kill_confirm(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("k", select=RUNNING))
+
+
+def test_kill_group_confirm(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("k"))
+
+
+def test_sweep_preview(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("x", pause=0.2))
+
+
+def test_quit_question(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("q"))
+
+
+def test_help_screen(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("question_mark"))
+
+
+def test_filter_applied(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("slash", type_into=("#filter", "scout|pr-10[1-4]")))
+
+
+def test_invalid_filter_is_an_inline_error(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("slash", type_into=("#filter", "blog(")))
+
+
+def test_state_filter_failed(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("6"))
+
+
+def test_narrow_80x24(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=NARROW, run_before=steps())
+
+
+def test_narrow_80x24_detail_tab(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=NARROW, run_before=steps("enter", select=RUNNING))
+
+
+def test_narrow_80x24_schedule_tab(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=NARROW,
+                        run_before=steps("right_square_bracket", "right_square_bracket"))
+
+
+def test_too_small(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=(50, 14), run_before=steps())
+
+
+def test_runtime_without_scheduler(snap_compare: Snap) -> None:
+    # The scheduler methods raise NotImplementedError: the panes say so, nothing crashes.
+    assert snap_compare(fake_app(scheduler=False), terminal_size=WIDE, run_before=steps())
+
+
+def test_no_sessions_yet(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(sessions=False), terminal_size=WIDE, run_before=steps())
