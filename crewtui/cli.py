@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import click
 
-from crewtui.errors import BadInput, CrewError
+from crewtui.errors import BadInput, CrewError, StoreError
 from crewtui.locations import DataDir, default_data_dir
 from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
 
@@ -125,6 +125,36 @@ def demo(data_dir: str | None, headless: bool, no_mouse: bool) -> None:
     start_dashboard(dd, crew, mouse=not no_mouse)
 
 
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="The served crew's data dir.")
+@click.option("--host", default="localhost", show_default=True,
+              help="Address to listen on. textual-serve has no authentication: keep it on localhost (ssh -L).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.pass_context
+@user_errors
+def serve(ctx: click.Context, data_dir: str | None, host: str, port: int) -> None:
+    """Serve attached dashboards in a browser (textual-serve). Each page attaches to the crew's runtime."""
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        fail("crewtui serve needs textual-serve: pip install 'crewtui[serve]'")
+    import shlex
+
+    dd = resolve_data_dir(data_dir or (ctx.obj or {}).get("data_dir"))
+    from crewtui.runtime.lock import DataDirLock
+
+    if not DataDirLock(dd.lock).held_by_other():
+        raise BadInput(f"no runtime serves {dd.root}; start one first: crewtui run CREW.toml --headless --data-dir {dd.root}")
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        click.echo(f"crewtui serve: WARNING: listening on {host}; textual-serve has no authentication, "
+                   "anyone who can reach this port can steer and kill your crew", err=True)
+    else:
+        click.echo(f"crewtui serve: http://{host}:{port}/ (localhost only: textual-serve has no authentication; "
+                   "from another machine use ssh -L)", err=True)
+    command = shlex.join([sys.executable, "-m", "crewtui", "--data-dir", str(dd.root)])
+    Server(command, host=host, port=port, title=f"crewtui · {dd.root.name}").serve()
+
+
 def start_dashboard(dd: DataDir, crew: Any, mouse: bool = True) -> None:
     try:
         from crewtui.ui.app import run_dashboard
@@ -148,8 +178,16 @@ async def serve_headless(dd: DataDir, crew: Any) -> None:
         f"socket {dd.socket}. Ctrl-C stops it and leaves sessions running.",
         err=True,
     )
-    await stop.wait()
+    # A signal, or the host stopping itself (another runtime took the data dir over: fencing).
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(host.stopped.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
     await host.stop(kill_sessions=False)
+    if host.fenced is not None:
+        raise StoreError(f"{host.fenced}; sessions were left to the runtime that now serves {dd.root}")
     click.echo("crewtui runtime stopped; sessions left running for the next start", err=True)
 
 

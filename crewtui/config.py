@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import string
 import sys
@@ -86,9 +87,14 @@ def _describe(value: Any) -> str:
 
 def _duration(value: Any) -> float:
     try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+        seconds = parse_duration(value)
+    except (ValueError, OverflowError) as exc:
+        raise _fail(str(exc) if isinstance(exc, ValueError) else f"expected a duration like '15m', got {_describe(value)}") from None
+    # TOML has nan and inf, and 400 nines make an infinite float: a timer at nan or inf never fires (and nan
+    # breaks the ordering of the timer heap), so neither is a duration.
+    if not math.isfinite(seconds):
+        raise _fail(f"expected a finite duration like '15m', got {_describe(value)}")
+    return seconds
 
 
 def _positive_duration(value: Any) -> float:
@@ -498,6 +504,7 @@ def _render(template: str, values: dict[str, str]) -> str:
         # Attributes, indexes, conversions and specs would let a template reach beyond plain strings.
         if field not in values or spec or conversion:
             shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            shown = repr(shown)[1:-1]  # a field name may hold a newline; the error stays one line
             raise _TemplateError(f"expected only the fields {known}, got {shown} in {template!r}")
         out.append(values[field])
     return "".join(out)

@@ -4,8 +4,13 @@ The runtime calls `put_session` / `append_event` on every state change and outpu
 enqueue; one writer task drains the queue and commits in batches (one transaction per batch, WAL mode), which
 keeps a thousand chatty sessions cheap. Reads and rare direct writes go through the same single connection.
 
-Every way the file can be unusable (not SQLite, another application's database, a newer schema, not writable,
-a write that fails) surfaces as a one-line `StoreError` naming the file.
+Every way the file can be unusable (not SQLite, another application's database, a newer schema, damaged, not
+writable, a write that fails) surfaces as a one-line `StoreError` naming the file.
+
+Fencing: the runtime that owns the data dir takes a lease (`take_lease`), a number bumped in the `meta` table.
+Every write transaction first checks that the lease is still its own, so a runtime that lost its lock (the lock
+file was deleted and another runtime started) writes nothing more: its next write finds the newer lease, and the
+store stops writing and calls `on_fenced`.
 """
 
 from __future__ import annotations
@@ -108,6 +113,15 @@ ON CONFLICT(key) DO UPDATE SET
 _INSERT_EVENT = "INSERT OR IGNORE INTO events (seq, ts, kind, session, data) VALUES (?, ?, ?, ?, ?)"
 
 _NOT_WRITABLE_ERRORS = {"SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"}
+LEASE_KEY = "lease_epoch"
+
+
+class _Fenced(Exception):
+    """A write found a newer lease than this store's: another runtime owns the data dir now."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(current)
+        self.current = current
 
 
 def current_version() -> int:
@@ -174,6 +188,9 @@ class Store:
         self._last_error: str | None = None
         self._closed = False
         self._writer: asyncio.Task[None] | None = None
+        self._lease: int | None = None  # this store's lease epoch, once taken
+        self.fenced: str | None = None  # why writing stopped for good (another runtime took over)
+        self.on_fenced: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------------------------------ opening
 
@@ -289,11 +306,19 @@ class Store:
         await self.flush()  # keep order with what was queued before
         async with self._lock:
             try:
-                cur = await self._db.execute(
-                    "INSERT OR IGNORE INTO cron_runs (id, job, nominal, number, final, data) VALUES (?, ?, ?, ?, 0, ?)",
-                    (run_id, job, nominal, number, data),
-                )
-                await self._db.commit()
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._check_lease()
+                    cur = await self._db.execute(
+                        "INSERT OR IGNORE INTO cron_runs (id, job, nominal, number, final, data) VALUES (?, ?, ?, ?, 0, ?)",
+                        (run_id, job, nominal, number, data),
+                    )
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    await _rollback(self._db)
+                    raise
+            except _Fenced as exc:
+                raise self._fence(exc) from None
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self._path}: could not record cron run {run_id}: {_reason(exc)}") from None
             return cur.rowcount == 1
@@ -337,9 +362,71 @@ class Store:
         self._check_open()
         async with self._lock:
             try:
-                await self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._check_lease()
+                    await self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    await _rollback(self._db)
+                    raise
+            except _Fenced as exc:
+                raise self._fence(exc) from None
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self._path}: could not write meta {key!r}: {_reason(exc)}") from None
+
+    # ------------------------------------------------------------------------------------------ fencing
+
+    async def take_lease(self) -> int:
+        """Become the writer of this store: bump the lease epoch and return it. From now on every write checks
+        that the epoch is still ours; a newer one (another runtime took over) fences this store off."""
+        self._check_open()
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (LEASE_KEY,))
+                    epoch = _epoch(rows) + 1
+                    await self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LEASE_KEY, str(epoch)))
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    await _rollback(self._db)
+                    raise
+            except sqlite3.Error as exc:
+                if _error_name(exc).startswith("SQLITE_BUSY"):
+                    raise StoreError(f"{self._path} is locked by another process (still busy after "
+                                     f"{self._busy_timeout_ms} ms); is another program writing it?") from None
+                raise StoreError(f"store {self._path}: could not take the writer lease: {_reason(exc)}") from None
+        self._lease = epoch
+        return epoch
+
+    @property
+    def lease(self) -> int | None:
+        return self._lease
+
+    async def _check_lease(self) -> None:
+        """Inside a write transaction: raise _Fenced if the lease is no longer ours."""
+        if self._lease is None:
+            return
+        current = _epoch(await self._db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (LEASE_KEY,)))
+        if current != self._lease:
+            raise _Fenced(current)
+
+    def _fence(self, exc: _Fenced) -> StoreError:
+        """Stop writing for good; tell the owner once."""
+        first = self.fenced is None
+        if first:
+            self.fenced = (
+                f"store {self._path}: another runtime took over this data dir (writer lease {exc.current}, "
+                f"ours {self._lease}); this runtime stopped writing"
+            )
+            log.error("%s", self.fenced)
+        if first and self.on_fenced is not None:
+            try:
+                self.on_fenced(self.fenced)
+            except Exception:
+                log.exception("on_fenced failed")
+        return StoreError(self.fenced)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------------------ reads
     # Reads see committed data only; call flush() first to include what is still queued.
@@ -449,6 +536,10 @@ class Store:
                     events.append(item)
 
             error: StoreError | None = None
+            if self.fenced is not None:
+                # Another runtime owns the store: what this one still queues is not written, and not kept.
+                error = StoreError(self.fenced)
+                sessions, events, execs = {}, [], {}
             session_rows, event_rows, dropped = self._rows(sessions, events)
             if dropped:
                 # Retrying cannot fix these, and keeping them would block every later batch.
@@ -460,6 +551,8 @@ class Store:
             if session_rows or event_rows or execs:
                 try:
                     await self._write_batch(session_rows, event_rows, list(execs.values()))
+                except _Fenced as exc:
+                    error = self._fence(exc)
                 except Exception as exc:
                     self._retry_sessions, self._retry_events, self._retry_execs = sessions, events, execs
                     error = self._batch_failed(exc, len(session_rows) + len(event_rows) + len(execs))
@@ -528,6 +621,7 @@ class Store:
             # instead of failing half-way through the batch.
             await self._db.execute("BEGIN IMMEDIATE")
             try:
+                await self._check_lease()
                 if session_rows:
                     await self._db.executemany(_UPSERT_SESSION, session_rows)
                 if event_rows:
@@ -538,6 +632,13 @@ class Store:
             except BaseException:
                 await _rollback(self._db)
                 raise
+
+
+def _epoch(rows: Any) -> int:
+    try:
+        return int(rows[0][0]) if rows else 0
+    except (TypeError, ValueError):
+        return 0
 
 
 # ---------------------------------------------------------------------------------------------- opening
@@ -578,10 +679,21 @@ def _create_owner_only(path: Path) -> None:
     os.close(fd)
 
 
+def _corrupt(path: Path, detail: str) -> StoreError:
+    detail = detail.replace("*** in database main ***", "").replace("\n", " ").strip()
+    detail = detail if len(detail) <= 200 else detail[:197] + "..."
+    return StoreError(
+        f"{path} is damaged ({detail}); it was left unchanged: recover its data with "
+        f"`sqlite3 {path} .recover | sqlite3 recovered.db`, or move it away to start afresh"
+    )
+
+
 def _open_error(path: Path, exc: sqlite3.Error) -> StoreError:
     name = _error_name(exc)
     if name == "SQLITE_NOTADB":
         return StoreError(f"{path} is not a crewtui database ({_reason(exc)})")
+    if name.startswith("SQLITE_CORRUPT"):
+        return _corrupt(path, _reason(exc))
     if name.startswith(tuple(_NOT_WRITABLE_ERRORS)):
         return _not_writable(path) or StoreError(f"{path} is not writable ({_reason(exc)})")
     if name.startswith("SQLITE_BUSY"):
@@ -626,6 +738,16 @@ async def _prepare(path: Path, db: aiosqlite.Connection, busy_timeout_ms: int) -
         raise StoreError(
             f"{path} has schema version {version}, newer than this crewtui supports ({supported}); upgrade crewtui"
         )
+
+    if objects:
+        # A damaged page can sit anywhere; found later, it would fail writes forever in the middle of a crew.
+        # quick_check reads every page (O(size): 19 ms for a 5 MB store) and changes nothing.
+        try:
+            problems = [r[0] for r in await db.execute_fetchall("PRAGMA quick_check(3)")]
+        except sqlite3.Error as exc:
+            problems = [_reason(exc)]
+        if problems != ["ok"]:
+            raise _corrupt(path, "; ".join(str(p) for p in problems))
 
     # Root passes os.access for anything; for everyone else this names the cause before SQLite's vaguer error.
     unwritable = _not_writable(path)

@@ -10,13 +10,14 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from pydantic import ValidationError
 
 from crewtui.control import protocol
-from crewtui.errors import BadInput, CrewError
+from crewtui.errors import BadInput, CrewError, StoreError
 from crewtui.locations import DataDir
 from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.orchestrator import Orchestrator
@@ -25,6 +26,10 @@ log = logging.getLogger("crewtui.control")
 
 # Ops a disconnecting client cancels (they only wait); every other op runs to completion regardless.
 CANCEL_ON_HANGUP = {"yield", "acquire"}
+# Ops that change nothing in the store. Every other op is answered only once its changes are committed, so a
+# client that was told "spawned" or "killed" is never contradicted by a runtime that is kill -9ed a moment later.
+READ_ONLY_OPS = {"ping", "info", "list", "get", "history", "registry", "events", "runs", "timeline", "cron_list",
+                 "acquire"}
 
 
 def _dump(obj: Any) -> Any:
@@ -50,6 +55,10 @@ class ControlServer:
         self.bind_path: Path = data_dir.socket_bind_path()
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[Any]] = set()
+        # Requests wait until the orchestrator has loaded the store and reconciled its sessions: served earlier,
+        # a spawn would see no labels and take event numbers the store already holds.
+        self._ready = asyncio.Event()
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file this server made
         self._ops: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "ping": self._ping,
             "info": lambda a: self.orch.info(),
@@ -85,14 +94,22 @@ class ControlServer:
                 p.unlink()
         old = os.umask(0o177)  # the socket is created owner-only, with no window of wider access
         try:
+            # A crew of hundreds of agents can call at once; with asyncio's default backlog of 100 a burst of
+            # connects beyond it fails at once with EAGAIN. The kernel caps this at net.core.somaxconn.
             self._server = await asyncio.start_unix_server(
-                self._serve_client, path=str(self.bind_path), limit=protocol.MAX_LINE
+                self._serve_client, path=str(self.bind_path), limit=protocol.MAX_LINE, backlog=socket.SOMAXCONN
             )
         finally:
             os.umask(old)
         os.chmod(self.bind_path, 0o600)
+        st = os.stat(self.bind_path)
+        self._bound = (st.st_dev, st.st_ino)
         if self.bind_path != self.data_dir.socket:
             os.symlink(self.bind_path, self.data_dir.socket)
+
+    def set_ready(self) -> None:
+        """Start answering requests (the orchestrator has started)."""
+        self._ready.set()
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -102,11 +119,21 @@ class ControlServer:
             await asyncio.gather(*self._clients, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
+        if not self._owns_socket():
+            # Another runtime took the data dir over and bound its own socket here: leave it alone.
+            return
         for p in {self.bind_path, self.data_dir.socket}:
             try:
                 p.unlink()
             except FileNotFoundError:
                 pass
+
+    def _owns_socket(self) -> bool:
+        try:
+            st = os.stat(self.bind_path)
+        except OSError:
+            return True  # nothing there, or a dangling symlink of ours: unlinking is harmless
+        return self._bound is None or (st.st_dev, st.st_ino) == self._bound
 
     async def _ping(self, args: dict[str, Any]) -> str:
         return "pong"
@@ -164,10 +191,11 @@ class ControlServer:
             args = msg.get("args") or {}
             if not isinstance(op, str) or not isinstance(args, dict):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
             writer.write(protocol.err(BadInput('malformed request: expected one JSON line {"op": ..., "args": {...}}')))
             await writer.drain()
             return
+        await self._ready.wait()
         if op == "watch":
             await self._watch(reader, writer)
             return
@@ -190,10 +218,16 @@ class ControlServer:
     ) -> bytes | None:
         async def call() -> bytes:
             try:
-                return protocol.ok(_dump(await handler(args)))
+                result = await handler(args)
+                if op not in READ_ONLY_OPS:
+                    try:
+                        await self.orch.flush()
+                    except StoreError as exc:
+                        raise StoreError(f"{op} was done, but the store has not recorded it yet: {exc.message}") from None
+                return protocol.ok(_dump(result))
             except CrewError as exc:
                 return protocol.err(exc)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # e.g. int(1e309) for --tail
                 return protocol.err(_args_error(op, exc))
 
         work = asyncio.ensure_future(call())
@@ -218,14 +252,13 @@ class ControlServer:
             await writer.drain()
             hangup = asyncio.ensure_future(reader.read(1))
             while True:
-                nxt = asyncio.ensure_future(sub.__anext__())
+                nxt = asyncio.ensure_future(sub.queue.get())
                 done, _ = await asyncio.wait({nxt, hangup}, return_when=asyncio.FIRST_COMPLETED)
                 if hangup in done:
                     nxt.cancel()
                     return
-                try:
-                    event = nxt.result()
-                except StopAsyncIteration:
+                event = nxt.result()
+                if event is None:  # the runtime closed the subscription: it is stopping
                     hangup.cancel()
                     return
                 writer.write(protocol.encode({"event": event.model_dump(mode="json")}))

@@ -456,7 +456,8 @@ class ProcessDriver:
         if info is None:
             said = early.decode("utf-8", errors="replace").splitlines()
             why = " ".join(ln.strip() for ln in said if ln.strip() and not ln.startswith("shim-pid "))
-            raise CrewError(f"session {key} did not start: {why or f'no {PID_FILE} within {_START_TIMEOUT:g}s'}")
+            missing = f"no {PID_FILE} within {_START_TIMEOUT:g}s" if timed_out else f"its shim wrote no usable {PID_FILE}"
+            raise CrewError(f"session {key} did not start: {why or missing}")
         handle = ProcessHandle(key, out_dir, info)
         handle._watch()
         return handle

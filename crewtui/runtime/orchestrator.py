@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import shutil
+import signal
 import sys
 import time as _time
 from collections import deque
@@ -44,6 +46,7 @@ from crewtui.model import (
     SpawnRequest,
     SweepDone,
     SweepItem,
+    SystemEvent,
     WatchdogFired,
     YieldDelivered,
     YieldResult,
@@ -58,7 +61,11 @@ from crewtui.runtime.drivers import (
     ExitInfo,
     LaunchInfo,
     ProcessDriver,
+    ProcessHandle,
     SessionHandle,
+    pid_alive_with_start,
+    read_exit,
+    read_launch,
     validate_argv,
 )
 from crewtui.runtime.limits import Pools, backoff_delay, is_rate_limited
@@ -76,7 +83,8 @@ MAX_RATE_LIMIT_RETRIES = 8  # per attempt; past this a rate-limited session coun
 
 
 class Subscription:
-    """A client's view of the event stream: a bounded queue; output events are dropped first when it lags."""
+    """A client's view of the event stream: a bounded queue. A client that lags that far loses events
+    (counted in `dropped`); clients re-list now and then to repair what they missed."""
 
     def __init__(self, owner: "Orchestrator", maxsize: int) -> None:
         self._owner = owner
@@ -214,12 +222,13 @@ class Orchestrator:
         """Stop the runtime. Sessions keep running (for re-adoption) unless `kill_sessions`."""
         if not self._running:
             return
+        if self.scheduler is not None:
+            # First, so no cron fires while sessions are being killed and starts ones that would survive.
+            await self.scheduler.stop()
         if kill_sessions:
             live = [s.key for s in self.sessions.values() if s.state.live]
             await self._kill_keys(live, "killed at runtime stop", cascade=False)
         self._running = False
-        if self.scheduler is not None:
-            await self.scheduler.stop()
         if self._wake_task is not None:
             self._wake_task.cancel()
         if self._tailer:
@@ -318,8 +327,9 @@ class Orchestrator:
             self._domains.check(req.domain, self.describe)
         if req.max_attempts < 1:
             raise BadInput(f"max_attempts must be at least 1, got {req.max_attempts}")
-        if req.watchdog_after is not None and req.watchdog_after <= 0:
-            raise BadInput(f"watchdog must be a positive duration, got {req.watchdog_after}")
+        # `not 0 < x < inf` also refuses NaN (JSON over the socket can carry it), which would break the timer heap.
+        if req.watchdog_after is not None and not 0 < req.watchdog_after < math.inf:
+            raise BadInput(f"watchdog must be a positive finite duration, got {req.watchdog_after}")
         parent: Session | None = None
         depth = 0
         if req.parent:
@@ -998,7 +1008,6 @@ class Orchestrator:
         for s in self.sessions.values():
             if s.state not in (SessionState.RUNNING, SessionState.YIELDED):
                 continue
-            out_dir = self.data_dir.session_dir(s.key)
             if s.driver != "process":
                 # An in-process coroutine cannot outlive its runtime.
                 self._transition(s, SessionState.LOST, "in-process session ended with its runtime")
@@ -1009,23 +1018,60 @@ class Orchestrator:
             info = None
             if s.shim_pid and s.agent_pid and s.shim_start is not None and s.agent_start is not None:
                 info = LaunchInfo(s.shim_pid, s.agent_pid, s.shim_start, s.agent_start)
-            found = await asyncio.to_thread(self.process_driver.adopt, s.key, out_dir, info)
-            if isinstance(found, ExitInfo):
-                counts["recorded"] += 1
-                await self._finish(s.key, found)
-            elif found is None:
-                counts["lost"] += 1
-                s.reason = "its process vanished while no runtime was watching"
-                await self._finish(s.key, None)
-            else:
-                counts["readopted"] += 1
-                self._adopt_handle(s, found)
-                if s.state == SessionState.YIELDED and s.yield_on:
-                    # The yield outlived the runtime: deliver the children's results when they end.
-                    self._spawn_task(self._deliver_yield(s.key, list(s.yield_on), to_stdin=True))
+            await self._reconcile_process(s, info, counts)
         for s in pending:
-            self._queue.append(s.key)
+            out_dir = self.data_dir.session_dir(s.key)
+            # A launch leaves pid.json (or exit.json); a pending session with one was started by a runtime that
+            # died before recording it as running. Adopt it: starting it again would run the task twice.
+            if s.driver == "process" and await asyncio.to_thread(_launch_evidence, out_dir):
+                s.started_at = s.started_at or self.clock.now()
+                self._transition(s, SessionState.RUNNING, reason="started just before the last runtime stopped")
+                await self._reconcile_process(s, None, counts)
+            else:
+                self._queue.append(s.key)
+        await self._end_orphans()
         return counts
+
+    async def _reconcile_process(self, s: Session, info: LaunchInfo | None, counts: dict[str, int]) -> None:
+        out_dir = self.data_dir.session_dir(s.key)
+        found = await asyncio.to_thread(self.process_driver.adopt, s.key, out_dir, info)
+        if isinstance(found, ExitInfo):
+            counts["recorded"] += 1
+            await self._finish(s.key, found)
+        elif found is None:
+            counts["lost"] += 1
+            s.reason = "its process vanished while no runtime was watching"
+            await self._finish(s.key, None)
+        else:
+            counts["readopted"] += 1
+            self._adopt_handle(s, found)
+            if s.state == SessionState.YIELDED and s.yield_on:
+                # The yield outlived the runtime: deliver the children's results when they end.
+                self._spawn_task(self._deliver_yield(s.key, list(s.yield_on), to_stdin=True))
+
+    async def _end_orphans(self) -> None:
+        """Stop processes of spawns the store never recorded (the last runtime died while starting them).
+
+        Nobody was told about such a session (the control socket answers a spawn only once it is stored), so
+        no one can see, steer or stop it: left alone it would run unwatched forever. Only processes whose
+        pid *and* start time match their pid.json are signalled, so a reused pid is never hit.
+        """
+        orphans = await asyncio.to_thread(_unrecorded_launches, self.data_dir.sessions_root, set(self.sessions))
+        if not orphans:
+            return
+        handles = [ProcessHandle(key, self.data_dir.session_dir(key), info) for key, info in orphans]
+        await asyncio.gather(*(h.terminate(self.kill_grace) for h in handles), return_exceptions=True)
+        for _, info in orphans:
+            # An agent whose shim is already gone is not in a group we can trust: signal just it.
+            if pid_alive_with_start(info.agent_pid, info.agent_start):
+                try:
+                    os.kill(info.agent_pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        keys = ", ".join(key for key, _ in orphans)
+        log.warning("stopped %d process(es) of spawns that were never recorded: %s", len(orphans), keys)
+        self._publish(SystemEvent(level="warning", text=f"stopped {len(orphans)} unrecorded session process(es) "
+                                                        f"left by a runtime that died while starting them: {keys}"))
 
     # ------------------------------------------------------------------------------------ events
 
@@ -1054,3 +1100,26 @@ class Orchestrator:
         s = self.resolve(ref)
         await asyncio.wait_for(self._ended[s.key].wait(), timeout)
         return s.model_copy(deep=True)
+
+
+def _launch_evidence(out_dir: Path) -> bool:
+    """Whether a shim started in this session dir for the current attempt (earlier tries are moved to tries/)."""
+    return read_launch(out_dir) is not None or read_exit(out_dir) is not None
+
+
+def _unrecorded_launches(sessions_root: Path, known: set[str]) -> list[tuple[str, LaunchInfo]]:
+    """Session dirs the store does not know whose shim or agent still runs (same pid and start time)."""
+    try:
+        names = os.listdir(sessions_root)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if name in known:
+            continue
+        info = read_launch(sessions_root / name)
+        if info is None:
+            continue
+        if pid_alive_with_start(info.shim_pid, info.shim_start) or pid_alive_with_start(info.agent_pid, info.agent_start):
+            out.append((name, info))
+    return out

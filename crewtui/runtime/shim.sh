@@ -122,10 +122,12 @@ AGENT_PID=$!
 proc_start $$
 SHIM_START=${ST:-null}
 proc_start "$AGENT_PID"
-AGENT_START=$ST
+# An agent that ends at once (`true`) may already be reaped: no start time to read. 0 matches no live process,
+# so a later look never takes a stranger for it; the shim itself (its pid and start time) is what is watched.
+AGENT_START=${ST:-0}
 
 PIDS="{\"shim_pid\": $$, \"agent_pid\": $AGENT_PID, "
-PIDS="$PIDS\"shim_start\": $SHIM_START, \"agent_start\": ${AGENT_START:-null}}"
+PIDS="$PIDS\"shim_start\": $SHIM_START, \"agent_start\": $AGENT_START}"
 if ! write_json pid.json "$PIDS"; then
     # Without pid.json nobody could ever find, steer or stop this agent.
     kill -KILL "$AGENT_PID" 2>/dev/null

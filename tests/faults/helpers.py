@@ -1,0 +1,247 @@
+"""Shared tools of the fault tests: a real headless runtime process, store readers, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from crewtui.control.client import RemoteRuntime
+from crewtui.locations import DataDir
+
+PY = sys.executable
+# A runtime under test must not inherit the socket or data dir of whatever runs the tests.
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("CREWTUI_")}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll a condition driven by real processes, at most `timeout` seconds; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def await_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """`wait_until` for async tests (the predicate may be a coroutine function)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class Headless:
+    """`crewtui run [CREW] --headless --data-dir D` as a real child process."""
+
+    def __init__(self, data_dir: Path, crew: Path | None = None, *, wait: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.dd = DataDir(self.data_dir)
+        args = [PY, "-m", "crewtui", "run", "--headless", "--data-dir", str(self.data_dir)]
+        if crew is not None:
+            args.insert(4, str(crew))
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=ENV)
+        self.pid = self.proc.pid
+        if wait:
+            self.wait_serving()
+
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        """Until this runtime answers on the socket (it has reconciled and serves; not an older one)."""
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runtime exited {self.proc.returncode}: {self.proc.stderr.read()}")
+            try:
+                return self.dd.socket.exists() and call(self.dd.socket, "info", timeout=5)["result"]["pid"] == self.pid
+            except (OSError, ValueError, KeyError, TypeError):
+                return False
+
+        wait_until(up, timeout, "the runtime to serve", interval=0.05)
+
+    def ping(self, timeout: float = 5.0) -> bool:
+        try:
+            return call(self.dd.socket, "ping", timeout=timeout) == {"ok": True, "result": "pong"}
+        except OSError:
+            return False
+
+    def client(self) -> RemoteRuntime:
+        return RemoteRuntime(self.dd.socket, self.data_dir)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc.stderr.close()
+
+    def stop(self, timeout: float = 30.0) -> str:
+        """SIGTERM (sessions are left running) and return what the runtime said on stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except ValueError:  # stderr already closed by kill9
+            self.proc.wait(timeout=timeout)
+            err = ""
+        return err
+
+
+def call(sock: Path, op: str, timeout: float = 10.0, **args: Any) -> Any:
+    """One request over the control socket with a plain blocking socket; the decoded reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock))
+        s.sendall((json.dumps({"op": op, "args": args}) + "\n").encode())
+        return json.loads(read_line(s))
+
+
+def read_line(s: socket.socket) -> bytes:
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def run_as_nobody(fn: Callable[[], int | None]) -> tuple[int, str]:
+    """Run `fn` in a forked child that dropped root to `nobody` (65534) first; return (exit code, its output).
+
+    A fork, not an exec: the test interpreter may live where `nobody` cannot read it.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            os.dup2(write_end, 1)
+            os.dup2(write_end, 2)
+            # pytest's capture replaced sys.stdout/err with its own files: point them at the pipe.
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            code = fn() or 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
+            os.write(2, f"{type(exc).__name__}: {exc}\n".encode())
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+
+def cli_main(*args: str) -> Callable[[], int | None]:
+    """`crewtui ARGS` run in this interpreter (for `run_as_nobody`)."""
+
+    def go() -> int | None:
+        from crewtui.cli import main
+
+        main(args=list(args), prog_name="crewtui")
+        return 0
+
+    return go
+
+
+def rows(db: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    """Read committed rows the way another process would (read-only, WAL aware)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, tuple(params)).fetchall()
+    finally:
+        conn.close()
+
+
+def assert_events_contiguous(db: Path) -> int:
+    """The event log's seqs are exactly 1..N (no gap, no duplicate); returns N."""
+    seqs = [r[0] for r in rows(db, "SELECT seq FROM events ORDER BY seq")]
+    assert seqs, "no events at all"
+    assert len(seqs) == len(set(seqs))
+    missing = sorted(set(range(1, seqs[-1] + 1)) - set(seqs))
+    assert seqs == list(range(1, len(seqs) + 1)), f"gaps in the event log: {missing[:20]}"
+    return len(seqs)
+
+
+def proc_alive(pid: int | None) -> bool:
+    """A live, non-zombie process."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat.rpartition(b") ")[2][:1] not in (b"Z", b"X")
+
+
+def procs_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is `directory` (a session's shim and agent run in its dir)."""
+    target = os.path.realpath(directory)
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd") == target and proc_alive(int(entry)):
+                out.append(int(entry))
+        except OSError:
+            continue
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def kill_group(pgid: int | None) -> None:
+    if not pgid or pgid <= 1:
+        return
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def kill_all_live(rt: RemoteRuntime) -> None:
+    """End every live session of a runtime (test cleanup)."""
+    for s in await rt.list():
+        if s.state.live:
+            try:
+                await rt.kill(s.key)
+            except Exception:
+                pass
