@@ -72,7 +72,8 @@ class Scheduler:
         self._heap: list[tuple[float, int, str, str, int]] = []  # (due, n, kind, target, attempt)
         self._n = 0
         self._watchdogs: dict[str, tuple[float, int]] = {}  # session key -> (due, attempt) of its live watchdog
-        self._firing: set[str] = set()  # sessions whose watchdog is acting now (killed for a retry: not final)
+        self._firing: set[str] = set()
+        self._spawning: set[str] = set()  # runs whose batch is still being spawned  # sessions whose watchdog is acting now (killed for a retry: not final)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._jobs_tasks: set[asyncio.Task[Any]] = set()
@@ -297,6 +298,7 @@ class Scheduler:
         state.last_nominal = nominal
         self._persist_job(state)
         self.open_runs[run.id] = run
+        self._spawning.add(run.id)  # a quick first session must not close the run before the rest exist
         # Labels say the nominal time, without the job's stagger offset.
         when = datetime.fromtimestamp(nominal - stagger_offset(cfg.schedule, cfg.name), tz=cfg.schedule.zone)
         for item in cfg.spawn.items:
@@ -317,6 +319,7 @@ class Scheduler:
                 run.sessions.append(s.key)
             except CrewError as exc:
                 run.refused.append(f"{label}: {exc.message}")
+        self._spawning.discard(run.id)
         if run.deadline is not None:
             self._push(run.deadline, "deadline", run.id)
         reason = f"{len(run.sessions)} spawned" + (f", {len(run.refused)} refused" if run.refused else "") + note
@@ -350,7 +353,7 @@ class Scheduler:
         spawned = run.counts["spawned"]
         run.rate = run.counts["done"] / spawned if spawned else None
         now = self.clock.now()
-        settled = all(self._settled(self.orch.sessions[k]) for k in run.sessions)
+        settled = run.id not in self._spawning and all(self._settled(self.orch.sessions[k]) for k in run.sessions)
         if settled or (run.deadline is not None and now >= run.deadline):
             run.final = True
             run.closed_at = now
