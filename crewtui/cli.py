@@ -19,21 +19,9 @@ import click
 
 from crewtui.errors import BadInput, CrewError, StoreError
 from crewtui.locations import DataDir, default_data_dir
-from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
+from crewtui.model import STATE_SYMBOLS, Session, SessionState, SpawnRequest, parse_duration, short_duration
 
 T = TypeVar("T")
-
-STATE_SYMBOLS = {
-    "pending": "…",
-    "running": "▶",
-    "yielded": "⏸",
-    "done": "✔",
-    "failed": "✘",
-    "timed_out": "⌛",
-    "killed": "☠",
-    "lost": "?",
-}
-
 
 def fail(message: str) -> None:
     click.echo(f"crewtui: {message}", err=True)
@@ -217,20 +205,11 @@ def echo_json(obj: Any) -> None:
 
 
 def age(ts: float | None, now: float | None = None) -> str:
-    if ts is None:
-        return "-"
-    secs = max(0, int((now or time.time()) - ts))
-    if secs < 120:
-        return f"{secs}s"
-    if secs < 7200:
-        return f"{secs // 60}m"
-    if secs < 172800:
-        return f"{secs // 3600}h"
-    return f"{secs // 86400}d"
+    return "-" if ts is None else short_duration((now or time.time()) - ts)
 
 
 def session_line(s: Session) -> str:
-    sym = STATE_SYMBOLS.get(s.state.value, " ")
+    sym = STATE_SYMBOLS[s.state]
     return f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at):>5}  {(s.last_line or '')[:60]}"
 
 

@@ -76,6 +76,31 @@ class SessionState(str, Enum):
         return self not in TERMINAL_STATES
 
 
+# One symbol per state, shared by `crewtui ctl list` and the dashboard so both speak the same language.
+STATE_SYMBOLS: dict[SessionState, str] = {
+    SessionState.PENDING: "…",
+    SessionState.RUNNING: "▶",
+    SessionState.YIELDED: "‖",
+    SessionState.DONE: "✔",
+    SessionState.FAILED: "✘",
+    SessionState.TIMED_OUT: "◷",
+    SessionState.KILLED: "☠",
+    SessionState.LOST: "?",
+}
+
+
+def short_duration(seconds: float) -> str:
+    """A short human duration: 42s, 5m, 3h, 2d (the coarsest unit that keeps 1-2 digits)."""
+    secs = max(0, int(seconds))
+    if secs < 120:
+        return f"{secs}s"
+    if secs < 7200:
+        return f"{secs // 60}m"
+    if secs < 172800:
+        return f"{secs // 3600}h"
+    return f"{secs // 86400}d"
+
+
 TERMINAL_STATES = frozenset(
     {SessionState.DONE, SessionState.FAILED, SessionState.TIMED_OUT, SessionState.KILLED, SessionState.LOST}
 )

@@ -10,18 +10,8 @@ import time
 
 from rich.text import Text
 
-from crewtui.model import SessionState
+from crewtui.model import STATE_SYMBOLS, SessionState, short_duration
 
-STATE_SYMBOLS: dict[SessionState, str] = {
-    SessionState.PENDING: "…",
-    SessionState.RUNNING: "▶",
-    SessionState.YIELDED: "‖",
-    SessionState.DONE: "✔",
-    SessionState.FAILED: "✘",
-    SessionState.TIMED_OUT: "◷",
-    SessionState.KILLED: "☠",
-    SessionState.LOST: "?",
-}
 
 # One Dark-like colours: distinct on dark and light backgrounds, and failures stand out from the calm ones.
 STATE_COLORS: dict[SessionState, str] = {
@@ -63,16 +53,7 @@ def state_text(state: SessionState, width: int | None = None) -> Text:
     return text
 
 
-def duration(seconds: float) -> str:
-    """A short human duration: 42s, 5m, 3h, 2d (the coarsest unit that keeps 1-2 digits)."""
-    secs = max(0, int(seconds))
-    if secs < 120:
-        return f"{secs}s"
-    if secs < 7200:
-        return f"{secs // 60}m"
-    if secs < 172800:
-        return f"{secs // 3600}h"
-    return f"{secs // 86400}d"
+duration = short_duration  # the dashboard's name for it
 
 
 def age(ts: float | None, now: float) -> str:
