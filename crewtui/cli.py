@@ -123,10 +123,10 @@ def demo(data_dir: str | None, headless: bool, no_mouse: bool) -> None:
 def serve(ctx: click.Context, data_dir: str | None, host: str, port: int) -> None:
     """Serve attached dashboards in a browser (textual-serve). Each page attaches to the crew's runtime."""
     try:
-        from textual_serve.server import Server
+        import textual_serve.server  # noqa: F401
     except ImportError:
         fail("crewtui serve needs textual-serve: pip install 'crewtui[serve]'")
-    import shlex
+    from crewtui.ui.served import make_server
 
     dd = resolve_data_dir(data_dir or (ctx.obj or {}).get("data_dir"))
     from crewtui.runtime.lock import DataDirLock
@@ -139,8 +139,15 @@ def serve(ctx: click.Context, data_dir: str | None, host: str, port: int) -> Non
     else:
         click.echo(f"crewtui serve: http://{host}:{port}/ (localhost only: textual-serve has no authentication; "
                    "from another machine use ssh -L)", err=True)
-    command = shlex.join([sys.executable, "-m", "crewtui", "--data-dir", str(dd.root)])
-    Server(command, host=host, port=port, title=f"crewtui · {dd.root.name}").serve()
+    make_server(serve_command(dd), host=host, port=port, title=f"crewtui · {dd.root.name}").serve()
+
+
+def serve_command(dd: DataDir) -> str:
+    """The shell command textual-serve runs for each page: an attached dashboard on `dd`. `exec`, so the
+    dashboard is the server's own child (no shell in between to take a SIGTERM meant for it)."""
+    import shlex
+
+    return "exec " + shlex.join([sys.executable, "-m", "crewtui", "--data-dir", str(dd.root)])
 
 
 def start_dashboard(dd: DataDir, crew: Any, mouse: bool = True) -> None:

@@ -77,6 +77,11 @@ ACTIONS: tuple[ActionSpec, ...] = (
 
 BINDINGS: list[BindingType] = [a.binding() for a in ACTIONS]
 
+# What the footer keeps when the terminal is too narrow for every key, most needed first (action ids; "state"
+# is the 1-9 group). `?` lists every key, so it and `q` go last.
+FOOTER_PRIORITY: tuple[str, ...] = ("quit", "help", "next-pane", "spawn", "kill", "steer", "filter", "sweep", "retry",
+                                    "trigger", "mark", "state")
+
 
 def key_label(spec: ActionSpec) -> str:
     return spec.key_display or spec.key

@@ -25,9 +25,10 @@ from rich.text import Text
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
+from textual.driver import Driver
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Static, Tab, Tabs
+from textual.widgets import Input, Static, Tab, Tabs
 
 from crewtui.errors import CrewError, RuntimeUnavailable, StoreError
 from crewtui.locations import DataDir
@@ -35,7 +36,7 @@ from crewtui.model import CronJobInfo, CronRun, Event, Session, SessionState
 from crewtui.runtime.api import RuntimeAPI, RuntimeInfo
 from crewtui.runtime.clock import Clock, ClockLike
 from crewtui.ui.actions import BINDINGS
-from crewtui.ui.book import RETRYABLE, Changes, SessionBook
+from crewtui.ui.book import RETRYABLE, Changes, SessionBook, lacks_pids
 from crewtui.ui.commands import ActionsProvider
 from crewtui.ui.format import DIM, STATE_SYMBOLS
 from crewtui.ui.messages import RuntimeLost
@@ -46,6 +47,7 @@ from crewtui.ui.screens.spawn import SpawnScreen
 from crewtui.ui.screens.steer import SteerScreen
 from crewtui.ui.screens.sweep import SweepScreen
 from crewtui.ui.widgets.detail import SessionDetail, Transcript
+from crewtui.ui.widgets.footer import CrewFooter
 from crewtui.ui.widgets.header import StatusHeader
 from crewtui.ui.widgets.meters import HISTORY, CronMeters
 from crewtui.ui.widgets.session_tree import RowRef, SessionTree
@@ -106,8 +108,10 @@ class CrewApp(App[None]):
         self._history_ready = False
         self._select_after: str | None = None
         self._fetching: set[str] = set()
+        self._pids_asked: dict[str, tuple[int, SessionState]] = {}
         self._schedule_timer: Any = None
         self._exiting = False
+        self._leave_when_mounted = False
         self._main: Screen[Any] | None = None
         self._last_internal_error = float("-inf")
 
@@ -133,7 +137,7 @@ class CrewApp(App[None]):
                 yield Static("", id="meters-note")
                 yield CronMeters(id="meters")
         yield Static("", id="too-small")
-        yield Footer()
+        yield CrewFooter()
 
     def _q(self, selector: str, expect_type: type[Any] | None = None) -> Any:
         """A widget of the main screen. `App.query_one` searches the screen on top, which is a modal while
@@ -170,6 +174,8 @@ class CrewApp(App[None]):
         self.set_interval(SCHEDULE_EVERY, self._reload_schedule, name="schedule")
         self.set_interval(RESYNC_EVERY, self._resync, name="resync")
         self._bootstrap()
+        if self._leave_when_mounted:
+            self.call_later(self.leave)
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_layout(event.size.width, event.size.height)
@@ -187,7 +193,9 @@ class CrewApp(App[None]):
         main = self._main or self.screen
         main.set_class(mode == "tiny", "-tiny")
         main.set_class(mode == "narrow", "-narrow")
-        self._q("Footer", Footer).compact = mode != "wide"
+        footer = self._q("Footer", CrewFooter)
+        footer.compact = mode != "wide"
+        footer.width = width
         for pane in PANES:
             main.set_class(self.pane == pane, f"-pane-{pane}")
         self._q("#too-small", Static).update(
@@ -371,6 +379,8 @@ class CrewApp(App[None]):
                     self.meters.refresh_cells(self.book, self.clock.now())
                 if sel is not None and (sel.kind == "group" or sel.id in ch.rows):
                     self._show_detail(sel)
+                    if sel.kind == "session" and ch.states:
+                        self._want_pids(sel.id)  # e.g. it started running: now it has processes
             transcript = self.transcript
             if self._history_ready and transcript.key is not None:
                 for stream, lines in ch.output.get(transcript.key, ()):
@@ -495,10 +505,44 @@ class CrewApp(App[None]):
             self._history_key = None
             self.transcript.show_note("a group: select one of its sessions to see its transcript")
             self._q("#right").border_title = f"Group {ref.id}"
-        elif ref.id != self._history_key or not self._history_ready:
-            s = self.book.sessions.get(ref.id)
-            self._q("#right").border_title = f"Session {s.label if s else ref.id}"
-            self._load_history(ref.id)
+        else:
+            if ref.id != self._history_key or not self._history_ready:
+                s = self.book.sessions.get(ref.id)
+                self._q("#right").border_title = f"Session {s.label if s else ref.id}"
+                self._load_history(ref.id)
+            self._want_pids(ref.id)
+
+    def _want_pids(self, key: str) -> None:
+        """The shown session's pids, when this copy lacks them: a spawn or state event does not carry them, so
+        a session that started after the last listing has none here. Asked once per attempt and state."""
+        s = self.book.sessions.get(key)
+        if s is None or not lacks_pids(s):
+            return
+        asked = (s.attempt, s.state)
+        if self._pids_asked.get(key) == asked:
+            return
+        self._pids_asked[key] = asked
+        self._fetch_pids(key)
+
+    @work(exclusive=True, group="pids", exit_on_error=False)
+    async def _fetch_pids(self, key: str) -> None:
+        try:
+            got = await self._call("get", key, quiet=True)
+        except asyncio.CancelledError:  # the cursor moved on: ask again when it comes back
+            self._pids_asked.pop(key, None)
+            raise
+        mine = self.book.sessions.get(key)
+        if got is FAILED or mine is None or got.attempt != mine.attempt or (got.shim_pid is None and got.agent_pid is None):
+            return
+        if not self._live():
+            return
+        # Only the process fields: the state, output and the rest may have moved on since the runtime answered,
+        # and the event stream keeps those current.
+        mine.shim_pid, mine.agent_pid = got.shim_pid, got.agent_pid
+        mine.shim_start, mine.agent_start = got.shim_start, got.agent_start
+        if mine.started_at is None:
+            mine.started_at = got.started_at
+        self._apply(Changes(rows={key}))
 
     def _show_detail(self, ref: RowRef) -> None:
         detail = self._q("#detail", SessionDetail)
@@ -832,6 +876,29 @@ class CrewApp(App[None]):
             await asyncio.gather(*(kill_one(s.key) for s in list(self.book.sessions.values()) if s.state.live))
         self.exit()
 
+    def leave(self) -> None:
+        """Exit and leave every session running: the terminal, the browser page or its server went away, or
+        we were asked to stop (SIGTERM, SIGHUP)."""
+        if self._main is None:  # still starting: exiting now would pull the screen from under on_mount
+            self._leave_when_mounted = True
+            return
+        if self.exit_choice is None:
+            self.exit_choice = "leave"
+        self._exiting = True
+        self.exit()
+
+    def get_driver_class(self) -> type[Driver]:
+        # Served in a browser (textual-serve sets TEXTUAL_DRIVER to Textual's web driver): use ours, which
+        # never blocks the event loop on its output pipe and ends when the server goes away (served.py).
+        from textual.drivers.web_driver import WebDriver
+
+        driver_class = super().get_driver_class()
+        if driver_class is WebDriver:
+            from crewtui.ui.served import ServedDriver
+
+            return ServedDriver
+        return driver_class
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterator[SystemCommand]:
         # Textual's own "Quit" would skip the question; ours (from the registry) asks it.
         for command in super().get_system_commands(screen):
@@ -857,16 +924,10 @@ def make_app(
 def _exit_on_hangup(app: CrewApp) -> Iterator[None]:
     """The terminal went away (ssh dropped) or we were asked to stop: exit cleanly, sessions keep running."""
     loop = asyncio.get_running_loop()
-
-    def leave() -> None:
-        app.exit_choice = "leave"
-        app._exiting = True
-        app.exit()
-
     added = []
     for sig in (signal.SIGHUP, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, leave)
+            loop.add_signal_handler(sig, app.leave)
             added.append(sig)
     try:
         yield

@@ -146,6 +146,9 @@ class SessionBook:
             elif ev.new == SessionState.PENDING:
                 s.ended_at = None
                 s.started_at = None
+                # A new attempt gets new processes (the runtime clears them too); the event does not carry
+                # them, so the app asks for them when it shows the session (`lacks_pids`).
+                s.shim_pid = s.agent_pid = s.shim_start = s.agent_start = None
             ch.rows.add(key)
             ch.states = True
         elif isinstance(ev, SessionOutput):
@@ -157,6 +160,7 @@ class SessionBook:
         elif isinstance(ev, SessionRetried):
             s.attempt = ev.attempt
             s.next_try_at = ev.next_try_at
+            s.shim_pid = s.agent_pid = s.shim_start = s.agent_start = None
             ch.rows.add(key)
             ch.retried.add(key)
         elif isinstance(ev, SessionYielded):
@@ -208,6 +212,11 @@ class SessionBook:
         else:
             self.marked.update(keys)
         return set(keys)
+
+
+def lacks_pids(s: Session) -> bool:
+    """A session that has (or had) processes, but this copy does not know them: state events carry no pids."""
+    return s.state != SessionState.PENDING and s.shim_pid is None and s.agent_pid is None
 
 
 def completion_rate(counts: dict[SessionState, int]) -> float | None:

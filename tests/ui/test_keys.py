@@ -566,3 +566,44 @@ async def test_sighup_exits_cleanly_and_leaves_sessions_running(crew_orch: Orche
             await wait_for(lambda: not app.is_running, what="exit on SIGHUP")
     assert app.exit_choice == "leave"
     assert crew_orch.sessions[key].state == S.RUNNING and pid_alive(crew_orch.sessions[key].agent_pid)
+
+
+# ------------------------------------------------------------------------------------------------ detail
+
+
+def detail_text(app: CrewApp) -> str:
+    """The detail pane as plain text."""
+    import io
+
+    from rich.console import Console
+
+    from crewtui.ui.widgets.detail import SessionDetail
+
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console.print(app._q("#detail", SessionDetail).content)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+async def test_detail_shows_the_pids_of_a_session_that_started_after_the_listing_and_of_its_retry(
+        crew_orch: Orchestrator) -> None:
+    app = make_app(crew_orch)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        # Spawned after the first listing: the dashboard knows it from events only, which carry no pids.
+        key = await spawn(crew_orch, "pids-come-later")
+        await wait_for(lambda: crew_orch.sessions[key].agent_pid is not None, what="the session's processes")
+        await select(app, pilot, key)
+        first = (crew_orch.sessions[key].agent_pid, crew_orch.sessions[key].shim_pid)
+        await wait_for(lambda: "agent %s · shim %s" % first in detail_text(app),
+                       what="the pids in the detail pane on selection")
+        # A new attempt runs new processes: shown when the selected session is running again.
+        await crew_orch.kill(key)
+        await wait_for(lambda: app.book.sessions[key].state == S.KILLED, what="UI copy killed")
+        await pilot.press("r")
+        await wait_for(lambda: crew_orch.sessions[key].attempt == 2 and crew_orch.sessions[key].agent_pid is not None,
+                       what="attempt 2 running")
+        second = (crew_orch.sessions[key].agent_pid, crew_orch.sessions[key].shim_pid)
+        assert second != first
+        await wait_for(lambda: "agent %s · shim %s" % second in detail_text(app),
+                       what="the new attempt's pids in the detail pane")
+    await crew_orch.kill(key)

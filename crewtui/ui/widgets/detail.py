@@ -124,7 +124,10 @@ class Transcript(RichLog):
             self._wrapped_at = width
             self.clear()
             for text in self._entries:
-                self.write(text)
+                self.write(text, scroll_end=False)
+            # Now, not after the next refresh: a tab coming into view must show the tail at once, not the top
+            # for a frame (or for good, if a screenshot or a slow machine catches that frame).
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def show_note(self, note: str) -> None:
         self.key = None
