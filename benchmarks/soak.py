@@ -45,6 +45,7 @@ from crewtui.runtime.drivers import pid_alive_with_start, read_launch
 JOBS = 5
 ITEMS = 4
 TERMINAL = {"done", "failed", "timed_out", "killed", "lost"}
+LIVE = ("pending", "running", "yielded")
 
 CREW = """
 [crew]
@@ -140,10 +141,12 @@ async def drive(rt: RemoteRuntime, pid: int, sessions: int, seconds: float, log:
                 live_jobs.discard(job)
         await asyncio.sleep(0.5)
     fired_for = time.monotonic() - t0
+    at_last_fire = rss_kb(pid)
     log(f"all fires done after {fired_for:.0f}s; draining")
     deadline = time.monotonic() + 180
     while True:
-        live = [s for s in await rt.list() if s.state.live]
+        # Only the live states: listing all 1,000 sessions twice a second would measure this loop, not the runtime.
+        live = [s for st in LIVE for s in await rt.list(state=st)]
         open_runs = [r for r in await rt.runs(limit=10_000) if not r.final]
         if not live and not open_runs:
             break
@@ -154,7 +157,7 @@ async def drive(rt: RemoteRuntime, pid: int, sessions: int, seconds: float, log:
             next_sample += 5
         await asyncio.sleep(0.5)
     samples.append((time.monotonic() - t0, rss_kb(pid)))
-    return {"samples": samples, "fired_for": fired_for, "drained_at": time.monotonic() - t0}
+    return {"samples": samples, "fired_for": fired_for, "drained_at": time.monotonic() - t0, "at_last_fire": at_last_fire}
 
 
 def audit(data_dir: Path) -> tuple[dict[str, Any], list[str]]:
@@ -308,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     figures.update({
         "wall_seconds": round(time.monotonic() - started, 1),
         "firing_seconds": round(run["fired_for"], 1),
-        "rss_kb": {"start": samples[0][1], "after_warmup": warm[0], "peak": max(kb for _, kb in samples),
-                   "end": samples[-1][1], "growth_after_warmup": samples[-1][1] - warm[0]},
+        "rss_kb": {"start": samples[0][1], "after_warmup": warm[0], "at_last_fire": run["at_last_fire"],
+                   "peak": max(kb for _, kb in samples), "end": samples[-1][1],
+                   "growth_after_warmup": samples[-1][1] - warm[0]},
         "rss_samples": samples,
         "problems": problems,
     })
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"retries:               {figures['retries']}; watchdogs {figures['watchdogs']}")
     print(f"completion rate:       {figures['completion_rate']:.1%} (done / spawned over all runs)")
     print(f"runtime RSS:           start {r['start'] / 1024:.1f} MB, after warm-up {r['after_warmup'] / 1024:.1f} MB, "
-          f"peak {r['peak'] / 1024:.1f} MB, end {r['end'] / 1024:.1f} MB "
+          f"at the last fire {r['at_last_fire'] / 1024:.1f} MB, peak {r['peak'] / 1024:.1f} MB, end {r['end'] / 1024:.1f} MB "
           f"(growth after warm-up {r['growth_after_warmup'] / 1024:+.1f} MB)")
     print(f"event log:             {figures['events']} events, store {figures['store_bytes'] / 1e6:.2f} MB "
           f"({figures['bytes_per_session'] / 1024:.1f} kB per session)")

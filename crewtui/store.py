@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from pathlib import Path
 from typing import Any, Union
 
@@ -304,24 +304,12 @@ class Store:
         """Record a fire; False if that (job, nominal) fire was already recorded (never run it twice)."""
         self._check_open()
         await self.flush()  # keep order with what was queued before
-        async with self._lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    await self._check_lease()
-                    cur = await self._db.execute(
-                        "INSERT OR IGNORE INTO cron_runs (id, job, nominal, number, final, data) VALUES (?, ?, ?, ?, 0, ?)",
-                        (run_id, job, nominal, number, data),
-                    )
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    await _rollback(self._db)
-                    raise
-            except _Fenced as exc:
-                raise self._fence(exc) from None
-            except sqlite3.Error as exc:
-                raise StoreError(f"store {self._path}: could not record cron run {run_id}: {_reason(exc)}") from None
-            return cur.rowcount == 1
+        inserted = await self._direct_write(
+            f"record cron run {run_id}",
+            "INSERT OR IGNORE INTO cron_runs (id, job, nominal, number, final, data) VALUES (?, ?, ?, ?, 0, ?)",
+            (run_id, job, nominal, number, data),
+        )
+        return inserted == 1
 
     def put_cron_run(self, run_id: str, final: bool, data: str) -> None:
         self._check_open()
@@ -359,13 +347,19 @@ class Store:
 
     async def set_meta(self, key: str, value: str) -> None:
         """Write one bookkeeping value directly; committed when this returns."""
+        await self._direct_write(f"write meta {key!r}", "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 (key, value))
+
+    async def _direct_write(self, what: str, sql: str, params: tuple[Any, ...]) -> int:
+        """One statement outside the batches, in its own transaction behind the lease check; committed (or rolled
+        back) when this returns. Returns the rows changed; failures raise one StoreError line (`could not {what}`)."""
         self._check_open()
         async with self._lock:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
                     await self._check_lease()
-                    await self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+                    cur = await self._db.execute(sql, params)
                     await self._db.execute("COMMIT")
                 except BaseException:
                     await _rollback(self._db)
@@ -373,7 +367,8 @@ class Store:
             except _Fenced as exc:
                 raise self._fence(exc) from None
             except sqlite3.Error as exc:
-                raise StoreError(f"store {self._path}: could not write meta {key!r}: {_reason(exc)}") from None
+                raise StoreError(f"store {self._path}: could not {what}: {_reason(exc)}") from None
+        return cur.rowcount
 
     # ------------------------------------------------------------------------------------------ fencing
 
@@ -439,8 +434,18 @@ class Store:
         rows = await self._fetch("SELECT data FROM sessions WHERE key = ?", (key,))
         return Session.model_validate_json(rows[0][0]) if rows else None
 
-    async def query_sessions(self, state: SessionState | None = None, prefix: str | None = None) -> list[Session]:
-        """Sessions in `state` (if given) whose label starts with `prefix` (if given), ordered by key."""
+    async def query_sessions(
+        self,
+        state: SessionState | None = None,
+        prefix: str | None = None,
+        *,
+        label: str | None = None,
+        parent: str | None = None,
+        exclude: Container[str] = (),
+    ) -> list[Session]:
+        """Sessions in `state` (if given) whose label starts with `prefix` (if given), is `label` (if given) and
+        whose parent is `parent` (if given), ordered by key. Rows whose key is in `exclude` are skipped unparsed
+        (the runtime passes the sessions it holds in memory: its copy is newer)."""
         clauses: list[str] = []
         params: list[Any] = []
         if state is not None:
@@ -451,9 +456,15 @@ class Store:
             # and a range can use the label index.
             clauses.append("label >= ? AND label < ?")
             params.extend([prefix, prefix + "\U0010ffff"])
+        if label is not None:
+            clauses.append("label = ?")
+            params.append(label)
+        if parent is not None:
+            clauses.append("parent = ?")
+            params.append(parent)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = await self._fetch(f"SELECT data FROM sessions{where} ORDER BY key", params)
-        return [Session.model_validate_json(row[0]) for row in rows]
+        rows = await self._fetch(f"SELECT key, data FROM sessions{where} ORDER BY key", params)
+        return [Session.model_validate_json(data) for key, data in rows if key not in exclude]
 
     async def max_event_seq(self) -> int:
         rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events")

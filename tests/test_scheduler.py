@@ -411,3 +411,26 @@ async def test_fire_at_start_runs_a_job_once_when_the_runtime_starts(make_orch, 
     run = (await orch.runs("warm"))[0]
     assert run.number == 1 and run.nominal == T0
     assert (await orch.cron_list())[0].next_fire == T0 + 3600  # the schedule is unchanged
+
+
+async def test_a_batch_broken_off_by_an_unexpected_error_still_closes_its_run(make_orch, clock, monkeypatch):
+    orch = await make_orch(crew("""
+        [[cron]]
+        name = "trio"
+        schedule = { kind = "every", every = "1h" }
+        spawn = { agent = "ok", label = "trio-{item}-r{run}", task = "t", items = ["a", "b", "c"] }
+    """), clock=clock)
+    real_spawn = orch.spawn
+
+    async def spawn(req):
+        if req.label.startswith("trio-b"):
+            raise OSError("too many open files")  # not a refusal (CrewError): a bug or the OS
+        return await real_spawn(req)
+
+    monkeypatch.setattr(orch, "spawn", spawn)
+    with pytest.raises(OSError):
+        await orch.cron_trigger("trio")
+    assert orch.scheduler._spawning == set()
+    await wait_for(lambda: not orch.scheduler.open_runs, what="the run to close once its one session ended")
+    run = (await orch.runs("trio"))[0]
+    assert run.final and run.counts["spawned"] == 1 and run.counts["done"] == 1 and run.rate == 1.0

@@ -80,6 +80,9 @@ log = logging.getLogger("crewtui.orchestrator")
 OUTPUT_LINES_PER_EVENT = 20  # the UI shows a tail; more lines per tick would only cost
 OFFSET_PERSIST_EVERY = 2.0
 MAX_RATE_LIMIT_RETRIES = 8  # per attempt; past this a rate-limited session counts as failed  # seconds: output offsets are bookkeeping, a slightly old one only re-reads a bit
+# Ended sessions kept in memory (the most recently ended); older ones are evicted once nothing still needs them
+# and every reader finds them in the store. About 7 kB each: memory stays flat however many sessions a crew runs.
+KEEP_ENDED = 100
 
 
 class Subscription:
@@ -131,6 +134,7 @@ class Orchestrator:
         socket_path: Path | None = None,
         rng: random.Random | None = None,
         scheduler: bool = True,
+        keep_ended: int = KEEP_ENDED,
     ) -> None:
         self.data_dir = data_dir
         self.store = store
@@ -172,6 +176,14 @@ class Orchestrator:
         self._with_scheduler = scheduler
         self._wake_at: float | None = None
         self._wake_task: asyncio.Task[None] | None = None
+        # Retention: ended sessions in memory, oldest end first; past `keep_ended` they are evicted and read
+        # from the store (see `_evict_ended`).
+        self.keep_ended = max(0, keep_ended)
+        self._ended_order: dict[str, None] = {}
+        self._evict_floor = 0  # ended sessions left in memory by the last pass (all still needed)
+        self._evict_task: asyncio.Task[None] | None = None
+        self._evictions = 0  # sessions evicted so far: a store read that spans a change re-reads
+        self._retain = False  # no eviction before start() has loaded the scheduler's timers and runs
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -217,6 +229,11 @@ class Orchestrator:
             self.scheduler = Scheduler(self, self.store, self.clock, self.crew)
             await self.scheduler.start()
         self._pump_queue()
+        # Retention starts now that the scheduler knows its watchdogs and open runs (it must not evict those).
+        ended = sorted((s for s in self.sessions.values() if s.state.terminal), key=lambda s: s.ended_at or s.updated_at)
+        self._ended_order = dict.fromkeys(s.key for s in ended)
+        self._retain = True
+        self._maybe_evict()
 
     async def stop(self, kill_sessions: bool = False) -> None:
         """Stop the runtime. Sessions keep running (for re-adoption) unless `kill_sessions`."""
@@ -231,6 +248,9 @@ class Orchestrator:
         self._running = False
         if self._wake_task is not None:
             self._wake_task.cancel()
+        self._retain = False
+        if self._evict_task is not None:
+            self._evict_task.cancel()
         if self._tailer:
             self._tailer.cancel()
         for t in list(self._waiters.values()) + list(self._tasks):
@@ -278,20 +298,54 @@ class Orchestrator:
             return max(matches, key=lambda s: s.created_at)
         raise NotFound(f"no session with key or label {ref!r}")
 
+    async def _find(self, ref: str) -> Session:
+        """`resolve`, including sessions evicted from memory (read from the store; they have all ended).
+
+        The result is the in-memory session when there is one (mutating it is real), else a stored copy.
+        """
+        if not isinstance(ref, str) or not ref:
+            raise BadInput("a session key or label is required")
+        s = self.sessions.get(ref)
+        if s is not None or self._labels.holder(ref) is not None or not self._evictions:
+            return self.resolve(ref)
+        while True:
+            evictions = self._evictions
+            by_key = await self.store.get_session(ref)
+            by_label = [] if by_key is not None else await self.store.query_sessions(label=ref, exclude=self.sessions)
+            if evictions == self._evictions:  # else a session left memory while we read: read again
+                break
+        if ref in self.sessions or self._labels.holder(ref) is not None:
+            return self.resolve(ref)  # restored or respawned meanwhile: memory is newer
+        if by_key is not None:
+            return by_key
+        matches = [s for s in self.sessions.values() if s.label == ref] + by_label
+        if matches:
+            return max(matches, key=lambda s: s.created_at)
+        raise NotFound(f"no session with key or label {ref!r}")
+
     async def get(self, ref: str) -> Session:
-        return self.resolve(ref).model_copy(deep=True)
+        return (await self._find(ref)).model_copy(deep=True)
 
     async def list(self, state: SessionState | None = None, prefix: str | None = None) -> list[Session]:
+        stored: list[Session] = []
+        while self._evictions:
+            evictions = self._evictions
+            # Sessions held in memory are skipped (their copy is newer); read before looking at memory, so a
+            # session evicted meanwhile is found in the store, never missed.
+            stored = await self.store.query_sessions(state, prefix, exclude=self.sessions)
+            if evictions == self._evictions:
+                break
         out = [
             s.model_copy(deep=True)
             for s in self.sessions.values()
             if (state is None or s.state == state) and (prefix is None or s.label.startswith(prefix))
         ]
+        out += [s for s in stored if s.key not in self.sessions]
         out.sort(key=lambda s: s.key)
         return out
 
     async def history(self, ref: str, tail: int = 50) -> History:
-        s = self.resolve(ref)
+        s = await self._find(ref)
         if tail < 1 or tail > 100_000:
             raise BadInput(f"--tail must be between 1 and 100000, got {tail}")
         d = self.data_dir.session_dir(s.key)
@@ -333,7 +387,14 @@ class Orchestrator:
         parent: Session | None = None
         depth = 0
         if req.parent:
-            parent = self.resolve(req.parent)
+            if req.parent in self.sessions or self._labels.holder(req.parent) is not None:
+                parent = self.resolve(req.parent)
+            else:
+                # Not in memory: ended long ago (evicted) or unknown, so this spawn is refused below. Claims checked
+                # above are stale after an await: if the parent came back meanwhile (a retry), start over.
+                parent = await self._find(req.parent)
+                if not parent.state.terminal:
+                    return await self.spawn(request)
             if parent.state.terminal:
                 raise Conflict(f"parent {self.describe(parent.key)} has ended ({parent.state.value}); it cannot have new children")
             depth = parent.depth + 1
@@ -451,8 +512,8 @@ class Orchestrator:
         wake: float | None = None
         waiting: list[str] = []
         for key in list(self._queue):
-            s = self.sessions[key]
-            if s.state != SessionState.PENDING:
+            s = self.sessions.get(key)  # type: ignore[assignment]
+            if s is None or s.state != SessionState.PENDING:
                 self._queue.remove(key)
                 continue
             why: str | None = None
@@ -606,10 +667,14 @@ class Orchestrator:
         self._output.unwatch(s.key)
         if s.state == SessionState.DONE and s.result is not None and self._registry is not None:
             self._registry.merge(s.domain or s.label, s.result)
+        self._env_extra.pop(s.key, None)  # a session killed before its launch (or run in-process) never took it
         self._ended[s.key].set()
         if self.scheduler is not None:
             self.scheduler.session_ended(s)
+        self._ended_order.pop(s.key, None)
+        self._ended_order[s.key] = None
         self._pump_queue()
+        self._maybe_evict()
 
     def _registry_merged(self, entry: str) -> None:
         self._publish(RegistryMerged(entry=entry))
@@ -655,6 +720,7 @@ class Orchestrator:
         s.ended_at = None
         s.started_at = None
         self._ended[s.key] = asyncio.Event()
+        self._ended_order.pop(s.key, None)
 
     async def _retry_after_rate_limit(self, s: Session, reason: str) -> None:
         pool = self.pools.get(s.pool)
@@ -675,20 +741,14 @@ class Orchestrator:
 
     async def retry(self, ref: str, cause: str = "user") -> Session:
         """Start a new attempt of an ended session: same key and label, attempt + 1."""
-        s = self.resolve(ref)
-        if s.state == SessionState.DONE:
-            raise Conflict(f"session {self.describe(s.key)} is done; there is nothing to retry")
-        if s.state.live:
-            raise Conflict(f"session {self.describe(s.key)} is still {s.state.value}; kill it first or let its watchdog retry it")
-        holder = self._labels.holder(s.label)
-        if holder is not None and holder != s.key:
-            raise Conflict(f"label {s.label!r} is now held by live session {self.describe(holder)}; cannot retry {s.key}")
-        if s.domain:
-            dh = self._domains.holder(s.domain)
-            if dh is not None and dh != s.key:
-                raise Conflict(f"domain {s.domain!r} is now held by live session {self.describe(dh)}; cannot retry {s.key}")
-        if s.parent and self.sessions.get(s.parent) and self.sessions[s.parent].state.terminal:
-            raise Conflict(f"its parent {self.describe(s.parent)} has ended; a child cannot be retried without it")
+        s = await self._find(ref)
+        if s.key not in self.sessions:
+            # Evicted from memory (it ended a while ago): refuse what the stored copy already shows, else bring it
+            # and its children back, then check again on the copy in memory (things moved while we read).
+            self._check_retry(s)
+            await self._restore(s)
+            s = self.sessions[s.key]
+        self._check_retry(s)
         self._labels.claim(s.label, s.key)
         if s.domain:
             self._domains.claim(s.domain, s.key)
@@ -704,6 +764,24 @@ class Orchestrator:
         self._pump_queue()
         await self._launched(s.key)
         return s.model_copy(deep=True)
+
+    def _check_retry(self, s: Session) -> None:
+        """Raise Conflict if the session cannot have a new attempt now."""
+        if s.state == SessionState.DONE:
+            raise Conflict(f"session {self.describe(s.key)} is done; there is nothing to retry")
+        if s.state.live:
+            raise Conflict(f"session {self.describe(s.key)} is still {s.state.value}; kill it first or let its watchdog retry it")
+        holder = self._labels.holder(s.label)
+        if holder is not None and holder != s.key:
+            raise Conflict(f"label {s.label!r} is now held by live session {self.describe(holder)}; cannot retry {s.key}")
+        if s.domain:
+            dh = self._domains.holder(s.domain)
+            if dh is not None and dh != s.key:
+                raise Conflict(f"domain {s.domain!r} is now held by live session {self.describe(dh)}; cannot retry {s.key}")
+        parent = self.sessions.get(s.parent) if s.parent else None
+        # A parent no longer in memory has ended (live sessions are never evicted).
+        if s.parent and (parent is None or parent.state.terminal):
+            raise Conflict(f"its parent {self.describe(s.parent)} has ended; a child cannot be retried without it")
 
     async def watchdog_fired(self, key: str, attempt: int) -> str:
         """A session's watchdog: a no-op if it is done; else retry it (killing it if it still runs), up to
@@ -758,7 +836,8 @@ class Orchestrator:
         if dry_run:
             return items
         for item in items:
-            if self.sessions[item.key].state.live:
+            s = self.sessions.get(item.key)
+            if s is not None and s.state.live:
                 await self._kill_keys([item.key], item.reason, cascade=True)
         self._publish(SweepDone(killed=[i.key for i in items], cause=cause))  # type: ignore[arg-type]
         return items
@@ -798,7 +877,7 @@ class Orchestrator:
     # ------------------------------------------------------------------------------------ steer
 
     async def send(self, ref: str, text: str) -> Session:
-        s = self.resolve(ref)
+        s = await self._find(ref)
         if not isinstance(text, str) or not text:
             raise BadInput("steer text is empty")
         size = len(text.encode("utf-8", errors="replace"))
@@ -830,7 +909,7 @@ class Orchestrator:
         if (ref is None) == (prefix is None):
             raise BadInput("kill needs exactly one of a session key/label or --prefix")
         if ref is not None:
-            s = self.resolve(ref)
+            s = await self._find(ref)  # one not in memory has ended: refused just below
             if s.state.terminal:
                 raise Conflict(f"session {self.describe(s.key)} has already ended ({s.state.value})")
             targets = [s.key]
@@ -840,8 +919,9 @@ class Orchestrator:
             targets = [s.key for s in self.sessions.values() if s.state.live and s.label.startswith(prefix)]
             if not targets:
                 raise NotFound(f"no live session has a label starting with {prefix!r}")
+        killed = [self.sessions[k] for k in targets]  # held: once ended they may leave memory before we answer
         await self._kill_keys(targets, reason, cascade=True)
-        return [self.sessions[k].model_copy(deep=True) for k in targets]
+        return [s.model_copy(deep=True) for s in killed]
 
     async def _kill_keys(
         self, keys: list[str], reason: str, cascade: bool, final: SessionState = SessionState.KILLED
@@ -852,7 +932,7 @@ class Orchestrator:
             if cascade:
                 for d in self._descendants(k):
                     order.setdefault(d, f"parent {self.describe(k)} was killed")
-        live = [k for k in order if self.sessions[k].state.live]
+        live = [k for k in order if k in self.sessions and self.sessions[k].state.live]
         terminations = []
         for k in live:
             s = self.sessions[k]
@@ -895,11 +975,18 @@ class Orchestrator:
         With a parent, the parent is `yielded` meanwhile. `wait=False` returns at once and pushes the result
         to the parent's stdin as one JSON line when the last child ends (how a process session yields).
         """
-        p = self.resolve(parent) if parent else None
+        p = await self._find(parent) if parent else None
         if p is not None and p.state not in (SessionState.RUNNING, SessionState.YIELDED):
             raise Conflict(f"session {self.describe(p.key)} is {p.state.value}; only a running session can yield")
+        known: dict[str, Session] = {}  # children as found, some maybe only in the store (ended long ago)
         if children:
-            kids = [self.resolve(c).key for c in children]
+            kids = []
+            for c in children:
+                kid = await self._find(c)
+                known[kid.key] = kid
+                kids.append(kid.key)
+            if p is not None and p.state not in (SessionState.RUNNING, SessionState.YIELDED):  # changed meanwhile
+                raise Conflict(f"session {self.describe(p.key)} is {p.state.value}; only a running session can yield")
         elif p is not None:
             # Every child not yet handed to an earlier yield: one that finished before the parent
             # yielded still has its result delivered (a fast child must not be lost to a race).
@@ -920,33 +1007,38 @@ class Orchestrator:
             self._transition(p, SessionState.YIELDED, reason=f"waiting for {len(kids)} children")
             self._publish(SessionYielded(session=p.key, label=p.label, children=kids))
         if not wait:
-            self._spawn_task(self._deliver_yield(p.key, kids, to_stdin=True))  # type: ignore[union-attr]
+            self._spawn_task(self._deliver_yield(p.key, kids, to_stdin=True, known=known))  # type: ignore[union-attr]
             return None
-        return await self._deliver_yield(p.key if p else None, kids, to_stdin=False)
+        return await self._deliver_yield(p.key if p else None, kids, to_stdin=False, known=known)
 
     def _spawn_task(self, coro: Any) -> None:
         t = asyncio.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    async def _deliver_yield(self, parent: str | None, kids: list[str], to_stdin: bool) -> YieldResult:
+    async def _deliver_yield(
+        self, parent: str | None, kids: list[str], to_stdin: bool, known: dict[str, Session] | None = None
+    ) -> YieldResult:
+        # Held, not looked up after the wait: a child that ended may leave memory before we read it (a child not
+        # in memory now has ended long ago; `known` has its stored copy).
+        held = {k: self.sessions.get(k) or (known or {})[k] for k in kids}
+        p = self.sessions.get(parent) if parent else None
         try:
-            await asyncio.gather(*(self._ended[k].wait() for k in kids))
+            await asyncio.gather(*(self._ended[k].wait() for k in kids if k in self._ended))
         finally:
-            p = self.sessions.get(parent) if parent else None
             if p is not None and p.state == SessionState.YIELDED:
                 p.yield_on = None
                 self._transition(p, SessionState.RUNNING, reason=None)
         result = YieldResult(
             parent=parent,
             children=[
-                ChildResult(key=k, label=self.sessions[k].label, state=self.sessions[k].state,
-                            exit_code=self.sessions[k].exit_code, result=self.sessions[k].result)
+                ChildResult(key=k, label=held[k].label, state=held[k].state,
+                            exit_code=held[k].exit_code, result=held[k].result)
                 for k in kids
             ],
         )
         if parent is not None:
-            self._publish(YieldDelivered(session=parent, label=self.sessions[parent].label, children=kids))
+            self._publish(YieldDelivered(session=parent, label=p.label if p else None, children=kids))
             handle = self._handles.get(parent)
             if to_stdin and handle is not None:
                 try:
@@ -1073,6 +1165,112 @@ class Orchestrator:
         self._publish(SystemEvent(level="warning", text=f"stopped {len(orphans)} unrecorded session process(es) "
                                                         f"left by a runtime that died while starting them: {keys}"))
 
+    # ------------------------------------------------------------------------------------ retention
+    #
+    # An ended session stays in memory while something may still read it there, and at most `keep_ended` of the
+    # most recently ended ones stay beyond that; older ones are evicted, and every reader (`get`, `list`, `history`,
+    # `retry`, `kill`, `send`, `yield`, `wait_ended`) falls back to the store, where they are final. Never evicted:
+    # a live session (so whatever is not in memory has ended); a session of a family (parent and descendants)
+    # with a member still in memory that is live or needed, because a parent's yield, live-children count and
+    # kill cascade read its children from memory (families leave together, from their root); one whose watchdog is
+    # armed or acting or whose cron run is open (the scheduler's retries, counts and rates); one whose last change
+    # is not yet committed (the store copy must be the final one).
+
+    def _maybe_evict(self) -> None:
+        """Start an eviction pass once enough ended sessions are in memory past the bound (one pass at a time)."""
+        if not self._retain or (self._evict_task is not None and not self._evict_task.done()):
+            return
+        if len(self._ended_order) <= max(self.keep_ended, self._evict_floor) + max(1, self.keep_ended // 10):
+            return
+        self._evict_task = asyncio.create_task(self._evict_ended(), name="evict-ended")
+        self._tasks.add(self._evict_task)
+        self._evict_task.add_done_callback(self._tasks.discard)
+
+    def _evictable(self, key: str) -> bool:
+        s = self.sessions.get(key)
+        if s is None or not s.state.terminal:
+            return False
+        if key in self._handles or key in self._waiters or key in self._launching or key in self._killing:
+            return False
+        return self.scheduler is None or not self.scheduler.needs(s)
+
+    def _family(self, root: str) -> list[str]:
+        return [root, *self._descendants(root)]
+
+    async def _evict_ended(self) -> None:
+        """Evict the oldest-ended sessions past `keep_ended` (whole families, from their root) that nothing needs."""
+        excess = len(self._ended_order) - self.keep_ended
+        families: list[tuple[str, dict[str, float]]] = []  # (root, {key: updated_at when picked})
+        picked = 0
+        for key in list(self._ended_order):
+            if picked >= excess:
+                break
+            s = self.sessions.get(key)
+            if s is None or (s.parent is not None and s.parent in self.sessions):
+                continue  # not a root: it leaves with its family
+            family = self._family(key)
+            if all(self._evictable(k) for k in family):
+                families.append((key, {k: self.sessions[k].updated_at for k in family}))
+                picked += len(family)
+        if families:
+            try:
+                await self.store.flush()  # readers will find them in the store: their final rows must be there
+            except CrewError as exc:
+                log.info("ended sessions stay in memory until the store takes writes again: %s", exc)
+                # Not again at once (that would spin on a failing store): after a few more sessions end.
+                self._evict_floor = len(self._ended_order)
+                self._evict_task = None
+                return
+        for root, stamps in families:
+            family = self._family(root)
+            if set(family) != set(stamps) or not all(
+                self._evictable(k) and self.sessions[k].updated_at == stamps[k] for k in family
+            ):
+                continue  # changed while the store was flushed (a retry, a new child): look again next time
+            for k in family:
+                self._forget(k)
+        # If too few could go (the rest still needed), wait for as many more ends before looking again.
+        self._evict_floor = self.keep_ended + (excess - picked) if picked < excess else 0
+        self._evict_task = None
+        self._maybe_evict()  # more may have ended during the flush
+
+    def _forget(self, key: str) -> None:
+        s = self.sessions.pop(key)
+        self._ended.pop(key, None)
+        self._ended_order.pop(key, None)
+        self._children.pop(key, None)
+        self._yielded_on.pop(key, None)
+        self._env_extra.pop(key, None)
+        siblings = self._children.get(s.parent) if s.parent else None
+        if siblings is not None:
+            siblings.discard(key)
+            if not siblings:
+                del self._children[s.parent]  # type: ignore[arg-type]
+        self._evictions += 1
+
+    async def _restore(self, s: Session) -> None:
+        """Bring an evicted session back into memory with its descendants (all ended, as stored): a retry needs
+        them where the rest of the runtime looks (its children count, cascade and yield)."""
+        family = [s]
+        i = 0
+        while i < len(family):
+            family += await self.store.query_sessions(parent=family[i].key)
+            i += 1
+        if s.key in self.sessions:
+            return  # another request brought it back while we read
+        for m in family:
+            if m.key in self.sessions:
+                continue
+            self.sessions[m.key] = m
+            self._ended[m.key] = ended = asyncio.Event()
+            ended.set()
+            self._ended_order[m.key] = None
+            if m.parent is not None and m.parent in self.sessions:
+                self._children.setdefault(m.parent, set()).add(m.key)
+                # Children of an attempt that ended count as handed over: a retried parent's bare yield waits
+                # for its new children only.
+                self._yielded_on.setdefault(m.parent, set()).add(m.key)
+
     # ------------------------------------------------------------------------------------ events
 
     def _publish(self, event: Event) -> None:
@@ -1097,8 +1295,9 @@ class Orchestrator:
 
     async def wait_ended(self, ref: str, timeout: float | None = None) -> Session:
         """Wait until a session is terminal (for tests and embedding code; the UI uses events)."""
-        s = self.resolve(ref)
-        await asyncio.wait_for(self._ended[s.key].wait(), timeout)
+        s = await self._find(ref)
+        if s.key in self._ended:  # else it ended long ago and was read from the store
+            await asyncio.wait_for(self._ended[s.key].wait(), timeout)
         return s.model_copy(deep=True)
 
 

@@ -72,8 +72,8 @@ class Scheduler:
         self._heap: list[tuple[float, int, str, str, int]] = []  # (due, n, kind, target, attempt)
         self._n = 0
         self._watchdogs: dict[str, tuple[float, int]] = {}  # session key -> (due, attempt) of its live watchdog
-        self._firing: set[str] = set()
-        self._spawning: set[str] = set()  # runs whose batch is still being spawned  # sessions whose watchdog is acting now (killed for a retry: not final)
+        self._firing: set[str] = set()  # sessions whose watchdog is acting now (killed for a retry: not final)
+        self._spawning: set[str] = set()  # runs whose batch is still being spawned
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._jobs_tasks: set[asyncio.Task[Any]] = set()
@@ -299,27 +299,35 @@ class Scheduler:
         self._persist_job(state)
         self.open_runs[run.id] = run
         self._spawning.add(run.id)  # a quick first session must not close the run before the rest exist
-        # Labels say the nominal time, without the job's stagger offset.
-        when = datetime.fromtimestamp(nominal - stagger_offset(cfg.schedule, cfg.name), tz=cfg.schedule.zone)
-        for item in cfg.spawn.items:
-            values = template_values(item, when, number)
-            label = "?"
-            try:
-                label = render_template(cfg.spawn.label, values, f"cron {cfg.name}: label")
-                req = SpawnRequest(
-                    label=label,
-                    agent=cfg.spawn.agent,
-                    task=render_template(cfg.spawn.task, values, f"cron {cfg.name}: task"),
-                    domain=render_template(cfg.spawn.domain, values, f"cron {cfg.name}: domain") if cfg.spawn.domain else None,
-                    cron_run=run.id,
-                    watchdog_after=cfg.watchdog_after,
-                    max_attempts=cfg.max_attempts,
-                )
-                s = await self.orch.spawn(req)
-                run.sessions.append(s.key)
-            except CrewError as exc:
-                run.refused.append(f"{label}: {exc.message}")
-        self._spawning.discard(run.id)
+        try:
+            # Labels say the nominal time, without the job's stagger offset.
+            when = datetime.fromtimestamp(nominal - stagger_offset(cfg.schedule, cfg.name), tz=cfg.schedule.zone)
+            for item in cfg.spawn.items:
+                values = template_values(item, when, number)
+                label = "?"
+                try:
+                    label = render_template(cfg.spawn.label, values, f"cron {cfg.name}: label")
+                    req = SpawnRequest(
+                        label=label,
+                        agent=cfg.spawn.agent,
+                        task=render_template(cfg.spawn.task, values, f"cron {cfg.name}: task"),
+                        domain=render_template(cfg.spawn.domain, values, f"cron {cfg.name}: domain") if cfg.spawn.domain else None,
+                        cron_run=run.id,
+                        watchdog_after=cfg.watchdog_after,
+                        max_attempts=cfg.max_attempts,
+                    )
+                    s = await self.orch.spawn(req)
+                    run.sessions.append(s.key)
+                except CrewError as exc:
+                    run.refused.append(f"{label}: {exc.message}")
+        except Exception:
+            # Not a refusal but a bug or an OS error broke the batch off: the run keeps what it spawned and must
+            # still close once those are settled (left "spawning", it never would).
+            self._spawning.discard(run.id)
+            self._update_run(run)
+            raise
+        finally:
+            self._spawning.discard(run.id)
         if run.deadline is not None:
             self._push(run.deadline, "deadline", run.id)
         reason = f"{len(run.sessions)} spawned" + (f", {len(run.refused)} refused" if run.refused else "") + note
@@ -336,6 +344,11 @@ class Scheduler:
         if s.state in (SessionState.FAILED, SessionState.LOST, SessionState.KILLED) and s.attempt < s.max_attempts:
             return s.key not in self._watchdogs
         return True
+
+    def needs(self, s: Session) -> bool:
+        """Whether the scheduler still reads this session from memory: its watchdog is armed or acting (it may
+        retry it), or its cron run is open (the run's counts and rate are made from its sessions)."""
+        return s.key in self._watchdogs or s.key in self._firing or (s.cron_run is not None and s.cron_run in self.open_runs)
 
     def counts(self, run: CronRun) -> dict[str, int]:
         c = {"spawned": len(run.sessions) + len(run.refused), "done": 0, "failed": len(run.refused),

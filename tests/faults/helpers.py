@@ -105,6 +105,86 @@ class Headless:
         return err
 
 
+class Dashboard(Headless):
+    """`crewtui run [CREW] --data-dir D`: the dashboard with its embedded runtime, as a real child process on a
+    real pseudo-terminal (80x24). A thread drains the terminal, so the app never blocks on a full pty, and keeps
+    what it wrote (`screen_text`)."""
+
+    def __init__(self, data_dir: Path, crew: Path | None = None, *, wait: bool = True) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+        import threading
+
+        self.data_dir = Path(data_dir)
+        self.dd = DataDir(self.data_dir)
+        args = [PY, "-m", "crewtui", "run", "--data-dir", str(self.data_dir)]
+        if crew is not None:
+            args.insert(4, str(crew))
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        env = {**ENV, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
+        # Its own session with the pty as controlling terminal, like a shell in a terminal emulator.
+        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+                                     close_fds=True)
+        os.close(slave)
+        self.pid = self.proc.pid
+        self._master = master
+        self._out = bytearray()
+        self._reader = threading.Thread(target=self._drain, name=f"pty-{self.pid}", daemon=True)
+        self._reader.start()
+        if wait:
+            self.wait_serving()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._master, 65536)
+            except OSError:  # EIO: every process holding the pty's other end has gone
+                break
+            if not chunk:
+                break
+            self._out += chunk
+            del self._out[:-1_000_000]
+        os.close(self._master)
+
+    def screen_text(self) -> str:
+        """What the process wrote to its terminal, escape sequences removed."""
+        import re
+
+        return re.sub(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])", "",
+                      self._out.decode(errors="replace"))
+
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dashboard exited {self.proc.returncode}: {self.screen_text()[-2000:]}")
+            try:
+                return self.dd.socket.exists() and call(self.dd.socket, "info", timeout=5)["result"]["pid"] == self.pid
+            except (OSError, ValueError, KeyError, TypeError):
+                return False
+
+        wait_until(up, timeout, "the dashboard's runtime to serve", interval=0.05)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> str:
+        """SIGTERM (the dashboard leaves and the sessions run on) and return what it wrote to its terminal."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+        return self.screen_text()
+
+
 def call(sock: Path, op: str, timeout: float = 10.0, **args: Any) -> Any:
     """One request over the control socket with a plain blocking socket; the decoded reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
