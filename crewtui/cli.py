@@ -215,9 +215,11 @@ def age(ts: float | None, now: float | None = None) -> str:
     return "-" if ts is None else short_duration((now or time.time()) - ts)
 
 
-def session_line(s: Session) -> str:
+def session_line(s: Session, node_width: int = 0) -> str:
     sym = STATE_SYMBOLS[s.state]
-    return f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at):>5}  {(s.last_line or '')[:60]}"
+    node = f"{(s.node or 'local'):<{node_width}}  " if node_width else ""
+    return (f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at):>5}  {node}"
+            f"{(s.last_line or '')[:60]}")
 
 
 @main.group()
@@ -291,9 +293,12 @@ def list_(ctx: click.Context, state: str | None, prefix: str | None, as_json: bo
     if not sessions:
         click.echo("no sessions")
         return
-    click.echo(f"{'KEY':<28}  {'LABEL':<44}   {'STATE':<9} {'#':>2}  {'AGE':>5}  LAST OUTPUT")
+    # Where sessions run on other machines (the Ray backend), say where.
+    node_width = max((len(s.node or "local") for s in sessions), default=0) if any(s.node for s in sessions) else 0
+    node_head = f"{'NODE':<{node_width}}  " if node_width else ""
+    click.echo(f"{'KEY':<28}  {'LABEL':<44}   {'STATE':<9} {'#':>2}  {'AGE':>5}  {node_head}LAST OUTPUT")
     for s in sessions:
-        click.echo(session_line(s))
+        click.echo(session_line(s, node_width))
 
 
 @ctl.command()

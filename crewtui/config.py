@@ -15,6 +15,7 @@ Two template languages exist, both rendered by `render_template` (one pass, plai
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import math
 import re
@@ -158,11 +159,64 @@ def _argv(value: Any) -> Any:
     return value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def _bytes(value: Any) -> int | None:
+    """A memory size: a whole number of bytes or a string like '2GB' / '512MiB' (powers of two)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+            if size > 0:
+                return size
+    raise _fail(f"expected a memory size like '2GB' or a number of bytes, got {_describe(value)}")
+
+
+def _amount(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _fail(f"expected a number of zero or more, got {_describe(value)}")
+    return float(value)
+
+
+Amount = Annotated[float, BeforeValidator(_amount)]
+
+
+class AgentResources(_Strict):
+    """`[agents.NAME.resources]`: what one session of this agent asks of a Ray node (Ray backend only)."""
+
+    num_cpus: Amount | None = None
+    num_gpus: Amount | None = None
+    memory: Annotated[int | None, BeforeValidator(_bytes)] = None
+    custom: dict[str, Amount] = Field(default_factory=dict)  # Ray custom resources, e.g. {"llm_slot" = 1}
+    node_labels: dict[str, str] = Field(default_factory=dict)  # passed to Ray as the actor's label_selector
+
+    def ray_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.num_cpus is not None:
+            opts["num_cpus"] = self.num_cpus
+        if self.num_gpus is not None:
+            opts["num_gpus"] = self.num_gpus
+        if self.memory is not None:
+            opts["memory"] = self.memory
+        if self.custom:
+            opts["resources"] = dict(self.custom)
+        if self.node_labels:
+            opts["label_selector"] = dict(self.node_labels)
+        return opts
+
+
 class AgentConfig(_Strict):
     """`[agents.NAME]`: how to run a task; argv elements may use COMMAND_FIELDS."""
 
     command: Annotated[list[str], BeforeValidator(_argv)]
     pool: str | None = None
+    resources: AgentResources | None = None
     env: dict[str, str] = Field(default_factory=dict)
     watchdog_after: OptPositiveDuration = None
     max_attempts: int = Field(default=1, ge=1, strict=True)
@@ -426,11 +480,43 @@ class CronConfig(_Strict):
         return self
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class BackendConfig(_Strict):
     """`[backend]`: where sessions run: local processes, or a Ray cluster at `address`."""
 
     kind: Literal["local", "ray"] = "local"
+    # "auto" (the cluster `ray start` left on this machine, or RAY_ADDRESS), "HOST:PORT" (the head's GCS)
+    # or "ray://HOST:PORT" (Ray Client).
     address: str = "auto"
+    namespace: str = "crewtui"
+    start_timeout: PositiveDuration = 60.0  # how long a session may wait for a node with its resources
+
+    @field_validator("kind")
+    @classmethod
+    def _ray_installed(cls, value: str) -> str:
+        if value == "ray" and not _importable("ray"):
+            raise _fail("the Ray backend needs Ray, which is not installed here: pip install 'crewtui[ray]'")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value == "auto" or re.fullmatch(r"(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", value):
+            return value
+        raise _fail(f"expected \"auto\", \"HOST:PORT\" or \"ray://HOST:PORT\", got {_describe(value)}")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", value):
+            return value
+        raise _fail(f"expected 1-64 characters of A-Z a-z 0-9 . _ -, got {_describe(value)}")
 
 
 class CrewConfig(_Strict):

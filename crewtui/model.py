@@ -323,6 +323,7 @@ class SessionStateChanged(_EventBase):
     reason: str | None = None
     exit_code: int | None = None
     attempt: int = 1
+    node: str | None = None  # where it runs, for sessions on another machine (Ray)
 
 
 class SessionOutput(_EventBase):

@@ -35,6 +35,7 @@ class RuntimeInfo(BaseModel):
     agents: list[str]
     started_at: float
     max_concurrent: int
+    backend: str = "local"  # "local", or "ray ADDRESS" when sessions run on a Ray cluster
 
 
 class RuntimeAPI(Protocol):

@@ -150,7 +150,8 @@ def read_launch(out_dir: Path) -> LaunchInfo | None:
     return LaunchInfo(*fields)
 
 
-def validate_argv(argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+def validate_argv(argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                  *, local: bool = True) -> None:
     """Raise BadInput unless `argv` names a program that can be run (found on env's PATH, or an executable
     file for a path, relative paths taken from `cwd`)."""
     if not argv:
@@ -162,6 +163,8 @@ def validate_argv(argv: list[str], env: Mapping[str, str] | None = None, cwd: Pa
     prog = argv[0]
     if not prog:
         raise BadInput("empty program name in argv")
+    if not local:
+        return  # it runs on another machine (Ray): only that machine can tell whether the program is there
     if "/" in prog:
         path = Path(prog)
         if not path.is_absolute():
@@ -189,6 +192,10 @@ class SessionHandle(ABC):
 
     key: str
     info: LaunchInfo | None
+    node: str | None = None  # where it runs, for backends that place sessions on other machines
+
+    def detach(self) -> None:
+        """Stop watching without touching the session (the runtime is going away)."""
 
     @abstractmethod
     async def wait(self) -> ExitInfo | None:

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sys
 import time as _time
 from collections import deque
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from crewtui.config import CrewConfig, default_crew, render_command
-from crewtui.errors import BadInput, Conflict, NotFound
+from crewtui.errors import BadInput, Conflict, CrewError, NotFound
 from crewtui.locations import DataDir
 from crewtui.model import (
     MAX_STEER_BYTES,
@@ -143,6 +144,8 @@ class Orchestrator:
         self.ids = ids or IdGen(self.clock)
         self.process_driver = process_driver or ProcessDriver()
         self.callable_driver = CallableDriver(callables or {})
+        # Sessions run on a Ray cluster when the crew says so; connected in start().
+        self.ray_driver: Any = None
         self.tail_interval = tail_interval
         self.socket_path = socket_path
         self.kill_grace = self.crew.crew.kill_grace
@@ -212,6 +215,10 @@ class Orchestrator:
         if registry is not None:
             self._registry = RegistryWriter(registry, self._registry_merged)
             self._registry.start()
+        if self.crew.backend.kind == "ray" or any(
+            s.driver == "ray" and not s.state.terminal for s in self.sessions.values()
+        ):
+            await self._connect_ray()
         self._running = True
         counts = await self._reconcile()
         self._publish(
@@ -255,6 +262,8 @@ class Orchestrator:
             self._tailer.cancel()
         for t in list(self._waiters.values()) + list(self._tasks):
             t.cancel()
+        for handle in self._handles.values():
+            handle.detach()
         await asyncio.gather(*self._waiters.values(), *self._tasks, *( [self._tailer] if self._tailer else []), return_exceptions=True)
         # Record how far each live session's output was read, so the next runtime tails from there.
         for key in list(self._dirty_offsets):
@@ -268,6 +277,8 @@ class Orchestrator:
         self._output.close()
         if self._registry:
             await self._registry.stop()
+        if self.ray_driver is not None:
+            await asyncio.to_thread(self.ray_driver.disconnect)
         await self.store.close()
 
     # ------------------------------------------------------------------------------------ queries
@@ -281,6 +292,7 @@ class Orchestrator:
             agents=sorted(set(self.crew.agents) | set(self.callable_driver.names())),
             started_at=self.started_at,
             max_concurrent=self.crew.crew.max_concurrent,
+            backend="local" if self.ray_driver is None else f"ray {self.crew.backend.address}",
         )
 
     def resolve(self, ref: str) -> Session:
@@ -418,7 +430,7 @@ class Orchestrator:
             if req.agent is not None:
                 raise BadInput("give either an agent (--agent) or an argv (-- ARGV...), not both")
             argv = list(req.argv)
-            validate_argv(argv)
+            validate_argv(argv, local=self.crew.backend.kind != "ray")
         elif req.agent is not None:
             if self.callable_driver.has(req.agent):
                 driver, argv = "callable", []
@@ -428,12 +440,14 @@ class Orchestrator:
                     agent_cfg.command,
                     {"task": req.task or "", "label": req.label, "key": key, "python": sys.executable},
                 )
-                validate_argv(argv)
+                validate_argv(argv, local=self.crew.backend.kind != "ray")
             else:
                 known = ", ".join(sorted(set(self.crew.agents) | set(self.callable_driver.names()))) or "none"
                 raise NotFound(f"unknown agent {req.agent!r}; known agents: {known}")
         else:
             raise BadInput("nothing to run: give --agent NAME (with --task) or an argv after --")
+        if driver == "process" and self.crew.backend.kind == "ray":
+            driver = "ray"
 
         now = self.clock.now()
         watchdog = req.watchdog_after
@@ -588,7 +602,14 @@ class Orchestrator:
                 if s.agent and s.agent in self.crew.agents:
                     env.update(self.crew.agents[s.agent].env)
                 env.update(self._env_extra.pop(key, {}))
-                handle = await self.process_driver.start(key, s.argv, out_dir, env, cwd=out_dir)
+                if s.driver == "ray":
+                    if self.ray_driver is None:
+                        raise CrewError("the crew no longer uses the Ray backend")
+                    agent_cfg = self.crew.agents.get(s.agent) if s.agent else None
+                    handle = await self.ray_driver.start(key, s.attempt, s.argv, out_dir, env,
+                                                         resources=agent_cfg.resources if agent_cfg else None)
+                else:
+                    handle = await self.process_driver.start(key, s.argv, out_dir, env, cwd=out_dir)
         except Exception as exc:  # a launch failure is the session's failure, never the runtime's
             log.warning("launch of %s failed: %s", key, exc)
             self._launching.pop(key, None)
@@ -605,6 +626,8 @@ class Orchestrator:
 
     def _adopt_handle(self, s: Session, handle: SessionHandle) -> None:
         self._handles[s.key] = handle
+        if handle.node is not None:
+            s.node = handle.node
         if handle.info is not None:
             s.shim_pid = handle.info.shim_pid
             s.agent_pid = handle.info.agent_pid
@@ -692,7 +715,7 @@ class Orchestrator:
         self.store.put_session(s)
         self._publish(
             SessionStateChanged(session=s.key, label=s.label, old=old, new=new, reason=reason,
-                                exit_code=s.exit_code, attempt=s.attempt)
+                                exit_code=s.exit_code, attempt=s.attempt, node=s.node)
         )
 
     # ------------------------------------------------------------------------------------ retries
@@ -715,6 +738,7 @@ class Orchestrator:
     def _reset_for_try(self, s: Session) -> None:
         self._rotate_outputs(s)
         s.shim_pid = s.agent_pid = s.shim_start = s.agent_start = None
+        s.node = None
         s.exit_code = None
         s.result = None
         s.ended_at = None
@@ -1100,6 +1124,9 @@ class Orchestrator:
         for s in self.sessions.values():
             if s.state not in (SessionState.RUNNING, SessionState.YIELDED):
                 continue
+            if s.driver == "ray":
+                await self._reconcile_ray(s, counts)
+                continue
             if s.driver != "process":
                 # An in-process coroutine cannot outlive its runtime.
                 self._transition(s, SessionState.LOST, "in-process session ended with its runtime")
@@ -1119,20 +1146,53 @@ class Orchestrator:
                 s.started_at = s.started_at or self.clock.now()
                 self._transition(s, SessionState.RUNNING, reason="started just before the last runtime stopped")
                 await self._reconcile_process(s, None, counts)
+            elif s.driver == "ray" and self.ray_driver is not None and self.ray_driver.has_actor(s.key):
+                s.started_at = s.started_at or self.clock.now()
+                self._transition(s, SessionState.RUNNING, reason="started just before the last runtime stopped")
+                await self._reconcile_ray(s, counts)
             else:
                 self._queue.append(s.key)
         await self._end_orphans()
+        if self.ray_driver is not None:
+            live = {s.key for s in self.sessions.values() if s.driver == "ray" and s.state.live}
+            for key in await self.ray_driver.end_orphans(live):
+                log.warning("stopped Ray actor %s: its spawn was never recorded", key)
         return counts
+
+    async def _connect_ray(self) -> None:
+        from crewtui.runtime.ray_driver import RayDriver
+
+        backend = self.crew.backend
+        self.ray_driver = RayDriver(
+            backend.address, backend.namespace,
+            owner=f"{socket.gethostname()}:{self.data_dir.root}", start_timeout=backend.start_timeout,
+        )
+        await self.ray_driver.connect()
+
+    async def _reconcile_ray(self, s: Session, counts: dict[str, int]) -> None:
+        """A Ray session an earlier runtime left: its recorded end, its live actor, or lost (node or actor gone)."""
+        if self.ray_driver is None:
+            await self._settle_reconciled(s, None, counts, "its Ray actor cannot be reached: the crew no longer uses the Ray backend")
+            return
+        found = await self.ray_driver.adopt(s.key, s.attempt, self.data_dir.session_dir(s.key))
+        await self._settle_reconciled(
+            s, found, counts, "its Ray actor is gone (its node died, or it was killed) while no runtime was watching"
+        )
 
     async def _reconcile_process(self, s: Session, info: LaunchInfo | None, counts: dict[str, int]) -> None:
         out_dir = self.data_dir.session_dir(s.key)
         found = await asyncio.to_thread(self.process_driver.adopt, s.key, out_dir, info)
+        await self._settle_reconciled(s, found, counts, "its process vanished while no runtime was watching")
+
+    async def _settle_reconciled(self, s: Session, found: SessionHandle | ExitInfo | None, counts: dict[str, int],
+                                 lost_reason: str) -> None:
+        """Act on what a restart found of a session: its recorded end, a live handle, or nothing (lost)."""
         if isinstance(found, ExitInfo):
             counts["recorded"] += 1
             await self._finish(s.key, found)
         elif found is None:
             counts["lost"] += 1
-            s.reason = "its process vanished while no runtime was watching"
+            s.reason = lost_reason
             await self._finish(s.key, None)
         else:
             counts["readopted"] += 1

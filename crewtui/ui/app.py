@@ -421,6 +421,7 @@ class CrewApp(App[None]):
             filters.append(f"{STATE_SYMBOLS[self.book.state_filter]} {self.book.state_filter.value}")
         self._q("#status", StatusHeader).show(
             info=self.info, attached=self.attached, connected=self.connected, counts=self.book.counts(),
+            nodes=self.book.node_counts(),
             marked=len(self.book.marked), filters=" ".join(filters), now=self.clock.now(),
         )
 

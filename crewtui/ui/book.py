@@ -135,6 +135,7 @@ class SessionBook:
             s.state = ev.new
             s.reason = ev.reason
             s.attempt = ev.attempt
+            s.node = ev.node
             s.updated_at = ev.ts or s.updated_at
             if ev.exit_code is not None or ev.new.live:
                 s.exit_code = ev.exit_code
@@ -192,6 +193,14 @@ class SessionBook:
         out: dict[SessionState, int] = {}
         for s in self.sessions.values():
             out[s.state] = out.get(s.state, 0) + 1
+        return out
+
+    def node_counts(self) -> dict[str, int]:
+        """Live sessions per node, for crews that run on other machines (Ray); empty when all are local."""
+        out: dict[str, int] = {}
+        for s in self.sessions.values():
+            if s.node is not None and s.state.live:
+                out[s.node] = out.get(s.node, 0) + 1
         return out
 
     def members(self, prefix: str, visible_only: bool = True) -> list[Session]:

@@ -141,10 +141,18 @@ JOBS = [
 class FakeRuntime:
     """Implements RuntimeAPI in memory. `emit(event)` feeds `watch()` for tests that want live events."""
 
-    def __init__(self, clock: FakeClock | None = None, *, scheduler: bool = True, sessions: bool = True) -> None:
+    def __init__(self, clock: FakeClock | None = None, *, scheduler: bool = True, sessions: bool = True,
+                 ray_nodes: tuple[str, ...] = ()) -> None:
         self.clock = clock or FakeClock(T0)
         now = self.clock.now()
         self.sessions: dict[str, Session] = {s.key: s for s in make_sessions(now)} if sessions else {}
+        self.ray_nodes = ray_nodes
+        if ray_nodes:
+            # As on the Ray backend: every session that started ran on one of the nodes, and has no local pids.
+            for n, s in enumerate(self.sessions.values()):
+                s.driver = "ray"
+                s.shim_pid = s.agent_pid = s.shim_start = s.agent_start = None
+                s.node = None if s.state == S.PENDING else ray_nodes[n % len(ray_nodes) if n % 5 else 0]
         self.scheduler = scheduler
         self._queues: list[asyncio.Queue[Event | None]] = []
         self.calls: list[tuple[str, Any]] = []
@@ -154,7 +162,8 @@ class FakeRuntime:
 
     async def info(self) -> RuntimeInfo:
         return RuntimeInfo(pid=4242, data_dir="/tmp/crew", crew="enterprise", agents=AGENTS,
-                           started_at=self.clock.now() - 3600, max_concurrent=60)
+                           started_at=self.clock.now() - 3600, max_concurrent=60,
+                           backend=f"ray {self.ray_nodes[0].split('/')[0]}:6379" if self.ray_nodes else "local")
 
     def _resolve(self, ref: str) -> Session:
         if ref in self.sessions:

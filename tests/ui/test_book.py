@@ -137,3 +137,24 @@ async def test_events_arriving_under_a_modal_are_applied() -> None:
         app.flush_events()
         assert "s:s-new" in app.session_tree.nodes and app.is_running
         assert app.book.sessions["s-new"].last_line == "hello"
+
+
+def test_node_of_a_session_follows_its_state_events_and_is_counted_per_node() -> None:
+    book = SessionBook()
+    book.load([session("a", "x-1"), session("b", "x-2"), session("c", "y-1")])
+    assert book.node_counts() == {}  # all local: the header shows no node list
+    book.apply([
+        SessionStateChanged(session="a", label="x-1", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.7/4f1a2b"),
+        SessionStateChanged(session="b", label="x-2", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.7/4f1a2b"),
+        SessionStateChanged(session="c", label="y-1", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.8/9c3d5e"),
+    ])
+    assert book.sessions["a"].node == "10.0.0.7/4f1a2b"
+    assert book.node_counts() == {"10.0.0.7/4f1a2b": 2, "10.0.0.8/9c3d5e": 1}
+    # Ended sessions no longer count; a retry waiting to be placed has no node yet.
+    book.apply([
+        SessionStateChanged(session="b", label="x-2", ts=2.0, old=S.RUNNING, new=S.DONE, node="10.0.0.7/4f1a2b"),
+        SessionStateChanged(session="c", label="y-1", ts=2.0, old=S.RUNNING, new=S.LOST, node="10.0.0.8/9c3d5e"),
+        SessionStateChanged(session="c", label="y-1", ts=3.0, old=S.LOST, new=S.PENDING, attempt=2),
+    ])
+    assert book.sessions["c"].node is None
+    assert book.node_counts() == {"10.0.0.7/4f1a2b": 1}

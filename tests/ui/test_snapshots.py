@@ -159,3 +159,9 @@ def test_runtime_without_scheduler(snap_compare: Snap) -> None:
 
 def test_no_sessions_yet(snap_compare: Snap) -> None:
     assert snap_compare(fake_app(sessions=False), terminal_size=WIDE, run_before=steps())
+
+
+def test_ray_backend_shows_nodes(snap_compare: Snap) -> None:
+    # Sessions on a Ray cluster: each row says its node, the detail pane names it, the header counts per node.
+    app = fake_app(ray_nodes=("10.0.0.7/4f1a2b", "10.0.0.8/9c3d5e", "10.0.0.9/77e0aa"))
+    assert snap_compare(app, terminal_size=WIDE, run_before=steps(select=RUNNING))

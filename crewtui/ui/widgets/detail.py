@@ -65,6 +65,7 @@ class SessionDetail(Static):
             ("state", state),
             ("parent", s.parent or "-"),
             ("runs on", where),
+            *([("node", s.node)] if s.node else []),
             ("pids", pids),
             ("exit", exit_text),
             ("reason", Text(s.reason or "-", style="" if not s.reason else "#d19a66")),

@@ -23,6 +23,7 @@ class StatusHeader(Static):
         attached: bool,
         connected: bool,
         counts: dict[SessionState, int],
+        nodes: dict[str, int] | None = None,
         marked: int,
         filters: str,
         now: float,
@@ -42,6 +43,11 @@ class StatusHeader(Static):
         t.append(*SEP)
         t.append("done ", style=DIM)
         t.append_text(rate_text(completion_rate(counts), 0))
+        if nodes:
+            # Live sessions per node, busiest first (the Ray backend); a long list is cut by the ellipsis.
+            t.append(*SEP)
+            t.append(f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} ", style=DIM)
+            t.append(" · ".join(f"{name} {n}" for name, n in sorted(nodes.items(), key=lambda kv: (-kv[1], kv[0]))))
         if marked:
             t.append(*SEP)
             t.append(f"● {marked} marked", style="bold #e5c07b")

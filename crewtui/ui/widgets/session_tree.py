@@ -125,7 +125,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         marked = s.key in self.book.marked
         age_s = age(s.created_at, now)
         last = (s.last_line or "")[: last_w + 1]
-        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name)
+        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name, s.node)
         cached = self._signatures.get(s.key)
         if cached is not None and cached[0] == sig:
             return sig, cached[1]  # type: ignore[return-value]
@@ -140,7 +140,15 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         text.append(age_s.rjust(AGE_W), style=DIM)
         if last_w > 0:
             text.append("  ")
-            text.append(fit(last, last_w).rstrip(), style="#abb2bf")
+            if s.node:
+                # Where it runs (Ray): the node's address, before the last output line.
+                where = ("@" + s.node.split("/", 1)[0])[:last_w]
+                text.append(where, style="#56b6c2")
+                last_w -= len(where) + 1
+                if last_w > 0:
+                    text.append(" ")
+            if last_w > 0:
+                text.append(fit(last, last_w).rstrip(), style="#abb2bf")
         return sig, text
 
     def _group_signature(self, ref: RowRef, counts: dict[SessionState, int], marked: int) -> tuple[object, ...]:
