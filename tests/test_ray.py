@@ -407,3 +407,21 @@ async def test_dashboard_shows_each_sessions_node_and_a_count_per_node(tmp_path:
             assert detail._shown is not None and node in detail._shown  # the "node" row of the detail pane
     finally:
         await orch.stop(kill_sessions=True)
+
+
+async def test_an_end_recorded_just_before_a_crash_disposes_of_the_leftover_actor(tmp_path: Path, ray_address: str) -> None:
+    data = tmp_path / "data"
+    crew = ray_crew(ray_address)
+    first = await open_runtime(data, crew)
+    s = await first.spawn(SpawnRequest(label="ray-leftover", argv=py(COUNTER)))
+    await wait_for(lambda: "line 3\n" in stdout_of(first, s.key), 60, "running")
+    await first.stop()
+    # As if the last runtime had written the end locally and died before removing the actor.
+    (first.data_dir.session_dir(s.key) / "exit.json").write_text(json.dumps({"code": 0, "ended_at": time.time()}))
+    assert actor_exists(s.key, ray_address)
+    second = await open_runtime(data, crew)
+    try:
+        assert second.sessions[s.key].state == SessionState.DONE
+        assert not actor_exists(s.key, ray_address)  # and with it the agent
+    finally:
+        await second.stop(kill_sessions=True)

@@ -333,7 +333,7 @@ class RayDriver:
         actor = self._lookup(key)
         if ended is not None:
             if actor is not None:
-                self.kill_actor(actor)  # its end was recorded just before the last runtime died
+                await self.dispose(actor)  # its end was recorded just before the last runtime died
             return ended
         if actor is None:
             return None
