@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 
 from crewtui.config import CrewConfig
 from crewtui.errors import CrewError
+from crewtui.locations import DataDir
 from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.orchestrator import Orchestrator
 from tests.conftest import ECHO_AGENT, PY, crew_from, pid_alive, py, wait_for
@@ -295,6 +297,62 @@ async def test_killed_actor_is_lost_and_its_watchdog_retries_it(tmp_path: Path, 
         await orch.stop(kill_sessions=True)
 
 
+def start_node(address: str, resources: str) -> subprocess.Popen[bytes]:
+    """Another Ray node on this machine (its own process group, so the test can take it down at once)."""
+    return subprocess.Popen(
+        [RAY_BIN, "start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+         f"--resources={resources}", "--disable-usage-stats", "--block"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def node_down(node: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(node.pid, signal.SIGKILL)  # the node dies as a machine would: no goodbye
+    except ProcessLookupError:
+        pass
+    node.wait(timeout=30)
+
+
+async def test_a_session_whose_node_dies_is_lost_and_retried_on_another_node(tmp_path: Path, ray_address: str) -> None:
+    crew = ray_crew(ray_address, extra="""
+        [agents.spotty]
+        command = ["{python}", "-c", "import os, time; print('on duty', flush=True); time.sleep(600)"]
+        resources = { custom = { spot = 1 } }
+        max_attempts = 2
+        """, start_timeout="2m")
+    first_node = start_node(ray_address, '{"spot": 1}')
+    second_node = None
+    orch = await open_runtime(tmp_path / "data", crew)
+    try:
+        s = await orch.spawn(SpawnRequest(label="spot-worker", agent="spotty", task="x", watchdog_after=25.0))
+        await wait_for(lambda: "on duty" in stdout_of(orch, s.key), 90, "running on the spot node")
+        doomed = orch.sessions[s.key].node
+        node_down(first_node)
+        second_node = start_node(ray_address, '{"spot": 1}')  # a replacement spot machine joins
+        # Until Ray notices the dead node (missed heartbeats, about 15 s) it may still place actors there;
+        # such an actor dies before it starts, and the driver places it again: a spawn now still starts.
+        newcomer = await orch.spawn(SpawnRequest(label="spot-newcomer", agent="spotty", task="y"))
+        # The old session is lost, loudly, once Ray declares its node dead.
+        await wait_for(lambda: orch.sessions[s.key].state == SessionState.LOST or orch.sessions[s.key].attempt == 2,
+                       60, "session lost with its node")
+        await wait_for(lambda: "on duty" in stdout_of(orch, newcomer.key), 90, "newcomer running")
+        assert orch.sessions[newcomer.key].node != doomed
+        await orch.kill(newcomer.key)  # its spot slot is for the retry
+        await wait_for(lambda: orch.sessions[s.key].attempt == 2 and orch.sessions[s.key].state == SessionState.RUNNING,
+                       120, "watchdog retry running on the new node")
+        assert orch.sessions[s.key].node not in (None, doomed)
+        await orch.store.flush()
+        lost = [e for e in await orch.store.events(0)
+                if e.kind == "session_state_changed" and e.session == s.key and e.new == SessionState.LOST]
+        assert lost and f"its Ray actor on node {doomed} died" in lost[0].reason
+    finally:
+        await orch.stop(kill_sessions=True)
+        for node in (first_node, second_node):
+            if node is not None:
+                node_down(node)
+
+
 async def test_resources_nobody_has_fail_the_start_clearly(tmp_path: Path, ray_address: str) -> None:
     crew = ray_crew(ray_address, extra="""
         [agents.picky]
@@ -362,8 +420,11 @@ def test_yield_and_ctl_list_across_the_ray_backend(tmp_path: Path, ray_address: 
             assert time.time() < deadline, f"parent still {mine[parent]['state']}"
             time.sleep(0.3)
         children = [r for r in rows if r["parent"] == parent]
-        assert mine[parent]["state"] == "done", mine[parent]
-        assert len(children) == 3 and all(c["state"] == "done" for c in children)
+        err = DataDir(data).session_dir(parent) / "stderr.log"
+        why = (mine[parent]["reason"], err.read_text(errors="replace")[-2000:] if err.exists() else "",
+               [(c["label"], c["state"], c["reason"]) for c in children])
+        assert mine[parent]["state"] == "done", why
+        assert len(children) == 3 and all(c["state"] == "done" for c in children), why
         # Every row says where it ran (`ctl list --json` includes the node).
         assert all(r["driver"] == "ray" and r["node"] for r in [mine[parent], *children])
         table = ctl(data, "list").stdout  # and the human table has a NODE column
@@ -425,3 +486,46 @@ async def test_an_end_recorded_just_before_a_crash_disposes_of_the_leftover_acto
         assert not actor_exists(s.key, ray_address)  # and with it the agent
     finally:
         await second.stop(kill_sessions=True)
+
+
+async def test_an_actor_that_dies_before_it_starts_is_placed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit test of the driver's start loop alone (a fake actor class): Ray placed the actor on a node that
+    was dying; the first placement dies before answering, the second one starts."""
+    from crewtui.runtime import ray_driver
+
+    monkeypatch.setattr(ray_driver, "_REPLACE_DELAY", 0.01)
+    driver = ray_driver.RayDriver("auto", start_timeout=10)
+    placed: list[str] = []
+    killed: list[object] = []
+
+    class FakeActor:
+        def __init__(self, dies: bool) -> None:
+            self.dies = dies
+            self.info = self
+
+        async def _info(self) -> dict:
+            if self.dies:
+                raise ray.exceptions.ActorDiedError()
+            return {"ip": "10.0.0.9", "node_id": "abcdef0123"}
+
+        def remote(self, *args: object) -> object:
+            return self._info()
+
+    class FakeClass:
+        def options(self, **opts: object) -> "FakeClass":
+            return self
+
+        def remote(self, key: str, *args: object) -> FakeActor:
+            placed.append(key)
+            return FakeActor(dies=len(placed) == 1)
+
+    async def no_name_held(key: str) -> None:
+        return None
+
+    driver._actor_cls = FakeClass()
+    monkeypatch.setattr(driver, "_free_name", no_name_held)
+    monkeypatch.setattr(driver, "kill_actor", killed.append)
+    monkeypatch.setattr(ray_driver.RayHandle, "start_pump", lambda self: None)
+    handle = await driver.start("s-key", 1, ["true"], tmp_path / "out", {})
+    assert placed == ["s-key", "s-key"] and len(killed) == 1
+    assert handle.node == "10.0.0.9/abcdef"

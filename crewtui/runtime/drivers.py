@@ -193,6 +193,7 @@ class SessionHandle(ABC):
     key: str
     info: LaunchInfo | None
     node: str | None = None  # where it runs, for backends that place sessions on other machines
+    lost_reason: str | None = None  # why it ended without an exit record, when the driver knows
 
     def detach(self) -> None:
         """Stop watching without touching the session (the runtime is going away)."""

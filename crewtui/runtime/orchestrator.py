@@ -639,6 +639,8 @@ class Orchestrator:
     async def _wait_end(self, key: str, handle: SessionHandle) -> None:
         try:
             exit_info = await handle.wait()
+            if exit_info is None and handle.lost_reason:
+                self.sessions[key].reason = handle.lost_reason
         except asyncio.CancelledError:
             raise
         except Exception as exc:

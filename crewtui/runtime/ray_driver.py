@@ -43,6 +43,8 @@ _POLL_WAIT = 2.0
 # After the first new line, wait this long for more before answering: lines travel in batches.
 _LINGER = 0.05
 _MAX_BATCH = 1 << 20
+# Between placements of an actor that died before it started (its node was dying).
+_REPLACE_DELAY = 2.0
 # A transiently unreachable actor (network blip, node under load) is retried this long before it is lost.
 _UNAVAILABLE_GRACE = 30.0
 
@@ -119,12 +121,16 @@ class RayHandle(SessionHandle):
                 except Exception as exc:  # noqa: BLE001 - any Ray failure ends in a decision below
                     if _actor_died(self._ray, exc):
                         log.warning("session %s: its Ray actor died: %s", self.key, str(exc).splitlines()[0][:300])
+                        self.lost_reason = (f"its Ray actor on node {self.node} died (the node went down, or the "
+                                            "actor was killed)")
                         return None
                     now = loop.time()
                     unavailable_since = unavailable_since or now
                     if now - unavailable_since > _UNAVAILABLE_GRACE:
                         log.warning("session %s: its Ray actor has been unreachable for %.0fs: %s",
                                     self.key, now - unavailable_since, exc)
+                        self.lost_reason = (f"its Ray actor on node {self.node} could not be reached for "
+                                            f"{_UNAVAILABLE_GRACE:g}s")
                         return None
                     await asyncio.sleep(1.0)
                     continue
@@ -294,23 +300,38 @@ class RayDriver:
                 (out_dir / name).unlink()
             except FileNotFoundError:
                 pass
-        await self._free_name(key)
         opts = self.actor_options(key, resources)
-        try:
-            actor = self._actor_cls.options(**opts).remote(key, attempt, self.owner, list(argv), dict(env))
-        except ValueError as exc:
-            raise BadInput(f"Ray refused the actor for {key}: {exc}") from None
-        try:
-            info = await asyncio.wait_for(actor.info.remote(), self.start_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            self.kill_actor(actor)
-            wanted = {k: v for k, v in opts.items() if k in ("num_cpus", "num_gpus", "memory", "resources", "label_selector")}
-            raise CrewError(f"session {key} did not start: no Ray node took it within {self.start_timeout:g}s "
-                            f"(asked for {wanted})") from None
-        except Exception as exc:  # noqa: BLE001
-            self.kill_actor(actor)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CrewError(f"session {key} did not start on Ray: {first}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        placements = 0
+        while True:
+            await self._free_name(key)
+            try:
+                actor = self._actor_cls.options(**opts).remote(key, attempt, self.owner, list(argv), dict(env))
+            except ValueError as exc:
+                raise BadInput(f"Ray refused the actor for {key}: {exc}") from None
+            placements += 1
+            try:
+                info = await asyncio.wait_for(actor.info.remote(), max(0.1, deadline - loop.time()))
+                break
+            except (TimeoutError, asyncio.TimeoutError):
+                self.kill_actor(actor)
+                wanted = {k: v for k, v in opts.items() if k in ("num_cpus", "num_gpus", "memory", "resources", "label_selector")}
+                raise CrewError(f"session {key} did not start: no Ray node took it within {self.start_timeout:g}s "
+                                f"(asked for {wanted})") from None
+            except Exception as exc:  # noqa: BLE001
+                self.kill_actor(actor)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                # Placed on a node that died before Ray noticed (that takes its heartbeats, ~15 s): place it
+                # again while the start timeout allows. An agent that had started there died with its actor
+                # (PR_SET_PDEATHSIG) before the session was running, so two copies never run side by side.
+                if _actor_died(self.ray, exc) and loop.time() + _REPLACE_DELAY < deadline:
+                    log.warning("session %s: its actor died before starting (placement %d): %s; placing it again",
+                                key, placements, first)
+                    await asyncio.sleep(_REPLACE_DELAY)
+                    continue
+                raise CrewError(f"session {key} did not start on Ray after {placements} placement"
+                                f"{'s' if placements != 1 else ''}: {first}") from None
         handle = RayHandle(self, key, attempt, out_dir, actor, node_name(info))
         handle.start_pump()
         return handle
