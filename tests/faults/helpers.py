@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from crewtui.control.client import RemoteRuntime
 from crewtui.locations import DataDir
+from crewtui.model import SessionState
 
 PY = sys.executable
 # A runtime under test must not inherit the socket or data dir of whatever runs the tests.
@@ -325,3 +326,96 @@ async def kill_all_live(rt: RemoteRuntime) -> None:
                 await rt.kill(s.key)
             except Exception:
                 pass
+
+
+def launched_but_unknown(data_dir: Path, known: set[str]) -> list[str]:
+    """Session dirs the store knows nothing about whose shim or agent still runs (orphans)."""
+    out = []
+    for d in sorted((data_dir / "sessions").iterdir()):
+        if d.name in known:
+            continue
+        try:
+            pids = json.loads((d / "pid.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if proc_alive(pids.get("shim_pid")) or proc_alive(pids.get("agent_pid")):
+            out.append(d.name)
+    return out
+
+
+async def assert_restart_outcome(
+    rt: RemoteRuntime,
+    data_dir: Path,
+    db: Path,
+    acked: Mapping[str, tuple[str, int | None]],
+    *,
+    doomed: int = 15,
+    short: int = 15,
+    retry_timeout: float = 15,
+    cron_job: str | None = None,
+    min_cron_span: float | None = None,
+) -> None:
+    """After a kill -9 of a runtime with live sessions (`long-*`, `short-*`, `doomed-*` and a `burst-*` of spawns
+    cut by the kill) and a restart (`rt`): nothing is orphaned, lost silently, doubled or left with a hole in its
+    log. `acked` maps the label of every spawn acknowledged before the kill to its (key, agent pid); the `doomed`
+    ones had their process group killed during the outage (no exit record), the `short` ones ended during it.
+    The 1 s cron job (`cron_job`, or every job's runs when None) must have fired once for each second across the
+    outage (misfire = run_all), over at least `min_cron_span` seconds when given. Ends every live session."""
+    # No process runs for a session the store does not know (a spawn cut short by the kill).
+    known = {r[0] for r in rows(db, "SELECT key FROM sessions")}
+    assert launched_but_unknown(data_dir, known) == []
+
+    after = {s.key: s for s in await rt.list()}
+    for label, (key, agent_pid) in acked.items():
+        assert key in after, f"acknowledged spawn {label} ({key}) was lost by the kill"
+        now = after[key]
+        if label.startswith(("long-", "burst-")):
+            assert now.state == SessionState.RUNNING, (label, now.state, now.reason)
+            assert now.agent_pid == agent_pid and proc_alive(now.agent_pid), label  # re-adopted, not restarted
+        elif label.startswith("short-"):
+            assert now.state == SessionState.DONE and now.exit_code == 0, (label, now.state, now.reason)
+    # Sessions of the burst that were never acknowledged: if recorded at all, they run and are watched.
+    for s in after.values():
+        if s.label.startswith("burst-") and s.label not in acked:
+            assert s.state == SessionState.RUNNING and proc_alive(s.agent_pid), (s.label, s.state, s.reason)
+
+    # The doomed were marked lost, and their watchdogs (persisted timers, already due) retried them.
+    doomed_keys = {acked[f"doomed-{i}"][0] for i in range(doomed)}
+
+    async def doomed_retried() -> bool:
+        return all(s.attempt == 2 for s in await rt.list(prefix="doomed-"))
+
+    await await_until(doomed_retried, retry_timeout, "the watchdogs to retry the lost sessions")
+
+    # Each live session is one shim and one agent, each ended one nothing: no duplicate start, no orphan.
+    async def settled() -> list:
+        listed = [s for s in await rt.list() if not s.label.startswith("tick-")]
+        return listed if all(s.state != SessionState.PENDING for s in listed) else []
+
+    for s in await await_until(settled, 10, "retries to start"):
+        want = 2 if s.state == SessionState.RUNNING else 0
+        assert len(procs_in(data_dir / "sessions" / s.key)) == want, (s.label, s.state)
+    events = await rt.events()
+    lost = {e.session for e in events if e.kind == "session_state_changed" and e.new == SessionState.LOST}
+    retried = {e.session for e in events if e.kind == "session_retried" and e.cause == "lost"}
+    assert lost >= doomed_keys and retried >= doomed_keys
+    started = [e for e in events if e.kind == "runtime_started"]
+    assert started[-1].lost >= doomed and started[-1].recorded_exits >= short
+
+    # The 1 s job: let it fire a few times after the restart, then every fire once, none missing across the
+    # outage (run_all), none doubled.
+    where, params = ("WHERE job = ?", (cron_job,)) if cron_job is not None else ("", ())
+    first_after = time.time()
+    await await_until(lambda: (rows(db, f"SELECT max(nominal) FROM cron_runs {where}", params)[0][0] or 0)
+                      > first_after + 2, 15, "cron fires after the restart")
+    runs = rows(db, f"SELECT job, nominal FROM cron_runs {where} ORDER BY nominal", params)
+    assert len(runs) == len(set(runs)), "a cron fire was recorded twice"
+    nominals = [n for _, n in runs]
+    assert [round(y - x, 6) for x, y in zip(nominals, nominals[1:])] == [1.0] * (len(nominals) - 1), (
+        "a cron fire was lost across the kill (misfire = run_all)"
+    )
+    if min_cron_span is not None:
+        assert nominals[-1] - nominals[0] >= min_cron_span
+
+    await kill_all_live(rt)
+    assert_events_contiguous(db)

@@ -14,12 +14,12 @@ from crewtui.model import SessionState, SpawnRequest
 from tests.faults.helpers import (
     Headless,
     assert_events_contiguous,
+    assert_restart_outcome,
     await_until,
     kill_all_live,
     kill_group,
     proc_alive,
     procs_in,
-    rows,
 )
 
 CREW = """
@@ -40,21 +40,6 @@ misfire = "run_all"
 misfire_grace = "1h"
 spawn = { agent = "tick", label = "tick-{run}" }
 """
-
-
-def launched_but_unknown(data_dir: Path, known: set[str]) -> list[str]:
-    """Session dirs the store knows nothing about whose shim or agent still runs (orphans)."""
-    out = []
-    for d in sorted((data_dir / "sessions").iterdir()):
-        if d.name in known:
-            continue
-        try:
-            pids = json.loads((d / "pid.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if proc_alive(pids.get("shim_pid")) or proc_alive(pids.get("agent_pid")):
-            out.append(d.name)
-    return out
 
 
 async def test_kill9_mid_burst_then_restart_readopts_records_or_retries_every_session(tmp_path: Path) -> None:
@@ -107,60 +92,8 @@ async def test_kill9_mid_burst_then_restart_readopts_records_or_retries_every_se
 
         b = Headless(d, crew)
         rt = b.client()
-        # No process runs for a session the store does not know (a spawn cut short by the kill).
-        known = {r[0] for r in rows(db, "SELECT key FROM sessions")}
-        assert launched_but_unknown(d, known) == []
-
-        after = {s.key: s for s in await rt.list()}
-        for label, s in acked.items():
-            assert s.key in after, f"acknowledged spawn {label} ({s.key}) was lost by the kill"
-            now = after[s.key]
-            if label.startswith(("long-", "burst-")):
-                assert now.state == SessionState.RUNNING, (label, now.state, now.reason)
-                assert now.agent_pid == s.agent_pid and proc_alive(now.agent_pid), label  # re-adopted, not restarted
-            elif label.startswith("short-"):
-                assert now.state == SessionState.DONE and now.exit_code == 0, (label, now.state, now.reason)
-        # Sessions of the burst that were never acknowledged: if recorded at all, they run and are watched.
-        for s in after.values():
-            if s.label.startswith("burst-") and s.label not in acked:
-                assert s.state == SessionState.RUNNING and proc_alive(s.agent_pid), (s.label, s.state, s.reason)
-
-        # The doomed were marked lost, and their watchdogs (persisted timers, already due) retried them.
-        doomed_keys = {acked[f"doomed-{i}"].key for i in range(15)}
-
-        async def doomed_retried() -> bool:
-            return all(s.attempt == 2 for s in await rt.list(prefix="doomed-"))
-
-        await await_until(doomed_retried, 15, "the watchdogs to retry the lost sessions")
-        # Each live session is one shim and one agent, each ended one nothing: no duplicate start, no orphan.
-        async def settled() -> list:
-            listed = [s for s in await rt.list() if not s.label.startswith("tick-")]
-            return listed if all(s.state != SessionState.PENDING for s in listed) else []
-
-        for s in await await_until(settled, 10, "retries to start"):
-            want = 2 if s.state == SessionState.RUNNING else 0
-            assert len(procs_in(d / "sessions" / s.key)) == want, (s.label, s.state)
-        events = await rt.events()
-        lost = {e.session for e in events if e.kind == "session_state_changed" and e.new == SessionState.LOST}
-        retried = {e.session for e in events if e.kind == "session_retried" and e.cause == "lost"}
-        assert lost >= doomed_keys and retried >= doomed_keys
-        started = [e for e in events if e.kind == "runtime_started"]
-        assert started[-1].lost >= 15 and started[-1].recorded_exits >= 15
-
-        # Let the cron job fire a few times after the restart, then look at its runs.
-        first_after = time.time()
-        await await_until(lambda: (rows(db, "SELECT max(nominal) FROM cron_runs")[0][0] or 0) > first_after + 2,
-                          15, "cron fires after the restart")
-        runs = rows(db, "SELECT job, nominal FROM cron_runs ORDER BY nominal")
-        assert len(runs) == len(set(runs)), "a cron fire was recorded twice"
-        nominals = [n for _, n in runs]
-        assert [round(b_ - a_, 6) for a_, b_ in zip(nominals, nominals[1:])] == [1.0] * (len(nominals) - 1), (
-            "a cron fire was lost across the kill (misfire = run_all)"
-        )
-        assert nominals[-1] - nominals[0] >= 5
-
-        await kill_all_live(rt)
-        assert_events_contiguous(db)
+        await assert_restart_outcome(rt, d, db, {label: (s.key, s.agent_pid) for label, s in acked.items()},
+                                     doomed=15, short=15, retry_timeout=15, min_cron_span=5)
     finally:
         for h in (a, b):
             if h is not None and h.alive():

@@ -16,16 +16,14 @@ from tests.faults.helpers import (
     PY,
     Dashboard,
     Headless,
-    assert_events_contiguous,
+    assert_restart_outcome,
     await_until,
     kill_all_live,
     kill_group,
     proc_alive,
-    procs_in,
     rows,
     wait_until,
 )
-from tests.faults.test_crash import launched_but_unknown
 
 # 50 live sessions from the crew itself, fired when the dashboard starts: 20 that outlive the outage, 15 that end
 # during it (exit.json) and 15 whose process group is killed during it (no exit record: lost), which their
@@ -132,59 +130,10 @@ async def test_kill9_of_a_dashboard_with_50_live_sessions_then_restart_readopts_
 
         b = Headless(d, crew_after)
         rt = b.client()
-        known = {r[0] for r in rows(db, "SELECT key FROM sessions")}
-        assert launched_but_unknown(d, known) == []
-
-        after = {s.key: s for s in await rt.list()}
-        for label, s in acked.items():
-            assert s["key"] in after, f"acknowledged spawn {label} ({s['key']}) was lost by the kill"
-            now = after[s["key"]]
-            if label.startswith(("long-", "burst-")):
-                assert now.state == SessionState.RUNNING, (label, now.state, now.reason)
-                assert now.agent_pid == s["agent_pid"] and proc_alive(now.agent_pid), label  # re-adopted
-            elif label.startswith("short-"):
-                assert now.state == SessionState.DONE and now.exit_code == 0, (label, now.state, now.reason)
-        for s in after.values():
-            if s.label.startswith("burst-") and s.label not in acked:
-                assert s.state == SessionState.RUNNING and proc_alive(s.agent_pid), (s.label, s.state, s.reason)
-
-        # The doomed were marked lost, and their watchdogs (persisted timers) retried them.
-        doomed_keys = {acked[f"doomed-{i}"]["key"] for i in range(15)}
-
-        async def doomed_retried() -> bool:
-            return all(s.attempt == 2 for s in await rt.list(prefix="doomed-"))
-
-        await await_until(doomed_retried, 40, "the watchdogs to retry the lost sessions")
-
-        async def settled() -> list:
-            listed = [s for s in await rt.list() if not s.label.startswith("tick-")]
-            return listed if all(s.state != SessionState.PENDING for s in listed) else []
-
-        for s in await await_until(settled, 10, "retries to start"):
-            want = 2 if s.state == SessionState.RUNNING else 0
-            assert len(procs_in(d / "sessions" / s.key)) == want, (s.label, s.state)
-        events = await rt.events()
-        lost = {e.session for e in events if e.kind == "session_state_changed" and e.new == SessionState.LOST}
-        retried = {e.session for e in events if e.kind == "session_retried" and e.cause == "lost"}
-        assert lost >= doomed_keys and retried >= doomed_keys
-        started = [e for e in events if e.kind == "runtime_started"]
-        assert started[-1].lost >= 15 and started[-1].recorded_exits >= 15
-
-        # The 1 s job: every fire once, none missing across the outage (run_all), none doubled.
-        first_after = time.time()
-        await await_until(lambda: (rows(db, "SELECT max(nominal) FROM cron_runs WHERE job = 'tick'")[0][0] or 0)
-                          > first_after + 2, 15, "cron fires after the restart")
-        runs = rows(db, "SELECT job, nominal FROM cron_runs WHERE job = 'tick' ORDER BY nominal")
-        assert len(runs) == len(set(runs)), "a cron fire was recorded twice"
-        nominals = [n for _, n in runs]
-        assert [round(y - x, 6) for x, y in zip(nominals, nominals[1:])] == [1.0] * (len(nominals) - 1), (
-            "a cron fire was lost across the kill (misfire = run_all)"
-        )
+        await assert_restart_outcome(rt, d, db, {label: (s["key"], s["agent_pid"]) for label, s in acked.items()},
+                                     doomed=15, short=15, retry_timeout=40, cron_job="tick")
         # The start-up fires ran once each, in the dashboard's runtime; the restart fired none of them again.
         assert sorted(r[0] for r in rows(db, "SELECT job FROM cron_runs WHERE job != 'tick'")) == ["doomed", "long", "short"]
-
-        await kill_all_live(rt)
-        assert_events_contiguous(db)
     finally:
         if dash.alive():
             dash.kill9()
