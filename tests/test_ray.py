@@ -358,22 +358,37 @@ async def test_resources_nobody_has_fail_the_start_clearly(tmp_path: Path, ray_a
         [agents.picky]
         command = ["{python}", "-c", "print('never')"]
         resources = { custom = { unobtainium = 1 } }
-
-        [agents.modest]
-        command = ["{python}", "-c", "print('placed')"]
-        resources = { num_cpus = 1, memory = "64MB" }
         """, start_timeout="3s")
     orch = await open_runtime(tmp_path / "data", crew)
     try:
         picky = await orch.spawn(SpawnRequest(label="ray-picky", agent="picky", task="x"))
-        modest = await orch.spawn(SpawnRequest(label="ray-modest", agent="modest", task="x"))
         await ended(orch, picky.key, 30)
-        await ended(orch, modest.key, 30)
         assert orch.sessions[picky.key].state == SessionState.FAILED
         assert "no Ray node took it within 3s" in orch.sessions[picky.key].reason
         assert "unobtainium" in orch.sessions[picky.key].reason
-        assert orch.sessions[modest.key].state == SessionState.DONE
         assert not actor_exists(picky.key, ray_address)
+    finally:
+        await orch.stop(kill_sessions=True)
+
+
+async def test_agent_resources_reach_ray(tmp_path: Path, ray_address: str) -> None:
+    """Two sessions that each want all 4 CPUs of the cluster's head node run one after the other."""
+    crew = ray_crew(ray_address, extra="""
+        [agents.hungry]
+        command = ["{python}", "-c", "import time; print('eating', flush=True); time.sleep(2)"]
+        resources = { num_cpus = 4, memory = "64MB" }
+        """)
+    orch = await open_runtime(tmp_path / "data", crew)
+    try:
+        first = await orch.spawn(SpawnRequest(label="ray-hungry-1", agent="hungry", task="x"))
+        await running(orch, first.key)
+        second = await orch.spawn(SpawnRequest(label="ray-hungry-2", agent="hungry", task="x"))
+        await ended(orch, first.key)
+        await ended(orch, second.key)
+        a, b = orch.sessions[first.key], orch.sessions[second.key]
+        assert a.state == b.state == SessionState.DONE
+        # The second could only be placed once the first had given its CPUs back.
+        assert b.started_at >= a.ended_at - 0.5, (a.ended_at, b.started_at)
     finally:
         await orch.stop(kill_sessions=True)
 
