@@ -1,7 +1,7 @@
 """Make the README's SVG screenshots of the dashboard, from the deterministic fake runtime at a fixed time.
 
 Run from the repository root: `python scripts/screenshots.py [OUT_DIR]` (default `screenshots/`). Writes
-main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg and narrow-80x24.svg. The same fake runtime and
+main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg and ray-nodes.svg. The same fake runtime and
 key presses as the snapshot tests, so the pictures show what the tests check.
 """
 
@@ -65,18 +65,22 @@ async def help_screen(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
-SHOTS: list[tuple[str, tuple[int, int], Steps]] = [
-    ("main.svg", (140, 42), running_session),
-    ("spawn.svg", (140, 42), spawn_with_error),
-    ("kill-confirm.svg", (140, 42), kill_confirm),
-    ("sweep.svg", (140, 42), sweep),
-    ("help.svg", (140, 42), help_screen),
-    ("narrow-80x24.svg", (80, 24), nothing),
+# The crew on three Ray nodes, as tests/ui/test_snapshots.py::test_ray_backend_shows_nodes shows it.
+RAY_NODES = ("10.0.0.7/4f1a2b", "10.0.0.8/9c3d5e", "10.0.0.9/77e0aa")
+
+SHOTS: list[tuple[str, tuple[int, int], Steps, dict[str, object]]] = [
+    ("main.svg", (140, 42), running_session, {}),
+    ("spawn.svg", (140, 42), spawn_with_error, {}),
+    ("kill-confirm.svg", (140, 42), kill_confirm, {}),
+    ("sweep.svg", (140, 42), sweep, {}),
+    ("help.svg", (140, 42), help_screen, {}),
+    ("narrow-80x24.svg", (80, 24), nothing, {}),
+    ("ray-nodes.svg", (140, 42), running_session, {"ray_nodes": RAY_NODES}),
 ]
 
 
-async def shoot(out: Path, name: str, size: tuple[int, int], steps: Steps) -> None:
-    app = fake_app()
+async def shoot(out: Path, name: str, size: tuple[int, int], steps: Steps, fake: dict[str, object]) -> None:
+    app = fake_app(**fake)
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         await steps(pilot)
@@ -86,8 +90,8 @@ async def shoot(out: Path, name: str, size: tuple[int, int], steps: Steps) -> No
 
 async def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name, size, steps in SHOTS:
-        await shoot(out, name, size, steps)
+    for name, size, steps, fake in SHOTS:
+        await shoot(out, name, size, steps, fake)
         print(out / name)
 
 
