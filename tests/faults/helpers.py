@@ -318,6 +318,17 @@ def kill_group(pgid: int | None) -> None:
         pass
 
 
+def kill_leftover_sessions(data_dir: Path) -> None:
+    """Kill every session process group a data dir's pid.json files name (test cleanup: sessions outlive
+    their runtime by design, so a test that stops its runtime must end what it started)."""
+    sessions = Path(data_dir) / "sessions"
+    for sd in sessions.iterdir() if sessions.exists() else []:
+        try:
+            kill_group(json.loads((sd / "pid.json").read_text())["shim_pid"])
+        except (OSError, ValueError, KeyError):
+            pass
+
+
 async def kill_all_live(rt: RemoteRuntime) -> None:
     """End every live session of a runtime (test cleanup)."""
     for s in await rt.list():

@@ -18,6 +18,7 @@ from tests.faults.helpers import (
     await_until,
     kill_all_live,
     kill_group,
+    kill_leftover_sessions,
     proc_alive,
     procs_in,
 )
@@ -102,11 +103,7 @@ async def test_kill9_mid_burst_then_restart_readopts_records_or_retries_every_se
                 except CrewError:
                     pass
                 h.stop()
-        for d_ in (d / "sessions").iterdir():  # anything a failed assertion left behind
-            try:
-                kill_group(json.loads((d_ / "pid.json").read_text())["shim_pid"])
-            except (OSError, ValueError, KeyError):
-                pass
+        kill_leftover_sessions(d)  # anything a failed assertion left behind
 
 
 async def test_restart_adopts_a_launch_stored_as_pending_and_stops_launches_never_stored(tmp_path: Path) -> None:

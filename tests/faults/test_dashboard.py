@@ -20,6 +20,7 @@ from tests.faults.helpers import (
     await_until,
     kill_all_live,
     kill_group,
+    kill_leftover_sessions,
     proc_alive,
     rows,
     wait_until,
@@ -143,11 +144,7 @@ async def test_kill9_of_a_dashboard_with_50_live_sessions_then_restart_readopts_
             except CrewError:
                 pass
             b.stop()
-        for d_ in (d / "sessions").iterdir():  # anything a failed assertion left behind
-            try:
-                kill_group(json.loads((d_ / "pid.json").read_text())["shim_pid"])
-            except (OSError, ValueError, KeyError):
-                pass
+        kill_leftover_sessions(d)  # anything a failed assertion left behind
 
 
 FENCE_CREW = """

@@ -26,6 +26,7 @@ from tests.faults.helpers import (
     call,
     cli_main,
     kill_group,
+    kill_leftover_sessions,
     proc_alive,
     rows,
     run_as_nobody,
@@ -214,11 +215,7 @@ def test_full_filesystem_says_so_keeps_every_record_and_recovers(tmp_path: Path)
         assert_events_contiguous(db)
     finally:
         cleanup(h)
-        for sd in (d / "sessions").iterdir() if (d / "sessions").exists() else []:
-            try:
-                kill_group(json.loads((sd / "pid.json").read_text())["shim_pid"])
-            except (OSError, ValueError, KeyError):
-                pass
+        kill_leftover_sessions(d)
         subprocess.run(["umount", "-l", str(fs)], capture_output=True)
 
 
