@@ -480,6 +480,9 @@ class CronConfig(_Strict):
         return self
 
 
+RAY_MISSING = "the Ray backend needs Ray, which is not installed here: pip install 'crewtui[ray]'"
+
+
 def _importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -501,7 +504,7 @@ class BackendConfig(_Strict):
     @classmethod
     def _ray_installed(cls, value: str) -> str:
         if value == "ray" and not _importable("ray"):
-            raise _fail("the Ray backend needs Ray, which is not installed here: pip install 'crewtui[ray]'")
+            raise _fail(RAY_MISSING)
         return value
 
     @field_validator("address")

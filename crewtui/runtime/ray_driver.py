@@ -21,6 +21,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from crewtui.config import RAY_MISSING
 from crewtui.errors import BadInput, Conflict, CrewError
 from crewtui.runtime.drivers import (
     EXIT_FILE,
@@ -36,7 +37,6 @@ from crewtui.runtime.drivers import (
 
 log = logging.getLogger("crewtui.ray")
 
-RAY_MISSING = "the Ray backend needs Ray, which is not installed here: pip install 'crewtui[ray]'"
 
 # One long poll returns after this long even when nothing happened (so a dead actor is noticed).
 _POLL_WAIT = 2.0
@@ -62,14 +62,6 @@ def import_ray() -> Any:
     except ImportError:
         raise CrewError(RAY_MISSING) from None
     return ray
-
-
-def ray_available() -> bool:
-    try:
-        import_ray()
-    except CrewError:
-        return False
-    return True
 
 
 def _actor_died(ray: Any, exc: BaseException) -> bool:
@@ -101,8 +93,6 @@ class RayHandle(SessionHandle):
         self._ray = driver.ray
         self.actor = actor
         self._pump_task: asyncio.Task[ExitInfo | None] | None = None
-        self.lines_in = 0
-        self.batches = 0
 
     def start_pump(self) -> None:
         self._pump_task = asyncio.create_task(self._pump(), name=f"ray-pump-{self.key}")
@@ -140,11 +130,8 @@ class RayHandle(SessionHandle):
                         fh.write(data)
                         fh.flush()
                 if batch["out"] or batch["err"]:
-                    lines = batch["out"].count(b"\n") + batch["err"].count(b"\n")
-                    self.batches += 1
-                    self.lines_in += lines
                     self._driver.batches += 1
-                    self._driver.lines_in += lines
+                    self._driver.lines_in += batch["out"].count(b"\n") + batch["err"].count(b"\n")
                 ended = batch.get("exit")
                 if ended is not None:
                     await asyncio.to_thread(self._record_end, ended, batch.get("result"))
