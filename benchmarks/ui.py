@@ -35,8 +35,8 @@ from crewtui.model import (  # noqa: E402
     SessionStateChanged,
     TimelineItem,
 )
-from crewtui.runtime.api import RuntimeInfo  # noqa: E402
-from crewtui.runtime.clock import Clock  # noqa: E402
+from crewtui.api import RuntimeInfo  # noqa: E402
+from crewtui.clock import Clock  # noqa: E402
 from crewtui.ui.app import make_app  # noqa: E402
 
 GROUPS = ["blog-publisher", "research-scout", "ads-auditor", "code-review", "triage", "ops", "sales-outreach",

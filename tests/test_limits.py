@@ -14,7 +14,7 @@ import pytest
 
 from crewtui.config import Backoff, PoolConfig, Rate
 from crewtui.errors import NotFound
-from crewtui.runtime.clock import Clock, FakeClock
+from crewtui.clock import Clock, FakeClock
 from crewtui.runtime.limits import Pool, Pools, backoff_cap, backoff_delay, is_rate_limited
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from crewtui.errors import BadInput, Conflict, StoreError
 from crewtui.model import SessionState, SpawnRequest
-from crewtui.runtime.clock import FakeClock
+from crewtui.clock import FakeClock
 from crewtui.runtime.drivers import CallableContext
 from tests.conftest import PY, SLEEPER, crew_from, wait_for
 

@@ -20,7 +20,7 @@ from crewtui.model import (
     SpawnRequest,
     WatchdogFired,
 )
-from crewtui.runtime.clock import FakeClock
+from crewtui.clock import FakeClock
 from crewtui.runtime.limits import backoff_cap
 from tests.conftest import PY, SLEEPER, crew_from, py, wait_for
 

@@ -27,7 +27,7 @@ from crewtui.model import (
     SpawnRequest,
     YieldResult,
 )
-from crewtui.runtime.api import RuntimeInfo
+from crewtui.api import RuntimeInfo
 
 
 class RemoteRuntime:

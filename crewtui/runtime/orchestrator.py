@@ -53,8 +53,8 @@ from crewtui.model import (
     YieldResult,
     validate_label,
 )
-from crewtui.runtime.api import RuntimeInfo
-from crewtui.runtime.clock import Clock, ClockLike, IdGen
+from crewtui.api import RuntimeInfo
+from crewtui.clock import Clock, ClockLike, IdGen
 from crewtui.runtime.domains import ClaimTable
 from crewtui.runtime.drivers import (
     AgentFn,

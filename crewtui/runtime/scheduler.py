@@ -36,7 +36,7 @@ from crewtui.model import (
     TimelineItem,
     WatchdogFired,
 )
-from crewtui.runtime.clock import ClockLike
+from crewtui.clock import ClockLike
 from crewtui.runtime.schedules import describe, fires_between, next_fire, plan_misfires, stagger_offset
 
 if TYPE_CHECKING:

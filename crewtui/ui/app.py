@@ -33,8 +33,8 @@ from textual.widgets import Input, Static, Tab, Tabs
 from crewtui.errors import CrewError, RuntimeUnavailable, StoreError
 from crewtui.locations import DataDir
 from crewtui.model import CronJobInfo, CronRun, Event, Session, SessionState
-from crewtui.runtime.api import RuntimeAPI, RuntimeInfo
-from crewtui.runtime.clock import Clock, ClockLike
+from crewtui.api import RuntimeAPI, RuntimeInfo
+from crewtui.clock import Clock, ClockLike
 from crewtui.ui.actions import BINDINGS
 from crewtui.ui.book import RETRYABLE, Changes, SessionBook, lacks_pids
 from crewtui.ui.commands import ActionsProvider

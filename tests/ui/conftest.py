@@ -11,7 +11,7 @@ time.tzset()
 
 from textual.pilot import Pilot  # noqa: E402
 
-from crewtui.runtime.clock import FakeClock  # noqa: E402
+from crewtui.clock import FakeClock  # noqa: E402
 from crewtui.ui.app import CrewApp, make_app  # noqa: E402
 from tests.ui.fake_runtime import T0, FakeRuntime  # noqa: E402
 

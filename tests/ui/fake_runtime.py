@@ -25,8 +25,8 @@ from crewtui.model import (
     YieldResult,
     validate_label,
 )
-from crewtui.runtime.api import RuntimeInfo
-from crewtui.runtime.clock import FakeClock
+from crewtui.api import RuntimeInfo
+from crewtui.clock import FakeClock
 
 T0 = 1_775_116_800.0 + 9 * 3600  # 2026-04-02 17:00:00 UTC: "now" in every snapshot
 

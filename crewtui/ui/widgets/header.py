@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from crewtui.model import SessionState
-from crewtui.runtime.api import RuntimeInfo
+from crewtui.api import RuntimeInfo
 from crewtui.ui.book import completion_rate
 from crewtui.ui.format import DIM, STATE_COLORS, STATE_ORDER, STATE_SYMBOLS, clock_time, rate_text
 

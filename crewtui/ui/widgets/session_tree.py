@@ -19,7 +19,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from crewtui.model import Session, SessionState
-from crewtui.runtime.clock import ClockLike
+from crewtui.clock import ClockLike
 from crewtui.ui.book import SessionBook, completion_rate
 from crewtui.ui.format import DIM, age, fit, rate_text, rollup, state_text
 from crewtui.ui.grouping import GroupNode, LeafNode, walk
