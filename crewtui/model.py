@@ -428,5 +428,25 @@ Event = Annotated[
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+def timeline_mark(ev: Event) -> TimelineItem | None:
+    """The timeline mark an event makes (the scheduler keeps the same marks; we show them before it is asked)."""
+    if isinstance(ev, CronFired):
+        return TimelineItem(ts=ev.ts, kind="cron", name=ev.job, outcome=ev.outcome)
+    if isinstance(ev, WatchdogFired):
+        return TimelineItem(ts=ev.ts, kind="watchdog", name=ev.label or ev.session or "?", outcome=ev.outcome)
+    if isinstance(ev, RunClosed):
+        rate = f"{ev.rate:.0%}" if ev.rate is not None else "n/a"
+        return TimelineItem(ts=ev.ts, kind="run", name=ev.run, outcome=rate)
+    if isinstance(ev, SweepDone):
+        return TimelineItem(ts=ev.ts, kind="sweep", name=ev.cause, outcome=f"{len(ev.killed)} killed")
+    if isinstance(ev, SessionRetried):
+        return TimelineItem(ts=ev.ts, kind="retry", name=ev.label or "?", outcome=f"attempt {ev.attempt} ({ev.cause})")
+    if isinstance(ev, SessionStateChanged) and ev.new in (SessionState.KILLED, SessionState.TIMED_OUT):
+        return TimelineItem(ts=ev.ts, kind="kill", name=ev.label or "?", outcome=ev.new.value)
+    if isinstance(ev, SystemEvent):
+        return TimelineItem(ts=ev.ts, kind="system", name=ev.text[:60], outcome=ev.level)
+    return None
+
+
 def event_from_json(text: str | bytes) -> Event:
     return EVENT_ADAPTER.validate_json(text)

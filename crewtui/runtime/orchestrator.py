@@ -1351,9 +1351,9 @@ class Orchestrator:
         """Wait until every change so far is in the store (tests and `ctl list` agreement use it)."""
         await self.store.flush()
 
-    async def events(self, since_seq: int = 0, limit: int | None = None) -> list[Event]:
+    async def events(self, since: int = 0, limit: int | None = None) -> list[Event]:
         await self.store.flush()
-        return await self.store.events(since_seq=since_seq, limit=limit)
+        return await self.store.events(since_seq=since, limit=limit)
 
     async def wait_ended(self, ref: str, timeout: float | None = None) -> Session:
         """Wait until a session is terminal (for tests and embedding code; the UI uses events)."""

@@ -27,14 +27,11 @@ from crewtui.model import (
     Event,
     RunClosed,
     Session,
-    SessionRetried,
     SessionState,
-    SessionStateChanged,
     SpawnRequest,
-    SweepDone,
     SystemEvent,
     TimelineItem,
-    WatchdogFired,
+    timeline_mark,
 )
 from crewtui.clock import ClockLike
 from crewtui.runtime.schedules import describe, fires_between, next_fire, plan_misfires, stagger_offset
@@ -452,22 +449,7 @@ class Scheduler:
 
     def note(self, ev: Event) -> None:
         """Keep the marks the timeline shows (called for every published event)."""
-        item: TimelineItem | None = None
-        if isinstance(ev, CronFired):
-            item = TimelineItem(ts=ev.ts, kind="cron", name=ev.job, outcome=ev.outcome)
-        elif isinstance(ev, WatchdogFired):
-            item = TimelineItem(ts=ev.ts, kind="watchdog", name=ev.label or ev.session or "?", outcome=ev.outcome)
-        elif isinstance(ev, RunClosed):
-            rate = f"{ev.rate:.0%}" if ev.rate is not None else "n/a"
-            item = TimelineItem(ts=ev.ts, kind="run", name=ev.run, outcome=rate)
-        elif isinstance(ev, SweepDone):
-            item = TimelineItem(ts=ev.ts, kind="sweep", name=ev.cause, outcome=f"{len(ev.killed)} killed")
-        elif isinstance(ev, SessionRetried):
-            item = TimelineItem(ts=ev.ts, kind="retry", name=ev.label or "?", outcome=f"attempt {ev.attempt} ({ev.cause})")
-        elif isinstance(ev, SessionStateChanged) and ev.new in (SessionState.KILLED, SessionState.TIMED_OUT):
-            item = TimelineItem(ts=ev.ts, kind="kill", name=ev.label or "?", outcome=ev.new.value)
-        elif isinstance(ev, SystemEvent):
-            item = TimelineItem(ts=ev.ts, kind="system", name=ev.text[:60], outcome=ev.level)
+        item = timeline_mark(ev)
         if item is not None:
             self.recent.append(item)
 
