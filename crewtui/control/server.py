@@ -1,7 +1,8 @@
 """The control socket server inside the runtime: `crewtui ctl`, agents and attached dashboards talk to it.
 
-A Unix socket (mode 0600) in the data dir, JSON lines (see protocol.py). Every verb maps to one method of the
-orchestrator, so anything a script or an agent can do goes through the same API the dashboard uses.
+A Unix socket (mode 0600) in the data dir, JSON lines (see protocol.py). Every verb of `crewtui.api.VERBS` maps
+to the orchestrator method of the same name, so anything a script or an agent can do goes through the same API
+the dashboard uses; the table says which verbs wait for a commit before answering and which a hang-up cancels.
 """
 
 from __future__ import annotations
@@ -12,40 +13,15 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from pydantic import ValidationError
-
+from crewtui.api import VERBS_BY_OP, Verb
 from crewtui.control import protocol
 from crewtui.errors import BadInput, CrewError, StoreError
 from crewtui.locations import DataDir
-from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.orchestrator import Orchestrator
 
 log = logging.getLogger("crewtui.control")
-
-# Ops a disconnecting client cancels (they only wait); every other op runs to completion regardless.
-CANCEL_ON_HANGUP = {"yield", "acquire"}
-# Ops that change nothing in the store. Every other op is answered only once its changes are committed, so a
-# client that was told "spawned" or "killed" is never contradicted by a runtime that is kill -9ed a moment later.
-READ_ONLY_OPS = {"ping", "info", "list", "get", "history", "registry", "events", "runs", "timeline", "cron_list",
-                 "acquire"}
-
-
-def _dump(obj: Any) -> Any:
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, list):
-        return [_dump(o) for o in obj]
-    return obj
-
-
-def _args_error(op: str, exc: Exception) -> BadInput:
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or op
-        return BadInput(f"{op}: {where}: {first.get('msg', 'invalid value')}")
-    return BadInput(f"{op}: bad arguments ({exc})")
 
 
 class ControlServer:
@@ -59,28 +35,6 @@ class ControlServer:
         # a spawn would see no labels and take event numbers the store already holds.
         self._ready = asyncio.Event()
         self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file this server made
-        self._ops: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
-            "ping": self._ping,
-            "info": lambda a: self.orch.info(),
-            "spawn": self._spawn,
-            "send": lambda a: self.orch.send(a["ref"], a["text"]),
-            "list": self._list,
-            "get": lambda a: self.orch.get(a["ref"]),
-            "history": lambda a: self.orch.history(a["ref"], int(a.get("tail", 50))),
-            "kill": lambda a: self.orch.kill(a.get("ref"), a.get("prefix")),
-            "yield": lambda a: self.orch.yield_(a.get("children"), a.get("parent"), bool(a.get("wait", True))),
-            "registry": lambda a: self.orch.registry(),
-            "events": lambda a: self.orch.events(int(a.get("since", 0)), a.get("limit")),
-            "retry": lambda a: self.orch.retry(a["ref"]),
-            "sweep": lambda a: self.orch.sweep(bool(a.get("dry_run", False))),
-            "acquire": lambda a: self.orch.acquire(a["pool"]),
-            "cron_list": lambda a: self.orch.cron_list(),
-            "cron_add": lambda a: self.orch.cron_add(a["job"], bool(a.get("allow_past", False))),
-            "cron_remove": lambda a: self.orch.cron_remove(a["name"]),
-            "cron_trigger": lambda a: self.orch.cron_trigger(a["name"]),
-            "runs": lambda a: self.orch.runs(a.get("job"), int(a.get("limit", 50))),
-            "timeline": lambda a: self.orch.timeline(float(a["start"]), float(a["end"])),
-        }
 
     @property
     def socket_path(self) -> Path:
@@ -135,26 +89,6 @@ class ControlServer:
             return True  # nothing there, or a dangling symlink of ours: unlinking is harmless
         return self._bound is None or (st.st_dev, st.st_ino) == self._bound
 
-    async def _ping(self, args: dict[str, Any]) -> str:
-        return "pong"
-
-    async def _spawn(self, args: dict[str, Any]) -> Any:
-        try:
-            req = SpawnRequest.model_validate(args)
-        except ValidationError as exc:
-            raise _args_error("spawn", exc) from None
-        return await self.orch.spawn(req)
-
-    async def _list(self, args: dict[str, Any]) -> Any:
-        state = args.get("state")
-        try:
-            st = SessionState(state) if state else None
-        except ValueError:
-            raise BadInput(
-                f"unknown state {state!r}; states: {', '.join(s.value for s in SessionState)}"
-            ) from None
-        return await self.orch.list(st, args.get("prefix"))
-
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -173,8 +107,8 @@ class ControlServer:
             writer.close()
             try:
                 await writer.wait_closed()
-            except Exception:
-                pass
+            except Exception:  # the client's connection broke: nothing is left to tell it
+                log.debug("closing a control connection failed", exc_info=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -196,42 +130,43 @@ class ControlServer:
             await writer.drain()
             return
         await self._ready.wait()
-        if op == "watch":
-            await self._watch(reader, writer)
-            return
-        handler = self._ops.get(op)
-        if handler is None:
-            writer.write(protocol.err(BadInput(f"unknown op {op!r}; ops: {', '.join(sorted([*self._ops, 'watch']))}")))
+        if op == protocol.PING:
+            writer.write(protocol.ok("pong"))
             await writer.drain()
             return
-        reply = await self._run(op, handler, args, reader)
+        verb = VERBS_BY_OP.get(op)
+        if verb is None:
+            ops = ", ".join(sorted([*VERBS_BY_OP, protocol.PING]))
+            writer.write(protocol.err(BadInput(f"unknown op {op!r}; ops: {ops}")))
+            await writer.drain()
+            return
+        if verb.stream:  # watch, the only stream
+            await self._watch(reader, writer)
+            return
+        reply = await self._run(verb, args, reader)
         if reply is not None:
             writer.write(reply)
             await writer.drain()
 
-    async def _run(
-        self,
-        op: str,
-        handler: Callable[[dict[str, Any]], Awaitable[Any]],
-        args: dict[str, Any],
-        reader: asyncio.StreamReader,
-    ) -> bytes | None:
+    async def _run(self, verb: Verb, args: dict[str, Any], reader: asyncio.StreamReader) -> bytes | None:
         async def call() -> bytes:
             try:
-                result = await handler(args)
-                if op not in READ_ONLY_OPS:
+                result = await getattr(self.orch, verb.method)(**protocol.decode_args(verb, args))
+                if not verb.read_only:
                     try:
                         await self.orch.flush()
                     except StoreError as exc:
-                        raise StoreError(f"{op} was done, but the store has not recorded it yet: {exc.message}") from None
-                return protocol.ok(_dump(result))
+                        raise StoreError(
+                            f"{verb.op} was done, but the store has not recorded it yet: {exc.message}"
+                        ) from None
+                return protocol.ok(protocol.dump_result(result))
             except CrewError as exc:
                 return protocol.err(exc)
-            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # e.g. int(1e309) for --tail
-                return protocol.err(_args_error(op, exc))
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # e.g. an unknown pool for acquire
+                return protocol.err(protocol.args_error(verb.op, exc))
 
         work = asyncio.ensure_future(call())
-        if op not in CANCEL_ON_HANGUP:
+        if not verb.cancel_on_hangup:
             return await asyncio.shield(work)
         hangup = asyncio.ensure_future(reader.read(1))
         done, _ = await asyncio.wait({work, hangup}, return_when=asyncio.FIRST_COMPLETED)

@@ -3,13 +3,20 @@
 A unit test of the UI layer wants the same screen every time: 50 sessions under six label prefixes in
 every state, a few cron jobs with runs, and timeline marks, all at fixed times relative to a FakeClock. The
 pilot tests of the keys use a real Orchestrator instead.
+
+It subclasses `RuntimeAPI` rather than copying its verb list: a verb it does not fake (events, acquire,
+cron_add, cron_remove) raises a NotImplementedError that names it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+import builtins
+from collections.abc import AsyncIterator
+from typing import Any
 
+from crewtui.api import RuntimeAPI, RuntimeInfo
+from crewtui.clock import FakeClock
 from crewtui.errors import BadInput, Conflict, NotFound
 from crewtui.model import (
     CronJobInfo,
@@ -25,8 +32,6 @@ from crewtui.model import (
     YieldResult,
     validate_label,
 )
-from crewtui.api import RuntimeInfo
-from crewtui.clock import FakeClock
 
 T0 = 1_775_116_800.0 + 9 * 3600  # 2026-04-02 17:00:00 UTC: "now" in every snapshot
 
@@ -138,7 +143,7 @@ JOBS = [
 ]
 
 
-class FakeRuntime:
+class FakeRuntime(RuntimeAPI):
     """Implements RuntimeAPI in memory. `emit(event)` feeds `watch()` for tests that want live events."""
 
     def __init__(self, clock: FakeClock | None = None, *, scheduler: bool = True, sessions: bool = True,
@@ -154,8 +159,8 @@ class FakeRuntime:
                 s.shim_pid = s.agent_pid = s.shim_start = s.agent_start = None
                 s.node = None if s.state == S.PENDING else ray_nodes[n % len(ray_nodes) if n % 5 else 0]
         self.scheduler = scheduler
-        self._queues: list[asyncio.Queue[Event | None]] = []
-        self.calls: list[tuple[str, Any]] = []
+        self._queues: builtins.list[asyncio.Queue[Event | None]] = []
+        self.calls: builtins.list[tuple[str, Any]] = []
         self._next = 1000
 
     # ------------------------------------------------------------------ sessions
@@ -197,7 +202,7 @@ class FakeRuntime:
             raise Conflict(f"session {s.key} ({s.label}) has ended ({s.state.value}); it cannot be steered")
         return s.model_copy()
 
-    async def list(self, state: SessionState | None = None, prefix: str | None = None) -> list[Session]:
+    async def list(self, state: SessionState | None = None, prefix: str | None = None) -> builtins.list[Session]:
         return [s.model_copy() for s in sorted(self.sessions.values(), key=lambda s: s.key)
                 if (state is None or s.state == state) and (prefix is None or s.label.startswith(prefix))]
 
@@ -213,11 +218,11 @@ class FakeRuntime:
         err = ["warning: slow response from model-a (4.2s)"] if s.state == S.FAILED else []
         return History(key=s.key, label=s.label, state=s.state, lines=lines[-tail:], stderr=err)
 
-    async def kill(self, ref: str | None = None, prefix: str | None = None) -> list[Session]:
+    async def kill(self, ref: str | None = None, prefix: str | None = None) -> builtins.list[Session]:
         self.calls.append(("kill", ref or prefix))
         return []
 
-    async def yield_(self, children: list[str] | None = None, parent: str | None = None,
+    async def yield_(self, children: builtins.list[str] | None = None, parent: str | None = None,
                      wait: bool = True) -> YieldResult | None:
         raise BadInput("not in the fake")
 
@@ -250,7 +255,7 @@ class FakeRuntime:
         self.calls.append(("retry", ref))
         return self._resolve(ref).model_copy()
 
-    async def sweep(self, dry_run: bool = False) -> list[SweepItem]:
+    async def sweep(self, dry_run: bool = False) -> builtins.list[SweepItem]:
         self._need()
         self.calls.append(("sweep", dry_run))
         stale = [s for s in self.sessions.values() if s.label in ("code-review-pr-104", "ops-sync-dns")]
@@ -258,7 +263,7 @@ class FakeRuntime:
                           reason=f"stale: no output for {idle:.0f}s (stale_after 600s)")
                 for s, idle in zip(stale, (1260.0, 745.0))]
 
-    async def cron_list(self) -> list[CronJobInfo]:
+    async def cron_list(self) -> builtins.list[CronJobInfo]:
         self._need()
         now = self.clock.now()
         out = []
@@ -269,9 +274,9 @@ class FakeRuntime:
                                    runs=len(runs), last_rate=next((r.rate for r in runs if r.final), None)))
         return out
 
-    def _runs(self, job: str) -> list[CronRun]:
+    def _runs(self, job: str) -> builtins.list[CronRun]:
         now = self.clock.now()
-        by_run: dict[str, list[Session]] = {}
+        by_run: dict[str, builtins.list[Session]] = {}
         for s in self.sessions.values():
             if s.cron_run and s.cron_run.startswith(job + "#"):
                 by_run.setdefault(s.cron_run, []).append(s)
@@ -304,16 +309,16 @@ class FakeRuntime:
             raise NotFound(f"no cron job named {name!r}")
         return CronRun(id=f"{name}#99", job=name, number=99, nominal=self.clock.now(), started_at=self.clock.now())
 
-    async def runs(self, job: str | None = None, limit: int = 50) -> list[CronRun]:
+    async def runs(self, job: str | None = None, limit: int = 50) -> builtins.list[CronRun]:
         self._need()
         if job is None:
             return sorted((r for j in JOBS for r in self._runs(j[0])), key=lambda r: -r.nominal)[:limit]
         return self._runs(job)[:limit]
 
-    async def timeline(self, start: float, end: float) -> list[TimelineItem]:
+    async def timeline(self, start: float, end: float) -> builtins.list[TimelineItem]:
         self._need()
         now = self.clock.now()
-        items: list[TimelineItem] = []
+        items: builtins.list[TimelineItem] = []
         for name, _, payload, every in JOBS:
             t = now - every * 60 * 2 / 3
             while t >= start:
