@@ -90,7 +90,7 @@ async def measure(kind: str, address: str, n: int, lines: int, root: Path) -> di
         await orch.kill(prefix="bench-")
         out["kill_s"] = time.perf_counter() - t1
 
-        batches0 = orch.ray_driver.batches if orch.ray_driver else 0
+        batches0 = orch.drivers.ray.batches if orch.drivers.ray else 0
         t2 = time.perf_counter()
         chatty = await orch.spawn(SpawnRequest(
             label="chatty", argv=[sys.executable, "-c", f"for i in range({lines}): print(f'line {{i}} of output')"]))
@@ -99,8 +99,8 @@ async def measure(kind: str, address: str, n: int, lines: int, root: Path) -> di
         log = orch.data_dir.session_dir(chatty.key) / "stdout.log"
         got = log.read_text().count("\n")
         assert got == lines, f"{got} lines arrived, {lines} printed"
-        if orch.ray_driver:
-            out["batches"] = orch.ray_driver.batches - batches0
+        if orch.drivers.ray:
+            out["batches"] = orch.drivers.ray.batches - batches0
     finally:
         await orch.stop(kill_sessions=True)
     return out

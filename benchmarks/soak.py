@@ -232,10 +232,10 @@ def audit(data_dir: Path) -> tuple[dict[str, Any], list[str]]:
         problems.append(f"sum of spawned over runs {spawned_by_runs} != sessions with a cron run {len(with_run)}")
 
     # No session process left behind (a zombie has ended: it only waits for init to reap it).
-    root = DataDir(data_dir).sessions_root
+    dd = DataDir(data_dir)
     running = []
     for key in sessions:
-        info = read_launch(root / key)
+        info = read_launch(dd.session(key))
         if info is not None and pid_alive_with_start(info.shim_pid, info.shim_start) and not zombie(info.shim_pid):
             running.append(key)
     if running:

@@ -687,7 +687,7 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 
 # Keys a crew file may not set, though the model has them.
-_HIDDEN_KEYS = {CrewConfig: {"source"}}
+_HIDDEN_KEYS: dict[type[BaseModel], set[str]] = {CrewConfig: {"source"}}
 
 _EXPECTED = {
     "string_type": "expected a string",

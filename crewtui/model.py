@@ -57,6 +57,10 @@ def parse_duration(text: str | int | float) -> float:
     return total
 
 
+# How a session runs (see crewtui/runtime/drivers): a closed set, since a restarted runtime picks the driver by it.
+DriverKind = Literal["process", "callable", "ray"]
+
+
 class SessionState(str, Enum):
     PENDING = "pending"
     RUNNING = "running"
@@ -170,7 +174,7 @@ class Session(BaseModel):
     agent: str | None = None
     task: str | None = None
     argv: list[str] = Field(default_factory=list)
-    driver: str = "process"
+    driver: DriverKind = "process"
     parent: str | None = None
     depth: int = 0
     domain: str | None = None

@@ -319,7 +319,8 @@ class Store:
     async def load_cron_runs(self, job: str | None = None, limit: int | None = None, open_only: bool = False) -> list[str]:
         """Run data JSON, newest first."""
         sql = "SELECT data FROM cron_runs"
-        clauses, params = [], []  # type: ignore[var-annotated]
+        clauses: list[str] = []
+        params: list[str | int] = []
         if job is not None:
             clauses.append("job = ?")
             params.append(job)
@@ -416,7 +417,7 @@ class Store:
                 f"ours {self._lease}); this runtime stopped writing"
             )
             log.error("%s", self.fenced)
-        if first and self.on_fenced is not None:
+        if first and self.on_fenced is not None and self.fenced is not None:
             try:
                 self.on_fenced(self.fenced)
             except Exception:
@@ -724,6 +725,11 @@ def _not_writable(path: Path) -> StoreError | None:
     return None
 
 
+async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:
+    """The first column of the first row a query returns."""
+    return list(await db.execute_fetchall(sql))[0][0]
+
+
 async def _prepare(path: Path, db: aiosqlite.Connection, busy_timeout_ms: int) -> None:
     """Check the file is ours and current, then switch to WAL and migrate. Nothing is written before the checks."""
     try:
@@ -731,9 +737,9 @@ async def _prepare(path: Path, db: aiosqlite.Connection, busy_timeout_ms: int) -
         await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute("PRAGMA synchronous = NORMAL")
-        app_id = (await db.execute_fetchall("PRAGMA application_id"))[0][0]
-        version = (await db.execute_fetchall("PRAGMA user_version"))[0][0]
-        objects = (await db.execute_fetchall("SELECT count(*) FROM sqlite_master"))[0][0]
+        app_id = await _scalar(db, "PRAGMA application_id")
+        version = await _scalar(db, "PRAGMA user_version")
+        objects = await _scalar(db, "SELECT count(*) FROM sqlite_master")
     except sqlite3.Error as exc:
         raise _open_error(path, exc) from None
 
@@ -766,7 +772,7 @@ async def _prepare(path: Path, db: aiosqlite.Connection, busy_timeout_ms: int) -
         raise unwritable
 
     try:
-        mode = (await db.execute_fetchall("PRAGMA journal_mode = WAL"))[0][0]
+        mode = await _scalar(db, "PRAGMA journal_mode = WAL")
     except sqlite3.Error as exc:
         raise _open_error(path, exc) from None
     if str(mode).lower() != "wal":

@@ -100,7 +100,7 @@ async def make_orch(data_dir: DataDir) -> AsyncIterator[Callable[..., "asyncio.F
 
     yield make  # type: ignore[misc]
     for o in made:
-        if o._running:
+        if o.running:
             await o.stop(kill_sessions=True)
 
 

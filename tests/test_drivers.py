@@ -20,11 +20,15 @@ import pytest
 
 from crewtui.errors import BadInput, Conflict, CrewError
 from crewtui.runtime import drivers
+from crewtui.runtime.drivers import process as process_driver
+from crewtui.locations import SessionDir
 from crewtui.runtime.drivers import (
+    AdoptSpec,
     CallableContext,
     CallableDriver,
     ExitInfo,
     LaunchInfo,
+    LaunchSpec,
     ProcessDriver,
     ProcessHandle,
     pid_alive_with_start,
@@ -33,6 +37,18 @@ from crewtui.runtime.drivers import (
 from crewtui.runtime.tail import find_result
 
 PY = sys.executable
+
+
+def spec(key: str, argv: list[str], out: Path, env: dict[str, str], cwd: Path | None = None) -> LaunchSpec:
+    return LaunchSpec(key=key, label=key, attempt=1, dir=SessionDir(out), argv=argv, env=env, cwd=cwd)
+
+
+def cspec(key: str, label: str, agent: str, out: Path) -> LaunchSpec:
+    return LaunchSpec(key=key, label=label, attempt=1, dir=SessionDir(out), agent=agent)
+
+
+def adopt_spec(key: str, out: Path, info: LaunchInfo | None) -> AdoptSpec:
+    return AdoptSpec(key=key, attempt=1, dir=SessionDir(out), launch=info)
 
 # Echoes every stdin line as "steered: X" and stops after the line "stop".
 ECHO = (
@@ -90,7 +106,7 @@ def stdout_of(out: Path) -> str:
 async def driver() -> AsyncIterator[ProcessDriver]:
     drv = ProcessDriver()
     started: list[ProcessHandle] = []
-    real_start, real_adopt = drv.start, drv.adopt
+    real_start, real_adopt = drv.start, drv.adopt_now
 
     async def start(*args, **kwargs):  # type: ignore[no-untyped-def]
         handle = await real_start(*args, **kwargs)
@@ -103,7 +119,7 @@ async def driver() -> AsyncIterator[ProcessDriver]:
             started.append(result)
         return result
 
-    drv.start, drv.adopt = start, adopt  # type: ignore[method-assign]
+    drv.start, drv.adopt_now = start, adopt  # type: ignore[method-assign]
     yield drv
     for handle in started:
         if handle.alive():
@@ -116,7 +132,7 @@ async def driver() -> AsyncIterator[ProcessDriver]:
 async def test_runs_program_records_pids_and_exit_zero(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s1"
     prog = "import sys\nprint('one', flush=True)\nsys.stdin.readline()\nprint('two')\n"
-    h = await driver.start("s1", [PY, "-c", prog], out, {})
+    h = await driver.start(spec("s1", [PY, "-c", prog], out, {}))
     assert h.alive()
     await until(lambda: "one" in stdout_of(out))
 
@@ -140,7 +156,7 @@ async def test_runs_program_records_pids_and_exit_zero(driver: ProcessDriver, tm
 
 async def test_exit_code_is_recorded(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    h = await driver.start("s", [PY, "-c", "import sys; print('bye', file=sys.stderr); sys.exit(3)"], out, {})
+    h = await driver.start(spec("s", [PY, "-c", "import sys; print('bye', file=sys.stderr); sys.exit(3)"], out, {}))
     ended = await h.wait()
     assert ended == ExitInfo(code=3, signal=None, ended_at=ended.ended_at)
     assert "bye" in (out / "stderr.log").read_text()
@@ -148,7 +164,7 @@ async def test_exit_code_is_recorded(driver: ProcessDriver, tmp_path: Path) -> N
 
 async def test_steering_delivers_lines_in_order(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    h = await driver.start("s", [PY, "-c", ECHO], out, {})
+    h = await driver.start(spec("s", [PY, "-c", ECHO], out, {}))
     await h.send("first message")
     await h.send("stop")
     ended = await h.wait()
@@ -159,7 +175,7 @@ async def test_steering_delivers_lines_in_order(driver: ProcessDriver, tmp_path:
 
 
 async def test_send_refuses_oversized_line(driver: ProcessDriver, tmp_path: Path) -> None:
-    h = await driver.start("s", [PY, "-c", ECHO], tmp_path / "s", {})
+    h = await driver.start(spec("s", [PY, "-c", ECHO], tmp_path / "s", {}))
     with pytest.raises(BadInput):
         await h.send("x" * (64 * 1024))
     await h.send("stop")
@@ -168,7 +184,7 @@ async def test_send_refuses_oversized_line(driver: ProcessDriver, tmp_path: Path
 
 async def test_agent_runs_in_its_own_session_not_as_our_child(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    h = await driver.start("s", [PY, "-c", ECHO], out, {})
+    h = await driver.start(spec("s", [PY, "-c", ECHO], out, {}))
     assert h.info is not None
     shim, agent = h.info.shim_pid, h.info.agent_pid
     assert os.getsid(agent) != os.getsid(0)
@@ -188,7 +204,7 @@ async def test_agent_gets_default_sigint(driver: ProcessDriver, tmp_path: Path) 
     # A background job of sh would otherwise inherit SIGINT ignored, and Python would never raise
     # KeyboardInterrupt.
     out = tmp_path / "s"
-    h = await driver.start("s", [PY, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"], out, {})
+    h = await driver.start(spec("s", [PY, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"], out, {}))
     await h.wait()
     assert "default_int_handler" in stdout_of(out)
 
@@ -203,7 +219,7 @@ async def test_terminate_escalates_to_sigkill_and_kills_the_group(driver: Proces
         "print('grandchild', child.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    h = await driver.start("s", [PY, "-c", prog], out, {})
+    h = await driver.start(spec("s", [PY, "-c", prog], out, {}))
     await until(lambda: "grandchild" in stdout_of(out))
     grandchild = int(stdout_of(out).split()[1])
     assert h.info is not None
@@ -224,7 +240,7 @@ async def test_terminate_escalates_to_sigkill_and_kills_the_group(driver: Proces
 
 async def test_terminate_cooperative_records_signal(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    h = await driver.start("s", [PY, "-c", ECHO], out, {})
+    h = await driver.start(spec("s", [PY, "-c", ECHO], out, {}))
     await until(lambda: "ready" in stdout_of(out))
     t0 = time.monotonic()
     await h.terminate(5)
@@ -236,7 +252,7 @@ async def test_terminate_cooperative_records_signal(driver: ProcessDriver, tmp_p
 
 async def test_shim_survives_sighup_to_the_group_and_records_it(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    h = await driver.start("s", ["sleep", "30"], out, {})
+    h = await driver.start(spec("s", ["sleep", "30"], out, {}))
     assert h.info is not None
     os.killpg(os.getpgid(h.info.shim_pid), signal.SIGHUP)
     ended = await asyncio.wait_for(h.wait(), 5)
@@ -245,20 +261,20 @@ async def test_shim_survives_sighup_to_the_group_and_records_it(driver: ProcessD
 
 async def test_adopt_live_session_after_restart(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    h = await driver.start("s", [PY, "-c", ECHO], out, {})
+    h = await driver.start(spec("s", [PY, "-c", ECHO], out, {}))
     info = h.info
     await until(lambda: "ready" in stdout_of(out))
     h.detach()  # the runtime goes away; the session must not notice
     del h
 
     # The orchestrator reconciles in a worker thread: the handle joins the loop when first awaited.
-    adopted = await asyncio.to_thread(driver.adopt, "s", out, info)
+    adopted = await asyncio.to_thread(driver.adopt_now, adopt_spec("s", out, info))
     assert isinstance(adopted, ProcessHandle) and adopted.alive()
     await adopted.send("after restart")
     await until(lambda: "steered: after restart" in stdout_of(out))
 
     # Without stored info, pid.json is used.
-    again = driver.adopt("s", out, None)
+    again = driver.adopt_now(adopt_spec("s", out, None))
     assert isinstance(again, ProcessHandle) and again.alive()
     again.detach()
 
@@ -269,10 +285,10 @@ async def test_adopt_live_session_after_restart(driver: ProcessDriver, tmp_path:
 
 async def test_adopt_after_exit_returns_exit_info(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    h = await driver.start("s", [PY, "-c", "raise SystemExit(7)"], out, {})
+    h = await driver.start(spec("s", [PY, "-c", "raise SystemExit(7)"], out, {}))
     info = h.info
     await h.wait()
-    adopted = driver.adopt("s", out, info)
+    adopted = driver.adopt_now(adopt_spec("s", out, info))
     assert isinstance(adopted, ExitInfo) and adopted.code == 7
 
 
@@ -287,14 +303,14 @@ async def test_adopt_refuses_reused_pid_and_never_signals_it(driver: ProcessDriv
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    h = await driver.start("s", [PY, "-c", watcher], out, {})
+    h = await driver.start(spec("s", [PY, "-c", watcher], out, {}))
     assert h.info is not None
     await until(lambda: "ready" in stdout_of(out))
     real = h.info
     forged = LaunchInfo(real.shim_pid, real.agent_pid, real.shim_start + 1, real.agent_start + 1)
 
-    assert driver.adopt("s", out, forged) is None
-    assert driver.adopt("s", out, LaunchInfo(real.agent_pid, real.agent_pid, 1, 1)) is None
+    assert driver.adopt_now(adopt_spec("s", out, forged)) is None
+    assert driver.adopt_now(adopt_spec("s", out, LaunchInfo(real.agent_pid, real.agent_pid, 1, 1))) is None
     # Let any stray signal arrive before looking.
     await asyncio.sleep(0.2)
     assert pid_alive_with_start(real.shim_pid, real.shim_start)
@@ -312,18 +328,18 @@ async def test_adopt_dead_pid_without_exit_record_is_lost(driver: ProcessDriver,
     proc.wait()
     out = tmp_path / "gone"
     out.mkdir()
-    assert driver.adopt("s", out, LaunchInfo(proc.pid, proc.pid, start, start)) is None
-    assert driver.adopt("s", tmp_path / "never-started", None) is None
+    assert driver.adopt_now(adopt_spec("s", out, LaunchInfo(proc.pid, proc.pid, start, start))) is None
+    assert driver.adopt_now(adopt_spec("s", tmp_path / "never-started", None)) is None
 
 
 async def test_sigkilled_shim_leaves_no_exit_record(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    h = await driver.start("s", ["sleep", "30"], out, {})
+    h = await driver.start(spec("s", ["sleep", "30"], out, {}))
     assert h.info is not None
     info = h.info
     os.killpg(os.getpgid(info.shim_pid), signal.SIGKILL)
     assert await asyncio.wait_for(h.wait(), 5) is None
-    assert driver.adopt("s", out, info) is None
+    assert driver.adopt_now(adopt_spec("s", out, info)) is None
 
 
 @pytest.mark.parametrize(
@@ -339,7 +355,7 @@ async def test_bad_argv_is_refused_and_creates_nothing(
 ) -> None:
     out = tmp_path / "s"
     with pytest.raises(BadInput, match=message):
-        await driver.start("s", argv, out, {}, cwd=tmp_path)
+        await driver.start(spec("s", argv, out, {}, cwd=tmp_path))
     assert not out.exists()
 
 
@@ -349,7 +365,7 @@ async def test_task_text_is_one_argument_and_never_executed(driver: ProcessDrive
     task = f"Write it; rm -rf {victim} $(touch pwned) `touch pwned2` ' \" \\ \n && touch pwned3 | * ~"
     out = tmp_path / "s"
     argv = [PY, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))", task, "--flag=$HOME"]
-    h = await driver.start("s", argv, out, {}, cwd=tmp_path)
+    h = await driver.start(spec("s", argv, out, {}, cwd=tmp_path))
     ended = await h.wait()
     assert ended is not None and ended.code == 0
     assert json.loads(stdout_of(out)) == [task, "--flag=$HOME"]
@@ -361,7 +377,7 @@ async def test_task_text_is_one_argument_and_never_executed(driver: ProcessDrive
 async def test_env_and_cwd_reach_the_agent(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
     prog = "import os; print(os.environ['CREWTUI_SESSION_KEY'], os.getcwd())"
-    h = await driver.start("s", [PY, "-c", prog], out, {"CREWTUI_SESSION_KEY": "s-abc"}, cwd=tmp_path)
+    h = await driver.start(spec("s", [PY, "-c", prog], out, {"CREWTUI_SESSION_KEY": "s-abc"}, cwd=tmp_path))
     await h.wait()
     assert stdout_of(out).split() == ["s-abc", str(tmp_path)]
 
@@ -371,19 +387,19 @@ async def test_shim_records_exec_failure(
     driver: ProcessDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, code: int
 ) -> None:
     # The driver refuses such argv up front; the shim must still cope if the program vanishes meanwhile.
-    monkeypatch.setattr(drivers, "validate_argv", lambda *a: None)
+    monkeypatch.setattr(process_driver, "validate_argv", lambda *a: None)
     prog = tmp_path / "prog.sh"
     if kind == "not-executable":
         prog.write_text("#!/bin/sh\necho hi\n")
         prog.chmod(0o644)
     out = tmp_path / "s"
-    h = await driver.start("s", [str(prog)], out, {})
+    h = await driver.start(spec("s", [str(prog)], out, {}))
     ended = await h.wait()
     assert ended is not None and ended.code == code and ended.signal is None
 
 
 async def test_shim_stays_under_2mb_resident(driver: ProcessDriver, tmp_path: Path) -> None:
-    h = await driver.start("s", ["sleep", "30"], tmp_path / "s", {})
+    h = await driver.start(spec("s", ["sleep", "30"], tmp_path / "s", {}))
     assert h.info is not None
     status = Path(f"/proc/{h.info.shim_pid}/status").read_text()
     rss_kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
@@ -399,10 +415,10 @@ async def test_driver_raises_fd_limit() -> None:
 
 async def test_start_is_repeatable_in_the_same_dir(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    first = await driver.start("s", [PY, "-c", "print('attempt 1')"], out, {})
+    first = await driver.start(spec("s", [PY, "-c", "print('attempt 1')"], out, {}))
     assert (await first.wait()).code == 0  # type: ignore[union-attr]
-    second = await driver.start("s", [PY, "-c", ECHO], out, {})
-    assert driver.adopt("s", out, second.info) is not None
+    second = await driver.start(spec("s", [PY, "-c", ECHO], out, {}))
+    assert driver.adopt_now(adopt_spec("s", out, second.info)) is not None
     assert not (out / "exit.json").exists()
     await second.send("stop")
     assert (await second.wait()).code == 0  # type: ignore[union-attr]
@@ -438,17 +454,17 @@ def cdriver() -> CallableDriver:
 
 async def test_callable_result(cdriver: CallableDriver, tmp_path: Path) -> None:
     assert cdriver.has("returns") and not cdriver.has("nope")
-    h = await cdriver.start("c1", "writer-1", "returns", tmp_path / "c1")
+    h = await cdriver.start(cspec("c1", "writer-1", "returns", tmp_path / "c1"))
     assert h.info is None
     ended = await h.wait()
     assert ended is not None and ended.code == 0
     assert stdout_of(tmp_path / "c1") == "hello from writer-1\n"
-    assert find_result(tmp_path / "c1") == (True, {"ok": True, "key": "c1"})
+    assert find_result(SessionDir(tmp_path / "c1")) == (True, {"ok": True, "key": "c1"})
     assert not h.alive()
 
 
 async def test_callable_exception(cdriver: CallableDriver, tmp_path: Path) -> None:
-    h = await cdriver.start("c1", "w", "raises", tmp_path / "c1")
+    h = await cdriver.start(cspec("c1", "w", "raises", tmp_path / "c1"))
     ended = await h.wait()
     assert ended is not None and ended.code == 1
     assert "boom went the agent" in (tmp_path / "c1" / "stderr.log").read_text()
@@ -456,18 +472,18 @@ async def test_callable_exception(cdriver: CallableDriver, tmp_path: Path) -> No
 
 
 async def test_callable_steering(cdriver: CallableDriver, tmp_path: Path) -> None:
-    h = await cdriver.start("c1", "w", "steered", tmp_path / "c1")
+    h = await cdriver.start(cspec("c1", "w", "steered", tmp_path / "c1"))
     await h.send("left")
     await h.send("right")
     ended = await h.wait()
     assert ended is not None and ended.code == 0
-    assert find_result(tmp_path / "c1") == (True, ["left", "right"])
+    assert find_result(SessionDir(tmp_path / "c1")) == (True, ["left", "right"])
     with pytest.raises(Conflict):
         await h.send("late")
 
 
 async def test_callable_cancel(cdriver: CallableDriver, tmp_path: Path) -> None:
-    h = await cdriver.start("c1", "w", "forever", tmp_path / "c1")
+    h = await cdriver.start(cspec("c1", "w", "forever", tmp_path / "c1"))
     await asyncio.sleep(0)
     assert h.alive()
     # A waiter that gives up must not end the session.
@@ -482,14 +498,14 @@ async def test_callable_cancel(cdriver: CallableDriver, tmp_path: Path) -> None:
 
 async def test_callable_unknown_name(cdriver: CallableDriver, tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="unknown callable agent 'nope'"):
-        await cdriver.start("c1", "w", "nope", tmp_path / "c1")
+        await cdriver.start(cspec("c1", "w", "nope", tmp_path / "c1"))
 
 
 async def test_failed_shim_start_is_reported(tmp_path: Path) -> None:
     broken = tmp_path / "broken-shim.sh"
     broken.write_text('echo "shim: cannot do it" >&2\nexit 1\n')
     with pytest.raises(CrewError, match="did not start: shim: cannot do it"):
-        await ProcessDriver(shim=broken).start("s", ["true"], tmp_path / "s", {})
+        await ProcessDriver(shim=broken).start(spec("s", ["true"], tmp_path / "s", {}))
 
 
 def test_validate_argv_resolves_against_env_and_cwd(tmp_path: Path) -> None:
@@ -508,7 +524,7 @@ async def test_start_times_survive_odd_program_names(driver: ProcessDriver, tmp_
     # comm is the program's file name: ") " inside it must not shift the /proc/PID/stat fields.
     odd = tmp_path / "a) b (c) 1 2"
     odd.symlink_to(shutil.which("sleep"))  # type: ignore[arg-type]
-    h = await driver.start("s", [str(odd), "30"], tmp_path / "s", {})
+    h = await driver.start(spec("s", [str(odd), "30"], tmp_path / "s", {}))
     assert h.info is not None
     # The agent pid is forked first and execs the program a moment later: wait for the exec (bounded).
     comm = Path(f"/proc/{h.info.agent_pid}/comm")
@@ -524,15 +540,15 @@ async def test_start_times_survive_odd_program_names(driver: ProcessDriver, tmp_
 
 async def test_output_dir_can_be_the_cwd(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "sessions" / "s"
-    h = await driver.start("s", [PY, "-c", "import os; print(os.getcwd())"], out, {}, cwd=out)
+    h = await driver.start(spec("s", [PY, "-c", "import os; print(os.getcwd())"], out, {}, cwd=out))
     assert (await h.wait()).code == 0  # type: ignore[union-attr]
     assert stdout_of(out).strip() == str(out)
     with pytest.raises(BadInput, match="working directory"):
-        await driver.start("s2", ["true"], tmp_path / "s2", {}, cwd=tmp_path / "missing")
+        await driver.start(spec("s2", ["true"], tmp_path / "s2", {}, cwd=tmp_path / "missing"))
 
 
 async def test_shim_leads_its_own_process_group(driver: ProcessDriver, tmp_path: Path) -> None:
-    h = await driver.start("s", ["sleep", "30"], tmp_path / "s", {})
+    h = await driver.start(spec("s", ["sleep", "30"], tmp_path / "s", {}))
     assert h.info is not None
     # So the whole session can be signalled as -shim_pid.
     assert os.getpgid(h.info.shim_pid) == h.info.shim_pid == os.getsid(h.info.shim_pid)
@@ -543,7 +559,7 @@ async def test_shim_leads_its_own_process_group(driver: ProcessDriver, tmp_path:
 async def test_cancelled_start_leaves_nothing_running(driver: ProcessDriver, tmp_path: Path) -> None:
     out = tmp_path / "s"
     marker = f"crewtui-cancel-test-{os.getpid()}"
-    task = asyncio.ensure_future(driver.start("s", [PY, "-c", "import time; time.sleep(30)", marker], out, {}))
+    task = asyncio.ensure_future(driver.start(spec("s", [PY, "-c", "import time; time.sleep(30)", marker], out, {})))
     await asyncio.sleep(0)  # it has forked and now waits for the shim
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

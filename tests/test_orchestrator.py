@@ -384,7 +384,7 @@ async def test_a_launch_failure_is_the_sessions_failure_not_the_runtimes(orch, m
     async def broken_start(*args, **kwargs):
         raise OSError("fork failed: resource temporarily unavailable")
 
-    monkeypatch.setattr(orch.process_driver, "start", broken_start)
+    monkeypatch.setattr(orch.drivers.process, "start", broken_start)
     s = await orch.spawn(SpawnRequest(label="unlucky", argv=py("pass")))
     assert s.state == S.FAILED and "could not start" in s.reason and "fork failed" in s.reason
     monkeypatch.undo()

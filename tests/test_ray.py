@@ -24,8 +24,9 @@ import pytest
 
 from crewtui.config import CrewConfig
 from crewtui.errors import CrewError
-from crewtui.locations import DataDir
+from crewtui.locations import DataDir, SessionDir
 from crewtui.model import SessionState, SpawnRequest
+from crewtui.runtime.drivers import LaunchSpec
 from crewtui.runtime.orchestrator import Orchestrator
 from tests.conftest import ECHO_AGENT, PY, crew_from, pid_alive, py, wait_for
 
@@ -215,7 +216,7 @@ async def test_output_comes_back_in_batches_not_per_line(tmp_path: Path, ray_add
         await ended(orch, s.key)
         rows = stdout_of(orch, s.key).splitlines()
         assert rows == [f"row {i}" for i in range(20000)]  # all of it, in order, once
-        driver = orch.ray_driver
+        driver = orch.drivers.ray
         assert driver.lines_in == 20000
         assert driver.batches <= 20, f"{driver.batches} remote calls for 20,000 lines"
     finally:
@@ -233,7 +234,7 @@ async def test_readopted_after_runtime_restart_without_losing_or_doubling_output
     second = await open_runtime(data, crew)
     try:
         assert second.sessions[s.key].state == SessionState.RUNNING
-        assert s.key in second._handles
+        assert s.key in second.launcher.handles
         await second.send(s.key, "quit")
         await ended(second, s.key)
         assert second.sessions[s.key].state == SessionState.DONE
@@ -506,7 +507,7 @@ async def test_an_end_recorded_just_before_a_crash_disposes_of_the_leftover_acto
 async def test_an_actor_that_dies_before_it_starts_is_placed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unit test of the driver's start loop alone (a fake actor class): Ray placed the actor on a node that
     was dying; the first placement dies before answering, the second one starts."""
-    from crewtui.runtime import ray_driver
+    from crewtui.runtime.drivers import ray as ray_driver
 
     monkeypatch.setattr(ray_driver, "_REPLACE_DELAY", 0.01)
     driver = ray_driver.RayDriver("auto", start_timeout=10)
@@ -541,6 +542,7 @@ async def test_an_actor_that_dies_before_it_starts_is_placed_again(tmp_path: Pat
     monkeypatch.setattr(driver, "_free_name", no_name_held)
     monkeypatch.setattr(driver, "kill_actor", killed.append)
     monkeypatch.setattr(ray_driver.RayHandle, "start_pump", lambda self: None)
-    handle = await driver.start("s-key", 1, ["true"], tmp_path / "out", {})
+    handle = await driver.start(LaunchSpec(key="s-key", label="s-key", attempt=1, dir=SessionDir(tmp_path / "out"),
+                                            argv=["true"]))
     assert placed == ["s-key", "s-key"] and len(killed) == 1
     assert handle.node == "10.0.0.9/abcdef"

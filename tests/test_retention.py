@@ -50,13 +50,18 @@ async def fill(orch, n: int, prefix: str = "filler") -> None:
 
 def per_session_maps(orch) -> dict[str, int]:
     """Every runtime structure that holds something per session."""
-    out = {name: len(getattr(orch, name)) for name in (
-        "sessions", "_ended", "_ended_order", "_children", "_yielded_on", "_env_extra", "_handles", "_waiters",
-        "_launching", "_killing", "_queue", "_dirty_offsets")}
-    out["_yielded_on (values)"] = sum(len(v) for v in orch._yielded_on.values())
-    out["_children (values)"] = sum(len(v) for v in orch._children.values())
-    out["labels"], out["domains"] = len(orch._labels), len(orch._domains)
-    out["watcher"] = len(orch._output._key_wd) + len(orch._output._wd_key)
+    holders = {
+        "sessions": orch.table.sessions, "_ended": orch.table.ended, "_ended_order": orch.retention.ended_order,
+        "_children": orch.table.children, "_yielded_on": orch.table.yielded_on, "_env_extra": orch.launcher.env_extra,
+        "_handles": orch.launcher.handles, "_waiters": orch.launcher.waiters, "_launching": orch.launcher.launching,
+        "_killing": orch.launcher.killing, "_queue": orch.launcher.queue, "_dirty_offsets": orch.tailer.dirty_offsets,
+        "_following": orch.tailer.following,
+    }
+    out = {name: len(held) for name, held in holders.items()}
+    out["_yielded_on (values)"] = sum(len(v) for v in orch.table.yielded_on.values())
+    out["_children (values)"] = sum(len(v) for v in orch.table.children.values())
+    out["labels"], out["domains"] = len(orch.table.labels), len(orch.table.domains)
+    out["watcher"] = len(orch.tailer.watcher._key_wd) + len(orch.tailer.watcher._wd_key)
     if orch.scheduler is not None:
         out["watchdogs"] = len(orch.scheduler._watchdogs)
         out["open_runs"] = len(orch.scheduler.open_runs)
@@ -122,7 +127,7 @@ async def test_a_family_leaves_memory_together_and_comes_back_for_a_retry(make_o
     assert (await orch.wait_ended(parent.key, timeout=5)).state == S.FAILED
     await fill(orch, 20, prefix="more")
     await wait_for(lambda: parent.key not in orch.sessions, what="the family to leave memory")
-    assert not any(k in orch.sessions for k in family) and parent.key not in orch._children
+    assert not any(k in orch.sessions for k in family) and parent.key not in orch.table.children
     assert [s.key for s in await orch.list(prefix="kid-")] == sorted(kids)
 
     # A child cannot be retried while its parent has ended, in memory or not.
@@ -130,7 +135,7 @@ async def test_a_family_leaves_memory_together_and_comes_back_for_a_retry(make_o
         await orch.retry(bad_kid)
     again = await orch.retry(parent.key)
     assert again.attempt == 2 and again.state == S.RUNNING
-    assert orch._children[parent.key] == family and all(k in orch.sessions for k in family)
+    assert orch.table.children[parent.key] == family and all(k in orch.sessions for k in family)
     # The earlier attempt's children were handed over: a bare yield now waits for new children only.
     with pytest.raises(BadInput, match="no children left"):
         await orch.yield_(parent=parent.key)
@@ -166,7 +171,7 @@ async def test_sessions_a_watchdog_or_an_open_run_still_needs_stay_in_memory(mak
     quick, hang = run.sessions
     await orch.wait_ended(quick, timeout=10)
     await fill(orch, 20)
-    await wait_for(lambda: len(orch._ended_order) <= BOUND + 2, what="eviction")
+    await wait_for(lambda: len(orch.retention.ended_order) <= BOUND + 2, what="eviction")
     assert flaky.key in orch.sessions and quick in orch.sessions
 
     await clock.advance(61)
@@ -229,7 +234,7 @@ async def test_per_session_state_stays_bounded_over_hundreds_of_sessions(make_or
         await orch.send(d.key, "fail")
         await orch.wait_ended(a.key, timeout=5)
         await orch.wait_ended(d.key, timeout=5)
-        await wait_for(lambda: orch._evict_task is None, what="the eviction pass")  # it runs beside, not inline
+        await wait_for(lambda: orch.retention.task is None, what="the eviction pass")  # it runs beside, not inline
         for name, n in per_session_maps(orch).items():
             peak[name] = max(peak.get(name, 0), n)
     assert max(peak.values()) <= BOUND, peak  # without retention: 600 sessions, 150 parents, 150 extra envs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from crewtui.locations import SessionDir
 from crewtui.runtime.tail import MAX_LINE_CHARS, find_result, read_new, tail_lines
 
 
@@ -111,7 +112,7 @@ def test_tail_lines_keeps_unterminated_last_line(tmp_path: Path) -> None:
 def test_find_result_prefers_result_json(tmp_path: Path) -> None:
     (tmp_path / "result.json").write_text(json.dumps({"from": "file"}))
     (tmp_path / "stdout.log").write_text('{"from": "stdout"}\n')
-    assert find_result(tmp_path) == (True, {"from": "file"})
+    assert find_result(SessionDir(tmp_path)) == (True, {"from": "file"})
 
 
 def test_find_result_last_json_line(tmp_path: Path) -> None:
@@ -119,16 +120,16 @@ def test_find_result_last_json_line(tmp_path: Path) -> None:
     (tmp_path / "stdout.log").write_text(
         '{"early": 1}\n' + json.dumps(big) + "\n" + "42\n" + '"a string"\n' + "done, bye\n" + "{not json\n"
     )
-    assert find_result(tmp_path) == (True, big)
+    assert find_result(SessionDir(tmp_path)) == (True, big)
 
 
 def test_find_result_array_and_broken_result_file(tmp_path: Path) -> None:
     (tmp_path / "result.json").write_text("{half")
     (tmp_path / "stdout.log").write_bytes(b'  [1, 2]  \n\xff\xfe\n')
-    assert find_result(tmp_path) == (True, [1, 2])
+    assert find_result(SessionDir(tmp_path)) == (True, [1, 2])
 
 
 def test_find_result_none(tmp_path: Path) -> None:
-    assert find_result(tmp_path) == (False, None)
+    assert find_result(SessionDir(tmp_path)) == (False, None)
     (tmp_path / "stdout.log").write_text("hello\n3.5\nnull\ntrue\n")
-    assert find_result(tmp_path) == (False, None)
+    assert find_result(SessionDir(tmp_path)) == (False, None)

@@ -202,7 +202,7 @@ def backoff_cap(backoff: Backoff, retry_number: int) -> float:
     # Past ~1000 doublings base * 2**n overflows a float; by then the cap has long been reached anyway.
     if retry_number > 64:
         return backoff.max
-    return min(backoff.max, backoff.base * 2 ** (retry_number - 1))
+    return min(backoff.max, backoff.base * 2.0 ** (retry_number - 1))
 
 
 def backoff_delay(backoff: Backoff, retry_number: int, rng: random.Random) -> float:

@@ -14,7 +14,8 @@ import json
 import logging
 from collections import deque
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -29,6 +30,7 @@ from crewtui.model import (
     Session,
     SessionState,
     SpawnRequest,
+    SweepItem,
     SystemEvent,
     TimelineItem,
     timeline_mark,
@@ -37,7 +39,6 @@ from crewtui.clock import ClockLike
 from crewtui.runtime.schedules import describe, fires_between, next_fire, plan_misfires, stagger_offset
 
 if TYPE_CHECKING:
-    from crewtui.runtime.orchestrator import Orchestrator
     from crewtui.store import Store
 
 log = logging.getLogger("crewtui.scheduler")
@@ -45,6 +46,25 @@ log = logging.getLogger("crewtui.scheduler")
 TimerKind = Literal["cron", "watchdog", "deadline"]
 RECENT_MARKS = 5000  # timeline marks kept in memory (the UI shows the past hour)
 FUTURE_MARKS = 500  # at most this many upcoming marks per timeline request
+
+
+class SessionControl(Protocol):
+    """What the scheduler drives: sessions, through the runtime's verbs (the orchestrator implements it)."""
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        """Sessions in memory (a watched or run-counted session is never evicted: see `Scheduler.needs`)."""
+        ...
+
+    def publish(self, event: Event) -> None: ...
+
+    async def spawn(self, request: SpawnRequest) -> Session: ...
+
+    async def sweep(self, dry_run: bool = False, cause: Literal["user", "cron"] = "user") -> list[SweepItem]: ...
+
+    async def kill_keys(self, keys: list[str], reason: str, cascade: bool) -> None: ...
+
+    async def watchdog_fired(self, key: str, attempt: int) -> str: ...
 
 
 class JobState(BaseModel):
@@ -59,8 +79,8 @@ class JobState(BaseModel):
 
 
 class Scheduler:
-    def __init__(self, orch: "Orchestrator", store: "Store", clock: ClockLike, crew: CrewConfig) -> None:
-        self.orch = orch
+    def __init__(self, control: SessionControl, store: Store, clock: ClockLike, crew: CrewConfig) -> None:
+        self.control = control
         self.store = store
         self.clock = clock
         self.crew = crew
@@ -198,7 +218,7 @@ class Scheduler:
             if run is not None:
                 self._update_run(run)
 
-    def _background(self, coro: Any) -> None:
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         t = asyncio.create_task(coro)
         self._jobs_tasks.add(t)
         t.add_done_callback(self._jobs_tasks.discard)
@@ -219,10 +239,10 @@ class Scheduler:
 
     async def _watchdog(self, key: str, attempt: int) -> None:
         try:
-            await self.orch.watchdog_fired(key, attempt)
+            await self.control.watchdog_fired(key, attempt)
         finally:
             self._firing.discard(key)
-            s = self.orch.sessions.get(key)
+            s = self.control.sessions.get(key)
             if s is not None and s.cron_run in self.open_runs:
                 self._update_run(self.open_runs[s.cron_run])
 
@@ -237,12 +257,12 @@ class Scheduler:
         plan = plan_misfires(cfg.schedule, last, now, cfg.misfire, cfg.misfire_grace, job=cfg.name)
         state.next_fire = plan.next
         if plan.skipped_count:
-            self.orch._publish(CronFired(job=cfg.name, nominal=plan.skipped[-1] if plan.skipped else now,
+            self.control.publish(CronFired(job=cfg.name, nominal=plan.skipped[-1] if plan.skipped else now,
                                          outcome="skipped",
                                          reason=f"{plan.skipped_count} fire(s) missed while no runtime ran "
                                                 f"(misfire={cfg.misfire}, grace {cfg.misfire_grace:g}s)"))
         if plan.truncated:
-            self.orch._publish(SystemEvent(level="warning", text=f"cron {cfg.name}: more than {len(plan.run)} missed "
+            self.control.publish(SystemEvent(level="warning", text=f"cron {cfg.name}: more than {len(plan.run)} missed "
                                            "fires; ran only the most recent ones"))
         for nominal in plan.run:
             await self._fire(state, nominal, catch_up=True)
@@ -251,7 +271,7 @@ class Scheduler:
         out = []
         for run in self.open_runs.values():
             if run.job == job:
-                out += [k for k in run.sessions if self.orch.sessions[k].state.live]
+                out += [k for k in run.sessions if self.control.sessions[k].state.live]
         return out
 
     async def _fire(self, state: JobState, nominal: float, catch_up: bool = False, manual: bool = False) -> CronRun | None:
@@ -260,14 +280,14 @@ class Scheduler:
         if cfg.text is not None:
             state.last_nominal = nominal
             self._persist_job(state)
-            self.orch._publish(SystemEvent(text=cfg.text))
-            self.orch._publish(CronFired(job=cfg.name, nominal=nominal, outcome="system", reason=cfg.text[:200]))
+            self.control.publish(SystemEvent(text=cfg.text))
+            self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="system", reason=cfg.text[:200]))
             return None
         if cfg.action == "sweep":
             state.last_nominal = nominal
             self._persist_job(state)
-            swept = await self.orch.sweep(cause="cron")
-            self.orch._publish(CronFired(job=cfg.name, nominal=nominal, outcome="swept",
+            swept = await self.control.sweep(cause="cron")
+            self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="swept",
                                          reason=f"{len(swept)} stale session(s) killed{note}"))
             return None
         assert cfg.spawn is not None
@@ -277,12 +297,12 @@ class Scheduler:
             reason = f"previous run still has {len(live)} live session(s) (overlap=forbid)"
             state.last_nominal = nominal
             self._persist_job(state)
-            self.orch._publish(CronFired(job=cfg.name, nominal=nominal, outcome="skipped", reason=reason))
+            self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="skipped", reason=reason))
             if manual:
                 raise Conflict(f"cron {cfg.name}: {reason}")
             return None
         if live and cfg.overlap == "replace":
-            await self.orch._kill_keys(live, f"replaced by a new run of {cfg.name} (overlap=replace)", cascade=True)
+            await self.control.kill_keys(live, f"replaced by a new run of {cfg.name} (overlap=replace)", cascade=True)
             outcome = "replaced"
         number = state.runs + 1
         run = CronRun(id=f"{cfg.name}#{number}", job=cfg.name, number=number, nominal=nominal,
@@ -313,7 +333,7 @@ class Scheduler:
                         watchdog_after=cfg.watchdog_after,
                         max_attempts=cfg.max_attempts,
                     )
-                    s = await self.orch.spawn(req)
+                    s = await self.control.spawn(req)
                     run.sessions.append(s.key)
                 except CrewError as exc:
                     run.refused.append(f"{label}: {exc.message}")
@@ -328,7 +348,7 @@ class Scheduler:
         if run.deadline is not None:
             self._push(run.deadline, "deadline", run.id)
         reason = f"{len(run.sessions)} spawned" + (f", {len(run.refused)} refused" if run.refused else "") + note
-        self.orch._publish(CronFired(job=cfg.name, nominal=nominal, run=run.id, outcome=outcome, reason=reason))
+        self.control.publish(CronFired(job=cfg.name, nominal=nominal, run=run.id, outcome=outcome, reason=reason))
         self._update_run(run)
         return run
 
@@ -351,7 +371,7 @@ class Scheduler:
         c = {"spawned": len(run.sessions) + len(run.refused), "done": 0, "failed": len(run.refused),
              "timed_out": 0, "killed": 0, "lost": 0, "running": 0, "refused": len(run.refused)}
         for key in run.sessions:
-            st = self.orch.sessions[key].state
+            st = self.control.sessions[key].state
             if st.live:
                 c["running"] += 1
             else:
@@ -363,7 +383,7 @@ class Scheduler:
         spawned = run.counts["spawned"]
         run.rate = run.counts["done"] / spawned if spawned else None
         now = self.clock.now()
-        settled = run.id not in self._spawning and all(self._settled(self.orch.sessions[k]) for k in run.sessions)
+        settled = run.id not in self._spawning and all(self._settled(self.control.sessions[k]) for k in run.sessions)
         if settled or (run.deadline is not None and now >= run.deadline):
             run.final = True
             run.closed_at = now
@@ -372,7 +392,7 @@ class Scheduler:
             if state is not None:
                 state.last_rate = run.rate
                 self._persist_job(state)
-            self.orch._publish(RunClosed(job=run.job, run=run.id, rate=run.rate, counts=dict(run.counts)))
+            self.control.publish(RunClosed(job=run.job, run=run.id, rate=run.rate, counts=dict(run.counts)))
         self.store.put_cron_run(run.id, run.final, run.model_dump_json())
 
     def session_ended(self, s: Session) -> None:
@@ -424,7 +444,7 @@ class Scheduler:
         now = self.clock.now()
         nxt = next_fire(cfg.schedule, now, job=cfg.name)
         if cfg.schedule.kind == "at":
-            at = cfg.schedule.at.timestamp() if cfg.schedule.at else now  # type: ignore[union-attr]
+            at = cfg.schedule.at.timestamp() if cfg.schedule.at else now
             if at <= now:
                 if not allow_past:
                     raise BadInput(f"cron {cfg.name}: `at` {cfg.schedule.at} is in the past; add --allow-past to run it now")
@@ -463,7 +483,7 @@ class Scheduler:
                 future += [TimelineItem(ts=t, kind="cron", name=name, future=True) for t in fires]
             for key, (due, _) in self._watchdogs.items():
                 if now < due <= end:
-                    s = self.orch.sessions.get(key)
+                    s = self.control.sessions.get(key)
                     future.append(TimelineItem(ts=due, kind="watchdog", name=s.label if s else key, future=True))
             for run in self.open_runs.values():
                 if run.deadline is not None and now < run.deadline <= end:

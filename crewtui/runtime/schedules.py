@@ -316,8 +316,8 @@ def _span(
         first = _every_index(anchor, every, offset, lo)
         end = _every_index(anchor, every, offset, hi)  # first index after hi: fires first..end-1 are in range
         count = max(0, end - first)
-        tail = [_every_fire(anchor, every, offset, k) for k in range(max(first, end - keep), end)] if keep else []
-        return count, tail
+        fires = [_every_fire(anchor, every, offset, k) for k in range(max(first, end - keep), end)] if keep else []
+        return count, fires
     count = 0
     tail: deque[float] = deque(maxlen=keep)
     t = step(lo)

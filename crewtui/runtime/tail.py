@@ -1,6 +1,6 @@
 """Bounded reading of session output files: new lines since an offset, the last lines, and the result.
 
-Sessions write `stdout.log` / `stderr.log` in their output dir while the runtime tails them. Every read here
+Sessions write their stdout and stderr logs in their session dir while the runtime tails them. Every read here
 is bounded, so one agent that prints a gigabyte, or a megabyte without a newline, cannot stall the runtime
 or fill its memory.
 """
@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from crewtui.locations import SessionDir
 
 MAX_LINE_CHARS = 4096
 # Enough raw bytes to decode MAX_LINE_CHARS characters whatever their UTF-8 length.
@@ -129,11 +131,11 @@ _RESULT_SCAN_LINES = 1000
 _RESULT_SCAN_BYTES = 4 << 20
 
 
-def find_result(out_dir: Path) -> tuple[bool, Any]:
+def find_result(sd: SessionDir) -> tuple[bool, Any]:
     """A session's result: `result.json` if it exists and parses, else the last stdout line that is a JSON
     object or array (searched from the end, bounded). Returns (found, value)."""
     try:
-        text = (out_dir / "result.json").read_bytes()
+        text = sd.result.read_bytes()
     except OSError:
         pass
     else:
@@ -142,7 +144,7 @@ def find_result(out_dir: Path) -> tuple[bool, Any]:
         except ValueError:
             pass
     # Raw lines, not tail_lines: a result line may well be longer than a display line.
-    for raw in reversed(_tail_raw(out_dir / "stdout.log", _RESULT_SCAN_LINES, _RESULT_SCAN_BYTES)):
+    for raw in reversed(_tail_raw(sd.stdout, _RESULT_SCAN_LINES, _RESULT_SCAN_BYTES)):
         if not raw.strip():
             continue
         ok, value = _json_container(raw)

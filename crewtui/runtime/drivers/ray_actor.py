@@ -39,7 +39,6 @@ _EXEC_WRAPPER = (
     "    sys.stderr.write(f'cannot run {sys.argv[2]!r}: {exc.strerror or exc}\\n'); os._exit(127)\n"
 )
 
-RESULT_FILE = "result.json"
 MAX_RESULT_BYTES = 1 << 20
 _SEND_TIMEOUT = 30.0
 # After the agent exits, how long its output pipes may stay open (a grandchild holding them) before the
@@ -50,7 +49,8 @@ _DRAIN_AFTER_EXIT = 2.0
 class SessionActor:
     """One session attempt on a Ray node. Wrapped with `ray.remote` by the driver."""
 
-    def __init__(self, key: str, attempt: int, owner: str, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, key: str, attempt: int, owner: str, argv: list[str], env: dict[str, str],
+                 files: dict[str, str]) -> None:
         self.key = key
         self.attempt = attempt
         self.owner = owner
@@ -58,7 +58,9 @@ class SessionActor:
         root = os.path.join(tempfile.gettempdir(), "crewtui-ray")
         os.makedirs(root, mode=0o700, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix=f"{key}.{attempt}.", dir=root)
-        self.paths = {s: os.path.join(self.dir, f"{s}.log") for s in ("stdout", "stderr")}
+        # The file names of a session dir (the driver passes them: this module cannot import crewtui).
+        self.paths = {s: os.path.join(self.dir, files[s]) for s in ("stdout", "stderr")}
+        self.result_path = os.path.join(self.dir, files["result"])
         self.sizes = {"stdout": 0, "stderr": 0}
         self.cond = threading.Condition()
         self.exit: dict[str, Any] | None = None
@@ -151,7 +153,8 @@ class SessionActor:
         try:
             import ray
 
-            ip, node_id = ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
+            ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+            node_id = ray.get_runtime_context().get_node_id()
         except Exception:  # noqa: BLE001 - informational only
             ip, node_id = None, None
         return {
@@ -203,7 +206,7 @@ class SessionActor:
             return fh.read(end - start)
 
     def _result(self) -> bytes | None:
-        path = os.path.join(self.dir, RESULT_FILE)
+        path = self.result_path
         try:
             if os.path.getsize(path) > MAX_RESULT_BYTES:
                 return None

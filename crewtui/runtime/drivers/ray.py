@@ -14,25 +14,24 @@ Ray is optional (`pip install 'crewtui[ray]'`) and imported only when a crew ask
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
-from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 from crewtui.config import RAY_MISSING
 from crewtui.errors import BadInput, Conflict, CrewError
-from crewtui.runtime.drivers import (
-    EXIT_FILE,
-    PID_FILE,
-    RESULT_FILE,
-    STDERR_LOG,
-    STDOUT_LOG,
+from crewtui.locations import SessionDir
+from crewtui.model import DriverKind
+from crewtui.runtime.drivers.base import (
+    AdoptSpec,
     ExitInfo,
+    LaunchSpec,
     SessionHandle,
-    _check_steer,
+    check_steer,
     read_exit,
+    write_json_atomic,
 )
 
 log = logging.getLogger("crewtui.ray")
@@ -83,12 +82,12 @@ def node_name(info: dict[str, Any]) -> str:
 class RayHandle(SessionHandle):
     """A session attempt running in a Ray actor; a pump task copies its output here in batches."""
 
-    def __init__(self, driver: "RayDriver", key: str, attempt: int, out_dir: Path, actor: Any, node: str | None) -> None:
+    def __init__(self, driver: RayDriver, key: str, attempt: int, sd: SessionDir, actor: Any, node: str | None) -> None:
         self.key = key
         self.info = None
         self.node = node
         self.attempt = attempt
-        self.out_dir = Path(out_dir)
+        self.dir = sd
         self._driver = driver
         self._ray = driver.ray
         self.actor = actor
@@ -99,7 +98,7 @@ class RayHandle(SessionHandle):
 
     async def _pump(self) -> ExitInfo | None:
         """Copy output until the actor reports the end; return the exit, or None if the actor was lost."""
-        out_path, err_path = self.out_dir / STDOUT_LOG, self.out_dir / STDERR_LOG
+        out_path, err_path = self.dir.stdout, self.dir.stderr
         unavailable_since: float | None = None
         loop = asyncio.get_running_loop()
         with open(out_path, "ab") as out_f, open(err_path, "ab") as err_f:
@@ -140,10 +139,8 @@ class RayHandle(SessionHandle):
 
     def _record_end(self, ended: dict[str, Any], result: bytes | None) -> None:
         if result is not None:
-            (self.out_dir / RESULT_FILE).write_bytes(result)
-        tmp = self.out_dir / (EXIT_FILE + ".tmp")
-        tmp.write_text(json.dumps(ended))
-        os.replace(tmp, self.out_dir / EXIT_FILE)
+            self.dir.result.write_bytes(result)
+        write_json_atomic(self.dir.exit, self.dir.exit_tmp, ended)
 
     def alive(self) -> bool:
         return self._pump_task is not None and not self._pump_task.done()
@@ -153,7 +150,7 @@ class RayHandle(SessionHandle):
         return await asyncio.shield(self._pump_task)
 
     async def send(self, line: str) -> None:
-        data = _check_steer(line)
+        data = check_steer(line)
         if not self.alive():
             raise Conflict(f"session {self.key} has ended; it cannot be steered")
         try:
@@ -184,7 +181,8 @@ class RayHandle(SessionHandle):
 class RayDriver:
     """Starts, re-adopts and stops session actors on the Ray cluster at `address`."""
 
-    name = "ray"
+    kind: DriverKind = "ray"
+    survives_restart = True
 
     def __init__(self, address: str = "auto", namespace: str = "crewtui", owner: str = "",
                  start_timeout: float = 60.0) -> None:
@@ -248,7 +246,7 @@ class RayDriver:
         writer.close()
 
     def _make_actor_class(self) -> Any:
-        from crewtui.runtime import ray_actor
+        from crewtui.runtime.drivers import ray_actor
 
         # Ship the actor's module by value: cluster nodes need Ray and the agents' programs, not crewtui.
         try:
@@ -260,6 +258,9 @@ class RayDriver:
     def disconnect(self) -> None:
         if self.ray.is_initialized():
             self.ray.shutdown()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.disconnect)
 
     def actor_options(self, key: str, resources: Any | None) -> dict[str, Any]:
         opts: dict[str, Any] = {
@@ -275,26 +276,29 @@ class RayDriver:
             opts.update(resources.ray_options())
         return opts
 
-    async def start(self, key: str, attempt: int, argv: list[str], out_dir: Path, env: dict[str, str],
-                    resources: Any | None = None) -> RayHandle:
+    async def start(self, spec: LaunchSpec) -> RayHandle:
         """Create the session's actor, wait until its agent has started, and begin copying its output."""
         if self._actor_cls is None:
             raise CrewError("the Ray backend is not connected")
-        out_dir = Path(out_dir).absolute()
-        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for name in (EXIT_FILE, RESULT_FILE, EXIT_FILE + ".tmp", PID_FILE):
+        key, attempt = spec.key, spec.attempt
+        sd = SessionDir(spec.dir.path.absolute())
+        sd.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path in (sd.exit, sd.result, sd.exit_tmp, sd.pid):
             try:
-                (out_dir / name).unlink()
+                path.unlink()
             except FileNotFoundError:
                 pass
-        opts = self.actor_options(key, resources)
+        # The actor's node-local files and the result an agent writes carry the session dir's names.
+        files = {"stdout": SessionDir.STDOUT, "stderr": SessionDir.STDERR, "result": SessionDir.RESULT}
+        opts = self.actor_options(key, spec.resources)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
         placements = 0
         while True:
             await self._free_name(key)
             try:
-                actor = self._actor_cls.options(**opts).remote(key, attempt, self.owner, list(argv), dict(env))
+                actor = self._actor_cls.options(**opts).remote(key, attempt, self.owner, list(spec.argv),
+                                                                dict(spec.env), files)
             except ValueError as exc:
                 raise BadInput(f"Ray refused the actor for {key}: {exc}") from None
             placements += 1
@@ -319,7 +323,7 @@ class RayDriver:
                     continue
                 raise CrewError(f"session {key} did not start on Ray after {placements} placement"
                                 f"{'s' if placements != 1 else ''}: {first}") from None
-        handle = RayHandle(self, key, attempt, out_dir, actor, node_name(info))
+        handle = RayHandle(self, key, attempt, sd, actor, node_name(info))
         handle.start_pump()
         return handle
 
@@ -334,10 +338,11 @@ class RayDriver:
             await asyncio.sleep(0.1)
         raise CrewError(f"session {key}: an earlier Ray actor with its name would not go away")
 
-    async def adopt(self, key: str, attempt: int, out_dir: Path) -> RayHandle | ExitInfo | None:
+    async def adopt(self, spec: AdoptSpec) -> RayHandle | ExitInfo | None:
         """After a restart: the recorded end, the live actor (as a handle), or None if it is gone (lost)."""
-        out_dir = Path(out_dir).absolute()
-        ended = read_exit(out_dir)
+        key, attempt = spec.key, spec.attempt
+        sd = SessionDir(spec.dir.path.absolute())
+        ended = read_exit(sd)
         actor = self._lookup(key)
         if ended is not None:
             if actor is not None:
@@ -356,12 +361,12 @@ class RayDriver:
             if info.get("owner") == self.owner:
                 self.kill_actor(actor)
             return None
-        handle = RayHandle(self, key, attempt, out_dir, actor, node_name(info))
+        handle = RayHandle(self, key, attempt, sd, actor, node_name(info))
         handle.start_pump()
         return handle
 
-    def has_actor(self, key: str) -> bool:
-        return self._lookup(key) is not None
+    async def started(self, spec: AdoptSpec) -> bool:
+        return self._lookup(spec.key) is not None
 
     def _lookup(self, key: str) -> Any | None:
         try:
@@ -369,8 +374,9 @@ class RayDriver:
         except ValueError:
             return None
 
-    async def end_orphans(self, wanted: set[str]) -> list[str]:
+    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float) -> list[str]:
         """Kill this runtime's actors whose session is not live in the store (a spawn cut short by a crash)."""
+        wanted = set(live)
         try:
             names = await asyncio.to_thread(self.ray.util.list_named_actors, False)
         except Exception as exc:  # noqa: BLE001

@@ -1,0 +1,407 @@
+"""`ProcessDriver`: a session is a local argv (never a shell string) run through the shim, outliving the runtime.
+
+The shim (`shim.sh`, see DESIGN.md "Sessions outlive the dashboard") is not our child: its end is watched
+through a pidfd registered with the event loop (no thread and no polling per session), and a restarted
+runtime re-adopts it with `adopt`, trusting a pid only when its /proc start time matches the one recorded
+at launch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from crewtui.errors import BadInput, Conflict, CrewError
+from crewtui.locations import DataDir, SessionDir, shim_path
+from crewtui.model import DriverKind
+from crewtui.runtime.drivers.base import (
+    AdoptSpec,
+    ExitInfo,
+    LaunchInfo,
+    LaunchSpec,
+    SessionHandle,
+    check_steer,
+    clear_attempt_records,
+    read_exit,
+    read_launch,
+    validate_argv,
+)
+from crewtui.runtime.drivers.procs import (
+    kill_group,
+    pid_alive_with_start,
+    pidfd_exit,
+    raise_fd_limit,
+    read_to_eof,
+    resolve,
+)
+
+log = logging.getLogger("crewtui.drivers.process")
+
+# The shim only forks, writes pid.json and closes a pipe; seconds of silence mean the machine is in trouble.
+_START_TIMEOUT = 5.0
+# A session that leaves its stdin unread for this long while a steer line waits is not listening.
+_SEND_TIMEOUT = 30.0
+
+
+class ProcessHandle(SessionHandle):
+    """A shim-run process session, watched through a pidfd on the shim.
+
+    Build one with `ProcessDriver.start` or `ProcessDriver.adopt`. It may be built off the loop (adopt runs
+    fine in a worker thread): the pidfd joins the event loop the first time the handle is awaited.
+    """
+
+    def __init__(self, key: str, sd: SessionDir, info: LaunchInfo) -> None:
+        self.key = key
+        self.info = info
+        self.dir = sd
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ended = asyncio.Event()
+        self._exit: ExitInfo | None = None
+        self._exit_read = False
+        self._send_lock = asyncio.Lock()
+        self._pidfd: int | None = None
+        self._pgid: int | None = None
+        try:
+            pidfd = os.pidfd_open(info.shim_pid)
+        except (ProcessLookupError, ValueError, OverflowError):
+            self._ended.set()
+            return
+        # pidfd first, then the start time: if they agree the pidfd is pinned to our shim, with no window
+        # in which the pid could be recycled between the check and the watch.
+        try:
+            if not pid_alive_with_start(info.shim_pid, info.shim_start):
+                raise ProcessLookupError
+            self._pgid = os.getpgid(info.shim_pid)
+        except ProcessLookupError:
+            os.close(pidfd)
+            self._ended.set()
+            return
+        self._pidfd = pidfd
+
+    def watch(self) -> asyncio.AbstractEventLoop:
+        """Join the running loop (once) so the shim's exit wakes us."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            if self._pidfd is not None:
+                loop.add_reader(self._pidfd, self._on_shim_exit)
+        return loop
+
+    def _on_shim_exit(self) -> None:
+        self._release_pidfd(reap=True)
+        self._ended.set()
+
+    def _release_pidfd(self, reap: bool) -> None:
+        fd, self._pidfd = self._pidfd, None
+        if fd is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(fd)
+        if reap:
+            # If the runtime is a child subreaper the orphaned shim is our zombie: reap exactly it.
+            try:
+                os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+            except (ChildProcessError, OSError):
+                pass
+        os.close(fd)
+
+    def detach(self) -> None:
+        """Stop watching the shim without touching the session (the runtime is going away)."""
+        self._release_pidfd(reap=False)
+
+    def alive(self) -> bool:
+        if self._ended.is_set():
+            return False
+        if self._loop is None and self._pidfd is not None:
+            # Not watched by a loop yet: ask the pidfd directly (it polls readable once the shim exited).
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            if poller.poll(0):
+                self._on_shim_exit()
+                return False
+        return self._pidfd is not None
+
+    async def wait(self) -> ExitInfo | None:
+        self.watch()
+        await self._ended.wait()
+        if not self._exit_read:
+            self._exit = read_exit(self.dir)
+            if self._exit is None:
+                # The shim renames exit.json before it exits, so one more look only covers slow filesystems.
+                await asyncio.sleep(0.02)
+                self._exit = read_exit(self.dir)
+            self._exit_read = True
+        return self._exit
+
+    async def send(self, line: str) -> None:
+        data = check_steer(line)
+        self.watch()
+        if not self.alive():
+            raise Conflict(f"session {self.key} has ended; cannot send to it")
+        async with self._send_lock:
+            try:
+                fd = os.open(self.dir.stdin_fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                # ENXIO: no reader any more, i.e. the shim and the agent are gone.
+                raise Conflict(f"session {self.key} cannot take input: {exc.strerror}") from None
+            try:
+                await self._write_all(fd, data)
+            finally:
+                os.close(fd)
+
+    async def _write_all(self, fd: int, data: bytes) -> None:
+        loop = self.watch()
+        view = memoryview(data)
+        deadline = loop.time() + _SEND_TIMEOUT
+        while view:
+            try:
+                n = os.write(fd, view)
+                view = view[n:]
+                continue
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                raise Conflict(f"session {self.key} has ended; cannot send to it") from None
+            # The pipe is full: wait until the agent reads (or the session ends, which wakes us too).
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not self.alive():
+                raise Conflict(f"session {self.key} is not reading its input; message not (fully) sent")
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, resolve, writable)
+            ended: asyncio.Future[Any] = asyncio.ensure_future(self._ended.wait())
+            try:
+                await asyncio.wait({writable, ended}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                loop.remove_writer(fd)
+                ended.cancel()
+
+    def _signal_group(self, sig: int) -> bool:
+        """Signal the session's process group; False if it is empty. Never our own group."""
+        pgid = self._pgid
+        if pgid is None or pgid <= 1 or pgid == os.getpgrp():
+            return False
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _group_alive(self) -> bool:
+        # Zombies count (kill(2) reaches them) until whoever adopted them reaps them.
+        return self._signal_group(0)
+
+    async def terminate(self, grace: float) -> None:
+        """SIGTERM the session's process group, SIGKILL the group after `grace` seconds if the shim is
+        still there; return once the shim is gone.
+
+        A SIGKILLed shim leaves no exit.json, so wait() then returns None. If the shim ends in time but the
+        group still has members (a grandchild cleaning up, or ignoring SIGTERM), they get SIGKILL when the
+        grace period is over, without holding up the caller.
+        """
+        loop = self.watch()
+        if not self.alive():
+            return
+        grace = max(0.0, grace)
+        self._signal_group(signal.SIGTERM)
+        deadline = loop.time() + grace
+        try:
+            await asyncio.wait_for(self._ended.wait(), timeout=grace)
+        except (TimeoutError, asyncio.TimeoutError):
+            self._signal_group(signal.SIGKILL)
+            await self._ended.wait()
+            return
+        if self._group_alive():
+            # A timer, not a task: nothing to cancel or await if the loop stops first.
+            loop.call_at(deadline, self._signal_group, signal.SIGKILL)
+
+
+class ProcessDriver:
+    """Runs an argv (never a shell string) through the shim, in a new session and process group."""
+
+    kind: DriverKind = "process"
+    survives_restart = True
+
+    def __init__(self, shim: Path | None = None, data_dir: DataDir | None = None) -> None:
+        self.shim = (shim or shim_path()).absolute()
+        self.data_dir = data_dir  # where orphans are looked for (see end_orphans)
+        raise_fd_limit()
+
+    async def start(self, spec: LaunchSpec) -> ProcessHandle:
+        """Start the spec's argv as its session, writing to its session dir; return once pid.json exists."""
+        full_env = {**os.environ, **spec.env}
+        sd = SessionDir(spec.dir.path.absolute())
+        cwd = spec.cwd
+        # The session dir itself is a fine cwd: it is created below.
+        if cwd is not None and Path(cwd).absolute() != sd.path and not Path(cwd).is_dir():
+            raise BadInput(f"working directory {cwd} does not exist")
+        validate_argv(spec.argv, full_env, cwd)
+        sd.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A retry reuses the dir: the previous attempt's records must not be mistaken for this one's.
+        clear_attempt_records(sd)
+        os.mkfifo(sd.stdin_fifo, 0o600)
+
+        # The shim closes this pipe once pid.json is written, which wakes us without polling; what it
+        # printed before that explains a failed start.
+        rfd, wfd = os.pipe()
+        try:
+            outer = subprocess.Popen(
+                ["/bin/sh", str(self.shim), str(sd.path), "--", *spec.argv],
+                stdin=subprocess.DEVNULL,
+                stdout=wfd,
+                stderr=wfd,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            os.close(rfd)
+            raise CrewError(f"cannot start session {spec.key}: {exc.strerror or exc}") from None
+        finally:
+            os.close(wfd)
+        early = bytearray()
+        timed_out = False
+        try:
+            try:
+                await asyncio.wait_for(read_to_eof(rfd, early), _START_TIMEOUT)
+            except (TimeoutError, asyncio.TimeoutError):
+                timed_out = True
+                self._abandon(outer, rfd, early, sd)
+            # Every holder of the pipe has closed it, the outer sh included, so it has exited or is exiting.
+            if outer.poll() is None:
+                await pidfd_exit(outer.pid)
+        except BaseException:
+            # Cancelled while starting: a session nobody will watch must not run.
+            self._abandon(outer, rfd, early, sd)
+            raise
+        finally:
+            os.close(rfd)
+            if outer.poll() is None:
+                outer.wait()
+
+        info = None if timed_out else read_launch(sd)
+        if info is None:
+            said = early.decode("utf-8", errors="replace").splitlines()
+            why = " ".join(ln.strip() for ln in said if ln.strip() and not ln.startswith("shim-pid "))
+            missing = (f"no {SessionDir.PID} within {_START_TIMEOUT:g}s" if timed_out
+                       else f"its shim wrote no usable {SessionDir.PID}")
+            raise CrewError(f"session {spec.key} did not start: {why or missing}")
+        handle = ProcessHandle(spec.key, sd, info)
+        handle.watch()
+        return handle
+
+    @staticmethod
+    def _abandon(outer: subprocess.Popen[bytes], rfd: int, early: bytearray, sd: SessionDir) -> None:
+        """Kill a start we give up on (timeout, cancellation), wherever it got to.
+
+        The supervisor leaves the outer sh's group (setsid) before it announces its pid, so it is found
+        from its announcement or pid.json; a short blocking drain of the start-up pipe (it is rare, and the
+        shim needs milliseconds) lets it get that far. While the pipe is open the announcing supervisor is
+        alive, and until the outer sh is reaped its pid is not reused: the groups killed are ours.
+        """
+        kill_group(outer.pid)
+        poller = select.poll()
+        poller.register(rfd, select.POLLIN)
+        deadline = time.monotonic() + 1.0
+        while _announced_shim_pid(early) is None and time.monotonic() < deadline:
+            if not poller.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                break
+            try:
+                chunk = os.read(rfd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            early += chunk
+        launched = read_launch(sd)
+        for pgid in {_announced_shim_pid(early), launched.shim_pid if launched else None}:
+            if pgid is not None:
+                kill_group(pgid)
+
+    async def adopt(self, spec: AdoptSpec) -> ProcessHandle | ExitInfo | None:
+        return await asyncio.to_thread(self.adopt_now, spec)
+
+    def adopt_now(self, spec: AdoptSpec) -> ProcessHandle | ExitInfo | None:
+        """Re-adopt a session after a runtime restart (it only reads files: fine in a worker thread).
+
+        exit.json present -> its ExitInfo; the shim alive with the recorded start time -> a handle;
+        otherwise None (lost). A process that merely has the old pid is never treated as ours.
+        """
+        sd = SessionDir(spec.dir.path.absolute())
+        ended = read_exit(sd)
+        if ended is not None:
+            return ended
+        info = spec.launch or read_launch(sd)
+        if info is None or not isinstance(info.shim_start, int):
+            return None
+        handle = ProcessHandle(spec.key, sd, info)
+        if handle.alive():
+            return handle
+        # It may have ended between our two looks.
+        return read_exit(sd)
+
+    async def started(self, spec: AdoptSpec) -> bool:
+        # A launch leaves pid.json (or exit.json); earlier tries are moved to tries/.
+        return await asyncio.to_thread(lambda: read_launch(spec.dir) is not None or read_exit(spec.dir) is not None)
+
+    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float) -> list[str]:
+        """Stop processes of spawns the store never recorded (the last runtime died while starting them).
+
+        Nobody was told about such a session (the control socket answers a spawn only once it is stored), so
+        no one can see, steer or stop it: left alone it would run unwatched forever. Only processes whose
+        pid *and* start time match their pid.json are signalled, so a reused pid is never hit.
+        """
+        if self.data_dir is None:
+            return []
+        orphans = await asyncio.to_thread(_unrecorded_launches, self.data_dir, set(known))
+        if not orphans:
+            return []
+        handles = [ProcessHandle(key, self.data_dir.session(key), info) for key, info in orphans]
+        await asyncio.gather(*(h.terminate(grace) for h in handles), return_exceptions=True)
+        for _, info in orphans:
+            # An agent whose shim is already gone is not in a group we can trust: signal just it.
+            if pid_alive_with_start(info.agent_pid, info.agent_start):
+                try:
+                    os.kill(info.agent_pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        return [key for key, _ in orphans]
+
+    async def close(self) -> None:
+        """Nothing to let go of: each shim runs on its own."""
+
+
+def _unrecorded_launches(data_dir: DataDir, known: set[str]) -> list[tuple[str, LaunchInfo]]:
+    """Session dirs the store does not know whose shim or agent still runs (same pid and start time)."""
+    try:
+        names = os.listdir(data_dir.sessions_root)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if name in known:
+            continue
+        info = read_launch(data_dir.session(name))
+        if info is None:
+            continue
+        if pid_alive_with_start(info.shim_pid, info.shim_start) or pid_alive_with_start(info.agent_pid, info.agent_start):
+            out.append((name, info))
+    return out
+
+
+def _announced_shim_pid(early: bytes | bytearray) -> int | None:
+    for line in bytes(early).splitlines():
+        if line.startswith(b"shim-pid "):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None

@@ -1,0 +1,382 @@
+"""Admission, launch and finish: the queue under the crew's and the pools' limits, starting sessions through
+their driver, recording how they end, rate-limit backoff, and killing.
+
+Sessions wait as `pending` (first in, first out, with their queue position) while a cap or a pool's rate
+says so; one timer wakes the queue when a rate token or a backoff frees one. A launch failure is the
+session's failure, never the runtime's. Everything that must happen when a session ends (claims released,
+the registry merged, the scheduler told, retention) happens in `after_end`, through its hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+import time as _time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from crewtui.clock import ClockLike
+from crewtui.config import CrewConfig
+from crewtui.locations import DataDir
+from crewtui.model import Session, SessionRetried, SessionState
+from crewtui.runtime.bus import EventBus
+from crewtui.runtime.drivers import Drivers, ExitInfo, LaunchSpec, SessionHandle
+from crewtui.runtime.limits import Pools, backoff_delay, is_rate_limited
+from crewtui.runtime.output import OutputTailer
+from crewtui.runtime.sessions import SessionTable
+from crewtui.runtime.tail import find_result, tail_lines
+
+log = logging.getLogger("crewtui.launcher")
+
+MAX_RATE_LIMIT_RETRIES = 8  # per attempt; past this a rate-limited session counts as failed
+
+EndHook = Callable[[Session], None]
+
+
+class Launcher:
+    """Starts queued sessions, holds the handles of running ones, and records their ends."""
+
+    def __init__(self, table: SessionTable, bus: EventBus, clock: ClockLike, crew: CrewConfig, data_dir: DataDir,
+                 drivers: Drivers, tailer: OutputTailer, rng: random.Random, socket_path: Path | None) -> None:
+        self.table = table
+        self.bus = bus
+        self.clock = clock
+        self.crew = crew
+        self.data_dir = data_dir
+        self.drivers = drivers
+        self.tailer = tailer
+        self.rng = rng
+        self.socket_path = socket_path
+        self.kill_grace = crew.crew.kill_grace
+        self.pools = Pools(crew.pools, clock)
+        self.queue: deque[str] = deque()
+        self.launching: dict[str, asyncio.Task[None]] = {}
+        self.handles: dict[str, SessionHandle] = {}
+        self.waiters: dict[str, asyncio.Task[None]] = {}
+        # key -> (reason, the state to record): a kill by a watchdog that gives up records timed_out.
+        self.killing: dict[str, tuple[str, SessionState]] = {}
+        self.env_extra: dict[str, dict[str, str]] = {}
+        self.on_end: list[EndHook] = []  # called in order when a session has ended (see after_end)
+        self.on_reset: list[EndHook] = []  # called when an ended session starts a new attempt
+        self.running = False
+        self._wake_at: float | None = None
+        self._wake_task: asyncio.Task[None] | None = None
+
+    def busy(self, key: str) -> bool:
+        """Whether the launcher still holds anything of this session (a handle, a launch, a kill)."""
+        return key in self.handles or key in self.waiters or key in self.launching or key in self.killing
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Stop admitting and watching; sessions keep running. Returns the tasks to await."""
+        self.running = False
+        if self._wake_task is not None:
+            self._wake_task.cancel()
+        waiters = list(self.waiters.values())
+        for t in waiters:
+            t.cancel()
+        for handle in self.handles.values():
+            handle.detach()
+        return waiters
+
+    # ------------------------------------------------------------------------------------ queue
+
+    def enqueue(self, key: str) -> None:
+        self.queue.append(key)
+        self.pump()
+
+    async def launched(self, key: str) -> None:
+        """Wait for a session's launch, if one is under way (so a caller sees its real state)."""
+        task = self.launching.get(key)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def pump(self) -> None:
+        """Start queued sessions while the crew cap, their pool's cap and its rate allow (first in, first out).
+
+        Yielded sessions do not count against the caps: they wait on their children, and counting them
+        could deadlock a full crew.
+        """
+        if not self.running:
+            return
+        cap = self.crew.crew.max_concurrent
+        running = len(self.launching)
+        per_pool: dict[str, int] = {}
+        for other in self.table.sessions.values():
+            if other.state == SessionState.RUNNING or other.key in self.launching:
+                if other.state == SessionState.RUNNING:
+                    running += 1
+                if other.pool:
+                    per_pool[other.pool] = per_pool.get(other.pool, 0) + 1
+        for name, counted in self.pools.items():
+            counted.running = per_pool.get(name, 0)
+        now = self.clock.now()
+        blocked: dict[str, str] = {}  # pool -> why its queue waits (FIFO within a pool)
+        wake: float | None = None
+        waiting: list[str] = []
+        for key in list(self.queue):
+            s = self.table.sessions.get(key)
+            if s is None or s.state != SessionState.PENDING:
+                self.queue.remove(key)
+                continue
+            why: str | None = None
+            if s.next_try_at is not None and s.next_try_at > now:
+                why = s.reason or "waiting for its next try"
+                wake = s.next_try_at if wake is None else min(wake, s.next_try_at)
+            elif running >= cap:
+                why = f"queued under the crew's max_concurrent {cap}"
+            elif s.pool and s.pool in blocked:
+                why = blocked[s.pool]
+            else:
+                pool = self.pools.get(s.pool)
+                if pool is not None and not pool.has_room():
+                    why = blocked[pool.name] = (f"waiting for pool {pool.name} "
+                                                f"({pool.running}/{pool.config.max_concurrent} running)")
+                elif pool is not None and not pool.try_take_token():
+                    why = blocked[pool.name] = f"waiting for a {pool.name} rate token ({pool.config.rate})"
+                    t = now + max(pool.seconds_until_token(), 0.01)
+                    wake = t if wake is None else min(wake, t)
+            if why is not None:
+                waiting.append(key)
+                if s.reason != why and not (s.next_try_at and s.next_try_at > now):
+                    s.reason = why
+                continue
+            self.queue.remove(key)
+            s.queue_position = None
+            s.next_try_at = None
+            running += 1
+            started_pool = self.pools.get(s.pool)
+            if started_pool is not None:
+                started_pool.running += 1
+            self.launching[key] = asyncio.create_task(self._launch(key), name=f"launch-{key}")
+        for pos, key in enumerate(waiting, start=1):
+            w = self.table.sessions[key]
+            if w.queue_position != pos:
+                w.queue_position = pos
+                self.table.store.put_session(w)
+        if wake is not None:
+            self._wake_at_time(wake)
+
+    def _wake_at_time(self, when: float) -> None:
+        """One timer for the queue: the earliest time a rate token or a backoff frees a waiting session."""
+        if self._wake_at is not None and self._wake_at <= when and self._wake_task and not self._wake_task.done():
+            return
+        if self._wake_task is not None:
+            self._wake_task.cancel()
+        self._wake_at = when
+
+        async def wake() -> None:
+            await self.clock.sleep(when - self.clock.now())
+            self._wake_at = None
+            self.pump()
+
+        self._wake_task = asyncio.create_task(wake(), name="queue-wake")
+
+    # ------------------------------------------------------------------------------------ launch
+
+    def _spec(self, s: Session) -> LaunchSpec:
+        sd = self.data_dir.session(s.key)
+        env = {
+            "CREWTUI_SESSION_KEY": s.key,
+            "CREWTUI_SESSION_LABEL": s.label,
+            "CREWTUI_DATA_DIR": str(self.data_dir.root),
+            "CREWTUI_OUTPUT_DIR": str(sd.path),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.socket_path is not None:
+            env["CREWTUI_SOCKET"] = str(self.socket_path)
+        agent = self.crew.agents.get(s.agent) if s.agent else None
+        if agent is not None:
+            env.update(agent.env)
+        env.update(self.env_extra.pop(s.key, {}))
+        return LaunchSpec(key=s.key, label=s.label, attempt=s.attempt, dir=sd, argv=list(s.argv), env=env,
+                          cwd=sd.path, agent=s.agent, resources=agent.resources if agent else None)
+
+    async def _launch(self, key: str) -> None:
+        s = self.table.sessions[key]
+        try:
+            handle = await self.drivers.require(s.driver).start(self._spec(s))
+        except Exception as exc:  # a launch failure is the session's failure, never the runtime's
+            log.warning("launch of %s failed: %s", key, exc)
+            self.launching.pop(key, None)
+            self.table.transition(s, SessionState.FAILED, reason=f"could not start: {exc}")
+            self.after_end(s)
+            return
+        self.launching.pop(key, None)
+        if s.state != SessionState.PENDING:  # killed while launching
+            await handle.terminate(self.kill_grace)
+            return
+        self.adopt(s, handle)
+        s.started_at = self.clock.now()
+        self.table.transition(s, SessionState.RUNNING, reason=None)
+
+    def adopt(self, s: Session, handle: SessionHandle) -> None:
+        """Hold a running session's handle: watch for its end and follow its output."""
+        self.handles[s.key] = handle
+        if handle.node is not None:
+            s.node = handle.node
+        if handle.info is not None:
+            s.shim_pid = handle.info.shim_pid
+            s.agent_pid = handle.info.agent_pid
+            s.shim_start = handle.info.shim_start
+            s.agent_start = handle.info.agent_start
+        self.waiters[s.key] = asyncio.create_task(self._wait_end(s.key, handle), name=f"wait-{s.key}")
+        self.tailer.follow(s.key)
+
+    async def _wait_end(self, key: str, handle: SessionHandle) -> None:
+        try:
+            exit_info = await handle.wait()
+            if exit_info is None and handle.lost_reason:
+                self.table.sessions[key].reason = handle.lost_reason
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("waiting on %s failed", key)
+            exit_info = None
+            self.table.sessions[key].reason = f"lost track of the process: {exc}"
+        self.waiters.pop(key, None)
+        self.handles.pop(key, None)
+        await self.finish(key, exit_info)
+
+    # ------------------------------------------------------------------------------------ finish
+
+    async def finish(self, key: str, exit_info: ExitInfo | None) -> None:
+        """Record how a session ended: done, failed, killed or lost, with its result."""
+        s = self.table.sessions[key]
+        if s.state.terminal:
+            return
+        self.tailer.tail(s)  # the last lines, before the end is announced
+        sd = self.data_dir.session(key)
+        killing = self.killing.pop(key, None)
+        s.ended_at = exit_info.ended_at if exit_info and exit_info.ended_at else self.clock.now()
+        if exit_info is not None:
+            s.exit_code = (exit_info.code if exit_info.code is not None
+                           else (128 + exit_info.signal if exit_info.signal else None))
+        rate_limited = False
+        reason: str | None
+        if killing is not None:
+            reason, new = killing
+        elif exit_info is None:
+            new, reason = SessionState.LOST, s.reason or "the process vanished without an exit record"
+        elif exit_info.code == 0:
+            new, reason = SessionState.DONE, None
+            found, value = await asyncio.to_thread(find_result, sd)
+            if found:
+                s.result = value
+        else:
+            sig = f" (signal {exit_info.signal})" if exit_info.signal else ""
+            new, reason = SessionState.FAILED, f"exit code {s.exit_code}{sig}"
+            err_tail = await asyncio.to_thread(tail_lines, sd.stderr, 20)
+            if err_tail:
+                reason += f": {err_tail[-1][:200]}"
+            pool = self.pools.get(s.pool)
+            rate_limited = pool is not None and is_rate_limited(pool.config, s.exit_code, "\n".join(err_tail))
+        if rate_limited and s.rate_limited < MAX_RATE_LIMIT_RETRIES:
+            self._retry_after_rate_limit(s, reason or "rate limited")
+            return
+        self.table.transition(s, new, reason=reason)
+        self.after_end(s)
+
+    def after_end(self, s: Session) -> None:
+        """A session has ended: release what it held, wake whoever waits on it, and admit the next."""
+        self.table.release(s)
+        self.tailer.unfollow(s.key)
+        self.env_extra.pop(s.key, None)  # a session killed before its launch (or run in-process) never took it
+        self.table.ended[s.key].set()
+        for hook in self.on_end:
+            hook(s)
+        self.pump()
+
+    # ------------------------------------------------------------------------------------ retries
+
+    def reset_for_try(self, s: Session) -> None:
+        """Clear an attempt's traces so a new one starts clean (its files move to tries/N)."""
+        self._rotate_outputs(s)
+        s.shim_pid = s.agent_pid = s.shim_start = s.agent_start = None
+        s.node = None
+        s.exit_code = None
+        s.result = None
+        s.ended_at = None
+        s.started_at = None
+        self.table.ended[s.key] = asyncio.Event()
+        for hook in self.on_reset:
+            hook(s)
+
+    def _rotate_outputs(self, s: Session) -> None:
+        """Move the last try's files aside so the new one starts clean (a stale exit.json would end it)."""
+        sd = self.data_dir.session(s.key)
+        if not sd.path.exists():
+            return
+        n = 1
+        while (sd.tries / str(n)).exists():
+            n += 1
+        dest = sd.tries / str(n)
+        dest.mkdir(parents=True)
+        for name in sd.ATTEMPT_FILES:
+            if (sd.path / name).exists():
+                shutil.move(str(sd.path / name), str(dest / name))
+        s.stdout_offset = s.stderr_offset = 0
+
+    def _retry_after_rate_limit(self, s: Session, reason: str) -> None:
+        pool = self.pools.get(s.pool)
+        assert pool is not None
+        s.rate_limited += 1
+        delay = backoff_delay(pool.config.backoff, s.rate_limited, self.rng)
+        s.next_try_at = self.clock.now() + delay
+        when = _time.strftime("%H:%M:%S", _time.localtime(s.next_try_at))
+        self.reset_for_try(s)
+        self.table.transition(
+            s, SessionState.PENDING,
+            reason=f"rate limited ({reason}); try {s.rate_limited + 1} at {when} (backoff {delay:.1f}s)",
+        )
+        self.bus.publish(SessionRetried(session=s.key, label=s.label, attempt=s.attempt, cause="rate_limit",
+                                        next_try_at=s.next_try_at))
+        self.enqueue(s.key)
+
+    # ------------------------------------------------------------------------------------ kill
+
+    async def kill_keys(
+        self, keys: list[str], reason: str, cascade: bool, final: SessionState = SessionState.KILLED
+    ) -> None:
+        """Kill sessions (and, with `cascade`, their descendants); return once every one has ended."""
+        order: dict[str, str] = {}
+        for k in keys:
+            order.setdefault(k, reason)
+            if cascade:
+                for d in self.table.descendants(k):
+                    order.setdefault(d, f"parent {self.table.describe(k)} was killed")
+        sessions = self.table.sessions
+        live = [k for k in order if k in sessions and sessions[k].state.live]
+        terminations = []
+        for k in live:
+            s = sessions[k]
+            state = final if k in keys else SessionState.KILLED
+            self.killing[k] = (order[k], state)
+            if s.state == SessionState.PENDING and k not in self.launching:
+                try:
+                    self.queue.remove(k)
+                except ValueError:
+                    pass
+                self.killing.pop(k, None)
+                s.ended_at = self.clock.now()
+                s.next_try_at = None
+                self.table.transition(s, state, order[k])
+                self.after_end(s)
+                continue
+            launching = self.launching.get(k)
+            if launching is not None:
+                terminations.append(self._kill_launching(k, launching))
+                continue
+            handle = self.handles.get(k)
+            if handle is not None:
+                terminations.append(handle.terminate(self.kill_grace))
+        await asyncio.gather(*terminations, return_exceptions=True)
+        await asyncio.gather(*(self.table.ended[k].wait() for k in live))
+
+    async def _kill_launching(self, key: str, task: asyncio.Task[None]) -> None:
+        await asyncio.shield(task)
+        handle = self.handles.get(key)
+        if handle is not None:
+            await handle.terminate(self.kill_grace)

@@ -1,0 +1,112 @@
+"""Output tailing: new lines of running sessions become `SessionOutput` events, and offsets are kept.
+
+One task wakes every `interval` and reads only the sessions inotify saw writing (plus any it could not
+watch), so an idle crew costs nothing. How far each session's logs were read is persisted now and then, so a
+restarted runtime tails from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from crewtui.clock import ClockLike
+from crewtui.locations import DataDir
+from crewtui.model import Session, SessionOutput, SessionState
+from crewtui.runtime.bus import EventBus
+from crewtui.runtime.sessions import SessionTable
+from crewtui.runtime.tail import read_new
+from crewtui.runtime.watcher import OutputWatcher
+from crewtui.store import Store
+
+log = logging.getLogger("crewtui.output")
+
+OUTPUT_LINES_PER_EVENT = 20  # the UI shows a tail; more lines per tick would only cost
+# Seconds: output offsets are bookkeeping, a slightly old one only re-reads a bit.
+OFFSET_PERSIST_EVERY = 2.0
+
+
+class OutputTailer:
+    """Reads the logs of the sessions it follows and publishes their new lines."""
+
+    def __init__(self, table: SessionTable, bus: EventBus, store: Store, clock: ClockLike, data_dir: DataDir,
+                 interval: float) -> None:
+        self.table = table
+        self.bus = bus
+        self.store = store
+        self.clock = clock
+        self.data_dir = data_dir
+        self.interval = interval
+        self.watcher = OutputWatcher()
+        self.following: set[str] = set()
+        self.dirty_offsets: set[str] = set()
+        self._last_persist = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.watcher.start()
+        self._task = asyncio.create_task(self._loop(), name="output-tailer")
+
+    async def stop(self) -> None:
+        """Stop reading and record how far each live session's output was read."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.persist_offsets()
+
+    def close(self) -> None:
+        self.watcher.close()
+
+    def follow(self, key: str) -> None:
+        self.following.add(key)
+        self.watcher.watch(key, self.data_dir.session_dir(key))
+
+    def unfollow(self, key: str) -> None:
+        self.following.discard(key)
+        self.dirty_offsets.discard(key)
+        self.watcher.unwatch(key)
+
+    def persist_offsets(self) -> None:
+        for key in self.dirty_offsets:
+            self.store.put_session(self.table.sessions[key])
+        self.dirty_offsets.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                # Only sessions inotify saw writing, plus any it could not watch (polled).
+                keys = self.watcher.take_dirty()
+                keys.update(k for k in self.following if not self.watcher.watched(k))
+                for key in keys:
+                    s = self.table.sessions.get(key)
+                    if s is not None and s.state in (SessionState.RUNNING, SessionState.YIELDED) and key in self.following:
+                        self.tail(s)
+                now = self.clock.now()
+                if self.dirty_offsets and now - self._last_persist >= OFFSET_PERSIST_EVERY:
+                    self.persist_offsets()
+                    self._last_persist = now
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("output tailing failed")
+
+    def tail(self, s: Session) -> None:
+        """Publish what a session wrote since the last look (bounded reads; never blocks on a long line)."""
+        sd = self.data_dir.session(s.key)
+        for stream in ("stdout", "stderr"):
+            offset = s.stdout_offset if stream == "stdout" else s.stderr_offset
+            lines, new_offset, nbytes = read_new(sd.stream(stream), offset)
+            if nbytes == 0:
+                continue
+            if stream == "stdout":
+                s.stdout_offset = new_offset
+            else:
+                s.stderr_offset = new_offset
+            if lines:
+                s.last_output_at = self.clock.now()
+                s.last_line = lines[-1][:500]
+                self.bus.publish(SessionOutput(session=s.key, label=s.label, stream=stream,
+                                               lines=lines[-OUTPUT_LINES_PER_EVENT:], nbytes=nbytes))
+            self.dirty_offsets.add(s.key)
