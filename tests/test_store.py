@@ -18,7 +18,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-import crewtui.store as store_mod
+import crewtui.store.schema as store_mod
 from crewtui.errors import StoreError
 from crewtui.model import (
     Event,
@@ -264,7 +264,7 @@ async def test_batching_many_items_without_awaiting(tmp_path: Path, monkeypatch:
     path = tmp_path / "crewtui.db"
     store = await Store.open(path)
     batches: list[tuple[int, int]] = []
-    real_write_batch = store._write_batch
+    real_write_batch = store.writer.write_batch
 
     async def counting_write_batch(
         session_rows: list[tuple[object, ...]], event_rows: list[tuple[object, ...]], execs: list = []
@@ -272,7 +272,7 @@ async def test_batching_many_items_without_awaiting(tmp_path: Path, monkeypatch:
         batches.append((len(session_rows), len(event_rows)))
         await real_write_batch(session_rows, event_rows, execs)
 
-    monkeypatch.setattr(store, "_write_batch", counting_write_batch)
+    monkeypatch.setattr(store.writer, "write_batch", counting_write_batch)
     for e in make_events(5000, session="s-0001"):
         store.append_event(e)
     for i in range(500):
