@@ -19,7 +19,8 @@ import click
 
 from crewtui.errors import BadInput, CrewError, StoreError
 from crewtui.locations import DataDir, default_data_dir
-from crewtui.model import STATE_SYMBOLS, Session, SessionState, SpawnRequest, parse_duration, short_duration
+from crewtui.formatting import age, date_time, percent
+from crewtui.model import STATE_SYMBOLS, Session, SessionState, SpawnRequest, parse_duration
 
 T = TypeVar("T")
 
@@ -211,14 +212,10 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
-def age(ts: float | None, now: float | None = None) -> str:
-    return "-" if ts is None else short_duration((now or time.time()) - ts)
-
-
 def session_line(s: Session, node_width: int = 0) -> str:
     sym = STATE_SYMBOLS[s.state]
     node = f"{(s.node or 'local'):<{node_width}}  " if node_width else ""
-    return (f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at):>5}  {node}"
+    return (f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at, time.time()):>5}  {node}"
             f"{(s.last_line or '')[:60]}")
 
 
@@ -462,14 +459,6 @@ def acquire(ctx: click.Context, pool: str) -> None:
     click.echo(json.dumps(out))
 
 
-def fmt_time(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
-def fmt_rate(rate: float | None) -> str:
-    return f"{rate:.0%}" if rate is not None else "-"
-
-
 @ctl.group()
 def cron() -> None:
     """Cron jobs: list, add, remove, run now."""
@@ -490,7 +479,7 @@ def cron_list(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"{'NAME':<24} {'SCHEDULE':<36} {'PAYLOAD':<7} {'NEXT FIRE':<19}  {'RUNS':>4}  LAST RATE")
     for j in jobs:
-        click.echo(f"{j.name:<24} {j.schedule:<36} {j.payload:<7} {fmt_time(j.next_fire):<19}  {j.runs:>4}  {fmt_rate(j.last_rate)}")
+        click.echo(f"{j.name:<24} {j.schedule:<36} {j.payload:<7} {date_time(j.next_fire):<19}  {j.runs:>4}  {percent(j.last_rate)}")
 
 
 @cron.command("add")
@@ -550,7 +539,7 @@ def cron_add(ctx: click.Context, name: str, every: str | None, expr: str | None,
             spawn["items"] = [i.strip() for i in items.split(",") if i.strip()]
         job["spawn"] = spawn
     info = run_async(remote(ctx).cron_add(job, allow_past))
-    click.echo(f"added {info.name}: {info.schedule}; next fire {fmt_time(info.next_fire)}")
+    click.echo(f"added {info.name}: {info.schedule}; next fire {date_time(info.next_fire)}")
 
 
 @cron.command("remove")
@@ -597,7 +586,7 @@ def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None
     click.echo(f"{'RUN':<28} {'FIRED':<19}  {'RATE':>5}  {'SPAWNED':>7} {'DONE':>4} {'FAILED':>6} {'T/O':>3} {'KILLED':>6} {'LOST':>4} {'LIVE':>4}  STATE")
     for r in items:
         c = r.counts
-        click.echo(f"{r.id:<28} {fmt_time(r.nominal):<19}  {fmt_rate(r.rate):>5}  {c.get('spawned', 0):>7} {c.get('done', 0):>4} "
+        click.echo(f"{r.id:<28} {date_time(r.nominal):<19}  {percent(r.rate):>5}  {c.get('spawned', 0):>7} {c.get('done', 0):>4} "
                    f"{c.get('failed', 0):>6} {c.get('timed_out', 0):>3} {c.get('killed', 0):>6} {c.get('lost', 0):>4} "
                    f"{c.get('running', 0):>4}  {'final' if r.final else 'open'}")
 

@@ -32,13 +32,13 @@ from textual.widgets import Input, Static, Tab, Tabs
 
 from crewtui.errors import CrewError, RuntimeUnavailable, StoreError
 from crewtui.locations import DataDir
-from crewtui.model import CronJobInfo, CronRun, Event, Session, SessionState
+from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session, SessionState
 from crewtui.api import RuntimeAPI, RuntimeInfo
 from crewtui.clock import Clock, ClockLike
 from crewtui.ui.actions import BINDINGS
 from crewtui.ui.book import RETRYABLE, Changes, SessionBook, lacks_pids
 from crewtui.ui.commands import ActionsProvider
-from crewtui.ui.format import DIM, STATE_SYMBOLS
+from crewtui.ui.format import DIM
 from crewtui.ui.messages import RuntimeLost
 from crewtui.ui.screens.confirm import ConfirmScreen
 from crewtui.ui.screens.help import HelpScreen

@@ -8,8 +8,8 @@ the benchmark drive it without a terminal.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from crewtui.model import (
     CronFired,

@@ -1,17 +1,16 @@
-"""How the dashboard writes states, ages, rates and bars: one place, so every pane agrees.
+"""How the dashboard draws states, rates, roll-ups, bars and sparklines: one place, so every pane agrees.
 
-Pure functions returning Rich `Text`; no widget code here. Symbols are all one cell wide in every common
-terminal font (no emoji presentation), so columns stay aligned.
+Pure functions returning Rich `Text`, and the colours they use; no widget code here. The plain strings they
+build on (ages, times, durations, percentages) are `crewtui.formatting`'s, shared with `crewtui ctl`. Symbols
+are all one cell wide in every common terminal font (no emoji presentation), so columns stay aligned.
 """
 
 from __future__ import annotations
 
-import time
-
 from rich.text import Text
 
-from crewtui.model import STATE_SYMBOLS, SessionState, short_duration
-
+from crewtui.formatting import percent
+from crewtui.model import STATE_SYMBOLS, SessionState
 
 # One Dark-like colours: distinct on dark and light backgrounds, and failures stand out from the calm ones.
 STATE_COLORS: dict[SessionState, str] = {
@@ -53,33 +52,6 @@ def state_text(state: SessionState, width: int | None = None) -> Text:
     return text
 
 
-duration = short_duration  # the dashboard's name for it
-
-
-def age(ts: float | None, now: float) -> str:
-    return "-" if ts is None else duration(now - ts)
-
-
-def clock_time(ts: float, seconds: bool = True) -> str:
-    """Local wall time of `ts` (tests fix TZ=UTC, so snapshots do not depend on where they run)."""
-    return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.localtime(ts))
-
-
-def relative(ts: float | None, now: float) -> str:
-    """"in 1m30s" / "2m ago": when a fire or a mark is, relative to now."""
-    if ts is None:
-        return "-"
-    delta = ts - now
-    secs = int(abs(delta))
-    if secs < 60:
-        body = f"{secs}s"
-    elif secs < 3600:
-        body = f"{secs // 60}m{secs % 60:02d}s" if secs < 600 else f"{secs // 60}m"
-    else:
-        body = f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
-    return f"in {body}" if delta >= 0 else f"{body} ago"
-
-
 def rate_color(rate: float | None) -> str:
     if rate is None:
         return DIM
@@ -91,8 +63,7 @@ def rate_color(rate: float | None) -> str:
 
 
 def rate_text(rate: float | None, width: int = 4) -> Text:
-    body = "–" if rate is None else f"{rate:.0%}"
-    return Text(body.rjust(width), style=rate_color(rate))
+    return Text(percent(rate, missing="–").rjust(width), style=rate_color(rate))
 
 
 def rollup(counts: dict[SessionState, int]) -> Text:
@@ -125,12 +96,3 @@ def sparkline(rates: list[float | None]) -> Text:
             idx = max(0, min(len(SPARK_CHARS) - 1, round(r * (len(SPARK_CHARS) - 1))))
             out.append(SPARK_CHARS[idx], style=rate_color(r))
     return out
-
-
-def fit(text: str, width: int) -> str:
-    """Cut `text` to `width` cells with an ellipsis, or pad it: fixed-width columns never shift."""
-    if width <= 0:
-        return ""
-    if len(text) > width:
-        return text[: max(0, width - 1)] + "…"
-    return text.ljust(width)

@@ -25,7 +25,7 @@ class GroupNode:
     """A group: every session whose label starts with `prefix` + "-" (or equals it)."""
 
     prefix: str
-    children: list["GroupNode | LeafNode"] = field(default_factory=list)
+    children: list[GroupNode | LeafNode] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -52,7 +52,7 @@ class LeafNode:
 
 @dataclass
 class _Trie:
-    children: dict[str, "_Trie"] = field(default_factory=dict)
+    children: dict[str, _Trie] = field(default_factory=dict)
     sessions: list[tuple[str, str]] = field(default_factory=list)  # (key, label) ending exactly here
     size: int = 0  # sessions in this subtree
 

@@ -24,7 +24,8 @@ import signal
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from textual.drivers.web_driver import WebDriver
 
@@ -115,7 +116,8 @@ class ServedDriver(WebDriver):
     def __init__(self, app: Any, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._writer = PipeWriter(self.fileno, self._viewer_gone)
-        self._write = self._writer.put  # WebDriver sends every packet through self._write
+        # WebDriver sends every packet through self._write (typed as its own partial of os.write).
+        self._write = self._writer.put  # type: ignore[assignment]
         self._leaving = False
 
     def start_application_mode(self) -> None:

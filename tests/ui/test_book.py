@@ -18,7 +18,7 @@ from crewtui.model import (
     WatchdogFired,
 )
 from crewtui.ui.book import SessionBook, completion_rate
-from crewtui.ui.format import duration, fit, relative
+from crewtui.formatting import duration, fit, relative
 from crewtui.ui.grouping import GroupNode, LeafNode, build_forest, natural_key, walk
 
 S = SessionState

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from crewtui.model import STATE_SYMBOLS, TimelineItem
 from crewtui.ui.actions import ACTIONS, key_label
-from crewtui.ui.format import DIM, STATE_COLORS, STATE_ORDER, STATE_SYMBOLS
+from crewtui.ui.format import DIM, STATE_COLORS, STATE_ORDER
 from crewtui.ui.widgets.timeline import mark_symbol
-from crewtui.model import TimelineItem
 
 KEY_STYLE = "bold #e5c07b"
 
@@ -61,7 +63,7 @@ def legend() -> Text:
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help-close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Close", id="help-close")]
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="help-dialog"):

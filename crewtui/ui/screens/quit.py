@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
@@ -18,7 +18,7 @@ QuitChoice = Literal["leave", "kill"]
 class QuitScreen(ModalScreen["QuitChoice | None"]):
     """Dismisses with "leave", "kill", or None (cancel)."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("l", "choose('leave')", "Leave running", id="quit-leave"),
         Binding("k", "choose('kill')", "Kill all", id="quit-kill"),
         Binding("escape,c", "cancel", "Cancel", id="quit-cancel"),

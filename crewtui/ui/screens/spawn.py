@@ -7,11 +7,12 @@ live label, held domain, unknown agent...) is shown inline, in the runtime's own
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
@@ -27,7 +28,7 @@ Submit = Callable[[SpawnRequest], Awaitable[Session]]
 class SpawnScreen(ModalScreen["Session | None"]):
     """Dismisses with the spawned Session, or None when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="spawn-cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="spawn-cancel")]
 
     def __init__(self, agents: list[str], submit: Submit) -> None:
         super().__init__()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
@@ -16,7 +18,7 @@ from crewtui.model import Session
 class SteerScreen(ModalScreen["str | None"]):
     """Dismisses with the line to send, or None."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="steer-cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="steer-cancel")]
 
     def __init__(self, targets: list[Session], skipped: int = 0) -> None:
         super().__init__()

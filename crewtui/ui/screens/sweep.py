@@ -5,8 +5,9 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from crewtui.formatting import duration
 from crewtui.model import SweepItem
-from crewtui.ui.format import DIM, duration
+from crewtui.ui.format import DIM
 from crewtui.ui.screens.confirm import ConfirmScreen
 
 

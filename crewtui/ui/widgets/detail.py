@@ -11,9 +11,10 @@ from rich.text import Text
 from textual import events, on
 from textual.widgets import RichLog, Static
 
+from crewtui.formatting import age, clock_time
 from crewtui.model import History, Session, SessionState
 from crewtui.ui.book import completion_rate
-from crewtui.ui.format import DIM, STATE_COLORS, age, clock_time, rate_text, rollup, state_text
+from crewtui.ui.format import DIM, STATE_COLORS, rate_text, rollup, state_text
 
 STDERR_STYLE = "#e06c75"
 NOTE_STYLE = f"italic {DIM}"

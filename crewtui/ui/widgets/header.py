@@ -5,10 +5,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from crewtui.model import SessionState
 from crewtui.api import RuntimeInfo
+from crewtui.formatting import clock_time
+from crewtui.model import STATE_SYMBOLS, SessionState
 from crewtui.ui.book import completion_rate
-from crewtui.ui.format import DIM, STATE_COLORS, STATE_ORDER, STATE_SYMBOLS, clock_time, rate_text
+from crewtui.ui.format import DIM, STATE_COLORS, STATE_ORDER, rate_text
 
 SEP = ("  │  ", DIM)
 

@@ -10,9 +10,10 @@ from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
+from crewtui.formatting import relative
 from crewtui.model import CronJobInfo, CronRun, SessionState
 from crewtui.ui.book import SessionBook
-from crewtui.ui.format import DIM, bar, rate_color, rate_text, relative, sparkline
+from crewtui.ui.format import DIM, bar, rate_color, rate_text, sparkline
 
 BAR_W = 6
 HISTORY = 10  # runs in the sparkline
@@ -57,7 +58,7 @@ class CronMeters(DataTable[Text]):
             return None
         try:
             return self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
-        except Exception:  # the table changed under the cursor
+        except Exception:  # noqa: BLE001 - the table changed under the cursor
             return None
 
     def set_data(self, jobs: list[CronJobInfo], runs: dict[str, list[CronRun]], book: SessionBook, now: float) -> None:

@@ -9,19 +9,20 @@ loses the cursor, the scroll position and what the user folded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rich.text import Text
 from textual import events, on
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from crewtui.model import Session, SessionState
 from crewtui.clock import ClockLike
+from crewtui.formatting import age, fit
+from crewtui.model import Session, SessionState
 from crewtui.ui.book import SessionBook, completion_rate
-from crewtui.ui.format import DIM, age, fit, rate_text, rollup, state_text
+from crewtui.ui.format import DIM, rate_text, rollup, state_text
 from crewtui.ui.grouping import GroupNode, LeafNode, walk
 
 STATE_W = 11  # "◷ timed_out"
@@ -52,7 +53,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
 
     # Our own navigation keys only: space and enter belong to the dashboard's action registry (mark and
     # open), so the tree must not swallow them.
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor_up", "Up", show=False),
         Binding("down", "cursor_down", "Down", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
@@ -66,13 +67,13 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
     class RowHighlighted(Message):
         """The cursor moved to another row. Replaceable: when scrolling fast, only the last one matters."""
 
-        def __init__(self, tree: "SessionTree", ref: RowRef | None) -> None:
+        def __init__(self, tree: SessionTree, ref: RowRef | None) -> None:
             super().__init__()
             self.session_tree = tree
             self.ref = ref
 
         @property
-        def control(self) -> "SessionTree":
+        def control(self) -> SessionTree:
             return self.session_tree
 
         def can_replace(self, message: Message) -> bool:

@@ -7,14 +7,15 @@ and the next ones are listed in words.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
+from crewtui.formatting import clock_time
 from crewtui.model import SessionState, TimelineItem
-from crewtui.ui.format import DIM, RATE_BAD, RATE_GOOD, RATE_MEDIUM, STATE_COLORS, clock_time, rate_color
+from crewtui.ui.format import DIM, RATE_BAD, RATE_GOOD, RATE_MEDIUM, STATE_COLORS, rate_color
 
 SPAN = 3600.0  # seconds each side of now
 LANES: tuple[tuple[str, tuple[str, ...]], ...] = (

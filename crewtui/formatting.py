@@ -1,0 +1,58 @@
+"""Plain-string formatters for times, ages, durations and rates: one set, so `crewtui ctl` and the dashboard agree.
+
+Strings only; the dashboard's Rich rendering (colours, bars, state symbols) is in `crewtui/ui/format.py` and
+builds on these. The short duration itself lives in `crewtui.model` (next to `STATE_SYMBOLS`), where the first
+users found it; it is `duration` here.
+"""
+
+from __future__ import annotations
+
+import time
+
+from crewtui.model import short_duration
+
+duration = short_duration
+
+
+def age(ts: float | None, now: float) -> str:
+    """How long ago `ts` was, as a short duration; "-" when there is no time."""
+    return "-" if ts is None else duration(now - ts)
+
+
+def clock_time(ts: float, seconds: bool = True) -> str:
+    """Local wall time of `ts` (tests fix TZ=UTC, so snapshots do not depend on where they run)."""
+    return time.strftime("%H:%M:%S" if seconds else "%H:%M", time.localtime(ts))
+
+
+def date_time(ts: float | None) -> str:
+    """Local date and time of `ts`; "-" when there is none (0 counts as none: a job that never fired)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def percent(rate: float | None, missing: str = "-") -> str:
+    """A completion rate as "87%"; `missing` when there is no rate yet."""
+    return missing if rate is None else f"{rate:.0%}"
+
+
+def relative(ts: float | None, now: float) -> str:
+    """"in 1m30s" / "2m ago": when a fire or a mark is, relative to now."""
+    if ts is None:
+        return "-"
+    delta = ts - now
+    secs = int(abs(delta))
+    if secs < 60:
+        body = f"{secs}s"
+    elif secs < 3600:
+        body = f"{secs // 60}m{secs % 60:02d}s" if secs < 600 else f"{secs // 60}m"
+    else:
+        body = f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
+    return f"in {body}" if delta >= 0 else f"{body} ago"
+
+
+def fit(text: str, width: int) -> str:
+    """Cut `text` to `width` cells with an ellipsis, or pad it: fixed-width columns never shift."""
+    if width <= 0:
+        return ""
+    if len(text) > width:
+        return text[: max(0, width - 1)] + "…"
+    return text.ljust(width)
