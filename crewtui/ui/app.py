@@ -1,9 +1,7 @@
 """The dashboard app: panes, keys and the live event loop, on top of any `RuntimeAPI`.
 
-`make_app(runtime, ...)` builds it (the CLI and the tests both call it); `run_dashboard(dd, crew)` runs it
-on a data dir, embedding the runtime (a `RuntimeHost`: lock, store, orchestrator and control socket, in this
-process and event loop) or, when another process already serves that data dir, attaching to it over the
-socket with the same UI.
+`make_app(runtime, ...)` builds it (the CLI and the tests both call it); the CLI runs it on a data dir
+(`crewtui.cli.dashboard`, with `crewtui.launch` choosing between an embedded runtime and one it attaches to).
 
 Live and fast: one async worker reads `runtime.watch()` into a buffer; ten times a second the buffer is
 applied to the dashboard's own copy of the sessions (`SessionBook`) and only the rows that changed are
@@ -18,7 +16,6 @@ import contextlib
 import gc
 import logging
 import re
-import signal
 from typing import Any, Awaitable, Callable, Iterator
 
 from rich.text import Text
@@ -30,8 +27,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static, Tab, Tabs
 
-from crewtui.errors import CrewError, RuntimeUnavailable, StoreError
-from crewtui.locations import DataDir
+from crewtui.errors import CrewError
 from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session, SessionState
 from crewtui.api import RuntimeAPI, RuntimeInfo
 from crewtui.clock import Clock, ClockLike
@@ -888,6 +884,14 @@ class CrewApp(App[None]):
         self._exiting = True
         self.exit()
 
+    def end_with_runtime(self) -> None:
+        """The embedded runtime stopped on its own (another runtime took the data dir over): the dashboard ends
+        with it, leaving the sessions to the new owner."""
+        if not self._exiting:
+            self.exit_choice = "leave"
+            self._exiting = True
+            self.exit()
+
     def get_driver_class(self) -> type[Driver]:
         # Served in a browser (textual-serve sets TEXTUAL_DRIVER to Textual's web driver): use ours, which
         # never blocks the event loop on its output pipe and ends when the server goes away (served.py).
@@ -916,110 +920,3 @@ def make_app(
 ) -> CrewApp:
     """The dashboard on `runtime`. `on_quit(kill_sessions)` runs before the app exits after `q`."""
     return CrewApp(runtime, clock=clock, attached=attached, on_quit=on_quit)
-
-
-# ---------------------------------------------------------------------------------------------- running
-
-
-@contextlib.contextmanager
-def _exit_on_hangup(app: CrewApp) -> Iterator[None]:
-    """The terminal went away (ssh dropped) or we were asked to stop: exit cleanly, sessions keep running."""
-    loop = asyncio.get_running_loop()
-    added = []
-    for sig in (signal.SIGHUP, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, app.leave)
-            added.append(sig)
-    try:
-        yield
-    finally:
-        for sig in added:
-            loop.remove_signal_handler(sig)
-
-
-def _log_to_file(dd: DataDir) -> None:
-    """While the dashboard owns the terminal, log lines would scribble over it: send them to a file."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            root.removeHandler(handler)
-    handler = logging.FileHandler(dd.log, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-
-
-async def _kickoff(orch: Any) -> None:
-    """The demo: fire each spawning cron job once at start, so there is something to watch at once."""
-    if any(s.state.live for s in await orch.list()):
-        return
-    for job in await orch.cron_list():
-        if job.payload == "spawn":
-            with contextlib.suppress(CrewError):
-                await orch.cron_trigger(job.name)
-
-
-async def _dashboard(dd: DataDir, crew: Any, *, mouse: bool, kickoff: bool) -> None:
-    from crewtui.control.client import RemoteRuntime
-    from crewtui.control.host import RuntimeHost
-    from crewtui.runtime.lock import DataDirLock
-
-    dd.ensure()
-    _log_to_file(dd)
-    if DataDirLock(dd.lock).held_by_other():
-        remote = RemoteRuntime(dd.socket, dd.root)
-        if not await remote.ping():
-            raise RuntimeUnavailable(
-                f"a crewtui runtime holds {dd.root} but does not answer on {dd.socket}; try again in a moment"
-            )
-        app = make_app(remote, attached=True)
-        app.freeze_gc = True
-        with _exit_on_hangup(app):
-            await app.run_async(mouse=mouse)
-        return
-    host = RuntimeHost(dd, crew)
-    orch = await host.start()
-    try:
-        if kickoff:
-            await _kickoff(orch)
-        app = make_app(orch, on_quit=lambda kill: host.stop(kill_sessions=kill))
-        app.freeze_gc = True
-        watcher = asyncio.ensure_future(_exit_when_host_stops(host, app))
-        with _exit_on_hangup(app):
-            try:
-                await app.run_async(mouse=mouse)
-            except Exception:  # e.g. the terminal vanished mid-write: the runtime still stops cleanly
-                log.exception("the dashboard ended with an error")
-            finally:
-                watcher.cancel()
-    finally:
-        await host.stop(kill_sessions=False)  # a no-op when `q` already stopped it
-    fenced = getattr(host, "fenced", None)
-    if fenced:
-        raise StoreError(f"{fenced}; its sessions were left to the runtime that now serves {dd.root}")
-
-
-async def _exit_when_host_stops(host: Any, app: CrewApp) -> None:
-    """The host may stop on its own (another runtime took the data dir over): the dashboard ends with it."""
-    stopped = getattr(host, "stopped", None)
-    if stopped is None:
-        return
-    await stopped.wait()
-    if not app._exiting:
-        app.exit_choice = "leave"
-        app._exiting = True
-        app.exit()
-
-
-def run_dashboard(dd: DataDir, crew: Any, *, mouse: bool = True, kickoff: bool = False) -> None:
-    """Run the dashboard on a data dir: embed its runtime, or attach when another process serves it."""
-    asyncio.run(_dashboard(dd, crew, mouse=mouse, kickoff=kickoff))
-
-
-def run_demo(dd: DataDir, *, mouse: bool = True) -> None:
-    """`crewtui demo`: the demo crew, with each of its spawning cron jobs fired once at start."""
-    from crewtui.config import load_crew
-    from crewtui.locations import demo_crew_path
-
-    run_dashboard(dd, load_crew(demo_crew_path()), mouse=mouse, kickoff=True)

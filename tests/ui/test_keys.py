@@ -555,13 +555,13 @@ async def test_sighup_exits_cleanly_and_leaves_sessions_running(crew_orch: Orche
     import os
     import signal
 
-    from crewtui.ui.app import _exit_on_hangup
+    from crewtui.cli.dashboard import exit_on_hangup
 
     key = await spawn(crew_orch, "outlives-the-terminal")
     app = make_app(crew_orch)
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
-        with _exit_on_hangup(app):
+        with exit_on_hangup(app):
             os.kill(os.getpid(), signal.SIGHUP)
             await wait_for(lambda: not app.is_running, what="exit on SIGHUP")
     assert app.exit_choice == "leave"

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from crewtui.cli import serve_command
+from crewtui.cli.root import serve_command
 from crewtui.locations import DataDir
 from tests.conftest import SLEEPER
 from tests.faults.helpers import ENV, PY, Headless, call, proc_alive, wait_until

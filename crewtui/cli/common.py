@@ -1,0 +1,79 @@
+"""What the `crewtui` commands share: one-line user errors, the data dir, the socket client, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from crewtui.errors import CrewError
+from crewtui.locations import DataDir, default_data_dir
+
+if TYPE_CHECKING:
+    from crewtui.control.client import RemoteRuntime
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"crewtui: {message}", err=True)
+    sys.exit(2)
+
+
+def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn a CrewError (and Ctrl-C) into one line on stderr and exit 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except CrewError as exc:
+            fail(exc.message)
+        except KeyboardInterrupt:
+            click.echo("crewtui: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def say(message: str) -> None:
+    """A line for the person at the terminal, on stderr (stdout is for what a script reads)."""
+    click.echo(message, err=True)
+
+
+def resolve_data_dir(data_dir: str | None) -> DataDir:
+    return DataDir(data_dir) if data_dir else DataDir(default_data_dir())
+
+
+def remote(ctx: click.Context) -> RemoteRuntime:
+    """The runtime `ctl` talks to: --socket, else --data-dir, else $CREWTUI_SOCKET (an agent), else the
+    default data dir."""
+    from crewtui.control.client import RemoteRuntime
+
+    obj = ctx.find_root().obj or {}
+    sock = obj.get("socket")
+    data_dir = obj.get("ctl_data_dir") or obj.get("data_dir")
+    if sock is None and data_dir is None and os.environ.get("CREWTUI_SOCKET"):
+        sock = os.environ["CREWTUI_SOCKET"]
+    if sock is not None:
+        return RemoteRuntime(sock)
+    dd = resolve_data_dir(data_dir)
+    return RemoteRuntime(dd.socket, dd.root)
+
+
+def echo_json(obj: Any) -> None:
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    elif isinstance(obj, list):
+        obj = [o.model_dump(mode="json") if hasattr(o, "model_dump") else o for o in obj]
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))

@@ -1,0 +1,288 @@
+"""`crewtui ctl ...`: control a running crew over its socket (what scripts and agents use).
+
+With no runtime listening, every verb says so in one line (which data dir it looked in, how to start one) and
+exits 2. Verbs that print data take `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from crewtui.cli.common import echo_json, remote, run_async, user_errors
+from crewtui.cli.cron import cron
+from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line
+from crewtui.errors import BadInput
+from crewtui.model import SessionState, SpawnRequest, parse_duration
+
+
+@click.group()
+@click.option("--data-dir", "ctl_data_dir", type=click.Path(file_okay=False), default=None)
+@click.option("--socket", type=click.Path(dir_okay=False), default=None,
+              help="The control socket (default: DATA_DIR/control.sock, or $CREWTUI_SOCKET).")
+@click.pass_context
+def ctl(ctx: click.Context, ctl_data_dir: str | None, socket: str | None) -> None:
+    """Control a running crew over its socket (what scripts and agents use)."""
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    root.obj["socket"] = socket
+    if ctl_data_dir:
+        root.obj["ctl_data_dir"] = ctl_data_dir
+
+
+ctl.add_command(cron)
+
+
+@ctl.command()
+@click.option("--label", required=True, help="The session's handle, e.g. blog-publisher-superada-2026-04-02.")
+@click.option("--agent", default=None, help="A crew agent to run (see [agents] in the crew file).")
+@click.option("--task", default=None, help="The task text, passed to the agent as one argv element.")
+@click.option("--domain", default=None, help="An exclusive claim, e.g. article:superada.")
+@click.option("--parent", envvar="CREWTUI_SESSION_KEY", default=None,
+              help="Parent session (default: $CREWTUI_SESSION_KEY).")
+@click.option("--watchdog", default=None, help="Retry if not done after this long, e.g. 15m.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=1)
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+@user_errors
+def spawn(ctx: click.Context, label: str, agent: str | None, task: str | None, domain: str | None, parent: str | None,
+          watchdog: str | None, max_attempts: int, as_json: bool, argv: tuple[str, ...]) -> None:
+    """Start a session: --agent NAME --task TEXT, or -- ARGV..."""
+    wd = None
+    if watchdog is not None:
+        try:
+            wd = parse_duration(watchdog)
+        except ValueError as exc:
+            raise BadInput(f"--watchdog: {exc}") from None
+    req = SpawnRequest(label=label, agent=agent, task=task, argv=list(argv) if argv else None, domain=domain,
+                       parent=parent, watchdog_after=wd, max_attempts=max_attempts)
+    s = run_async(remote(ctx).spawn(req))
+    if as_json:
+        echo_json(s)
+    else:
+        click.echo(f"{s.key} {s.label} {s.state.value}")
+
+
+@ctl.command()
+@click.argument("ref")
+@click.argument("message")
+@click.pass_context
+@user_errors
+def send(ctx: click.Context, ref: str, message: str) -> None:
+    """Steer a session: send MESSAGE as one line to its stdin."""
+    s = run_async(remote(ctx).send(ref, message))
+    click.echo(f"sent to {s.key} ({s.label})")
+
+
+@ctl.command("list")
+@click.option("--state", default=None, help="Only sessions in this state.")
+@click.option("--prefix", default=None, help="Only labels starting with this.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def list_(ctx: click.Context, state: str | None, prefix: str | None, as_json: bool) -> None:
+    """List sessions."""
+    if state is not None and state not in {s.value for s in SessionState}:
+        raise BadInput(f"unknown state {state!r}; states: {', '.join(s.value for s in SessionState)}")
+    sessions = run_async(remote(ctx).list(SessionState(state) if state is not None else None, prefix))
+    if as_json:
+        echo_json(sessions)
+        return
+    if not sessions:
+        click.echo("no sessions")
+        return
+    width = node_width(sessions)  # where sessions run on other machines (the Ray backend), say where
+    click.echo(session_header(width))
+    for s in sessions:
+        click.echo(session_line(s, width))
+
+
+@ctl.command()
+@click.argument("ref")
+@click.option("--tail", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def history(ctx: click.Context, ref: str, tail: int, as_json: bool) -> None:
+    """Show a session's transcript tail (stdout, then stderr)."""
+    h = run_async(remote(ctx).history(ref, tail))
+    if as_json:
+        echo_json(h)
+        return
+    click.echo(f"# {h.key} {h.label} ({h.state.value})")
+    for line in h.lines:
+        click.echo(line)
+    if h.stderr:
+        click.echo("# stderr")
+        for line in h.stderr:
+            click.echo(line)
+
+
+@ctl.command()
+@click.argument("ref", required=False)
+@click.option("--prefix", default=None, help="Kill every live session whose label starts with this.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def kill(ctx: click.Context, ref: str | None, prefix: str | None, yes: bool, as_json: bool) -> None:
+    """Kill a session (and its descendants), or every live session with --prefix."""
+    if (ref is None) == (prefix is None):
+        raise BadInput("give a session KEY|LABEL or --prefix P (one of them)")
+    rt = remote(ctx)
+    if not yes:
+        if prefix is not None:
+            targets = [s for s in run_async(rt.list(None, prefix)) if s.state.live]
+            what = f"{len(targets)} live sessions with prefix {prefix!r}"
+        else:
+            assert ref is not None  # exactly one of ref and prefix, checked above
+            s = run_async(rt.get(ref))
+            kids = [c for c in run_async(rt.list()) if c.parent == s.key and c.state.live]
+            targets = [s]
+            what = f"{s.label} ({s.key})" + (f" and its {len(kids)} live children" if kids else "")
+            if not kids:
+                yes = True  # one leaf session: the name on the command line is confirmation enough
+        if not yes:
+            if not targets:
+                raise BadInput(f"no live session has a label starting with {prefix!r}")
+            if not sys.stdin.isatty():
+                raise BadInput(f"kill would end {what}; add --yes to confirm when not at a terminal")
+            click.confirm(f"Kill {what}?", abort=True)
+    killed = run_async(rt.kill(ref, prefix))
+    if as_json:
+        echo_json(killed)
+        return
+    for s in killed:
+        click.echo(f"{s.key} {s.label} {s.state.value}")
+
+
+@ctl.command("yield")
+@click.option("--children", "children_opt", multiple=True, help="Children to wait for (default: all live children).")
+@click.option("--parent", envvar="CREWTUI_SESSION_KEY", default=None,
+              help="The yielding session (default: $CREWTUI_SESSION_KEY).")
+@click.option("--no-wait", is_flag=True,
+              help="Return at once; the results arrive as one JSON line on the parent's stdin.")
+@click.argument("children", nargs=-1)
+@click.pass_context
+@user_errors
+def yield_(ctx: click.Context, children_opt: tuple[str, ...], parent: str | None, no_wait: bool,
+           children: tuple[str, ...]) -> None:
+    """Wait (no polling) until children end, then print their results as one JSON message."""
+    kids = list(children_opt) + list(children)
+    out = run_async(remote(ctx).yield_(kids or None, parent, wait=not no_wait))
+    if out is None:
+        click.echo(json.dumps({"yielded": True, "parent": parent, "children": kids}))
+    else:
+        click.echo(out.model_dump_json())
+
+
+@ctl.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def registry(ctx: click.Context, as_json: bool) -> None:
+    """Print the crew's registry (written only by the runtime, from session results)."""
+    data = run_async(remote(ctx).registry())
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+@ctl.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def watch(ctx: click.Context, as_json: bool) -> None:
+    """Stream events as they happen (Ctrl-C to stop)."""
+
+    async def go() -> None:
+        async for ev in remote(ctx).watch():
+            click.echo(ev.model_dump_json() if as_json else event_line(ev))
+
+    try:
+        run_async(go())
+    except KeyboardInterrupt:
+        pass
+
+
+@ctl.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def retry(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Start a new attempt of an ended session (same key and label)."""
+    s = run_async(remote(ctx).retry(ref))
+    if as_json:
+        echo_json(s)
+    else:
+        click.echo(f"{s.key} {s.label} attempt {s.attempt} {s.state.value}")
+
+
+@ctl.command()
+@click.option("--dry-run", is_flag=True, help="Only list what a sweep would kill, and why.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def sweep(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Kill stale sessions (no output for the crew's stale_after)."""
+    rt = remote(ctx)
+    if not dry_run and not yes:
+        preview = run_async(rt.sweep(dry_run=True))
+        if not preview:
+            click.echo("nothing is stale")
+            return
+        if not sys.stdin.isatty():
+            raise BadInput(f"sweep would kill {len(preview)} stale sessions; "
+                           "add --yes to confirm when not at a terminal")
+        for item in preview:
+            click.echo(f"{item.key}  {item.label:<44} {item.reason}")
+        click.confirm(f"Kill these {len(preview)} stale sessions?", abort=True)
+    items = run_async(rt.sweep(dry_run=dry_run))
+    if as_json:
+        echo_json(items)
+        return
+    if not items:
+        click.echo("nothing is stale")
+    for item in items:
+        click.echo(f"{'would kill' if dry_run else 'killed'} {item.key}  {item.label:<44} {item.reason}")
+
+
+@ctl.command()
+@click.argument("pool")
+@click.pass_context
+@user_errors
+def acquire(ctx: click.Context, pool: str) -> None:
+    """Block until POOL's rate limit grants a permit (agents call this before a model call)."""
+    out = run_async(remote(ctx).acquire(pool))
+    click.echo(json.dumps(out))
+
+
+@ctl.command()
+@click.option("--job", default=None, help="Only this job's runs.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None:
+    """Cron runs with their completion rate (done / spawned), newest first."""
+    items = run_async(remote(ctx).runs(job, limit))
+    if as_json:
+        echo_json(items)
+        return
+    if not items:
+        click.echo("no cron runs yet")
+        return
+    click.echo(run_header())
+    for r in items:
+        click.echo(run_line(r))
+
+
+@ctl.command()
+@click.pass_context
+@user_errors
+def info(ctx: click.Context) -> None:
+    """Show the runtime serving the data dir."""
+    echo_json(run_async(remote(ctx).info()))

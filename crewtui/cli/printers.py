@@ -1,0 +1,61 @@
+"""How `crewtui ctl` prints sessions, cron jobs, runs, sweeps and events for a person (`--json` is for scripts).
+
+Fixed-width columns, one line per item; times, ages and rates come from `crewtui.formatting`, as the
+dashboard's do, so both say the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from crewtui.formatting import age, clock_time, date_time, percent
+from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session
+
+
+def node_width(sessions: list[Session]) -> int:
+    """The NODE column's width: 0 (no column) unless some session runs on another machine (the Ray backend)."""
+    if not any(s.node for s in sessions):
+        return 0
+    return max((len(s.node or "local") for s in sessions), default=0)
+
+
+def session_header(node_width: int = 0) -> str:
+    node_head = f"{'NODE':<{node_width}}  " if node_width else ""
+    return f"{'KEY':<28}  {'LABEL':<44}   {'STATE':<9} {'#':>2}  {'AGE':>5}  {node_head}LAST OUTPUT"
+
+
+def session_line(s: Session, node_width: int = 0) -> str:
+    sym = STATE_SYMBOLS[s.state]
+    node = f"{(s.node or 'local'):<{node_width}}  " if node_width else ""
+    return (f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at, time.time()):>5}  "
+            f"{node}{(s.last_line or '')[:60]}")
+
+
+def job_header() -> str:
+    return f"{'NAME':<24} {'SCHEDULE':<36} {'PAYLOAD':<7} {'NEXT FIRE':<19}  {'RUNS':>4}  LAST RATE"
+
+
+def job_line(j: CronJobInfo) -> str:
+    return (f"{j.name:<24} {j.schedule:<36} {j.payload:<7} {date_time(j.next_fire):<19}  {j.runs:>4}  "
+            f"{percent(j.last_rate)}")
+
+
+def run_header() -> str:
+    return (f"{'RUN':<28} {'FIRED':<19}  {'RATE':>5}  {'SPAWNED':>7} {'DONE':>4} {'FAILED':>6} {'T/O':>3} "
+            f"{'KILLED':>6} {'LOST':>4} {'LIVE':>4}  STATE")
+
+
+def run_line(r: CronRun) -> str:
+    c = r.counts
+    return (f"{r.id:<28} {date_time(r.nominal):<19}  {percent(r.rate):>5}  {c.get('spawned', 0):>7} "
+            f"{c.get('done', 0):>4} {c.get('failed', 0):>6} {c.get('timed_out', 0):>3} {c.get('killed', 0):>6} "
+            f"{c.get('lost', 0):>4} {c.get('running', 0):>4}  {'final' if r.final else 'open'}")
+
+
+def event_line(ev: Event) -> str:
+    """`ctl watch`: time, kind, whose, and the rest of the event as compact JSON."""
+    detail = {k: v for k, v in ev.model_dump(mode="json").items()
+              if k not in {"seq", "ts", "kind", "session", "label"} and v not in (None, [], "")}
+    whose = ev.label or ev.session or ""
+    return f"{clock_time(ev.ts)} {ev.kind:<22} {whose:<40} {json.dumps(detail, ensure_ascii=False)}"

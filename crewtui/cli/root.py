@@ -1,0 +1,130 @@
+"""The top-level `crewtui` group and the commands that host: the dashboard, `run`, `demo` and `serve`.
+
+How a runtime is hosted (embed or attach, headless, signals, the log file) is `crewtui.launch`'s; the
+dashboard is imported only when one is shown, so `crewtui ctl` starts quickly.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+from typing import TYPE_CHECKING
+
+import click
+
+from crewtui.cli.common import fail, resolve_data_dir, run_async, say, user_errors
+from crewtui.cli.ctl import ctl
+from crewtui.errors import BadInput
+from crewtui.locations import DataDir
+
+if TYPE_CHECKING:
+    from crewtui.config import CrewConfig
+
+
+@click.group(invoke_without_command=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the store, socket and session output live.")
+@click.version_option(package_name="crewtui")
+@click.pass_context
+def main(ctx: click.Context, data_dir: str | None) -> None:
+    """crewtui: run crews of agent sessions and watch them live."""
+    ctx.ensure_object(dict)
+    ctx.obj["data_dir"] = data_dir
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run, crew_file=None, headless=False, data_dir=data_dir, no_mouse=False)
+
+
+main.add_command(ctl)
+
+
+def load_crew_or_default(crew_file: str | None) -> CrewConfig:
+    from crewtui.config import default_crew, load_crew
+
+    return load_crew(crew_file) if crew_file else default_crew()
+
+
+def serve_headless(dd: DataDir, crew: CrewConfig) -> None:
+    from crewtui.launch import serve_headless as serve
+
+    run_async(serve(dd, crew, say=say))
+
+
+def start_dashboard(dd: DataDir, crew: CrewConfig, mouse: bool = True) -> None:
+    try:
+        from crewtui.cli.dashboard import run_dashboard
+    except ImportError:
+        fail("the dashboard is not available in this build; use --headless")
+    run_dashboard(dd, crew, mouse=mouse)
+
+
+@main.command()
+@click.argument("crew_file", required=False, type=click.Path(dir_okay=False))
+@click.option("--headless", is_flag=True, help="Run the runtime without the dashboard (servers, scripts, tests).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--no-mouse", is_flag=True, help="Leave the mouse to the terminal (text selection over ssh).")
+@click.pass_context
+@user_errors
+def run(ctx: click.Context, crew_file: str | None, headless: bool, data_dir: str | None, no_mouse: bool) -> None:
+    """Run a crew (CREW_FILE, TOML): the runtime, and the dashboard unless --headless."""
+    dd = resolve_data_dir(data_dir or (ctx.obj or {}).get("data_dir"))
+    crew = load_crew_or_default(crew_file)  # nothing starts when the crew file is wrong
+    if not headless:
+        start_dashboard(dd, crew, mouse=not no_mouse)
+        return
+    serve_headless(dd, crew)
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the demo's data here (default: a new throwaway dir).")
+@click.option("--headless", is_flag=True, help="Run the demo crew without the dashboard.")
+@click.option("--no-mouse", is_flag=True, help="Leave the mouse to the terminal (text selection over ssh).")
+@user_errors
+def demo(data_dir: str | None, headless: bool, no_mouse: bool) -> None:
+    """Open the dashboard on the built-in demo crew (about 50 sessions in eight groups)."""
+    from crewtui.config import load_crew
+    from crewtui.locations import demo_crew_path
+
+    dd = DataDir(data_dir) if data_dir else DataDir(tempfile.mkdtemp(prefix="crewtui-demo-"))
+    crew = load_crew(demo_crew_path())
+    say(f"crewtui demo: data dir {dd.root}")
+    if headless:
+        serve_headless(dd, crew)
+        return
+    start_dashboard(dd, crew, mouse=not no_mouse)
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="The served crew's data dir.")
+@click.option("--host", default="localhost", show_default=True,
+              help="Address to listen on. textual-serve has no authentication: keep it on localhost (ssh -L).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.pass_context
+@user_errors
+def serve(ctx: click.Context, data_dir: str | None, host: str, port: int) -> None:
+    """Serve attached dashboards in a browser (textual-serve). Each page attaches to the crew's runtime."""
+    try:
+        import textual_serve.server  # noqa: F401
+    except ImportError:
+        fail("crewtui serve needs textual-serve: pip install 'crewtui[serve]'")
+    from crewtui.launch import served_by_other
+    from crewtui.ui.served import make_server
+
+    dd = resolve_data_dir(data_dir or (ctx.obj or {}).get("data_dir"))
+    if not served_by_other(dd):
+        raise BadInput(f"no runtime serves {dd.root}; "
+                       f"start one first: crewtui run CREW.toml --headless --data-dir {dd.root}")
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        say(f"crewtui serve: WARNING: listening on {host}; textual-serve has no authentication, "
+            "anyone who can reach this port can steer and kill your crew")
+    else:
+        say(f"crewtui serve: http://{host}:{port}/ (localhost only: textual-serve has no authentication; "
+            "from another machine use ssh -L)")
+    make_server(serve_command(dd), host=host, port=port, title=f"crewtui · {dd.root.name}").serve()
+
+
+def serve_command(dd: DataDir) -> str:
+    """The shell command textual-serve runs for each page: an attached dashboard on `dd`. `exec`, so the
+    dashboard is the server's own child (no shell in between to take a SIGTERM meant for it)."""
+    return "exec " + shlex.join([sys.executable, "-m", "crewtui", "--data-dir", str(dd.root)])
