@@ -75,7 +75,7 @@ def _children_of(node: _Trie, path: list[str], group: str | None) -> list[GroupN
     leaves = [LeafNode(k, lbl, group) for k, lbl in node.sessions] if path and group == "-".join(path) else []
     for token in sorted(node.children, key=natural_key):
         child = node.children[token]
-        for item in _fold(child, path + [token], group):
+        for item in _fold(child, [*path, token], group):
             (groups if isinstance(item, GroupNode) else leaves).append(item)  # type: ignore[arg-type]
     groups.sort(key=lambda g: natural_key(g.prefix))
     leaves.sort(key=lambda s: (natural_key(s.label), s.key))
@@ -89,7 +89,7 @@ def _fold(node: _Trie, path: list[str], group: str | None) -> list[GroupNode | L
         return [LeafNode(key, label, group)]
     if not node.sessions and len(node.children) == 1:
         token, child = next(iter(node.children.items()))
-        return _fold(child, path + [token], group)
+        return _fold(child, [*path, token], group)
     prefix = "-".join(path)
     g = GroupNode(prefix)
     g.children = _children_of(node, path, prefix)

@@ -58,7 +58,7 @@ class CronMeters(DataTable[Text]):
             return None
         try:
             return self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
-        except Exception:  # noqa: BLE001 - the table changed under the cursor
+        except Exception:  # the table changed under the cursor
             return None
 
     def set_data(self, jobs: list[CronJobInfo], runs: dict[str, list[CronRun]], book: SessionBook, now: float) -> None:
@@ -105,7 +105,8 @@ class CronMeters(DataTable[Text]):
             finals = [r for r in reversed(runs[:HISTORY]) if r.final]
             history = sparkline([r.rate for r in finals])
             last = rate_text(finals[-1].rate if finals else job.last_rate)
-        next_cell = Text(relative(job.next_fire, now).removeprefix("in "), style=DIM) if job.next_fire else Text("-", style=DIM)
+        next_in = relative(job.next_fire, now).removeprefix("in ") if job.next_fire else "-"
+        next_cell = Text(next_in, style=DIM)
         return {
             "job": Text(job.name, style="bold"),
             "next": next_cell,

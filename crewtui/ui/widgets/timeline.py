@@ -169,7 +169,10 @@ class Timeline(Widget):
             left.truncate(half, overflow="ellipsis", pad=True)
             row.append_text(left)
             row.append(" ")
-            right = describe(future[i], now) if i < len(future) else Text("" if future or i else "nothing scheduled", style=DIM)
+            if i < len(future):
+                right = describe(future[i], now)
+            else:
+                right = Text("" if future or i else "nothing scheduled", style=DIM)
             right.truncate(width - half - 1, overflow="ellipsis")
             row.append_text(right)
             lines.append(row)
