@@ -98,21 +98,22 @@ async def main(n: int, rate: int) -> None:
     app.animation_level = "none"
     app.freeze_gc = True  # as run_dashboard does
     ticks: list[float] = []
-    real_tick = app._tick
+    screen = app.main_screen
+    real_tick = screen._tick
 
     def timed_tick() -> None:
         t = time.perf_counter()
         real_tick()
         ticks.append(time.perf_counter() - t)
 
-    app._tick = timed_tick  # type: ignore[method-assign]
+    screen._tick = timed_tick  # type: ignore[method-assign]
     keys = list(rt.sessions)
     t0 = time.perf_counter()
     async with app.run_test(size=(140, 42)) as pilot:
         await app.loaded.wait()
         await pilot.pause()
         load = time.perf_counter() - t0
-        rows = sum(1 for k in app.session_tree.nodes if k.startswith("s:"))
+        rows = sum(1 for k in screen.session_tree.nodes if k.startswith("s:"))
         ticks.clear()
 
         stop = asyncio.Event()
@@ -138,10 +139,10 @@ async def main(n: int, rate: int) -> None:
         await asyncio.sleep(2.0)
         latencies: list[float] = []
         for _ in range(40):
-            before = app.session_tree.cursor_line
+            before = screen.session_tree.cursor_line
             t = time.perf_counter()
             app.simulate_key("down")
-            while app.session_tree.cursor_line == before:
+            while screen.session_tree.cursor_line == before:
                 await asyncio.sleep(0)
             app.screen._on_timer_update()  # paint now rather than at the next frame
             latencies.append(time.perf_counter() - t)
@@ -155,7 +156,7 @@ async def main(n: int, rate: int) -> None:
             rt.sessions[key] = s
             t = time.perf_counter()
             ch = app.book.apply([SessionSpawned(session=key, label=s.label, snapshot=s)])
-            app._apply(ch)
+            screen._apply(ch)
             regroup.append(time.perf_counter() - t)
             await asyncio.sleep(0.05)
         stop.set()

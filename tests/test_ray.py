@@ -473,12 +473,12 @@ async def test_dashboard_shows_each_sessions_node_and_a_count_per_node(tmp_path:
             await wait_for(lambda: all(app.book.sessions.get(k) and app.book.sessions[k].node for k in keys), 30,
                            "nodes in the UI")
             assert app.book.node_counts() == {node: 2}
-            app.flush_events()
+            app.main_screen.flush_events()
             await pilot.pause()
             header = str(app.query_one("#status", Static).render())  # a Text: its plain string
             assert f"1 node {node} 2" in header
-            await wait_for(lambda: "s:" + keys[0] in app.session_tree.nodes, 10, "row shown")
-            app.session_tree.select_key(keys[0])
+            await wait_for(lambda: "s:" + keys[0] in app.main_screen.session_tree.nodes, 10, "row shown")
+            app.main_screen.session_tree.select_key(keys[0])
             await pilot.pause(0.2)
             detail = app.query_one("#detail", SessionDetail)
             assert detail._shown is not None and node in detail._shown  # the "node" row of the detail pane

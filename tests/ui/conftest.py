@@ -30,7 +30,7 @@ async def settle(pilot: Pilot[None]) -> None:
     app = pilot.app
     assert isinstance(app, CrewApp)
     await app.loaded.wait()
-    app.flush_events()
+    app.main_screen.flush_events()
     await pilot.pause()
     await pilot.pause()
 

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from crewtui.formatting import duration, fit, relative
 from crewtui.model import (
     CronFired,
     RunClosed,
@@ -18,7 +19,6 @@ from crewtui.model import (
     WatchdogFired,
 )
 from crewtui.ui.book import SessionBook, completion_rate
-from crewtui.formatting import duration, fit, relative
 from crewtui.ui.grouping import GroupNode, LeafNode, build_forest, natural_key, walk
 
 S = SessionState
@@ -134,8 +134,8 @@ async def test_events_arriving_under_a_modal_are_applied() -> None:
         app.runtime.emit(SessionSpawned(session=s.key, label=s.label, snapshot=s))  # type: ignore[attr-defined]
         app.runtime.emit(SessionOutput(session=s.key, label=s.label, lines=["hello"]))  # type: ignore[attr-defined]
         await pilot.pause(0.3)
-        app.flush_events()
-        assert "s:s-new" in app.session_tree.nodes and app.is_running
+        app.main_screen.flush_events()
+        assert "s:s-new" in app.main_screen.session_tree.nodes and app.is_running
         assert app.book.sessions["s-new"].last_line == "hello"
 
 

@@ -67,18 +67,19 @@ def recording(app: CrewApp) -> list[str]:
 
 async def ready(app: CrewApp, pilot: Any) -> None:
     await app.loaded.wait()
-    app.flush_events()
+    app.main_screen.flush_events()
     await pilot.pause()
 
 
 async def shown(app: CrewApp, key: str) -> None:
-    await wait_for(lambda: "s:" + key in app.session_tree.nodes, what=f"row of {key}")
+    await wait_for(lambda: "s:" + key in app.main_screen.session_tree.nodes, what=f"row of {key}")
 
 
 async def select(app: CrewApp, pilot: Any, key: str) -> None:
     await shown(app, key)
-    app.session_tree.select_key(key)
-    await wait_for(lambda: app.session_tree.current is not None and app.session_tree.current.id == key, what="cursor on row")
+    app.main_screen.session_tree.select_key(key)
+    await wait_for(lambda: app.main_screen.session_tree.current is not None
+                   and app.main_screen.session_tree.current.id == key, what="cursor on row")
     await pilot.pause()
 
 
@@ -113,7 +114,8 @@ async def test_n_spawn_form_spawns_a_running_session(crew_orch: Orchestrator) ->
         assert s.state == S.RUNNING and s.agent == "echo" and s.task == "say hi" and s.watchdog_after == 600
         assert pid_alive(s.agent_pid)
         await shown(app, s.key)
-        await wait_for(lambda: app.session_tree.current is not None and app.session_tree.current.id == s.key, what="new row selected")
+        await wait_for(lambda: app.main_screen.session_tree.current is not None
+                       and app.main_screen.session_tree.current.id == s.key, what="new row selected")
 
 
 async def test_n_spawn_form_shows_errors_inline_and_spawns_nothing(crew_orch: Orchestrator) -> None:
@@ -175,7 +177,7 @@ async def test_s_steers_the_selected_session(crew_orch: Orchestrator) -> None:
         history = await crew_orch.history(key)
         assert "steered: hello there" in history.lines
         # The live transcript shows it too.
-        await wait_for(lambda: any("steered: hello there" in line.text for line in app.transcript.lines),
+        await wait_for(lambda: any("steered: hello there" in line.text for line in app.main_screen.transcript.lines),
                        what="transcript line")
 
 
@@ -204,7 +206,7 @@ async def test_s_broadcasts_to_marked_and_refuses_an_ended_session(crew_orch: Or
         app.screen.query_one("#steer-text", Input).value = "to all"
         await pilot.press("enter")
         for key in (a, b):
-            await wait_for(lambda: crew_orch.sessions[key].last_line == "steered: to all", what="broadcast")
+            await wait_for(lambda key=key: crew_orch.sessions[key].last_line == "steered: to all", what="broadcast")
 
 
 # ------------------------------------------------------------------------------------------------ k
@@ -250,16 +252,17 @@ async def test_k_on_a_group_kills_the_whole_group(crew_orch: Orchestrator, data_
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
         await shown(app, keys[0])
-        group = app.session_tree.nodes["g:blog-publisher"]
-        app.session_tree.move_cursor(group)
-        await wait_for(lambda: app.session_tree.current is not None and app.session_tree.current.kind == "group", what="group row")
+        group = app.main_screen.session_tree.nodes["g:blog-publisher"]
+        app.main_screen.session_tree.move_cursor(group)
+        await wait_for(lambda: app.main_screen.session_tree.current is not None
+                       and app.main_screen.session_tree.current.kind == "group", what="group row")
         await pilot.press("k")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         assert "blog-publisher" in str(app.screen.query_one("#confirm-body", Static).render())
         await pilot.press("y")
         for key in keys:
-            await wait_for(lambda: crew_orch.sessions[key].state == S.KILLED, what="group member killed")
+            await wait_for(lambda key=key: crew_orch.sessions[key].state == S.KILLED, what="group member killed")
     assert crew_orch.sessions[other].state == S.RUNNING
     await crew_orch.flush()
     assert {store_state(data_dir, k) for k in keys} == {"killed"}
@@ -275,7 +278,7 @@ async def test_k_kills_the_marked_sessions(crew_orch: Orchestrator) -> None:
             await pilot.press("space")
         await pilot.press("k", "y")
         for key in (a, c):
-            await wait_for(lambda: crew_orch.sessions[key].state == S.KILLED, what="marked killed")
+            await wait_for(lambda key=key: crew_orch.sessions[key].state == S.KILLED, what="marked killed")
     assert crew_orch.sessions[b].state == S.RUNNING
 
 
@@ -344,13 +347,13 @@ async def test_t_triggers_the_selected_cron_job(crew_orch: Orchestrator) -> None
     app = make_app(crew_orch)
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
-        assert app.meters.selected_job == "batch"
+        assert app.main_screen.meters.selected_job == "batch"
         await pilot.press("t")
         await wait_for(lambda: {s.label for s in crew_orch.sessions.values()} == {"batch-a-r1", "batch-b-r1"},
                        what="run spawned")
         runs = await crew_orch.runs("batch")
         assert len(runs) == 1 and runs[0].number == 1
-        await wait_for(lambda: len(app.runs.get("batch", [])) == 1, what="meters reloaded")
+        await wait_for(lambda: len(app.main_screen.runs.get("batch", [])) == 1, what="meters reloaded")
 
 
 # ------------------------------------------------------------------------------------------------ filters
@@ -367,22 +370,22 @@ async def test_slash_filters_by_regex_and_bad_regex_is_an_inline_error(crew_orch
         assert app.focused is app.query_one("#filter", Input)
         await pilot.press(*"e$")
         await pilot.pause()
-        shown_keys = {n[2:] for n in app.session_tree.nodes if n.startswith("s:")}
+        shown_keys = {n[2:] for n in app.main_screen.session_tree.nodes if n.startswith("s:")}
         assert shown_keys == {keys["alpha-one"], keys["beta-one"]}
         await pilot.press("(")
         await pilot.pause()
         error = app.query_one("#filter-error", Static)
         assert error.has_class("-shown") and "invalid regex" in str(error.render())
         # The last valid filter stays applied.
-        assert {n[2:] for n in app.session_tree.nodes if n.startswith("s:")} == shown_keys
+        assert {n[2:] for n in app.main_screen.session_tree.nodes if n.startswith("s:")} == shown_keys
         app.query_one("#filter", Input).value = "beta"
         await pilot.press("enter")
         await pilot.pause()
-        assert {n[2:] for n in app.session_tree.nodes if n.startswith("s:")} == {keys["beta-one"]}
-        assert app.focused is app.session_tree
+        assert {n[2:] for n in app.main_screen.session_tree.nodes if n.startswith("s:")} == {keys["beta-one"]}
+        assert app.focused is app.main_screen.session_tree
         await pilot.press("escape")
         await pilot.pause()
-        assert {n[2:] for n in app.session_tree.nodes if n.startswith("s:")} == set(keys.values())
+        assert {n[2:] for n in app.main_screen.session_tree.nodes if n.startswith("s:")} == set(keys.values())
 
 
 async def test_number_keys_filter_by_state(crew_orch: Orchestrator) -> None:
@@ -394,12 +397,13 @@ async def test_number_keys_filter_by_state(crew_orch: Orchestrator) -> None:
     app = make_app(crew_orch)
 
     def rows() -> set[str]:
-        return {n[2:] for n in app.session_tree.nodes if n.startswith("s:")}
+        return {n[2:] for n in app.main_screen.session_tree.nodes if n.startswith("s:")}
 
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
         await wait_for(lambda: rows() == {running, failed, done}, what="all rows")
-        for key, expected in (("2", {running}), ("6", {failed}), ("5", {done}), ("8", set()), ("1", {running, failed, done})):
+        for key, expected in (("2", {running}), ("6", {failed}), ("5", {done}), ("8", set()),
+                              ("1", {running, failed, done})):
             await pilot.press(key)
             await pilot.pause()
             assert rows() == expected, key
@@ -413,7 +417,7 @@ async def test_space_marks_and_unmarks(crew_orch: Orchestrator) -> None:
         await select(app, pilot, key)
         await pilot.press("space")
         assert app.book.marked == {key}
-        assert str(app.session_tree.nodes["s:" + key].label).startswith("● ")
+        assert str(app.main_screen.session_tree.nodes["s:" + key].label).startswith("● ")
         await select(app, pilot, key)
         await pilot.press("space")
         assert app.book.marked == set()
@@ -428,10 +432,11 @@ async def test_enter_focuses_the_transcript_of_the_selected_session(crew_orch: O
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
         await select(app, pilot, key)
-        await wait_for(lambda: any("line one" in line.text for line in app.transcript.lines), what="history")
+        await wait_for(lambda: any("line one" in line.text for line in app.main_screen.transcript.lines),
+                       what="history")
         await pilot.press("enter")
         await pilot.pause()
-        assert app.focused is app.transcript
+        assert app.focused is app.main_screen.transcript
 
 
 async def test_question_mark_help_and_ctrl_p_palette_from_the_same_registry(crew_orch: Orchestrator) -> None:
@@ -462,10 +467,11 @@ async def test_narrow_terminal_uses_tabs_and_tiny_says_the_minimum(crew_orch: Or
         await select(app, pilot, key)
         await pilot.press("enter")
         await pilot.pause()
-        assert app.pane == "detail" and app.query_one("#right").display and not app.query_one("#left").display
+        assert app.main_screen.pane == "detail"
+        assert app.query_one("#right").display and not app.query_one("#left").display
         await pilot.press("right_square_bracket")
         await pilot.pause()
-        assert app.pane == "schedule" and app.query_one("#bottom").display
+        assert app.main_screen.pane == "schedule" and app.query_one("#bottom").display
         await pilot.resize_terminal(50, 12)
         await pilot.pause()
         assert app.screen.has_class("-tiny")
@@ -539,7 +545,7 @@ async def test_attached_dashboard_works_over_the_socket_and_q_just_leaves(data_d
         async with app.run_test(size=SIZE) as pilot:
             await ready(app, pilot)
             await shown(app, before)
-            assert "attached to" in str(app._q("#status", Static).render())
+            assert "attached to" in str(app.main_screen.query_one("#status", Static).render())
             live = await spawn(orch, "arrives-later")  # an event over the socket's watch stream
             await select(app, pilot, live)
             await pilot.press("k", "y")
@@ -580,7 +586,7 @@ def detail_text(app: CrewApp) -> str:
     from crewtui.ui.widgets.detail import SessionDetail
 
     console = Console(file=io.StringIO(), width=120, color_system=None)
-    console.print(app._q("#detail", SessionDetail).content)
+    console.print(app.main_screen.query_one("#detail", SessionDetail).content)
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
@@ -594,7 +600,7 @@ async def test_detail_shows_the_pids_of_a_session_that_started_after_the_listing
         await wait_for(lambda: crew_orch.sessions[key].agent_pid is not None, what="the session's processes")
         await select(app, pilot, key)
         first = (crew_orch.sessions[key].agent_pid, crew_orch.sessions[key].shim_pid)
-        await wait_for(lambda: "agent %s · shim %s" % first in detail_text(app),
+        await wait_for(lambda: f"agent {first[0]} · shim {first[1]}" in detail_text(app),
                        what="the pids in the detail pane on selection")
         # A new attempt runs new processes: shown when the selected session is running again.
         await crew_orch.kill(key)
@@ -604,6 +610,6 @@ async def test_detail_shows_the_pids_of_a_session_that_started_after_the_listing
                        what="attempt 2 running")
         second = (crew_orch.sessions[key].agent_pid, crew_orch.sessions[key].shim_pid)
         assert second != first
-        await wait_for(lambda: "agent %s · shim %s" % second in detail_text(app),
+        await wait_for(lambda: f"agent {second[0]} · shim {second[1]}" in detail_text(app),
                        what="the new attempt's pids in the detail pane")
     await crew_orch.kill(key)

@@ -7,7 +7,8 @@ them (`screenshots/` has the same pictures, made by scripts/screenshots.py).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from textual.pilot import Pilot
 from textual.widgets import Input
@@ -33,7 +34,7 @@ def steps(*keys: str, select: str | None = None, type_into: tuple[str, str] | No
         app = pilot.app
         if select is not None:
             key = next(k for k, s in app.book.sessions.items() if s.label == select)  # type: ignore[attr-defined]
-            app.session_tree.select_key(key)  # type: ignore[attr-defined]
+            app.main_screen.session_tree.select_key(key)  # type: ignore[attr-defined]
             await pilot.pause()
         if keys:
             await pilot.press(*keys)
@@ -55,8 +56,8 @@ def test_tree_collapsed(snap_compare: Snap) -> None:
     async def collapse_all(pilot: Pilot[None]) -> None:
         await settle(pilot)
         app = pilot.app
-        for node_id, node in app.session_tree.nodes.items():  # type: ignore[attr-defined]
-            if node_id.startswith("g:") and node.parent is app.session_tree.root:  # type: ignore[attr-defined]
+        for node_id, node in app.main_screen.session_tree.nodes.items():  # type: ignore[attr-defined]
+            if node_id.startswith("g:") and node.parent is app.main_screen.session_tree.root:  # type: ignore[attr-defined]
                 node.collapse()
         await pilot.pause()
 
@@ -94,7 +95,8 @@ def test_spawn_form_local_validation(snap_compare: Snap) -> None:
 
 
 def test_steer_prompt(snap_compare: Snap) -> None:
-    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("s", select=RUNNING, type_into=("#steer-text", "keep it short")))
+    assert snap_compare(fake_app(), terminal_size=WIDE,
+                        run_before=steps("s", select=RUNNING, type_into=("#steer-text", "keep it short")))
 
 
 def test_steer_broadcast_to_marked(snap_compare: Snap) -> None:
@@ -124,7 +126,8 @@ def test_help_screen(snap_compare: Snap) -> None:
 
 
 def test_filter_applied(snap_compare: Snap) -> None:
-    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("slash", type_into=("#filter", "scout|pr-10[1-4]")))
+    assert snap_compare(fake_app(), terminal_size=WIDE,
+                        run_before=steps("slash", type_into=("#filter", "scout|pr-10[1-4]")))
 
 
 def test_invalid_filter_is_an_inline_error(snap_compare: Snap) -> None:

@@ -114,10 +114,19 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         return 0
 
     def on_resize(self, event: events.Resize) -> None:
-        width = self.scrollable_content_region.width
+        width = self._rows_width()
         if width != self._width:
             self._width = width
             self.refresh_all(force=True)
+
+    def _rows_width(self) -> int:
+        """The cells a row has: the pane's, less the vertical scrollbar its rows need. Worked out from the rows
+        rather than read off the layout, which shows a newly needed scrollbar only at its next pass, and whether
+        that pass came before this resize depends on the order in which the screen's events arrived."""
+        region = self.scrollable_content_region
+        bar_due = (not self.show_vertical_scrollbar and self.styles.overflow_y != "hidden"
+                   and self.last_line + 1 > region.height)
+        return region.width - self.styles.scrollbar_size_vertical if bar_due else region.width
 
     # ------------------------------------------------------------------------------------ rendering
 

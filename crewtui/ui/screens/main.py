@@ -1,0 +1,290 @@
+"""The main screen: `MainView` (main_view.py: panes, layout, live events, selection) and the actions on sessions.
+
+Spawn, steer, kill, sweep, retry, trigger, marks, filters and panes. The keys are the App's bindings (one
+registry, ui/actions.py), which bring them here, so a key still works while a modal is on top, as the
+palette does. Each action says in one line what it did or why it could not, and never raises at the user.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.text import Text
+from textual import on, work
+from textual.widget import Widget
+from textual.widgets import Input, Static
+
+from crewtui.model import Session, SessionState
+from crewtui.ui.book import RETRYABLE
+from crewtui.ui.calls import FAILED
+from crewtui.ui.format import DIM
+from crewtui.ui.screens.confirm import ConfirmScreen
+from crewtui.ui.screens.main_view import PANES, MainView
+from crewtui.ui.screens.spawn import SpawnScreen
+from crewtui.ui.screens.steer import SteerScreen
+from crewtui.ui.screens.sweep import SweepScreen
+
+
+class MainScreen(MainView):
+    # ------------------------------------------------------------------------------------ spawn, steer
+
+    def action_spawn(self) -> None:
+        agents = list(self.info.agents) if self.info else []
+
+        def spawned(session: Session | None) -> None:
+            if session is None:
+                return
+            self.notify(f"spawned {session.label} ({session.state.value})")
+            if not self.session_tree.select_key(session.key):
+                self._select_after = session.key
+
+        self.app.push_screen(SpawnScreen(agents, self.dashboard.runtime.spawn), spawned)
+
+    def action_steer(self) -> None:
+        targets = self._targets()
+        if not targets:
+            self.notify("select a session to steer (or mark several with space)", severity="warning")
+            return
+        live = [s for s in targets if s.state.live]
+        if not live:
+            if len(targets) == 1:
+                s = targets[0]
+                self.notify(f"{s.label} has ended ({s.state.value}); it cannot be steered", severity="warning")
+            else:
+                self.notify(f"all {len(targets)} marked sessions have ended; none can be steered", severity="warning")
+            return
+
+        def chosen(text: str | None) -> None:
+            if text:
+                self._send_all([s.key for s in live], text)
+
+        self.app.push_screen(SteerScreen(live, skipped=len(targets) - len(live)), chosen)
+
+    @work(group="commands", exit_on_error=False)
+    async def _send_all(self, keys: list[str], text: str) -> None:
+        sent = 0
+        for key in keys:
+            if await self._call("send", key, text) is not FAILED:
+                sent += 1
+        if sent:
+            label = self.book.sessions[keys[0]].label if len(keys) == 1 and keys[0] in self.book.sessions else None
+            self.notify(f"steered {label}" if label else f"steered {sent} of {len(keys)} sessions")
+
+    # ------------------------------------------------------------------------------------ kill, sweep
+
+    def action_kill(self) -> None:
+        marked = self.book.marked_sessions()
+        ref = self.session_tree.current
+        if marked:
+            live = [s for s in marked if s.state.live]
+            if not live:
+                self.notify("none of the marked sessions is live", severity="warning")
+                return
+            body = Text("\n".join(f"{s.label}  ({s.state.value})" for s in live[:30]))
+            if len(live) > 30:
+                body.append(f"\n… and {len(live) - 30} more", style=DIM)
+            self._confirm_kill(f"Kill {len(live)} marked sessions?", body, keys=[s.key for s in live])
+        elif ref is not None and ref.kind == "group":
+            members = [s for s in self.book.members(ref.id, visible_only=False) if s.state.live]
+            if not members:
+                self.notify(f"group {ref.id} has no live session", severity="warning")
+                return
+            body = Text(f"{len(members)} live sessions whose label starts with {ref.id}-, and their children.\n",
+                        style="bold")
+            body.append("\n".join(s.label for s in members[:20]), style=DIM)
+            if len(members) > 20:
+                body.append(f"\n… and {len(members) - 20} more", style=DIM)
+            exact = [s.key for s in members if s.label == ref.id]
+            self._confirm_kill(f"Kill group {ref.id}?", body, prefix=ref.id + "-", keys=exact)
+        else:
+            s = self._selected_session()
+            if s is None:
+                self.notify("select a session or a group to kill", severity="warning")
+                return
+            if s.state.terminal:
+                self.notify(f"{s.label} has already ended ({s.state.value})", severity="warning")
+                return
+            body = Text.assemble((s.label, "bold"), f"\n{s.key} · {s.state.value} · attempt {s.attempt}\n",
+                                 (("SIGTERM to its process group, SIGKILL after the grace period; its children "
+                                   "are killed too."), DIM))
+            self._confirm_kill(f"Kill {s.label}?", body, keys=[s.key])
+
+    def _confirm_kill(self, title: str, body: Text, *, keys: list[str], prefix: str | None = None) -> None:
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._kill(keys, prefix)
+
+        self.app.push_screen(ConfirmScreen(title, body, confirm="Kill", id="kill-confirm"), confirmed)
+
+    @work(group="commands", exit_on_error=False)
+    async def _kill(self, keys: list[str], prefix: str | None) -> None:
+        killed = 0
+        if prefix is not None:
+            out = await self._call("kill", prefix=prefix)
+            if out is not FAILED:
+                killed += len(out)
+        for key in keys:
+            s = self.book.sessions.get(key)
+            if s is not None and s.state.terminal:
+                continue
+            out = await self._call("kill", key)
+            if out is not FAILED:
+                killed += len(out)
+        if killed:
+            self.notify(f"killed {killed} session{'s' if killed != 1 else ''}")
+            self.book.marked.difference_update(keys)
+
+    def action_sweep(self) -> None:
+        self._sweep()
+
+    @work(exclusive=True, group="sweep", exit_on_error=False)
+    async def _sweep(self) -> None:
+        items = await self._call("sweep", dry_run=True, what="the stale sweep")
+        if items is FAILED:
+            return
+        if not items:
+            self.notify("nothing is stale: every running session wrote output recently")
+            return
+        if not await self.app.push_screen_wait(SweepScreen(items)):
+            return
+        swept = await self._call("sweep", what="the stale sweep")
+        if swept is not FAILED:
+            self.notify(f"swept {len(swept)} stale session{'s' if len(swept) != 1 else ''}")
+
+    # ------------------------------------------------------------------------------------ retry, trigger
+
+    def action_retry(self) -> None:
+        targets = self._targets()
+        if not targets:
+            self.notify("select a failed, lost, killed or timed-out session to retry", severity="warning")
+            return
+        retryable = [s for s in targets if s.state in RETRYABLE]
+        if not retryable:
+            s = targets[0]
+            what = f"{s.label} is {s.state.value}" if len(targets) == 1 else "none of the marked sessions"
+            self.notify(f"{what}; only a failed, lost, killed or timed-out session can be retried",
+                        severity="warning")
+            return
+        self._retry([s.key for s in retryable])
+
+    @work(group="commands", exit_on_error=False)
+    async def _retry(self, keys: list[str]) -> None:
+        for key in keys:
+            s = await self._call("retry", key, what="retry")
+            if s is not FAILED:
+                self.notify(f"retrying {s.label}: attempt {s.attempt} ({s.state.value})")
+
+    def action_trigger(self) -> None:
+        job = self.meters.selected_job
+        if job is None:
+            self.notify("no cron job to trigger: select one in the cron jobs pane", severity="warning")
+            return
+        self._trigger(job)
+
+    @work(group="commands", exit_on_error=False)
+    async def _trigger(self, job: str) -> None:
+        run = await self._call("cron_trigger", job, what="triggering a cron job")
+        if run is FAILED:
+            return
+        if run is None:
+            self.notify(f"fired {job}")
+        else:
+            refused = f", {len(run.refused)} refused" if run.refused else ""
+            self.notify(f"fired {job}: run #{run.number}, {len(run.sessions)} sessions{refused}")
+        self._schedule_soon()
+
+    # ------------------------------------------------------------------------------------ marks and filters
+
+    def action_mark(self) -> None:
+        tree = self.session_tree
+        ref = tree.current
+        if ref is None:
+            return
+        if ref.kind == "session":
+            changed = self.book.toggle_mark([ref.id])
+            tree.action_cursor_down()  # htop: tag and move on, so a run of rows is quick to mark
+        else:
+            changed = self.book.toggle_mark([s.key for s in self.book.members(ref.id)])
+        tree.refresh_rows(changed)
+        tree.refresh_groups()
+        self.update_header()
+
+    def action_filter(self) -> None:
+        if self.layout_mode == "narrow":
+            self._show_pane("sessions")
+        self.query_one("#left").add_class("-filtering")
+        self.query_one("#filter", Input).focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        error = self.query_one("#filter-error", Static)
+        try:
+            self.book.set_pattern(event.value)
+        except re.error as exc:
+            error.update(f"invalid regex: {exc}")
+            error.add_class("-shown")
+            return
+        error.update("")
+        error.remove_class("-shown")
+        self._regroup()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if not event.value:
+            self.query_one("#left").remove_class("-filtering")
+        self.session_tree.focus()
+
+    def _regroup(self) -> None:
+        with self.app.batch_update():
+            self.session_tree.sync(self.book.forest())
+            self._update_titles()
+            self.update_header()
+        if not self.session_tree.nodes:
+            self._select(None)
+
+    def action_state_filter(self, state: str) -> None:
+        self.book.state_filter = None if state == "all" else SessionState(state)
+        self._regroup()
+
+    def action_clear(self) -> None:
+        """Escape: the text filter first, then the state filter, then the marks."""
+        filt = self.query_one("#filter", Input)
+        if filt.value or filt.has_focus:
+            filt.value = ""  # Input.Changed regroups
+            self.book.set_pattern("")
+            self.query_one("#left").remove_class("-filtering")
+            self.query_one("#filter-error", Static).remove_class("-shown")
+            self._regroup()
+            self.session_tree.focus()
+        elif self.book.state_filter is not None:
+            self.action_state_filter("all")
+        elif self.book.marked:
+            changed = set(self.book.marked)
+            self.book.marked.clear()
+            self.session_tree.refresh_rows(changed)
+            self.session_tree.refresh_groups()
+            self.update_header()
+
+    # ------------------------------------------------------------------------------------ panes
+
+    def action_open(self) -> None:
+        ref = self.session_tree.current
+        if ref is None:
+            return
+        if ref.kind == "group":
+            self.session_tree.toggle_current()
+            return
+        if self.layout_mode == "narrow":
+            self._show_pane("detail")
+        self.transcript.focus()
+
+    def action_next_pane(self) -> None:
+        if self.layout_mode == "narrow":
+            pane = PANES[(PANES.index(self.pane) + 1) % len(PANES)]
+            self._show_pane(pane)
+            self.call_after_refresh(self._pane_widget(pane).focus)
+            return
+        order: list[Widget] = [self.session_tree, self.transcript, self.meters]
+        focused = self.app.focused  # the app's: under a modal, the focus moves back to the first pane
+        idx = next((i for i, w in enumerate(order) if w is focused), -1)
+        order[(idx + 1) % len(order)].focus()
