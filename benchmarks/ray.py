@@ -66,7 +66,9 @@ async def until(predicate, timeout: float = 600.0) -> None:
 
 async def measure(kind: str, address: str, n: int, lines: int, root: Path) -> dict[str, float]:
     backend = f'[backend]\nkind = "ray"\naddress = "{address}"\nstart_timeout = "10m"\n' if kind == "ray" else ""
-    crew = parse_crew(f"[crew]\nname = 'bench'\nmax_concurrent = {n + 10}\nkill_grace = '1s'\n{backend}", source="bench.toml")
+    crew = parse_crew(
+        f"[crew]\nname = 'bench'\nmax_concurrent = {n + 10}\nkill_grace = '1s'\n{backend}", source="bench.toml"
+    )
     orch = await Orchestrator.open(root / kind, crew)
     try:
         await orch.start()
@@ -92,8 +94,11 @@ async def measure(kind: str, address: str, n: int, lines: int, root: Path) -> di
 
         batches0 = orch.drivers.ray.batches if orch.drivers.ray else 0
         t2 = time.perf_counter()
-        chatty = await orch.spawn(SpawnRequest(
-            label="chatty", argv=[sys.executable, "-c", f"for i in range({lines}): print(f'line {{i}} of output')"]))
+        chatty = await orch.spawn(
+            SpawnRequest(
+                label="chatty", argv=[sys.executable, "-c", f"for i in range({lines}): print(f'line {{i}} of output')"]
+            )
+        )
         await until(lambda: orch.sessions[chatty.key].state.terminal)
         out["output_s"] = time.perf_counter() - t2
         log = orch.data_dir.session_dir(chatty.key) / "stdout.log"
@@ -113,9 +118,21 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     temp = tempfile.mkdtemp(prefix="crb-ray-", dir="/tmp")
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            RAY,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = asyncio.run(measure("local", "", n, lines, Path(tmp)))
@@ -130,10 +147,14 @@ def main() -> None:
     print(f"{f'{lines:,} lines until all local':34}{local['output_s']:>11.2f}s{ray['output_s']:>11.2f}s")
     print(f"{'  per line':34}{local['output_s'] / lines * 1e6:>10.2f}us{ray['output_s'] / lines * 1e6:>10.2f}us")
     print(f"ray overhead per session:         {(ray['spawn_s'] - local['spawn_s']) / n * 1000:.1f} ms")
-    print(f"ray overhead per output line:     {(ray['output_s'] - local['output_s']) / lines * 1e6:.2f} us "
-          f"({ray['batches']:.0f} remote calls for {lines:,} lines)")
-    print(f"ray actor memory:                 {ray['actor_rss_mb']:.0f} MB RSS for {n} sessions "
-          f"({ray['actor_rss_mb'] / n:.1f} MB each)")
+    print(
+        f"ray overhead per output line:     {(ray['output_s'] - local['output_s']) / lines * 1e6:.2f} us "
+        f"({ray['batches']:.0f} remote calls for {lines:,} lines)"
+    )
+    print(
+        f"ray actor memory:                 {ray['actor_rss_mb']:.0f} MB RSS for {n} sessions "
+        f"({ray['actor_rss_mb'] / n:.1f} MB each)"
+    )
 
 
 if __name__ == "__main__":

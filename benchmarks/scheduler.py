@@ -29,7 +29,8 @@ async def waiter(ctx: CallableContext) -> None:
 
 def crew_text(n: int) -> str:
     jobs = "\n".join(
-        f'[[cron]]\nname = "job-{i:04d}"\nschedule = {{ kind = "every", every = "1h", stagger = "30m" }}\ntext = "tick {i}"\n'
+        f'[[cron]]\nname = "job-{i:04d}"\n'
+        f'schedule = {{ kind = "every", every = "1h", stagger = "30m" }}\ntext = "tick {i}"\n'
         for i in range(n)
     )
     return f"[crew]\nname = 'bench'\nmax_concurrent = {n * 2 + 10}\nmax_children = {n + 10}\n{jobs}"
@@ -62,8 +63,9 @@ async def main(n: int, idle: float) -> None:
         for i in range(n):
             at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + 6 + (i % 50) * 0.05))
             frac = f"{(now + 6 + (i % 50) * 0.05) % 1:.3f}"[1:]
-            await orch.cron_add({"name": f"at-{i:04d}", "schedule": {"kind": "at", "at": at + frac + "+00:00"},
-                                 "text": f"at {i}"})
+            await orch.cron_add(
+                {"name": f"at-{i:04d}", "schedule": {"kind": "at", "at": at + frac + "+00:00"}, "text": f"at {i}"}
+            )
         for i, s in enumerate(list(orch.sessions.values())):
             s.watchdog_after = 6 + (i % 50) * 0.05 - (orch.clock.now() - now)
             s.max_attempts = 1
@@ -78,4 +80,6 @@ async def main(n: int, idle: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, float(sys.argv[2]) if len(sys.argv) > 2 else 10.0))
+    asyncio.run(
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, float(sys.argv[2]) if len(sys.argv) > 2 else 10.0)
+    )

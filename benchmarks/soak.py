@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,14 @@ def zombie(pid: int) -> bool:
 
 def start_runtime(data_dir: Path, crew: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREWTUI_")}
-    proc = subprocess.Popen([sys.executable, "-m", "crewtui", "run", str(crew), "--headless", "--data-dir", str(data_dir)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)  # a terminal's SIGINT/SIGHUP must not stop it mid-soak
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crewtui", "run", str(crew), "--headless", "--data-dir", str(data_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )  # a terminal's SIGINT/SIGHUP must not stop it mid-soak
     sock = DataDir(data_dir).socket
     deadline = time.monotonic() + 30
     while True:
@@ -113,19 +118,27 @@ async def drive(rt: RemoteRuntime, pid: int, sessions: int, seconds: float, log:
     every = max(1.0, seconds / fires_per_job)
     now = time.time()
     for j in range(JOBS):
-        anchor = datetime.fromtimestamp(math.ceil(now) + 2 + j * every / JOBS, tz=timezone.utc).isoformat()
-        await rt.cron_add({
-            "name": f"soak{j}",
-            "schedule": {"kind": "every", "every": f"{every:g}s", "anchor": anchor},
-            "overlap": "allow",
-            "misfire": "run_all",
-            "watchdog_after": "6s",
-            "max_attempts": 2,
-            "spawn": {"agent": "worker", "label": f"soak{j}-{{item}}-{{run}}", "task": f"job {j} item {{item}} run {{run}}",
-                      "items": [f"i{n}" for n in range(per_fire)]},
-        })
-    log(f"{JOBS} jobs x {per_fire} sessions every {every:g}s, {fires_per_job} fires each "
-        f"(~{JOBS * per_fire * fires_per_job} sessions over ~{fires_per_job * every:.0f}s)")
+        anchor = datetime.fromtimestamp(math.ceil(now) + 2 + j * every / JOBS, tz=UTC).isoformat()
+        await rt.cron_add(
+            {
+                "name": f"soak{j}",
+                "schedule": {"kind": "every", "every": f"{every:g}s", "anchor": anchor},
+                "overlap": "allow",
+                "misfire": "run_all",
+                "watchdog_after": "6s",
+                "max_attempts": 2,
+                "spawn": {
+                    "agent": "worker",
+                    "label": f"soak{j}-{{item}}-{{run}}",
+                    "task": f"job {j} item {{item}} run {{run}}",
+                    "items": [f"i{n}" for n in range(per_fire)],
+                },
+            }
+        )
+    log(
+        f"{JOBS} jobs x {per_fire} sessions every {every:g}s, {fires_per_job} fires each "
+        f"(~{JOBS * per_fire * fires_per_job} sessions over ~{fires_per_job * every:.0f}s)"
+    )
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
     live_jobs = {f"soak{j}" for j in range(JOBS)}
@@ -157,7 +170,12 @@ async def drive(rt: RemoteRuntime, pid: int, sessions: int, seconds: float, log:
             next_sample += 5
         await asyncio.sleep(0.5)
     samples.append((time.monotonic() - t0, rss_kb(pid)))
-    return {"samples": samples, "fired_for": fired_for, "drained_at": time.monotonic() - t0, "at_last_fire": at_last_fire}
+    return {
+        "samples": samples,
+        "fired_for": fired_for,
+        "drained_at": time.monotonic() - t0,
+        "at_last_fire": at_last_fire,
+    }
 
 
 def audit(data_dir: Path) -> tuple[dict[str, Any], list[str]]:
@@ -191,7 +209,9 @@ def audit(data_dir: Path) -> tuple[dict[str, Any], list[str]]:
         started = {e["attempt"] for e in changes}
         bad = {a: n for a, n in per_attempt.items() if n != 1} | {a: 0 for a in started if a not in per_attempt}
         if bad:
-            problems.append(f"{s['label']}: terminal states per attempt {dict(per_attempt)} (attempts {sorted(started)})")
+            problems.append(
+                f"{s['label']}: terminal states per attempt {dict(per_attempt)} (attempts {sorted(started)})"
+            )
         if not changes or changes[-1]["new"] != s["state"]:
             problems.append(f"{s['label']}: last event {changes[-1]['new'] if changes else None} != row {s['state']}")
 
@@ -308,25 +328,37 @@ def main(argv: list[str] | None = None) -> int:
 
     samples = run["samples"]
     warm = [kb for t, kb in samples if t >= min(60.0, run["fired_for"] * 0.25)] or [samples[-1][1]]
-    figures.update({
-        "wall_seconds": round(time.monotonic() - started, 1),
-        "firing_seconds": round(run["fired_for"], 1),
-        "rss_kb": {"start": samples[0][1], "after_warmup": warm[0], "at_last_fire": run["at_last_fire"],
-                   "peak": max(kb for _, kb in samples), "end": samples[-1][1],
-                   "growth_after_warmup": samples[-1][1] - warm[0]},
-        "rss_samples": samples,
-        "problems": problems,
-    })
+    figures.update(
+        {
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "firing_seconds": round(run["fired_for"], 1),
+            "rss_kb": {
+                "start": samples[0][1],
+                "after_warmup": warm[0],
+                "at_last_fire": run["at_last_fire"],
+                "peak": max(kb for _, kb in samples),
+                "end": samples[-1][1],
+                "growth_after_warmup": samples[-1][1] - warm[0],
+            },
+            "rss_samples": samples,
+            "problems": problems,
+        }
+    )
     r = figures["rss_kb"]
     print(f"sessions spawned:      {figures['sessions']} ({figures['with_cron_run']} by {figures['runs']} cron runs)")
     print(f"final states:          {figures['states']}")
     print(f"retries:               {figures['retries']}; watchdogs {figures['watchdogs']}")
     print(f"completion rate:       {figures['completion_rate']:.1%} (done / spawned over all runs)")
-    print(f"runtime RSS:           start {r['start'] / 1024:.1f} MB, after warm-up {r['after_warmup'] / 1024:.1f} MB, "
-          f"at the last fire {r['at_last_fire'] / 1024:.1f} MB, peak {r['peak'] / 1024:.1f} MB, end {r['end'] / 1024:.1f} MB "
-          f"(growth after warm-up {r['growth_after_warmup'] / 1024:+.1f} MB)")
-    print(f"event log:             {figures['events']} events, store {figures['store_bytes'] / 1e6:.2f} MB "
-          f"({figures['bytes_per_session'] / 1024:.1f} kB per session)")
+    print(
+        f"runtime RSS:           start {r['start'] / 1024:.1f} MB, after warm-up {r['after_warmup'] / 1024:.1f} MB, "
+        f"at the last fire {r['at_last_fire'] / 1024:.1f} MB, peak {r['peak'] / 1024:.1f} MB, "
+        f"end {r['end'] / 1024:.1f} MB "
+        f"(growth after warm-up {r['growth_after_warmup'] / 1024:+.1f} MB)"
+    )
+    print(
+        f"event log:             {figures['events']} events, store {figures['store_bytes'] / 1e6:.2f} MB "
+        f"({figures['bytes_per_session'] / 1024:.1f} kB per session)"
+    )
     print(f"wall time:             {figures['wall_seconds']} s ({figures['firing_seconds']} s firing)")
     print("audit:                 " + ("OK" if not problems else f"{len(problems)} problem(s)"))
     for p in problems[:30]:

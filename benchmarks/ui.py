@@ -18,12 +18,15 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crewtui.model import (  # noqa: E402
+from crewtui.api import RuntimeInfo
+from crewtui.clock import Clock
+from crewtui.model import (
     CronJobInfo,
     CronRun,
     Event,
@@ -35,12 +38,20 @@ from crewtui.model import (  # noqa: E402
     SessionStateChanged,
     TimelineItem,
 )
-from crewtui.api import RuntimeInfo  # noqa: E402
-from crewtui.clock import Clock  # noqa: E402
-from crewtui.ui.app import make_app  # noqa: E402
+from crewtui.ui.app import make_app
 
-GROUPS = ["blog-publisher", "research-scout", "ads-auditor", "code-review", "triage", "ops", "sales-outreach",
-          "docs-writer", "qa-runner", "data-sync"]
+GROUPS = [
+    "blog-publisher",
+    "research-scout",
+    "ads-auditor",
+    "code-review",
+    "triage",
+    "ops",
+    "sales-outreach",
+    "docs-writer",
+    "qa-runner",
+    "data-sync",
+]
 
 
 class BenchRuntime:
@@ -53,8 +64,14 @@ class BenchRuntime:
             group = GROUPS[i % len(GROUPS)]
             label = f"{group}-item{(i // len(GROUPS)) % 25}-r{i // (len(GROUPS) * 25) + 1}"
             key = f"s-bench{i:020d}"
-            self.sessions[key] = Session(key=key, label=label, state=SessionState.RUNNING, created_at=now - i,
-                                         updated_at=now, last_line="starting")
+            self.sessions[key] = Session(
+                key=key,
+                label=label,
+                state=SessionState.RUNNING,
+                created_at=now - i,
+                updated_at=now,
+                last_line="starting",
+            )
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
     async def info(self) -> RuntimeInfo:
@@ -75,12 +92,25 @@ class BenchRuntime:
             yield await self.queue.get()
 
     async def cron_list(self) -> list[CronJobInfo]:
-        return [CronJobInfo(name=g, schedule="every 2m", payload="spawn", next_fire=time.time() + 60) for g in GROUPS[:4]]
+        return [
+            CronJobInfo(name=g, schedule="every 2m", payload="spawn", next_fire=time.time() + 60) for g in GROUPS[:4]
+        ]
 
     async def runs(self, job: str | None = None, limit: int = 50) -> list[CronRun]:
         now = time.time()
-        return [CronRun(id=f"{job}#{i}", job=job or "x", number=i, nominal=now - i * 120, started_at=now - i * 120,
-                        final=True, rate=random.random(), counts={"spawned": 4, "done": 2}) for i in range(1, 11)]
+        return [
+            CronRun(
+                id=f"{job}#{i}",
+                job=job or "x",
+                number=i,
+                nominal=now - i * 120,
+                started_at=now - i * 120,
+                final=True,
+                rate=random.random(),
+                counts={"spawned": 4, "done": 2},
+            )
+            for i in range(1, 11)
+        ]
 
     async def timeline(self, start: float, end: float) -> list[TimelineItem]:
         return [TimelineItem(ts=start + i * 60, kind="cron", name=GROUPS[i % 4], outcome="ran") for i in range(60)]
@@ -89,7 +119,9 @@ class BenchRuntime:
 def stats(xs: list[float]) -> str:
     xs = sorted(xs)
     p95 = xs[int(len(xs) * 0.95) - 1] if len(xs) >= 20 else xs[-1]
-    return f"mean {statistics.mean(xs) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max {xs[-1] * 1000:.1f} ms (n={len(xs)})"
+    return (
+        f"mean {statistics.mean(xs) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max {xs[-1] * 1000:.1f} ms (n={len(xs)})"
+    )
 
 
 async def main(n: int, rate: int) -> None:
@@ -128,11 +160,20 @@ async def main(n: int, rate: int) -> None:
                         old = rt.sessions[key].state
                         new = SessionState.DONE if old == SessionState.RUNNING else SessionState.RUNNING
                         rt.sessions[key].state = new
-                        rt.queue.put_nowait(SessionStateChanged(session=key, label=rt.sessions[key].label,
-                                                                ts=time.time(), old=old, new=new))
+                        rt.queue.put_nowait(
+                            SessionStateChanged(
+                                session=key, label=rt.sessions[key].label, ts=time.time(), old=old, new=new
+                            )
+                        )
                     else:
-                        rt.queue.put_nowait(SessionOutput(session=key, label=rt.sessions[key].label, ts=time.time(),
-                                                          lines=[f"working on step {i}"]))
+                        rt.queue.put_nowait(
+                            SessionOutput(
+                                session=key,
+                                label=rt.sessions[key].label,
+                                ts=time.time(),
+                                lines=[f"working on step {i}"],
+                            )
+                        )
                 await asyncio.sleep(0.05)
 
         hose = asyncio.create_task(firehose())
@@ -151,8 +192,13 @@ async def main(n: int, rate: int) -> None:
         regroup: list[float] = []
         for j in range(10):
             key = f"s-new{j:020d}"
-            s = Session(key=key, label=f"{GROUPS[j]}-fresh-{j}", state=SessionState.RUNNING, created_at=time.time(),
-                        updated_at=time.time())
+            s = Session(
+                key=key,
+                label=f"{GROUPS[j]}-fresh-{j}",
+                state=SessionState.RUNNING,
+                created_at=time.time(),
+                updated_at=time.time(),
+            )
             rt.sessions[key] = s
             t = time.perf_counter()
             ch = app.book.apply([SessionSpawned(session=key, label=s.label, snapshot=s)])

@@ -117,7 +117,11 @@ _marked: dict[Callable[..., Any], Verb] = {}  # the RuntimeAPI methods `verb` ma
 
 
 def verb(
-    *, op: str | None = None, read_only: bool = False, cancel_on_hangup: bool = False, flat: bool = False,
+    *,
+    op: str | None = None,
+    read_only: bool = False,
+    cancel_on_hangup: bool = False,
+    flat: bool = False,
     stream: bool = False,
 ) -> Callable[[F], F]:
     """Mark a `RuntimeAPI` method as a verb of the control socket.

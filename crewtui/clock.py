@@ -57,7 +57,7 @@ class FakeClock:
             due = sorted((s for s in self._sleepers if s[0] <= target), key=lambda s: (s[0], s[1]))
             if not due:
                 break
-            when, n, fut = due[0]
+            when, _n, fut = due[0]
             self._sleepers.remove(due[0])
             self._now = max(self._now, when)
             if not fut.done():

@@ -35,7 +35,7 @@ def percent(rate: float | None, missing: str = "-") -> str:
 
 
 def relative(ts: float | None, now: float) -> str:
-    """"in 1m30s" / "2m ago": when a fire or a mark is, relative to now."""
+    """ "in 1m30s" / "2m ago": when a fire or a mark is, relative to now."""
     if ts is None:
         return "-"
     delta = ts - now

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -409,23 +409,23 @@ class SystemEvent(_EventBase):
 
 
 Event = Annotated[
-    Union[
-        RuntimeStarted,
-        RuntimeStopped,
-        SessionSpawned,
-        SessionStateChanged,
-        SessionOutput,
-        SessionSteered,
-        SessionYielded,
-        YieldDelivered,
-        RegistryMerged,
-        CronFired,
-        WatchdogFired,
-        SessionRetried,
-        RunClosed,
-        SweepDone,
-        SystemEvent,
-    ],
+    (
+        RuntimeStarted
+        | RuntimeStopped
+        | SessionSpawned
+        | SessionStateChanged
+        | SessionOutput
+        | SessionSteered
+        | SessionYielded
+        | YieldDelivered
+        | RegistryMerged
+        | CronFired
+        | WatchdogFired
+        | SessionRetried
+        | RunClosed
+        | SweepDone
+        | SystemEvent
+    ),
     Field(discriminator="kind"),
 ]
 

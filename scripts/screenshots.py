@@ -1,8 +1,8 @@
 """Make the README's SVG screenshots of the dashboard, from the deterministic fake runtime at a fixed time.
 
 Run from the repository root: `python scripts/screenshots.py [OUT_DIR]` (default `screenshots/`). Writes
-main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg and ray-nodes.svg. The same fake runtime and
-key presses as the snapshot tests, so the pictures show what the tests check.
+main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg and ray-nodes.svg. The same fake runtime
+and key presses as the snapshot tests, so the pictures show what the tests check.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -7,8 +7,8 @@ import json
 import os
 import sys
 import textwrap
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import pytest
 
@@ -86,7 +86,7 @@ def data_dir(tmp_path: Path) -> DataDir:
 
 
 @pytest.fixture
-async def make_orch(data_dir: DataDir) -> AsyncIterator[Callable[..., "asyncio.Future[Orchestrator]"]]:
+async def make_orch(data_dir: DataDir) -> AsyncIterator[Callable[..., asyncio.Future[Orchestrator]]]:
     made: list[Orchestrator] = []
 
     async def make(crew: CrewConfig | None = None, **kw: object) -> Orchestrator:
@@ -105,7 +105,7 @@ async def make_orch(data_dir: DataDir) -> AsyncIterator[Callable[..., "asyncio.F
 
 
 @pytest.fixture
-async def orch(make_orch: Callable[..., "asyncio.Future[Orchestrator]"]) -> Orchestrator:
+async def orch(make_orch: Callable[..., asyncio.Future[Orchestrator]]) -> Orchestrator:
     return await make_orch()
 
 

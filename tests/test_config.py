@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -121,6 +121,7 @@ def test_demo_crew_loads_with_its_agents_pools_and_jobs() -> None:
     assert jobs["sweep-stale"].action == "sweep" and jobs["sweep-stale"].schedule.every == 60.0
     assert jobs["heartbeat"].text
 
+
 def test_design_example_crew_loads() -> None:
     crew = parse_crew(DESIGN_EXAMPLE, "design.toml")
     assert crew.crew.stale_after == 600.0
@@ -167,9 +168,9 @@ def test_durations(text: str, seconds: float) -> None:
 def test_naive_at_is_read_in_the_schedule_zone() -> None:
     crew = parse_crew(cron('schedule = { kind = "at", at = 2026-04-02T09:00:00, tz = "Europe/Berlin" }\ntext = "hi"'))
     at = crew.cron[0].schedule.at
-    assert at is not None and at.astimezone(timezone.utc) == datetime(2026, 4, 2, 7, 0, tzinfo=timezone.utc)
+    assert at is not None and at.astimezone(UTC) == datetime(2026, 4, 2, 7, 0, tzinfo=UTC)
     crew = parse_crew(cron('schedule = { kind = "at", at = 2026-04-02T09:00:00Z }\ntext = "hi"'))
-    assert crew.cron[0].schedule.at == datetime(2026, 4, 2, 9, 0, tzinfo=timezone.utc)
+    assert crew.cron[0].schedule.at == datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
 
 
 def test_every_kind_of_payload_is_accepted() -> None:
@@ -389,7 +390,7 @@ def test_several_problems_still_one_line() -> None:
 
 @pytest.mark.parametrize(
     "task",
-    ["write it with spaces", "it's \"quoted\" text", "x; rm -rf / && echo $HOME `id`", "braces {label} {{x}}", ""],
+    ["write it with spaces", 'it\'s "quoted" text', "x; rm -rf / && echo $HOME `id`", "braces {label} {{x}}", ""],
 )
 def test_render_command_keeps_the_task_one_element(task: str) -> None:
     command = ["{python}", "-m", "agent", "--task", "{task}", "--tag={label}/{key}"]
@@ -412,8 +413,13 @@ def test_render_template() -> None:
 
 @pytest.mark.parametrize(
     ("template", "bad"),
-    [("a-{nope}", "{nope}"), ("a-{item.upper}", "{item.upper}"), ("{run:03d}", "{run:03d}"), ("{}", "{}"),
-     ("{item!r}", "{item!r}")],
+    [
+        ("a-{nope}", "{nope}"),
+        ("a-{item.upper}", "{item.upper}"),
+        ("{run:03d}", "{run:03d}"),
+        ("{}", "{}"),
+        ("{item!r}", "{item!r}"),
+    ],
 )
 def test_render_template_refuses_other_fields(template: str, bad: str) -> None:
     with pytest.raises(ConfigError) as info:

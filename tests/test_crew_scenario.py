@@ -50,8 +50,19 @@ def test_fifty_sessions_steer_kill_yield_and_list_agrees_with_sqlite(tmp_path: P
         labels = [f"{PREFIXES[i % 6]}-item{i:02d}-2026-04-02" for i in range(50)]
 
         def spawn(label: str) -> dict:
-            p = ctl(d, "spawn", "--label", label, "--agent", "demo", "--task", f"work on {label}",
-                    "--domain", f"item:{label}", "--json")
+            p = ctl(
+                d,
+                "spawn",
+                "--label",
+                label,
+                "--agent",
+                "demo",
+                "--task",
+                f"work on {label}",
+                "--domain",
+                f"item:{label}",
+                "--json",
+            )
             assert p.returncode == 0, p.stderr
             return json.loads(p.stdout)
 
@@ -72,13 +83,27 @@ def test_fifty_sessions_steer_kill_yield_and_list_agrees_with_sqlite(tmp_path: P
             assert p.returncode == 0, p.stderr
             assert json.loads(p.stdout)[0]["state"] == "killed"
 
-        lead = json.loads(ctl(d, "spawn", "--label", "synthesis-lead", "--agent", "lead",
-                              "--task", "synthesize the scouts; spawn 3", "--json").stdout)
+        lead = json.loads(
+            ctl(
+                d,
+                "spawn",
+                "--label",
+                "synthesis-lead",
+                "--agent",
+                "lead",
+                "--task",
+                "synthesize the scouts; spawn 3",
+                "--json",
+            ).stdout
+        )
 
         def lead_done():
             s = json.loads(ctl(d, "list", "--json", "--prefix", "synthesis-lead").stdout)
-            return {x["key"]: x for x in s}.get(lead["key"]) if any(
-                x["key"] == lead["key"] and x["state"] in ("done", "failed") for x in s) else None
+            return (
+                {x["key"]: x for x in s}.get(lead["key"])
+                if any(x["key"] == lead["key"] and x["state"] in ("done", "failed") for x in s)
+                else None
+            )
 
         final = wait_until(lead_done, 60, "the lead to finish")
         assert final["state"] == "done", ctl(d, "history", lead["key"]).stdout
@@ -104,7 +129,17 @@ def test_fifty_sessions_steer_kill_yield_and_list_agrees_with_sqlite(tmp_path: P
         con.close()
         assert set(rows) == set(listed)
         for key, row in rows.items():
-            for field in ("label", "state", "attempt", "parent", "domain", "exit_code", "result", "shim_pid", "agent_pid"):
+            for field in (
+                "label",
+                "state",
+                "attempt",
+                "parent",
+                "domain",
+                "exit_code",
+                "result",
+                "shim_pid",
+                "agent_pid",
+            ):
                 assert row[field] == listed[key][field], (key, field)
     finally:
         for s in json.loads(ctl(d, "list", "--json", "--state", "running").stdout or "[]"):

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,10 +19,16 @@ from tests.conftest import ECHO_AGENT, PY, SLEEPER, pid_alive
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("CREWTUI_")}
 
 
-def ctl(data_dir: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def ctl(
+    data_dir: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PY, "-m", "crewtui", "ctl", "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, timeout=60, input=input, env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=input,
+        env=env or ENV,
     )
 
 
@@ -76,12 +80,26 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
 
 def test_no_runtime_is_one_line_and_exit_2(tmp_path):
     p = ctl(tmp_path / "nothing-here", "list")
-    assert_one_line_error(p, "no crewtui runtime is listening", str(tmp_path / "nothing-here"), "crewtui run --headless")
+    assert_one_line_error(
+        p, "no crewtui runtime is listening", str(tmp_path / "nothing-here"), "crewtui run --headless"
+    )
 
 
 def test_every_verb_over_the_socket(runtime):
     d = runtime.data_dir
-    p = ctl(d, "spawn", "--label", "blog-publisher-superada", "--domain", "article:superada", "--json", "--", PY, "-c", ECHO_AGENT)
+    p = ctl(
+        d,
+        "spawn",
+        "--label",
+        "blog-publisher-superada",
+        "--domain",
+        "article:superada",
+        "--json",
+        "--",
+        PY,
+        "-c",
+        ECHO_AGENT,
+    )
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout)
     assert s["state"] == "running" and s["label"] == "blog-publisher-superada"
@@ -97,7 +115,21 @@ def test_every_verb_over_the_socket(runtime):
     assert [x["key"] for x in listed] == [s["key"]]
     assert "blog-publisher-superada" in ctl(d, "list").stdout
 
-    kid = json.loads(ctl(d, "spawn", "--label", "kid", "--parent", s["key"], "--json", "--", PY, "-c", "import json; print(json.dumps({'ok': 1}))").stdout)
+    kid = json.loads(
+        ctl(
+            d,
+            "spawn",
+            "--label",
+            "kid",
+            "--parent",
+            s["key"],
+            "--json",
+            "--",
+            PY,
+            "-c",
+            "import json; print(json.dumps({'ok': 1}))",
+        ).stdout
+    )
     y = ctl(d, "yield", "--parent", s["key"], "--children", kid["key"])
     assert y.returncode == 0, y.stderr
     assert json.loads(y.stdout)["children"][0]["result"] == {"ok": 1}
@@ -110,8 +142,12 @@ def test_every_verb_over_the_socket(runtime):
 
 def test_watch_streams_events(runtime):
     d = runtime.data_dir
-    w = subprocess.Popen([PY, "-m", "crewtui", "ctl", "--data-dir", str(d), "watch", "--json"],
-                         stdout=subprocess.PIPE, text=True, env=ENV)
+    w = subprocess.Popen(
+        [PY, "-m", "crewtui", "ctl", "--data-dir", str(d), "watch", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     try:
         time.sleep(1.0)  # let the watcher subscribe
         ctl(d, "spawn", "--label", "watched", "--", PY, "-c", "print('hi')")
@@ -129,7 +165,9 @@ def test_watch_streams_events(runtime):
 
 def test_bad_inputs_are_one_line_exit_2_and_change_nothing(runtime):
     d = runtime.data_dir
-    live = json.loads(ctl(d, "spawn", "--label", "holder", "--domain", "repo:blog", "--json", "--", PY, "-c", ECHO_AGENT).stdout)
+    live = json.loads(
+        ctl(d, "spawn", "--label", "holder", "--domain", "repo:blog", "--json", "--", PY, "-c", ECHO_AGENT).stdout
+    )
     ended = json.loads(ctl(d, "spawn", "--label", "ended", "--json", "--", PY, "-c", "pass").stdout)
     deadline = time.time() + 10
     while json.loads(ctl(d, "list", "--json", "--prefix", "ended").stdout)[0]["state"] != "done":
@@ -142,7 +180,12 @@ def test_bad_inputs_are_one_line_exit_2_and_change_nothing(runtime):
     assert_one_line_error(ctl(d, "history", "nobody"), "nobody")
     assert_one_line_error(ctl(d, "spawn", "--label", "Bad Label", "--", PY, "-c", "pass"), "invalid label 'Bad Label'")
     assert_one_line_error(ctl(d, "spawn", "--label", "holder", "--", PY, "-c", "pass"), "label 'holder'", live["key"])
-    assert_one_line_error(ctl(d, "spawn", "--label", "other", "--domain", "repo:blog", "--", PY, "-c", "pass"), "repo:blog", live["key"], "holder")
+    assert_one_line_error(
+        ctl(d, "spawn", "--label", "other", "--domain", "repo:blog", "--", PY, "-c", "pass"),
+        "repo:blog",
+        live["key"],
+        "holder",
+    )
     assert_one_line_error(ctl(d, "send", ended["key"], "hi"), "has ended")
     assert_one_line_error(ctl(d, "send", "holder", "x" * (64 * 1024 + 10)), "64 KiB")
     assert_one_line_error(ctl(d, "spawn", "--label", "noargv"), "nothing to run")
@@ -158,14 +201,23 @@ def test_bad_inputs_are_one_line_exit_2_and_change_nothing(runtime):
 def test_crew_file_errors_stop_the_runtime_before_it_starts(tmp_path):
     bad = tmp_path / "crew.toml"
     bad.write_text("[crew]\nname = 'x'\nmax_concurent = 5\n")
-    assert_one_line_error(crewtui("run", str(bad), "--headless", "--data-dir", str(tmp_path / "d")), "crew.toml", "crew.max_concurent", "unknown key")
+    assert_one_line_error(
+        crewtui("run", str(bad), "--headless", "--data-dir", str(tmp_path / "d")),
+        "crew.toml",
+        "crew.max_concurent",
+        "unknown key",
+    )
     assert not (tmp_path / "d").exists()
     bad.write_text("[crew\n")
     assert_one_line_error(crewtui("run", str(bad), "--headless", "--data-dir", str(tmp_path / "d")), "not valid TOML")
     bad.write_text("[crew]\nmax_concurrent = 'many'\n")
-    assert_one_line_error(crewtui("run", str(bad), "--headless", "--data-dir", str(tmp_path / "d")), "crew.max_concurrent")
+    assert_one_line_error(
+        crewtui("run", str(bad), "--headless", "--data-dir", str(tmp_path / "d")), "crew.max_concurrent"
+    )
     bad.write_text("[[cron]]\nname='c'\nschedule={kind='every', every='1m'}\nspawn={agent='writr', label='x-{item}'}\n")
-    assert_one_line_error(crewtui("run", str(bad), "--headless", "--data-dir", str(tmp_path / "d")), "unknown agent 'writr'")
+    assert_one_line_error(
+        crewtui("run", str(bad), "--headless", "--data-dir", str(tmp_path / "d")), "unknown agent 'writr'"
+    )
 
 
 def test_unusable_data_dirs_and_stores_are_refused(tmp_path):

@@ -33,10 +33,12 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_demo(*args: str, stdin: str = "", cwd: Path | None = None, timeout: float = 10,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DEMO, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env=env or _env())
+def run_demo(
+    *args: str, stdin: str = "", cwd: Path | None = None, timeout: float = 10, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEMO, *args], input=stdin, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env or _env()
+    )
 
 
 def final_json(stdout: str) -> dict[str, Any]:
@@ -79,8 +81,14 @@ def test_success_prints_progress_then_one_final_json_line() -> None:
     assert progress[0] == 'step 1/6: researching "write the superada article"'
     assert progress[-1].startswith("step 6/6: ")
     result = final_json(proc.stdout)
-    assert result == {"task": "write the superada article", "label": None, "steps": 6, "steered": [],
-                      "children": [], "summary": result["summary"]}
+    assert result == {
+        "task": "write the superada article",
+        "label": None,
+        "steps": 6,
+        "steered": [],
+        "children": [],
+        "summary": result["summary"],
+    }
     assert proc.stderr == ""
 
 
@@ -91,9 +99,14 @@ def test_label_comes_from_the_runtime_env() -> None:
 
 
 def test_steering_lines_are_echoed_and_listed_in_the_result() -> None:
-    proc = subprocess.Popen([*DEMO, "--task", "steer me", "--duration", "0.8", "--interval", "0.05"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env())
+    proc = subprocess.Popen(
+        [*DEMO, "--task", "steer me", "--duration", "0.8", "--interval", "0.05"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     assert proc.stdin is not None and proc.stdout is not None
     out = LineReader(proc.stdout)
     out.wait_for(lambda line: line.startswith("step 1/"))
@@ -116,8 +129,14 @@ def test_steering_through_a_named_fifo_survives_writers_coming_and_going(tmp_pat
     os.mkfifo(fifo)
     keeper = os.open(fifo, os.O_RDWR)  # lets the read end open without blocking
     reader = os.open(fifo, os.O_RDONLY)
-    proc = subprocess.Popen([*DEMO, "--task", "t", "--duration", "0.8", "--interval", "0.05"], stdin=reader,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [*DEMO, "--task", "t", "--duration", "0.8", "--interval", "0.05"],
+        stdin=reader,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     os.close(reader)
     os.close(keeper)
     assert proc.stdout is not None
@@ -154,8 +173,14 @@ def test_rate_limited_exits_75_with_429() -> None:
 def test_hang_stops_printing_but_stays_alive_and_still_echoes_steering(tmp_path: Path) -> None:
     out_file = tmp_path / "stdout.log"
     with out_file.open("w") as out:
-        proc = subprocess.Popen([*DEMO, "--task", "t", *FAST, "--hang-rate", "1"], stdin=subprocess.PIPE,
-                                stdout=out, stderr=subprocess.PIPE, text=True, env=_env())
+        proc = subprocess.Popen(
+            [*DEMO, "--task", "t", *FAST, "--hang-rate", "1"],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
     assert proc.stdin is not None
     try:
         deadline = time.monotonic() + 5
@@ -179,9 +204,25 @@ def test_hang_stops_printing_but_stays_alive_and_still_echoes_steering(tmp_path:
 
 def test_same_seed_same_fate_and_both_fates_across_seeds() -> None:
     def start(seed: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([*DEMO, "--task", "coin", "--duration", "0.05", "--interval", "0.05",
-                                 "--fail-rate", "0.5", "--seed", str(seed)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+        return subprocess.Popen(
+            [
+                *DEMO,
+                "--task",
+                "coin",
+                "--duration",
+                "0.05",
+                "--interval",
+                "0.05",
+                "--fail-rate",
+                "0.5",
+                "--seed",
+                str(seed),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=_env(),
+        )
 
     # Started together: 25 interpreters in parallel keep this test well under a second or two.
     same = [start(7) for _ in range(5)]
@@ -200,8 +241,18 @@ def test_children_without_runtime_exit_2_with_a_clear_message() -> None:
         assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("flag", [["--fail-rate", "1.5"], ["--interval", "0"], ["--duration", "soon"],
-                                  ["--exit-code", "0"], ["--children", "-1"], ["--bogus"], []])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--fail-rate", "1.5"],
+        ["--interval", "0"],
+        ["--duration", "soon"],
+        ["--exit-code", "0"],
+        ["--children", "-1"],
+        ["--bogus"],
+        [],
+    ],
+)
 def test_bad_flag_exits_2_with_one_line_error(flag: list[str]) -> None:
     args = flag if flag == [] else ["--task", "t", *flag]
     proc = run_demo(*args)
@@ -221,10 +272,12 @@ def test_shell_metacharacters_in_the_task_are_inert(tmp_path: Path) -> None:
 
 
 def test_module_imports_nothing_heavy() -> None:
-    code = ("import sys, crewtui.agents.demo; "
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'textual', 'aiosqlite', 'click')"
-            " or m.startswith(('crewtui.runtime', 'crewtui.control', 'crewtui.ui', 'crewtui.model'))); "
-            "print(heavy)")
+    code = (
+        "import sys, crewtui.agents.demo; "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'textual', 'aiosqlite', 'click')"
+        " or m.startswith(('crewtui.runtime', 'crewtui.control', 'crewtui.ui', 'crewtui.model'))); "
+        "print(heavy)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -259,28 +312,36 @@ def fake_ctl(tmp_path: Path) -> dict[str, str]:
     (pkg / "__main__.py").write_text(FAKE_MAIN)
     # The parent runs as a script (it imports nothing from crewtui), so the fake package on PYTHONPATH
     # only replaces what `python -m crewtui ctl` resolves to.
-    return _env(PYTHONPATH=str(tmp_path / "fake"), FAKE_CTL_LOG=str(tmp_path / "ctl.log"),
-                CREWTUI_SOCKET=str(tmp_path / "control.sock"), CREWTUI_SESSION_KEY="s-parent",
-                CREWTUI_SESSION_LABEL="synth")
+    return _env(
+        PYTHONPATH=str(tmp_path / "fake"),
+        FAKE_CTL_LOG=str(tmp_path / "ctl.log"),
+        CREWTUI_SOCKET=str(tmp_path / "control.sock"),
+        CREWTUI_SESSION_KEY="s-parent",
+        CREWTUI_SESSION_LABEL="synth",
+    )
 
 
-def test_children_spawn_via_ctl_yield_and_wake_on_the_pushed_result(tmp_path: Path,
-                                                                    fake_ctl: dict[str, str]) -> None:
+def test_children_spawn_via_ctl_yield_and_wake_on_the_pushed_result(tmp_path: Path, fake_ctl: dict[str, str]) -> None:
     task = "synthesize scouts; spawn 2"
-    proc = subprocess.Popen([sys.executable, str(DEMO_FILE), "--task", task, "--duration", "0.2",
-                             "--interval", "0.05", "--seed", "3"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            env=fake_ctl)
+    proc = subprocess.Popen(
+        [sys.executable, str(DEMO_FILE), "--task", task, "--duration", "0.2", "--interval", "0.05", "--seed", "3"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=fake_ctl,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     out = LineReader(proc.stdout)
     out.wait_for(lambda line: line.startswith("yielded: "))
     time.sleep(0.3)
     # Yielded means asleep: no progress while the children work.
     assert not any(line.startswith("step 2/") for line in out.seen + list(out.lines.queue))
-    children = [{"key": "s-synth-sub-1", "label": "synth-sub-1", "state": "done", "exit_code": 0,
-                 "result": {"summary": "ok"}},
-                {"key": "s-synth-sub-2", "label": "synth-sub-2", "state": "failed", "exit_code": 1,
-                 "result": None}]
+    children = [
+        {"key": "s-synth-sub-1", "label": "synth-sub-1", "state": "done", "exit_code": 0, "result": {"summary": "ok"}},
+        {"key": "s-synth-sub-2", "label": "synth-sub-2", "state": "failed", "exit_code": 1, "result": None},
+    ]
     proc.stdin.write(json.dumps({"type": "yield_result", "parent": "s-parent", "children": children}) + "\n")
     proc.stdin.flush()
     out.wait_for(lambda line: line == "children done: 1/2")
@@ -304,18 +365,30 @@ def test_children_spawn_via_ctl_yield_and_wake_on_the_pushed_result(tmp_path: Pa
 
 
 def test_failing_ctl_is_a_loud_failure(tmp_path: Path, fake_ctl: dict[str, str]) -> None:
-    proc = subprocess.run([sys.executable, str(DEMO_FILE), "--task", "t", "--children", "1", *FAST],
-                          capture_output=True, text=True, timeout=10, cwd=tmp_path,
-                          env={**fake_ctl, "FAKE_CTL_FAIL": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(DEMO_FILE), "--task", "t", "--children", "1", *FAST],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        cwd=tmp_path,
+        env={**fake_ctl, "FAKE_CTL_FAIL": "1"},
+    )
     assert proc.returncode == 1
     assert "no runtime is listening on /tmp/nowhere/control.sock" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_stdin_closing_while_yielded_fails_instead_of_sleeping_forever(tmp_path: Path,
-                                                                      fake_ctl: dict[str, str]) -> None:
-    proc = subprocess.run([sys.executable, str(DEMO_FILE), "--task", "t", "--children", "1", *FAST],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10, cwd=tmp_path,
-                          env=fake_ctl)
+def test_stdin_closing_while_yielded_fails_instead_of_sleeping_forever(
+    tmp_path: Path, fake_ctl: dict[str, str]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(DEMO_FILE), "--task", "t", "--children", "1", *FAST],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        cwd=tmp_path,
+        env=fake_ctl,
+    )
     assert proc.returncode == 1
     assert "stdin closed before the yield result arrived" in proc.stderr

@@ -13,15 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import pytest
 
 from crewtui.errors import BadInput, Conflict, CrewError
-from crewtui.runtime import drivers
-from crewtui.runtime.drivers import process as process_driver
 from crewtui.locations import SessionDir
+from crewtui.runtime import drivers
 from crewtui.runtime.drivers import (
     AdoptSpec,
     CallableContext,
@@ -34,6 +33,7 @@ from crewtui.runtime.drivers import (
     pid_alive_with_start,
     proc_start_time,
 )
+from crewtui.runtime.drivers import process as process_driver
 from crewtui.runtime.tail import find_result
 
 PY = sys.executable
@@ -49,6 +49,7 @@ def cspec(key: str, label: str, agent: str, out: Path) -> LaunchSpec:
 
 def adopt_spec(key: str, out: Path, info: LaunchInfo | None) -> AdoptSpec:
     return AdoptSpec(key=key, attempt=1, dir=SessionDir(out), launch=info)
+
 
 # Echoes every stdin line as "steered: X" and stops after the line "stop".
 ECHO = (

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from crewtui.clock import Clock, FakeClock
 from crewtui.config import Backoff, PoolConfig, Rate
 from crewtui.errors import NotFound
-from crewtui.clock import Clock, FakeClock
 from crewtui.runtime.limits import Pool, Pools, backoff_cap, backoff_delay, is_rate_limited
 
 

@@ -47,7 +47,9 @@ async def test_spawn_runs_to_done_with_result_and_store_agrees(orch, data_dir):
 
 
 async def test_nonzero_exit_is_failed_with_stderr_reason(orch):
-    s = await orch.spawn(SpawnRequest(label="scout-1", argv=py("import sys; print('oops', file=sys.stderr); sys.exit(3)")))
+    s = await orch.spawn(
+        SpawnRequest(label="scout-1", argv=py("import sys; print('oops', file=sys.stderr); sys.exit(3)"))
+    )
     end = await orch.wait_ended(s.key, timeout=10)
     assert end.state == S.FAILED and end.exit_code == 3
     assert "exit code 3" in end.reason and "oops" in end.reason

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import string
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -77,9 +77,33 @@ SCALAR = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
     DURATION_TEXT,
-    st.sampled_from(["every", "cron", "at", "UTC", "Europe/Berlin", "Nowhere/City", "../etc", "writer", "sweep",
-                     "skip", "run_once", "run_all", "allow", "forbid", "replace", "{item}", "{x}", "{", "{{}}",
-                     "30/min", "0/s", "5/0s", "x-{item}-{run}"]),
+    st.sampled_from(
+        [
+            "every",
+            "cron",
+            "at",
+            "UTC",
+            "Europe/Berlin",
+            "Nowhere/City",
+            "../etc",
+            "writer",
+            "sweep",
+            "skip",
+            "run_once",
+            "run_all",
+            "allow",
+            "forbid",
+            "replace",
+            "{item}",
+            "{x}",
+            "{",
+            "{{}}",
+            "30/min",
+            "0/s",
+            "5/0s",
+            "x-{item}-{run}",
+        ]
+    ),
     st.builds(lambda fs: " ".join(fs), st.lists(CRON_FIELD, min_size=0, max_size=8)),
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
 )
@@ -142,8 +166,10 @@ def test_crew_file_of_random_bytes_returns_a_crew_or_one_config_error(tmp_path_f
 
 
 @FAST
-@given(st.sampled_from(["stale_after", "kill_grace", "watchdog_after"]),
-       st.one_of(st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308 * 10]), DURATION_TEXT))
+@given(
+    st.sampled_from(["stale_after", "kill_grace", "watchdog_after"]),
+    st.one_of(st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308 * 10]), DURATION_TEXT),
+)
 def test_crew_durations_are_finite_or_refused(key: str, value: Any) -> None:
     try:
         crew = parse_crew(f"[crew]\n{key} = {toml_value(value)}\n", source="d.toml")
@@ -158,8 +184,13 @@ def test_crew_durations_are_finite_or_refused(key: str, value: Any) -> None:
 
 
 @FAST
-@given(st.one_of(st.text(max_size=140), st.from_regex(LABEL_RE.pattern, fullmatch=True),
-                 st.sampled_from(["../x", "a/b", "..", ".", "/etc", "a\x00b", "A", "a" * 129, ""])))
+@given(
+    st.one_of(
+        st.text(max_size=140),
+        st.from_regex(LABEL_RE.pattern, fullmatch=True),
+        st.sampled_from(["../x", "a/b", "..", ".", "/etc", "a\x00b", "A", "a" * 129, ""]),
+    )
+)
 def test_label_validation_accepts_only_safe_names(label: str) -> None:
     try:
         assert validate_label(label) == label
@@ -200,8 +231,17 @@ def test_substituted_values_stay_one_argv_element_and_are_never_reread(task: str
 
 
 @FAST
-@given(st.one_of(DURATION_TEXT, st.text(max_size=20), st.integers(min_value=-(2**63), max_value=2**63 - 1),
-                 st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none(), st.lists(st.integers())))
+@given(
+    st.one_of(
+        DURATION_TEXT,
+        st.text(max_size=20),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.booleans(),
+        st.none(),
+        st.lists(st.integers()),
+    )
+)
 def test_parse_duration_returns_seconds_or_one_value_error(value: Any) -> None:
     try:
         seconds = parse_duration(value)
@@ -247,8 +287,11 @@ def schedules(draw: st.DrawFn) -> ScheduleConfig:
         raise
 
 
-EPOCH = st.one_of(st.floats(min_value=0, max_value=4e9), st.floats(min_value=-1e12, max_value=1e12),
-                  st.sampled_from([MAX_EPOCH, -MAX_EPOCH, MAX_EPOCH + 1, float("nan"), float("inf")]))
+EPOCH = st.one_of(
+    st.floats(min_value=0, max_value=4e9),
+    st.floats(min_value=-1e12, max_value=1e12),
+    st.sampled_from([MAX_EPOCH, -MAX_EPOCH, MAX_EPOCH + 1, float("nan"), float("inf")]),
+)
 
 
 def schedule_error(exc: ValueError) -> None:
@@ -274,10 +317,17 @@ def test_next_fire_is_later_or_none_or_one_value_error(schedule: ScheduleConfig,
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], **SAME)
-@given(schedules(), EPOCH, st.floats(min_value=0, max_value=1e6), st.sampled_from(["skip", "run_once", "run_all"]),
-       st.one_of(st.floats(min_value=0, max_value=1e6), st.sampled_from([-1.0, float("nan")])), st.integers(-1, 50))
-def test_plan_misfires_keeps_its_promises(schedule: ScheduleConfig, last: float, down: float, policy: str,
-                                          grace: float, limit: int) -> None:
+@given(
+    schedules(),
+    EPOCH,
+    st.floats(min_value=0, max_value=1e6),
+    st.sampled_from(["skip", "run_once", "run_all"]),
+    st.one_of(st.floats(min_value=0, max_value=1e6), st.sampled_from([-1.0, float("nan")])),
+    st.integers(-1, 50),
+)
+def test_plan_misfires_keeps_its_promises(
+    schedule: ScheduleConfig, last: float, down: float, policy: str, grace: float, limit: int
+) -> None:
     now = last + down if math.isfinite(last) else last
     try:
         plan = plan_misfires(schedule, last, now, policy, grace, job="fuzz", limit=limit)  # type: ignore[arg-type]
@@ -293,10 +343,11 @@ def test_plan_misfires_keeps_its_promises(schedule: ScheduleConfig, last: float,
 
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], **SAME)
 @given(schedules(), st.floats(min_value=0, max_value=4e9), st.floats(min_value=0, max_value=1e6), st.integers(0, 30))
-def test_fires_between_is_increasing_and_inside_the_window(schedule: ScheduleConfig, start: float, span: float,
-                                                           limit: int) -> None:
+def test_fires_between_is_increasing_and_inside_the_window(
+    schedule: ScheduleConfig, start: float, span: float, limit: int
+) -> None:
     try:
-        fires, more = fires_between(schedule, start, start + span, job="fuzz", limit=limit)
+        fires, _more = fires_between(schedule, start, start + span, job="fuzz", limit=limit)
     except ValueError as exc:
         schedule_error(exc)
         return
@@ -307,11 +358,13 @@ def test_fires_between_is_increasing_and_inside_the_window(schedule: ScheduleCon
 @FAST
 @given(CRON_EXPR, ZONES)
 def test_cron_expressions_in_a_crew_file_load_or_fail_with_the_key_path(expr: str, tz: str) -> None:
-    text = f'[[cron]]\nname = "j"\nschedule = {{ kind = "cron", expr = {json.dumps(expr)}, tz = "{tz}" }}\ntext = "hi"\n'
+    text = (
+        f'[[cron]]\nname = "j"\nschedule = {{ kind = "cron", expr = {json.dumps(expr)}, tz = "{tz}" }}\ntext = "hi"\n'
+    )
     try:
         crew = parse_crew(text, source="c.toml")
     except ConfigError as exc:
         assert one_line(exc).startswith("c.toml: cron[0]")
         return
-    t = next_fire(crew.cron[0].schedule, datetime(2026, 4, 2, tzinfo=timezone.utc).timestamp(), job="j")
+    t = next_fire(crew.cron[0].schedule, datetime(2026, 4, 2, tzinfo=UTC).timestamp(), job="j")
     assert t is None or t > 0

@@ -17,8 +17,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -70,9 +70,20 @@ def ray_address() -> Iterator[str]:
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="crt-ray-", dir="/tmp")  # Ray's socket paths must stay short
     started = subprocess.run(
-        [RAY_BIN, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            RAY_BIN,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=4",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert started.returncode == 0, started.stderr[-2000:]
     try:
@@ -119,21 +130,27 @@ def stdout_of(orch: Orchestrator, key: str) -> str:
 
 def actor_exists(key: str, address: str) -> bool:
     """Asked from a separate process, so the answer does not depend on this process's Ray connection."""
-    code = (f"import ray; ray.init(address={address!r}, namespace='crewtui', log_to_driver=False, logging_level=40)\n"
-            f"try:\n    ray.get_actor({key!r}); print('yes')\nexcept ValueError:\n    print('no')")
+    code = (
+        f"import ray; ray.init(address={address!r}, namespace='crewtui', log_to_driver=False, logging_level=40)\n"
+        f"try:\n    ray.get_actor({key!r}); print('yes')\nexcept ValueError:\n    print('no')"
+    )
     p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
     return p.stdout.strip().endswith("yes")
 
 
 def kill_actor(key: str, address: str) -> None:
-    code = (f"import ray; ray.init(address={address!r}, namespace='crewtui', log_to_driver=False, logging_level=40)\n"
-            f"ray.kill(ray.get_actor({key!r}), no_restart=True)")
+    code = (
+        f"import ray; ray.init(address={address!r}, namespace='crewtui', log_to_driver=False, logging_level=40)\n"
+        f"ray.kill(ray.get_actor({key!r}), no_restart=True)"
+    )
     subprocess.run([PY, "-c", code], check=True, capture_output=True, timeout=60)
 
 
 def cluster_nodes(address: str) -> set[str]:
-    code = (f"import ray; ray.init(address={address!r}, log_to_driver=False, logging_level=40)\n"
-            "print('\\n'.join(n['NodeID'][:6] for n in ray.nodes() if n['Alive']))")
+    code = (
+        f"import ray; ray.init(address={address!r}, log_to_driver=False, logging_level=40)\n"
+        "print('\\n'.join(n['NodeID'][:6] for n in ray.nodes() if n['Alive']))"
+    )
     p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
     return set(p.stdout.split())
 
@@ -171,10 +188,14 @@ async def test_result_file_failure_and_bad_program_on_ray(tmp_path: Path, ray_ad
     orch = await open_runtime(tmp_path / "data", ray_crew(ray_address))
     try:
         # result.json written into CREWTUI_OUTPUT_DIR on the node comes back as the session's result.
-        writer = py("import json, os; json.dump({'pages': 3}, open(os.path.join(os.environ['CREWTUI_OUTPUT_DIR'], "
-                    "'result.json'), 'w')); print('wrote it')")
+        writer = py(
+            "import json, os; json.dump({'pages': 3}, open(os.path.join(os.environ['CREWTUI_OUTPUT_DIR'], "
+            "'result.json'), 'w')); print('wrote it')"
+        )
         ok = await orch.spawn(SpawnRequest(label="ray-result", argv=writer))
-        bad = await orch.spawn(SpawnRequest(label="ray-fails", argv=py("import sys; print('oops', file=sys.stderr); sys.exit(3)")))
+        bad = await orch.spawn(
+            SpawnRequest(label="ray-fails", argv=py("import sys; print('oops', file=sys.stderr); sys.exit(3)"))
+        )
         missing = await orch.spawn(SpawnRequest(label="ray-missing", argv=["/nonexistent/agent-program"]))
         for s in (ok, bad, missing):
             await ended(orch, s.key)
@@ -223,7 +244,9 @@ async def test_output_comes_back_in_batches_not_per_line(tmp_path: Path, ray_add
         await orch.stop(kill_sessions=True)
 
 
-async def test_readopted_after_runtime_restart_without_losing_or_doubling_output(tmp_path: Path, ray_address: str) -> None:
+async def test_readopted_after_runtime_restart_without_losing_or_doubling_output(
+    tmp_path: Path, ray_address: str
+) -> None:
     data = tmp_path / "data"
     crew = ray_crew(ray_address)
     first = await open_runtime(data, crew)
@@ -250,8 +273,12 @@ async def test_end_while_runtime_down_is_recorded_on_restart(tmp_path: Path, ray
     data = tmp_path / "data"
     crew = ray_crew(ray_address)
     first = await open_runtime(data, crew)
-    s = await first.spawn(SpawnRequest(label="ray-quick", argv=py(
-        "import json, sys, time; sys.stdin.readline(); print(json.dumps({'answer': 42}))")))
+    s = await first.spawn(
+        SpawnRequest(
+            label="ray-quick",
+            argv=py("import json, sys, time; sys.stdin.readline(); print(json.dumps({'answer': 42}))"),
+        )
+    )
     await running(first, s.key)
     await first.send(s.key, "go")  # it ends right after this, while the runtime is stopping
     await first.stop()
@@ -283,12 +310,18 @@ async def test_killed_actor_is_lost_and_its_watchdog_retries_it(tmp_path: Path, 
         await wait_for(lambda: "agent pid" in stdout_of(orch, s.key), 60, "first attempt running")
         first_pid = int(stdout_of(orch, s.key).split("agent pid", 1)[1].split()[0])
         kill_actor(s.key, ray_address)  # as when its node dies
-        await wait_for(lambda: orch.sessions[s.key].state == SessionState.LOST or orch.sessions[s.key].attempt == 2,
-                       30, "session lost")
+        await wait_for(
+            lambda: orch.sessions[s.key].state == SessionState.LOST or orch.sessions[s.key].attempt == 2,
+            30,
+            "session lost",
+        )
         # The agent did not outlive its actor (no second copy running beside the retry).
         await wait_for(lambda: not pid_alive(first_pid), 10, "first attempt's agent gone with its actor")
-        await wait_for(lambda: orch.sessions[s.key].attempt == 2 and orch.sessions[s.key].state.terminal, 60,
-                       "watchdog retry finished")
+        await wait_for(
+            lambda: orch.sessions[s.key].attempt == 2 and orch.sessions[s.key].state.terminal,
+            60,
+            "watchdog retry finished",
+        )
         assert orch.sessions[s.key].state == SessionState.DONE
         assert "second try: done" in stdout_of(orch, s.key)
         await orch.store.flush()
@@ -301,9 +334,19 @@ async def test_killed_actor_is_lost_and_its_watchdog_retries_it(tmp_path: Path, 
 def start_node(address: str, resources: str) -> subprocess.Popen[bytes]:
     """Another Ray node on this machine (its own process group, so the test can take it down at once)."""
     return subprocess.Popen(
-        [RAY_BIN, "start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-         f"--resources={resources}", "--disable-usage-stats", "--block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            RAY_BIN,
+            "start",
+            f"--address={address}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=1",
+            f"--resources={resources}",
+            "--disable-usage-stats",
+            "--block",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -316,12 +359,16 @@ def node_down(node: subprocess.Popen[bytes]) -> None:
 
 
 async def test_a_session_whose_node_dies_is_lost_and_retried_on_another_node(tmp_path: Path, ray_address: str) -> None:
-    crew = ray_crew(ray_address, extra="""
+    crew = ray_crew(
+        ray_address,
+        extra="""
         [agents.spotty]
         command = ["{python}", "-c", "import os, time; print('on duty', flush=True); time.sleep(600)"]
         resources = { custom = { spot = 1 } }
         max_attempts = 2
-        """, start_timeout="2m")
+        """,
+        start_timeout="2m",
+    )
     first_node = start_node(ray_address, '{"spot": 1}')
     second_node = None
     orch = await open_runtime(tmp_path / "data", crew)
@@ -335,17 +382,26 @@ async def test_a_session_whose_node_dies_is_lost_and_retried_on_another_node(tmp
         # such an actor dies before it starts, and the driver places it again: a spawn now still starts.
         newcomer = await orch.spawn(SpawnRequest(label="spot-newcomer", agent="spotty", task="y"))
         # The old session is lost, loudly, once Ray declares its node dead.
-        await wait_for(lambda: orch.sessions[s.key].state == SessionState.LOST or orch.sessions[s.key].attempt == 2,
-                       60, "session lost with its node")
+        await wait_for(
+            lambda: orch.sessions[s.key].state == SessionState.LOST or orch.sessions[s.key].attempt == 2,
+            60,
+            "session lost with its node",
+        )
         await wait_for(lambda: "on duty" in stdout_of(orch, newcomer.key), 90, "newcomer running")
         assert orch.sessions[newcomer.key].node != doomed
         await orch.kill(newcomer.key)  # its spot slot is for the retry
-        await wait_for(lambda: orch.sessions[s.key].attempt == 2 and orch.sessions[s.key].state == SessionState.RUNNING,
-                       120, "watchdog retry running on the new node")
+        await wait_for(
+            lambda: orch.sessions[s.key].attempt == 2 and orch.sessions[s.key].state == SessionState.RUNNING,
+            120,
+            "watchdog retry running on the new node",
+        )
         assert orch.sessions[s.key].node not in (None, doomed)
         await orch.store.flush()
-        lost = [e for e in await orch.store.events(0)
-                if e.kind == "session_state_changed" and e.session == s.key and e.new == SessionState.LOST]
+        lost = [
+            e
+            for e in await orch.store.events(0)
+            if e.kind == "session_state_changed" and e.session == s.key and e.new == SessionState.LOST
+        ]
         assert lost and f"its Ray actor on node {doomed} died" in lost[0].reason
     finally:
         await orch.stop(kill_sessions=True)
@@ -355,11 +411,15 @@ async def test_a_session_whose_node_dies_is_lost_and_retried_on_another_node(tmp
 
 
 async def test_resources_nobody_has_fail_the_start_clearly(tmp_path: Path, ray_address: str) -> None:
-    crew = ray_crew(ray_address, extra="""
+    crew = ray_crew(
+        ray_address,
+        extra="""
         [agents.picky]
         command = ["{python}", "-c", "print('never')"]
         resources = { custom = { unobtainium = 1 } }
-        """, start_timeout="3s")
+        """,
+        start_timeout="3s",
+    )
     orch = await open_runtime(tmp_path / "data", crew)
     try:
         picky = await orch.spawn(SpawnRequest(label="ray-picky", agent="picky", task="x"))
@@ -374,11 +434,14 @@ async def test_resources_nobody_has_fail_the_start_clearly(tmp_path: Path, ray_a
 
 async def test_agent_resources_reach_ray(tmp_path: Path, ray_address: str) -> None:
     """Two sessions that each want all 4 CPUs of the cluster's head node run one after the other."""
-    crew = ray_crew(ray_address, extra="""
+    crew = ray_crew(
+        ray_address,
+        extra="""
         [agents.hungry]
         command = ["{python}", "-c", "import time; print('eating', flush=True); time.sleep(2)"]
         resources = { num_cpus = 4, memory = "64MB" }
-        """)
+        """,
+    )
     orch = await open_runtime(tmp_path / "data", crew)
     try:
         first = await orch.spawn(SpawnRequest(label="ray-hungry-1", agent="hungry", task="x"))
@@ -409,7 +472,8 @@ def test_yield_and_ctl_list_across_the_ray_backend(tmp_path: Path, ray_address: 
     from tests.test_ctl import Runtime, ctl
 
     crew = tmp_path / "crew.toml"
-    crew.write_text(textwrap.dedent(f"""
+    crew.write_text(
+        textwrap.dedent(f"""
         [crew]
         name = "ray-yield"
 
@@ -420,7 +484,8 @@ def test_yield_and_ctl_list_across_the_ray_backend(tmp_path: Path, ray_address: 
         [agents.lead]
         command = ["{{python}}", "-m", "crewtui.agents.demo", "--task", "{{task}}", "--duration", "1",
                    "--interval", "0.2", "--children", "3"]
-        """))
+        """)
+    )
     data = tmp_path / "data"
     rt = Runtime(data, crew)
     try:
@@ -437,8 +502,11 @@ def test_yield_and_ctl_list_across_the_ray_backend(tmp_path: Path, ray_address: 
             time.sleep(0.3)
         children = [r for r in rows if r["parent"] == parent]
         err = DataDir(data).session_dir(parent) / "stderr.log"
-        why = (mine[parent]["reason"], err.read_text(errors="replace")[-2000:] if err.exists() else "",
-               [(c["label"], c["state"], c["reason"]) for c in children])
+        why = (
+            mine[parent]["reason"],
+            err.read_text(errors="replace")[-2000:] if err.exists() else "",
+            [(c["label"], c["state"], c["reason"]) for c in children],
+        )
         assert mine[parent]["state"] == "done", why
         assert len(children) == 3 and all(c["state"] == "done" for c in children), why
         # Every row says where it ran (`ctl list --json` includes the node).
@@ -470,8 +538,9 @@ async def test_dashboard_shows_each_sessions_node_and_a_count_per_node(tmp_path:
                 await running(orch, key)
             node = orch.sessions[keys[0]].node
             # The running event carries the node: the UI's copy has it without a re-list.
-            await wait_for(lambda: all(app.book.sessions.get(k) and app.book.sessions[k].node for k in keys), 30,
-                           "nodes in the UI")
+            await wait_for(
+                lambda: all(app.book.sessions.get(k) and app.book.sessions[k].node for k in keys), 30, "nodes in the UI"
+            )
             assert app.book.node_counts() == {node: 2}
             app.main_screen.flush_events()
             await pilot.pause()
@@ -486,7 +555,9 @@ async def test_dashboard_shows_each_sessions_node_and_a_count_per_node(tmp_path:
         await orch.stop(kill_sessions=True)
 
 
-async def test_an_end_recorded_just_before_a_crash_disposes_of_the_leftover_actor(tmp_path: Path, ray_address: str) -> None:
+async def test_an_end_recorded_just_before_a_crash_disposes_of_the_leftover_actor(
+    tmp_path: Path, ray_address: str
+) -> None:
     data = tmp_path / "data"
     crew = ray_crew(ray_address)
     first = await open_runtime(data, crew)
@@ -504,7 +575,9 @@ async def test_an_end_recorded_just_before_a_crash_disposes_of_the_leftover_acto
         await second.stop(kill_sessions=True)
 
 
-async def test_an_actor_that_dies_before_it_starts_is_placed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_actor_that_dies_before_it_starts_is_placed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Unit test of the driver's start loop alone (a fake actor class): Ray placed the actor on a node that
     was dying; the first placement dies before answering, the second one starts."""
     from crewtui.runtime.drivers import ray as ray_driver
@@ -528,7 +601,7 @@ async def test_an_actor_that_dies_before_it_starts_is_placed_again(tmp_path: Pat
             return self._info()
 
     class FakeClass:
-        def options(self, **opts: object) -> "FakeClass":
+        def options(self, **opts: object) -> FakeClass:
             return self
 
         def remote(self, key: str, *args: object) -> FakeActor:
@@ -542,7 +615,8 @@ async def test_an_actor_that_dies_before_it_starts_is_placed_again(tmp_path: Pat
     monkeypatch.setattr(driver, "_free_name", no_name_held)
     monkeypatch.setattr(driver, "kill_actor", killed.append)
     monkeypatch.setattr(ray_driver.RayHandle, "start_pump", lambda self: None)
-    handle = await driver.start(LaunchSpec(key="s-key", label="s-key", attempt=1, dir=SessionDir(tmp_path / "out"),
-                                            argv=["true"]))
+    handle = await driver.start(
+        LaunchSpec(key="s-key", label="s-key", attempt=1, dir=SessionDir(tmp_path / "out"), argv=["true"])
+    )
     assert placed == ["s-key", "s-key"] and len(killed) == 1
     assert handle.node == "10.0.0.9/abcdef"

@@ -17,10 +17,12 @@ def test_ray_missing_is_one_clear_line(tmp_path: Path) -> None:
     """Without Ray installed, naming the Ray backend gives one line that says how to install it."""
     crew = tmp_path / "crew.toml"
     crew.write_text('[backend]\nkind = "ray"\n')
-    code = ("import sys; sys.modules['ray'] = None\n"
-            "from crewtui.cli import main\n"
-            f"sys.argv = ['crewtui', 'run', {str(crew)!r}, '--headless', '--data-dir', {str(tmp_path / 'd')!r}]\n"
-            "main()")
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from crewtui.cli import main\n"
+        f"sys.argv = ['crewtui', 'run', {str(crew)!r}, '--headless', '--data-dir', {str(tmp_path / 'd')!r}]\n"
+        "main()"
+    )
     p = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
@@ -33,7 +35,9 @@ def test_config_error_without_ray_names_file_and_key(monkeypatch: pytest.MonkeyP
     from crewtui.config import parse_crew
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ConfigError, match=r"^c\.toml: backend\.kind: the Ray backend needs Ray.*pip install 'crewtui\[ray\]'"):
+    with pytest.raises(
+        ConfigError, match=r"^c\.toml: backend\.kind: the Ray backend needs Ray.*pip install 'crewtui\[ray\]'"
+    ):
         parse_crew('[backend]\nkind = "ray"\n', source="c.toml")
 
 

@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
+from crewtui.clock import FakeClock
 from crewtui.errors import BadInput, Conflict, StoreError
 from crewtui.model import SessionState, SpawnRequest
-from crewtui.clock import FakeClock
 from crewtui.runtime.drivers import CallableContext
 from tests.conftest import PY, SLEEPER, crew_from, wait_for
 
@@ -51,10 +51,18 @@ async def fill(orch, n: int, prefix: str = "filler") -> None:
 def per_session_maps(orch) -> dict[str, int]:
     """Every runtime structure that holds something per session."""
     holders = {
-        "sessions": orch.table.sessions, "_ended": orch.table.ended, "_ended_order": orch.retention.ended_order,
-        "_children": orch.table.children, "_yielded_on": orch.table.yielded_on, "_env_extra": orch.launcher.env_extra,
-        "_handles": orch.launcher.handles, "_waiters": orch.launcher.waiters, "_launching": orch.launcher.launching,
-        "_killing": orch.launcher.killing, "_queue": orch.launcher.queue, "_dirty_offsets": orch.tailer.dirty_offsets,
+        "sessions": orch.table.sessions,
+        "_ended": orch.table.ended,
+        "_ended_order": orch.retention.ended_order,
+        "_children": orch.table.children,
+        "_yielded_on": orch.table.yielded_on,
+        "_env_extra": orch.launcher.env_extra,
+        "_handles": orch.launcher.handles,
+        "_waiters": orch.launcher.waiters,
+        "_launching": orch.launcher.launching,
+        "_killing": orch.launcher.killing,
+        "_queue": orch.launcher.queue,
+        "_dirty_offsets": orch.tailer.dirty_offsets,
         "_following": orch.tailer.following,
     }
     out = {name: len(held) for name, held in holders.items()}
@@ -93,7 +101,9 @@ async def test_ended_sessions_leave_memory_and_every_reader_still_finds_them(mak
         with pytest.raises(Conflict, match="has ended"):
             await orch.spawn(SpawnRequest(label=f"child-of-{label}", agent="work", parent=key))
     assert {s.key: s.model_dump() for s in await orch.list()} == before
-    assert [s.key for s in await orch.list(prefix="bad-")] == sorted(k for k in before if before[k]["label"].startswith("bad-"))
+    assert [s.key for s in await orch.list(prefix="bad-")] == sorted(
+        k for k in before if before[k]["label"].startswith("bad-")
+    )
     assert [s.key for s in await orch.list(state=S.DONE)] == sorted(k for k in before if before[k]["state"] == "done")
 
     # A retry brings an evicted session back: same key and label, the next attempt, running again.
@@ -131,7 +141,7 @@ async def test_a_family_leaves_memory_together_and_comes_back_for_a_retry(make_o
     assert [s.key for s in await orch.list(prefix="kid-")] == sorted(kids)
 
     # A child cannot be retried while its parent has ended, in memory or not.
-    with pytest.raises(Conflict, match="parent .* has ended"):
+    with pytest.raises(Conflict, match=r"parent .* has ended"):
         await orch.retry(bad_kid)
     again = await orch.retry(parent.key)
     assert again.attempt == 2 and again.state == S.RUNNING
@@ -148,12 +158,15 @@ async def test_a_family_leaves_memory_together_and_comes_back_for_a_retry(make_o
     await fill(orch, 20, prefix="last")
     await wait_for(lambda: parent.key not in orch.sessions, what="the family to leave memory again")
     got = await orch.yield_(children=kids)
-    assert [c.key for c in got.children] == kids and all(c.result == {"label": f"kid-{i}"} for i, c in enumerate(got.children))
+    assert [c.key for c in got.children] == kids and all(
+        c.result == {"label": f"kid-{i}"} for i, c in enumerate(got.children)
+    )
 
 
 async def test_sessions_a_watchdog_or_an_open_run_still_needs_stay_in_memory(make_orch):
     clock = FakeClock()
-    crew = crew_from(textwrap.dedent(f"""
+    crew = crew_from(
+        textwrap.dedent(f"""
         [crew]
         name = "t"
         [agents.pick]
@@ -162,7 +175,8 @@ async def test_sessions_a_watchdog_or_an_open_run_still_needs_stay_in_memory(mak
         name = "pair"
         schedule = {{ kind = "every", every = "1h" }}
         spawn = {{ agent = "pick", label = "pair-{{item}}-{{run}}", task = "{{item}}", items = ["quick", "hang"] }}
-    """))
+    """)
+    )
     orch = await make_orch(crew, clock=clock, callables=AGENTS, keep_ended=KEEP)
     # A failed session with attempts left: its watchdog will retry it, so it stays.
     flaky = await run_one(orch, "bad-flaky", watchdog_after=60, max_attempts=2)

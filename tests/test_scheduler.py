@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 
+from crewtui.clock import FakeClock
 from crewtui.errors import BadInput, ConfigError, Conflict, NotFound
 from crewtui.model import (
     CronFired,
@@ -20,7 +21,6 @@ from crewtui.model import (
     SpawnRequest,
     WatchdogFired,
 )
-from crewtui.clock import FakeClock
 from crewtui.runtime.limits import backoff_cap
 from tests.conftest import PY, SLEEPER, crew_from, py, wait_for
 
@@ -59,12 +59,15 @@ def clock() -> FakeClock:
 
 
 async def test_every_job_fires_on_time_and_each_fire_once(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew("""
         [[cron]]
         name = "heartbeat"
         schedule = { kind = "every", every = "60s" }
         text = "still here"
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     assert (await orch.cron_list())[0].next_fire == T0 + 60
     await clock.advance(59)
     assert await events_of(orch, CronFired) == []
@@ -77,15 +80,20 @@ async def test_every_job_fires_on_time_and_each_fire_once(make_orch, clock):
 
 
 async def test_spawn_run_counts_completion_rate(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew("""
         [[cron]]
         name = "blog"
         schedule = { kind = "every", every = "1m" }
         spawn = { agent = "ok", label = "blog-{item}-{date}-r{run}", task = "write {item}", domain = "article:{item}", items = ["superada", "openclaw"] }
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     await clock.advance(60)
     await wait_for(lambda: bool(orch.scheduler.open_runs) or bool(orch.sessions), what="the run")
-    await wait_for(lambda: all(s.state.terminal for s in orch.sessions.values()) and len(orch.sessions) == 2, what="both done")
+    await wait_for(
+        lambda: all(s.state.terminal for s in orch.sessions.values()) and len(orch.sessions) == 2, what="both done"
+    )
     runs = await orch.runs("blog")
     assert len(runs) == 1 and runs[0].id == "blog#1" and runs[0].final
     assert runs[0].rate == 1.0 and runs[0].counts["spawned"] == 2 and runs[0].counts["done"] == 2
@@ -97,13 +105,16 @@ async def test_spawn_run_counts_completion_rate(make_orch, clock):
 
 
 async def test_silent_failures_lower_the_rate(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew("""
         [[cron]]
         name = "mixed"
         schedule = { kind = "every", every = "1m" }
         deadline = "5m"
         spawn = { agent = "pick", label = "mixed-{item}", task = "{item}", items = ["a", "b", "hang", "dup"] }
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     # A live session already holds one label the run wants: that spawn is refused and counts as not done.
     await orch.spawn(SpawnRequest(label="mixed-dup", argv=py(SLEEPER)))
     await clock.advance(60)
@@ -114,20 +125,32 @@ async def test_silent_failures_lower_the_rate(make_orch, clock):
     await wait_for(lambda: "mixed#1" not in orch.scheduler.open_runs, what="the run to close")
     run = (await orch.runs("mixed"))[0]
     assert run.final
-    assert run.counts == {"spawned": 4, "done": 2, "failed": 1, "timed_out": 0, "killed": 0, "lost": 1, "running": 0, "refused": 1}
+    assert run.counts == {
+        "spawned": 4,
+        "done": 2,
+        "failed": 1,
+        "timed_out": 0,
+        "killed": 0,
+        "lost": 1,
+        "running": 0,
+        "refused": 1,
+    }
     assert run.rate == 0.5
     assert "mixed-dup" in run.refused[0] and "held by live session" in run.refused[0]
 
 
 async def test_run_deadline_closes_with_live_sessions_counted_not_done(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew("""
         [[cron]]
         name = "slow"
         schedule = { kind = "every", every = "1h" }
         overlap = "allow"
         deadline = "10m"
         spawn = { agent = "sleep", label = "slow-r{run}", task = "x" }
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     await clock.advance(3600)
     await wait_for(lambda: any(e.kind == "cron" for e in orch.scheduler.recent), what="the fire")
     assert not (await orch.runs("slow"))[0].final
@@ -139,13 +162,16 @@ async def test_run_deadline_closes_with_live_sessions_counted_not_done(make_orch
 
 @pytest.mark.parametrize("overlap", ["forbid", "replace", "allow"])
 async def test_overlap_policies(make_orch, clock, overlap):
-    orch = await make_orch(crew(f"""
+    orch = await make_orch(
+        crew(f"""
         [[cron]]
         name = "long"
         schedule = {{ kind = "every", every = "1m" }}
         overlap = "{overlap}"
         spawn = {{ agent = "sleep", label = "long-r{{run}}", task = "x" }}
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     await clock.advance(60)
     await wait_for(lambda: len(orch.sessions) == 1, what="first run")
     first = next(iter(orch.sessions.values()))
@@ -189,7 +215,9 @@ async def test_misfire_policies_after_downtime(make_orch, clock, data_dir, polic
     await settle()
     runs = await orch2.runs("tick")
     assert [r.number for r in runs] == list(range(1 + expected_runs, 0, -1))
-    assert sorted(r.nominal for r in runs)[1:] == ([T0 + 240] if policy == "run_once" else [T0 + 120, T0 + 180, T0 + 240][: expected_runs])
+    assert sorted(r.nominal for r in runs)[1:] == (
+        [T0 + 240] if policy == "run_once" else [T0 + 120, T0 + 180, T0 + 240][:expected_runs]
+    )
     assert (await orch2.cron_list())[0].next_fire == T0 + 300
     skipped = [e for e in await events_of(orch2, CronFired) if e.outcome == "skipped"]
     assert bool(skipped) == (policy != "run_all")
@@ -259,19 +287,27 @@ async def test_watchdogs_survive_a_restart(make_orch, clock):
 
 
 async def test_rate_limited_exit_retries_with_full_jitter_backoff(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew(
+            f"""
         [agents.limited]
-        command = ["%s", "-c", "import sys; print('429 Too Many Requests', file=sys.stderr); sys.exit(75)"]
+        command = ["{PY}", "-c", "import sys; print('429 Too Many Requests', file=sys.stderr); sys.exit(75)"]
         pool = "model-a"
         [pools.model-a]
         retry_on_exit = [75]
-        backoff = { base = "2s", max = "10s" }
-    """ % PY), clock=clock, rng=random.Random(7))
+        backoff = {{ base = "2s", max = "10s" }}
+    """
+        ),
+        clock=clock,
+        rng=random.Random(7),
+    )
     s = await orch.spawn(SpawnRequest(label="limited-1", agent="limited"))
     pool = orch.pools["model-a"]
     for n in range(1, 6):
-        await wait_for(lambda: orch.sessions[s.key].rate_limited == n and orch.sessions[s.key].state == S.PENDING,
-                       what=f"rate limit {n}")
+        await wait_for(
+            lambda: orch.sessions[s.key].rate_limited == n and orch.sessions[s.key].state == S.PENDING,
+            what=f"rate limit {n}",
+        )
         cur = orch.sessions[s.key]
         delay = cur.next_try_at - clock.now()
         assert 0 <= delay <= backoff_cap(pool.config.backoff, n) == min(10.0, 2.0 * 2 ** (n - 1))
@@ -282,13 +318,18 @@ async def test_rate_limited_exit_retries_with_full_jitter_backoff(make_orch, clo
 
 
 async def test_pool_cap_queues_in_fifo_order_with_positions(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew(
+            f"""
         [agents.gated]
-        command = ["%s", "-c", "import sys; sys.stdin.readline()"]
+        command = ["{PY}", "-c", "import sys; sys.stdin.readline()"]
         pool = "p"
         [pools.p]
         max_concurrent = 1
-    """ % PY), clock=clock)
+    """
+        ),
+        clock=clock,
+    )
     a = await orch.spawn(SpawnRequest(label="g-a", agent="gated"))
     b = await orch.spawn(SpawnRequest(label="g-b", agent="gated"))
     c = await orch.spawn(SpawnRequest(label="g-c", agent="gated"))
@@ -305,12 +346,18 @@ async def test_pool_cap_queues_in_fifo_order_with_positions(make_orch, clock):
 
 
 async def test_stale_sweep_dry_run_then_kill_and_sweep_cron(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew(
+            """
         [[cron]]
         name = "sweep-stale"
         schedule = { kind = "every", every = "5m" }
         action = "sweep"
-    """, header="stale_after = '2m'"), clock=clock)
+    """,
+            header="stale_after = '2m'",
+        ),
+        clock=clock,
+    )
     quiet = await orch.spawn(SpawnRequest(label="quiet", argv=py(SLEEPER)))
     await wait_for(lambda: orch.sessions[quiet.key].last_line == "working", what="first output")
     await clock.advance(119)
@@ -331,18 +378,43 @@ async def test_stale_sweep_dry_run_then_kill_and_sweep_cron(make_orch, clock):
 
 async def test_cron_add_run_remove_and_bad_jobs_change_nothing(make_orch, clock):
     orch = await make_orch(crew(""), clock=clock)
-    info = await orch.cron_add({"name": "added", "schedule": {"kind": "every", "every": "10m"},
-                                "spawn": {"agent": "ok", "label": "added-r{run}", "task": "t"}})
+    info = await orch.cron_add(
+        {
+            "name": "added",
+            "schedule": {"kind": "every", "every": "10m"},
+            "spawn": {"agent": "ok", "label": "added-r{run}", "task": "t"},
+        }
+    )
     assert info.source == "ctl" and info.next_fire == T0 + 600
     run = await orch.cron_trigger("added")
     assert run.id == "added#1" and len(run.sessions) == 1
     bad = [
         ({"name": "b", "schedule": {"kind": "cron", "expr": "61 * * * *"}, "text": "x"}, ConfigError, "minute"),
-        ({"name": "b", "schedule": {"kind": "cron", "expr": "0 9 * * *", "tz": "Mars/Base"}, "text": "x"}, ConfigError, "Mars/Base"),
+        (
+            {"name": "b", "schedule": {"kind": "cron", "expr": "0 9 * * *", "tz": "Mars/Base"}, "text": "x"},
+            ConfigError,
+            "Mars/Base",
+        ),
         ({"name": "b", "schedule": {"kind": "every", "every": "0s"}, "text": "x"}, ConfigError, "every"),
-        ({"name": "b", "schedule": {"kind": "every", "every": "1m"}, "spawn": {"agent": "nobody", "label": "x"}}, ConfigError, "unknown agent"),
-        ({"name": "b", "schedule": {"kind": "every", "every": "1m"}, "spawn": {"agent": "ok", "label": "Bad {item}"}}, ConfigError, "label"),
-        ({"name": "b", "schedule": {"kind": "every", "every": "1m"}, "max_attempts": 0, "text": "x"}, ConfigError, "max_attempts"),
+        (
+            {"name": "b", "schedule": {"kind": "every", "every": "1m"}, "spawn": {"agent": "nobody", "label": "x"}},
+            ConfigError,
+            "unknown agent",
+        ),
+        (
+            {
+                "name": "b",
+                "schedule": {"kind": "every", "every": "1m"},
+                "spawn": {"agent": "ok", "label": "Bad {item}"},
+            },
+            ConfigError,
+            "label",
+        ),
+        (
+            {"name": "b", "schedule": {"kind": "every", "every": "1m"}, "max_attempts": 0, "text": "x"},
+            ConfigError,
+            "max_attempts",
+        ),
         ({"name": "added", "schedule": {"kind": "every", "every": "1m"}, "text": "x"}, Conflict, "already exists"),
         ({"name": "b", "schedule": {"kind": "at", "at": "2020-01-01T00:00:00"}, "text": "x"}, BadInput, "in the past"),
     ]
@@ -350,8 +422,9 @@ async def test_cron_add_run_remove_and_bad_jobs_change_nothing(make_orch, clock)
         with pytest.raises(exc, match=needle):
             await orch.cron_add(job)
     assert [j.name for j in await orch.cron_list()] == ["added"]
-    past = await orch.cron_add({"name": "late", "schedule": {"kind": "at", "at": "2020-01-01T00:00:00"}, "text": "x"},
-                               allow_past=True)
+    past = await orch.cron_add(
+        {"name": "late", "schedule": {"kind": "at", "at": "2020-01-01T00:00:00"}, "text": "x"}, allow_past=True
+    )
     assert past.next_fire == T0
     await orch.cron_remove("added")
     with pytest.raises(NotFound):
@@ -361,23 +434,29 @@ async def test_cron_add_run_remove_and_bad_jobs_change_nothing(make_orch, clock)
 
 
 async def test_crew_jobs_cannot_be_removed_at_runtime(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew("""
         [[cron]]
         name = "fixed"
         schedule = { kind = "every", every = "1m" }
         text = "x"
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     with pytest.raises(BadInput, match="crew file"):
         await orch.cron_remove("fixed")
 
 
 async def test_timeline_has_past_marks_and_next_hour(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew("""
         [[cron]]
         name = "every-20m"
         schedule = { kind = "every", every = "20m" }
         text = "tick"
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     s = await orch.spawn(SpawnRequest(label="wd", argv=py(SLEEPER), watchdog_after=1800))
     await clock.advance(1200)
     items = await orch.timeline(clock.now() - 3600, clock.now() + 3600)
@@ -385,13 +464,19 @@ async def test_timeline_has_past_marks_and_next_hour(make_orch, clock):
     future = [(i.kind, i.name, i.ts - clock.now()) for i in items if i.future]
     assert ("cron", "every-20m", "system") in past
     assert ("watchdog", "wd", 600.0) in future
-    assert [f for f in future if f[0] == "cron"] == [("cron", "every-20m", 1200.0), ("cron", "every-20m", 2400.0), ("cron", "every-20m", 3600.0)]
+    assert [f for f in future if f[0] == "cron"] == [
+        ("cron", "every-20m", 1200.0),
+        ("cron", "every-20m", 2400.0),
+        ("cron", "every-20m", 3600.0),
+    ]
     await orch.kill(s.key)
 
 
 async def test_watchdog_gives_up_on_a_failed_session_without_attempts_left(make_orch, clock):
     orch = await make_orch(clock=clock)
-    s = await orch.spawn(SpawnRequest(label="broken", argv=py("import sys; sys.exit(1)"), watchdog_after=60, max_attempts=1))
+    s = await orch.spawn(
+        SpawnRequest(label="broken", argv=py("import sys; sys.exit(1)"), watchdog_after=60, max_attempts=1)
+    )
     await orch.wait_ended(s.key, timeout=10)
     await clock.advance(60)
     await wait_for(lambda: any(e.kind == "watchdog" for e in orch.scheduler.recent), what="watchdog")
@@ -400,13 +485,16 @@ async def test_watchdog_gives_up_on_a_failed_session_without_attempts_left(make_
 
 
 async def test_fire_at_start_runs_a_job_once_when_the_runtime_starts(make_orch, clock):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew("""
         [[cron]]
         name = "warm"
         schedule = { kind = "every", every = "1h" }
         fire_at_start = true
         spawn = { agent = "ok", label = "warm-{item}-r{run}", task = "t", items = ["a", "b"] }
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     await wait_for(lambda: len(orch.sessions) == 2, what="the start-up run")
     run = (await orch.runs("warm"))[0]
     assert run.number == 1 and run.nominal == T0
@@ -414,12 +502,15 @@ async def test_fire_at_start_runs_a_job_once_when_the_runtime_starts(make_orch, 
 
 
 async def test_a_batch_broken_off_by_an_unexpected_error_still_closes_its_run(make_orch, clock, monkeypatch):
-    orch = await make_orch(crew("""
+    orch = await make_orch(
+        crew("""
         [[cron]]
         name = "trio"
         schedule = { kind = "every", every = "1h" }
         spawn = { agent = "ok", label = "trio-{item}-r{run}", task = "t", items = ["a", "b", "c"] }
-    """), clock=clock)
+    """),
+        clock=clock,
+    )
     real_spawn = orch.spawn
 
     async def spawn(req):

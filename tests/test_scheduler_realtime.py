@@ -65,12 +65,21 @@ def test_cron_every_2s_with_a_hang_the_watchdog_retries(tmp_path: Path) -> None:
         assert_one_line_error(ctl(d, "cron", "run", "nope"), "no cron job named 'nope'")
         assert_one_line_error(ctl(d, "cron", "add", "x", "--every", "0s", "--system", "hi"), "every")
         assert_one_line_error(ctl(d, "cron", "add", "x", "--cron", "61 * * * *", "--system", "hi"), "minute")
-        assert_one_line_error(ctl(d, "cron", "add", "x", "--cron", "0 9 * * *", "--tz", "Nowhere/City", "--system", "hi"), "Nowhere/City")
+        assert_one_line_error(
+            ctl(d, "cron", "add", "x", "--cron", "0 9 * * *", "--tz", "Nowhere/City", "--system", "hi"), "Nowhere/City"
+        )
         assert_one_line_error(ctl(d, "cron", "add", "x", "--at", "2020-01-01T00:00", "--system", "hi"), "in the past")
         assert_one_line_error(ctl(d, "cron", "add", "batch", "--every", "1m", "--system", "hi"), "already exists")
-        assert_one_line_error(ctl(d, "cron", "add", "x", "--every", "1m", "--agent", "ghost", "--label", "x-{run}"), "unknown agent 'ghost'")
-        assert_one_line_error(ctl(d, "cron", "add", "x", "--every", "1m", "--agent", "worker", "--label", "X {run}"), "label")
-        assert_one_line_error(ctl(d, "cron", "add", "x", "--every", "1m", "--max-attempts", "0", "--system", "hi"), "max_attempts")
+        assert_one_line_error(
+            ctl(d, "cron", "add", "x", "--every", "1m", "--agent", "ghost", "--label", "x-{run}"),
+            "unknown agent 'ghost'",
+        )
+        assert_one_line_error(
+            ctl(d, "cron", "add", "x", "--every", "1m", "--agent", "worker", "--label", "X {run}"), "label"
+        )
+        assert_one_line_error(
+            ctl(d, "cron", "add", "x", "--every", "1m", "--max-attempts", "0", "--system", "hi"), "max_attempts"
+        )
         added = ctl(d, "cron", "add", "hello", "--every", "1h", "--system", "hi")
         assert added.returncode == 0 and "added hello" in added.stdout
         assert ctl(d, "cron", "remove", "hello").returncode == 0

@@ -7,8 +7,9 @@ upgrade that changes it fails here rather than silently moving (or doubling) rea
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -40,7 +41,7 @@ def cron(expr: str, tz: str = "UTC", **kw: object) -> ScheduleConfig:
 
 
 def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=timezone.utc).timestamp()
+    return datetime(*args, tzinfo=UTC).timestamp()
 
 
 def berlin(*args: int, fold: int = 0) -> float:
@@ -159,7 +160,7 @@ def test_spring_forward_berlin_2026_03_29() -> None:
     fires, more = fires_between(hourly, day_start - 1, next_day - 1)
     assert not more and len(fires) == 23  # a 23-hour day, one fire per hour that exists
     assert fires[:4] == [1_774_738_800.0, 1_774_742_400.0, 1_774_746_000.0, 1_774_749_600.0]  # 00, 01 CET; 03, 04 CEST
-    assert all(b - a == 3600 for a, b in zip(fires, fires[1:]))  # hourly in real time straight through
+    assert all(b - a == 3600 for a, b in itertools.pairwise(fires))  # hourly in real time straight through
     assert iterate(hourly, 1_774_742_400.0, 1) == [1_774_746_000.0]  # 01:00 CET -> 03:00 CEST, no double 03:00
 
 
@@ -186,7 +187,7 @@ def test_fall_back_berlin_2026_10_25() -> None:
     fires, more = fires_between(hourly, day_start - 1, next_day - 1)
     assert not more and len(fires) == 25  # a 25-hour day
     assert fires[1:5] == [1_792_882_800.0, 1_792_886_400.0, 1_792_890_000.0, 1_792_893_600.0]  # 01, 02 CEST; 02, 03 CET
-    assert all(b - a == 3600 for a, b in zip(fires, fires[1:]))
+    assert all(b - a == 3600 for a, b in itertools.pairwise(fires))
 
 
 @pytest.mark.parametrize("expr", ["30 2 * * *", "0 * * * *", "*/20 1-3 * * *"])
@@ -199,7 +200,7 @@ def test_dst_fires_strictly_increase_and_agree_from_any_point(
     start = berlin(*day, 20)
     fires, more = fires_between(s, start, start + 2 * 86400, job="j", limit=1000)
     assert not more and fires
-    assert all(a < b for a, b in zip(fires, fires[1:]))
+    assert all(a < b for a, b in itertools.pairwise(fires))
     assert len(set(fires)) == len(fires)  # never the same epoch twice
     # From any moment (here every 7.5 minutes, and just before and at each fire), next_fire is the next listed fire.
     probes = [start + i * 450.0 for i in range(int(86400 * 1.5 / 450))]
@@ -240,7 +241,7 @@ def test_stagger_never_fires_twice(schedule: ScheduleConfig) -> None:
     assert offset > 0
     fires = iterate(schedule, T0, 50, job="x")
     period = 60 if schedule.kind == "every" else 300
-    assert [round(b - a, 6) for a, b in zip(fires, fires[1:])] == [period] * 49
+    assert [round(b - a, 6) for a, b in itertools.pairwise(fires)] == [period] * 49
     assert all(round(f - offset) % period == 0 for f in fires)  # nominal + offset
     for f in fires:
         assert next_fire(schedule, f, job="x") not in (None, f)
@@ -375,8 +376,20 @@ def test_describe() -> None:
 
 @pytest.mark.parametrize(
     "seconds, text",
-    [(90, "90s"), (120, "2m"), (5400, "1h30m"), (0.25, "250ms"), (0, "0s"), (1, "1s"), (150, "2m30s"),
-     (3600, "1h"), (3690, "1h1m30s"), (86400, "24h"), (1.5, "1.5s"), (0.0004, "0.4ms")],
+    [
+        (90, "90s"),
+        (120, "2m"),
+        (5400, "1h30m"),
+        (0.25, "250ms"),
+        (0, "0s"),
+        (1, "1s"),
+        (150, "2m30s"),
+        (3600, "1h"),
+        (3690, "1h1m30s"),
+        (86400, "24h"),
+        (1.5, "1.5s"),
+        (0.0004, "0.4ms"),
+    ],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
@@ -445,4 +458,4 @@ def test_cron_next_fire_strictly_increases(expr: str, tz: str, after: float, job
     fires = iterate(s, after, 12, job=job)
     assert len(fires) == 12  # every generated expression matches at least yearly
     assert fires[0] > after
-    assert all(a < b for a, b in zip(fires, fires[1:]))
+    assert all(a < b for a, b in itertools.pairwise(fires))

@@ -71,9 +71,28 @@ def test_ctl_and_crew_agents_pass_the_task_through_the_cli_and_socket_unchanged(
         tasks = [t for t in hostile(canary) if t and not t.startswith("-")]
         keys = []
         for i, task in enumerate(tasks):
-            p = subprocess.run([PY, "-m", "crewtui", "ctl", "--data-dir", str(d), "spawn", "--label", f"cli-{i}",
-                                "--agent", "show", "--task", task, "--json"], capture_output=True, text=True, env=ENV,
-                               timeout=60)
+            p = subprocess.run(
+                [
+                    PY,
+                    "-m",
+                    "crewtui",
+                    "ctl",
+                    "--data-dir",
+                    str(d),
+                    "spawn",
+                    "--label",
+                    f"cli-{i}",
+                    "--agent",
+                    "show",
+                    "--task",
+                    task,
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                env=ENV,
+                timeout=60,
+            )
             assert p.returncode == 0, p.stderr
             keys.append(json.loads(p.stdout)["key"])
         for key, task in zip(keys, tasks):
@@ -123,8 +142,22 @@ async def test_steer_text_only_ever_arrives_on_stdin(make_orch, tmp_path: Path) 
 # ------------------------------------------------------------------------------------------ paths
 
 
-ESCAPES = ["../x", "../../etc/passwd", "a/b", "/abs", "..", ".", ".hidden", "x/../../y", "a\\b", "a\0b", "~root",
-           "A", "x" * 129, ""]
+ESCAPES = [
+    "../x",
+    "../../etc/passwd",
+    "a/b",
+    "/abs",
+    "..",
+    ".",
+    ".hidden",
+    "x/../../y",
+    "a\\b",
+    "a\0b",
+    "~root",
+    "A",
+    "x" * 129,
+    "",
+]
 
 
 @pytest.mark.parametrize("label", ESCAPES)
@@ -224,7 +257,7 @@ def test_another_user_cannot_use_the_control_socket(tmp_path: Path, open_dir: bo
 
             try:
                 asyncio.run(RemoteRuntime(DataDir(d).socket, d).list())
-            except Exception as exc:  # noqa: BLE001 - the message is what is checked
+            except Exception as exc:
                 print(f"{type(exc).__name__}: {exc}")
                 return 0
             return 1

@@ -209,12 +209,21 @@ async def test_events_round_trip_in_order_with_filters(tmp_path: Path) -> None:
     events: list[Event] = [
         RuntimeStarted(seq=1, ts=T0, pid=42, data_dir="/d"),
         SessionSpawned(seq=2, ts=T0 + 1, session="s-01", label="a", parent=None, cron_run="r1"),
-        SessionStateChanged(seq=3, ts=T0 + 2, session="s-01", label="a", old=SessionState.PENDING,
-                            new=SessionState.RUNNING),
+        SessionStateChanged(
+            seq=3, ts=T0 + 2, session="s-01", label="a", old=SessionState.PENDING, new=SessionState.RUNNING
+        ),
         SessionOutput(seq=4, ts=T0 + 3, session="s-02", label="b", stream="stderr", lines=["boom", ""], nbytes=5),
         SystemEvent(seq=5, ts=T0 + 4, text="cron fired", level="warning"),
-        SessionStateChanged(seq=6, ts=T0 + 5, session="s-01", label="a", old=SessionState.RUNNING,
-                            new=SessionState.DONE, exit_code=0, reason="ok"),
+        SessionStateChanged(
+            seq=6,
+            ts=T0 + 5,
+            session="s-01",
+            label="a",
+            old=SessionState.RUNNING,
+            new=SessionState.DONE,
+            exit_code=0,
+            reason="ok",
+        ),
     ]
     store = await Store.open(path)
     # Appended out of order: reads come back in seq order all the same.
@@ -551,8 +560,10 @@ def make_v1_by_hand(path: Path, sessions: list[Session]) -> None:
         "INSERT INTO sessions (key, label, state, parent, cron_run, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(s.key, s.label, s.state.value, s.parent, s.cron_run, s.updated_at, s.model_dump_json()) for s in sessions],
     )
-    conn.execute("INSERT INTO events (seq, ts, kind, session, data) VALUES (1, 0, 'system', NULL, ?)",
-                 (SystemEvent(seq=1, text="kept").model_dump_json(),))
+    conn.execute(
+        "INSERT INTO events (seq, ts, kind, session, data) VALUES (1, 0, 'system', NULL, ?)",
+        (SystemEvent(seq=1, text="kept").model_dump_json(),),
+    )
     conn.close()
 
 
@@ -679,7 +690,6 @@ async def test_locked_database_makes_flush_raise(tmp_path: Path) -> None:
     assert [s.key for s in await store.load_sessions()] == ["s-1"]
     assert await store.max_event_seq() == 1
     await store.close()
-
 
 
 async def test_unserialisable_record_is_dropped_not_retried_forever(store: Store) -> None:

@@ -125,7 +125,7 @@ def test_find_result_last_json_line(tmp_path: Path) -> None:
 
 def test_find_result_array_and_broken_result_file(tmp_path: Path) -> None:
     (tmp_path / "result.json").write_text("{half")
-    (tmp_path / "stdout.log").write_bytes(b'  [1, 2]  \n\xff\xfe\n')
+    (tmp_path / "stdout.log").write_bytes(b"  [1, 2]  \n\xff\xfe\n")
     assert find_result(SessionDir(tmp_path)) == (True, [1, 2])
 
 

@@ -42,8 +42,28 @@ from tests.ui.fake_runtime import FakeRuntime
 
 # What the socket served before the table existed (server.py's _ops, READ_ONLY_OPS and CANCEL_ON_HANGUP, and
 # its watch special case): the table must serve exactly this.
-OPS = {"info", "spawn", "send", "list", "get", "history", "kill", "yield", "registry", "events", "retry", "sweep",
-       "acquire", "cron_list", "cron_add", "cron_remove", "cron_trigger", "runs", "timeline", "watch"}
+OPS = {
+    "info",
+    "spawn",
+    "send",
+    "list",
+    "get",
+    "history",
+    "kill",
+    "yield",
+    "registry",
+    "events",
+    "retry",
+    "sweep",
+    "acquire",
+    "cron_list",
+    "cron_add",
+    "cron_remove",
+    "cron_trigger",
+    "runs",
+    "timeline",
+    "watch",
+}
 READ_ONLY = {"info", "list", "get", "history", "registry", "events", "runs", "timeline", "cron_list", "acquire"}
 CANCEL_ON_HANGUP = {"yield", "acquire"}
 
@@ -88,7 +108,7 @@ def test_the_orchestrator_serves_every_verb_under_the_wire_arg_names() -> None:
         wire = list(v.signature.parameters)
         assert [p.name for p in params[: len(wire)]] == wire, v.op
         # Its own extra parameters (kill's reason, retry's cause) cannot be reached from the wire: they need defaults.
-        assert all(p.default is not p.empty for p in params[len(wire):]), v.op
+        assert all(p.default is not p.empty for p in params[len(wire) :]), v.op
         assert inspect.iscoroutinefunction(method) != v.stream, v.op
 
 
@@ -111,8 +131,10 @@ RESULTS: dict[Any, Any] = {
     RuntimeInfo: RuntimeInfo(pid=1, data_dir="/d", crew="c", agents=["a"], started_at=1.0, max_concurrent=2),
     Session: SESSION,
     History: History(key="s-1", label="one", state=SessionState.DONE, lines=["a", "b"], stderr=["e"]),
-    YieldResult: YieldResult(parent="s-1", children=[ChildResult(key="s-2", label="two", state=SessionState.DONE,
-                                                                 exit_code=0, result={"ok": 1})]),
+    YieldResult: YieldResult(
+        parent="s-1",
+        children=[ChildResult(key="s-2", label="two", state=SessionState.DONE, exit_code=0, result={"ok": 1})],
+    ),
     SweepItem: SweepItem(key="s-1", label="one", idle_for=700.0, reason="stale"),
     CronJobInfo: CronJobInfo(name="j", schedule="every 2m", payload="spawn", runs=3),
     CronRun: CronRun(id="j#1", job="j", number=1, nominal=1.0, started_at=1.5, sessions=["s-1"], final=True, rate=1.0),
@@ -242,7 +264,11 @@ async def test_bad_args_are_refused_before_the_runtime_is_asked(served: tuple[St
     refused: list[tuple[str, dict[str, Any], str]] = [
         ("kill", {"ref": ["a", "b"]}, "a session key or label is required"),
         ("get", {}, "get: ref: Field required"),
-        ("list", {"state": "sleeping"}, "unknown state 'sleeping'; states: " + ", ".join(s.value for s in SessionState)),
+        (
+            "list",
+            {"state": "sleeping"},
+            "unknown state 'sleeping'; states: " + ", ".join(s.value for s in SessionState),
+        ),
         ("history", {"ref": "x", "tail": "many"}, "history: tail: Input should be a valid integer"),
         ("spawn", {"label": "x", "argv": ["true"], "evil": 1}, "spawn: evil: Extra inputs are not permitted"),
         ("yield", {"children": ["a", 5]}, "a session key or label is required"),

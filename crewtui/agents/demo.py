@@ -97,19 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
         "may spawn and yield on subagents, and ends with one JSON result line.",
     )
     parser.add_argument("--task", required=True, help="what the agent works on (echoed verbatim in the result)")
-    parser.add_argument("--duration", type=_seconds(allow_zero=True), default=10.0,
-                        help="total working time in seconds (default 10)")
-    parser.add_argument("--interval", type=_seconds(allow_zero=False), default=1.0,
-                        help="seconds between progress lines (default 1.0)")
+    parser.add_argument(
+        "--duration", type=_seconds(allow_zero=True), default=10.0, help="total working time in seconds (default 10)"
+    )
+    parser.add_argument(
+        "--interval", type=_seconds(allow_zero=False), default=1.0, help="seconds between progress lines (default 1.0)"
+    )
     parser.add_argument("--fail-rate", type=_rate, default=0.0, help="probability of a tool failure")
     parser.add_argument("--hang-rate", type=_rate, default=0.0, help="probability of hanging (a stuck model call)")
-    parser.add_argument("--rate-limit-rate", type=_rate, default=0.0,
-                        help=f"probability of a 429 (exit {EXIT_RATE_LIMITED})")
+    parser.add_argument(
+        "--rate-limit-rate", type=_rate, default=0.0, help=f"probability of a 429 (exit {EXIT_RATE_LIMITED})"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed the fate: same seed, same outcome")
     # 0 is refused: a failure that exits 0 would be a silent failure.
     parser.add_argument("--exit-code", type=_int_in(1, 255), default=1, help="exit code on failure (default 1)")
-    parser.add_argument("--children", type=_int_in(0, None), default=None,
-                        help='subagents to spawn via `crewtui ctl` (default: "spawn N" in the task, else 0)')
+    parser.add_argument(
+        "--children",
+        type=_int_in(0, None),
+        default=None,
+        help='subagents to spawn via `crewtui ctl` (default: "spawn N" in the task, else 0)',
+    )
     return parser
 
 
@@ -258,7 +265,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _run_ctl(args: list[str]) -> str:
-    """Run `crewtui ctl ARGS` (the real control CLI, same interpreter) and return its stdout; exit 1 loudly if it fails."""
+    """Run `crewtui ctl ARGS` (the real control CLI, same interpreter) and return its stdout; exit 1 loudly if it
+    fails."""
     argv = [sys.executable, "-m", "crewtui", "ctl", *args]
     try:
         # No shell: the task text goes through as one argv element whatever it contains.
@@ -272,16 +280,27 @@ def _run_ctl(args: list[str]) -> str:
     return proc.stdout
 
 
-def _spawn_and_yield(agent: Agent, *, n: int, label: str, task: str, duration: float, interval: float,
-                     seed: int | None) -> list[dict[str, Any]]:
+def _spawn_and_yield(
+    agent: Agent, *, n: int, label: str, task: str, duration: float, interval: float, seed: int | None
+) -> list[dict[str, Any]]:
     keys: list[str] = []
     child_duration = round(duration / 2, 3)
     for i in range(1, n + 1):
-        child_argv = [sys.executable, "-m", "crewtui.agents.demo", "--task", f"sub-task {i} of {task}",
-                      "--duration", str(child_duration), "--interval", str(interval),
-                      # The child's task quotes ours, "spawn N" included: without an explicit 0 every
-                      # generation would spawn another, a fork bomb through the runtime.
-                      "--children", "0"]
+        child_argv = [
+            sys.executable,
+            "-m",
+            "crewtui.agents.demo",
+            "--task",
+            f"sub-task {i} of {task}",
+            "--duration",
+            str(child_duration),
+            "--interval",
+            str(interval),
+            # The child's task quotes ours, "spawn N" included: without an explicit 0 every
+            # generation would spawn another, a fork bomb through the runtime.
+            "--children",
+            "0",
+        ]
         if seed is not None:
             child_argv += ["--seed", str(seed + i)]
         out = _run_ctl(["spawn", "--json", "--label", f"{label}-sub-{i}", "--", *child_argv])
@@ -315,8 +334,7 @@ def run(argv: list[str] | None = None) -> int:
         _fail("error: --children needs a crewtui runtime (CREWTUI_SOCKET is not set)", EXIT_USAGE)
 
     rng = random.Random(args.seed) if args.seed is not None else random.Random()
-    fate = decide_fate(rng, hang_rate=args.hang_rate, rate_limit_rate=args.rate_limit_rate,
-                       fail_rate=args.fail_rate)
+    fate = decide_fate(rng, hang_rate=args.hang_rate, rate_limit_rate=args.rate_limit_rate, fail_rate=args.fail_rate)
     # Drawn after the fate so adding reasons never changes which seeds fail.
     reason = rng.choice(_FAIL_REASONS)
     steps = max(1, round(args.duration / args.interval))
@@ -344,8 +362,15 @@ def run(argv: list[str] | None = None) -> int:
         if step == 1 and fate == "rate_limited":
             _fail("error: 429 rate limit exceeded (model provider)", EXIT_RATE_LIMITED)
         if step == 1 and n_children:
-            children = _spawn_and_yield(agent, n=n_children, label=label or "demo", task=task,
-                                        duration=args.duration, interval=args.interval, seed=args.seed)
+            children = _spawn_and_yield(
+                agent,
+                n=n_children,
+                label=label or "demo",
+                task=task,
+                duration=args.duration,
+                interval=args.interval,
+                seed=args.seed,
+            )
             next_at = time.monotonic()
         if fate == "hang" and step == hang_after:
             # A hung model call: silent on stdout forever, yet the process and its steering thread live on.
@@ -358,10 +383,18 @@ def run(argv: list[str] | None = None) -> int:
         # Freeze the steer list and silence the echo so the result stays the last stdout line.
         agent.finished = True
         steered = list(agent.steered)
-        summary = (f"completed {steps} steps on {quoted_task}"
-                   f" with {len(steered)} steer(s) and {len(children)} child session(s)")
-        result = {"task": task, "label": label, "steps": steps, "steered": steered,
-                  "children": children, "summary": summary}
+        summary = (
+            f"completed {steps} steps on {quoted_task}"
+            f" with {len(steered)} steer(s) and {len(children)} child session(s)"
+        )
+        result = {
+            "task": task,
+            "label": label,
+            "steps": steps,
+            "steered": steered,
+            "children": children,
+            "summary": summary,
+        }
         _write(sys.stdout, json.dumps(result, ensure_ascii=False))
     return 0
 

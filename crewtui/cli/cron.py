@@ -56,10 +56,27 @@ def cron_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--system", "text", default=None, help="The job posts this text to the timeline.")
 @click.pass_context
 @user_errors
-def cron_add(ctx: click.Context, name: str, every: str | None, expr: str | None, tz: str | None, at: str | None,
-             allow_past: bool, agent: str | None, label: str | None, task: str, domain: str | None, items: str | None,
-             watchdog: str | None, max_attempts: int | None, misfire: str | None, overlap: str | None,
-             deadline: str | None, is_sweep: bool, text: str | None) -> None:
+def cron_add(
+    ctx: click.Context,
+    name: str,
+    every: str | None,
+    expr: str | None,
+    tz: str | None,
+    at: str | None,
+    allow_past: bool,
+    agent: str | None,
+    label: str | None,
+    task: str,
+    domain: str | None,
+    items: str | None,
+    watchdog: str | None,
+    max_attempts: int | None,
+    misfire: str | None,
+    overlap: str | None,
+    deadline: str | None,
+    is_sweep: bool,
+    text: str | None,
+) -> None:
     """Add a cron job (kept in the store across restarts)."""
     kinds = [k for k, v in (("every", every), ("cron", expr), ("at", at)) if v is not None]
     if len(kinds) != 1:
@@ -74,8 +91,13 @@ def cron_add(ctx: click.Context, name: str, every: str | None, expr: str | None,
     if tz is not None:
         schedule["tz"] = tz
     job: dict[str, Any] = {"name": name, "schedule": schedule}
-    for key, value in (("watchdog_after", watchdog), ("max_attempts", max_attempts), ("misfire", misfire),
-                       ("overlap", overlap), ("deadline", deadline)):
+    for key, value in (
+        ("watchdog_after", watchdog),
+        ("max_attempts", max_attempts),
+        ("misfire", misfire),
+        ("overlap", overlap),
+        ("deadline", deadline),
+    ):
         if value is not None:
             job[key] = value
     if is_sweep:

@@ -20,8 +20,12 @@ from crewtui.model import SessionState, SpawnRequest, parse_duration
 
 @click.group()
 @click.option("--data-dir", "ctl_data_dir", type=click.Path(file_okay=False), default=None)
-@click.option("--socket", type=click.Path(dir_okay=False), default=None,
-              help="The control socket (default: DATA_DIR/control.sock, or $CREWTUI_SOCKET).")
+@click.option(
+    "--socket",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The control socket (default: DATA_DIR/control.sock, or $CREWTUI_SOCKET).",
+)
 @click.pass_context
 def ctl(ctx: click.Context, ctl_data_dir: str | None, socket: str | None) -> None:
     """Control a running crew over its socket (what scripts and agents use)."""
@@ -40,16 +44,27 @@ ctl.add_command(cron)
 @click.option("--agent", default=None, help="A crew agent to run (see [agents] in the crew file).")
 @click.option("--task", default=None, help="The task text, passed to the agent as one argv element.")
 @click.option("--domain", default=None, help="An exclusive claim, e.g. article:superada.")
-@click.option("--parent", envvar="CREWTUI_SESSION_KEY", default=None,
-              help="Parent session (default: $CREWTUI_SESSION_KEY).")
+@click.option(
+    "--parent", envvar="CREWTUI_SESSION_KEY", default=None, help="Parent session (default: $CREWTUI_SESSION_KEY)."
+)
 @click.option("--watchdog", default=None, help="Retry if not done after this long, e.g. 15m.")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=1)
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 @user_errors
-def spawn(ctx: click.Context, label: str, agent: str | None, task: str | None, domain: str | None, parent: str | None,
-          watchdog: str | None, max_attempts: int, as_json: bool, argv: tuple[str, ...]) -> None:
+def spawn(
+    ctx: click.Context,
+    label: str,
+    agent: str | None,
+    task: str | None,
+    domain: str | None,
+    parent: str | None,
+    watchdog: str | None,
+    max_attempts: int,
+    as_json: bool,
+    argv: tuple[str, ...],
+) -> None:
     """Start a session: --agent NAME --task TEXT, or -- ARGV..."""
     wd = None
     if watchdog is not None:
@@ -57,8 +72,16 @@ def spawn(ctx: click.Context, label: str, agent: str | None, task: str | None, d
             wd = parse_duration(watchdog)
         except ValueError as exc:
             raise BadInput(f"--watchdog: {exc}") from None
-    req = SpawnRequest(label=label, agent=agent, task=task, argv=list(argv) if argv else None, domain=domain,
-                       parent=parent, watchdog_after=wd, max_attempts=max_attempts)
+    req = SpawnRequest(
+        label=label,
+        agent=agent,
+        task=task,
+        argv=list(argv) if argv else None,
+        domain=domain,
+        parent=parent,
+        watchdog_after=wd,
+        max_attempts=max_attempts,
+    )
     s = run_async(remote(ctx).spawn(req))
     if as_json:
         echo_json(s)
@@ -161,15 +184,18 @@ def kill(ctx: click.Context, ref: str | None, prefix: str | None, yes: bool, as_
 
 @ctl.command("yield")
 @click.option("--children", "children_opt", multiple=True, help="Children to wait for (default: all live children).")
-@click.option("--parent", envvar="CREWTUI_SESSION_KEY", default=None,
-              help="The yielding session (default: $CREWTUI_SESSION_KEY).")
-@click.option("--no-wait", is_flag=True,
-              help="Return at once; the results arrive as one JSON line on the parent's stdin.")
+@click.option(
+    "--parent", envvar="CREWTUI_SESSION_KEY", default=None, help="The yielding session (default: $CREWTUI_SESSION_KEY)."
+)
+@click.option(
+    "--no-wait", is_flag=True, help="Return at once; the results arrive as one JSON line on the parent's stdin."
+)
 @click.argument("children", nargs=-1)
 @click.pass_context
 @user_errors
-def yield_(ctx: click.Context, children_opt: tuple[str, ...], parent: str | None, no_wait: bool,
-           children: tuple[str, ...]) -> None:
+def yield_(
+    ctx: click.Context, children_opt: tuple[str, ...], parent: str | None, no_wait: bool, children: tuple[str, ...]
+) -> None:
     """Wait (no polling) until children end, then print their results as one JSON message."""
     kids = list(children_opt) + list(children)
     out = run_async(remote(ctx).yield_(kids or None, parent, wait=not no_wait))
@@ -235,8 +261,9 @@ def sweep(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
             click.echo("nothing is stale")
             return
         if not sys.stdin.isatty():
-            raise BadInput(f"sweep would kill {len(preview)} stale sessions; "
-                           "add --yes to confirm when not at a terminal")
+            raise BadInput(
+                f"sweep would kill {len(preview)} stale sessions; add --yes to confirm when not at a terminal"
+            )
         for item in preview:
             click.echo(f"{item.key}  {item.label:<44} {item.reason}")
         click.confirm(f"Kill these {len(preview)} stale sessions?", abort=True)

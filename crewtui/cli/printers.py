@@ -28,8 +28,10 @@ def session_header(node_width: int = 0) -> str:
 def session_line(s: Session, node_width: int = 0) -> str:
     sym = STATE_SYMBOLS[s.state]
     node = f"{(s.node or 'local'):<{node_width}}  " if node_width else ""
-    return (f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at, time.time()):>5}  "
-            f"{node}{(s.last_line or '')[:60]}")
+    return (
+        f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at, time.time()):>5}  "
+        f"{node}{(s.last_line or '')[:60]}"
+    )
 
 
 def job_header() -> str:
@@ -37,25 +39,34 @@ def job_header() -> str:
 
 
 def job_line(j: CronJobInfo) -> str:
-    return (f"{j.name:<24} {j.schedule:<36} {j.payload:<7} {date_time(j.next_fire):<19}  {j.runs:>4}  "
-            f"{percent(j.last_rate)}")
+    return (
+        f"{j.name:<24} {j.schedule:<36} {j.payload:<7} {date_time(j.next_fire):<19}  {j.runs:>4}  "
+        f"{percent(j.last_rate)}"
+    )
 
 
 def run_header() -> str:
-    return (f"{'RUN':<28} {'FIRED':<19}  {'RATE':>5}  {'SPAWNED':>7} {'DONE':>4} {'FAILED':>6} {'T/O':>3} "
-            f"{'KILLED':>6} {'LOST':>4} {'LIVE':>4}  STATE")
+    return (
+        f"{'RUN':<28} {'FIRED':<19}  {'RATE':>5}  {'SPAWNED':>7} {'DONE':>4} {'FAILED':>6} {'T/O':>3} "
+        f"{'KILLED':>6} {'LOST':>4} {'LIVE':>4}  STATE"
+    )
 
 
 def run_line(r: CronRun) -> str:
     c = r.counts
-    return (f"{r.id:<28} {date_time(r.nominal):<19}  {percent(r.rate):>5}  {c.get('spawned', 0):>7} "
-            f"{c.get('done', 0):>4} {c.get('failed', 0):>6} {c.get('timed_out', 0):>3} {c.get('killed', 0):>6} "
-            f"{c.get('lost', 0):>4} {c.get('running', 0):>4}  {'final' if r.final else 'open'}")
+    return (
+        f"{r.id:<28} {date_time(r.nominal):<19}  {percent(r.rate):>5}  {c.get('spawned', 0):>7} "
+        f"{c.get('done', 0):>4} {c.get('failed', 0):>6} {c.get('timed_out', 0):>3} {c.get('killed', 0):>6} "
+        f"{c.get('lost', 0):>4} {c.get('running', 0):>4}  {'final' if r.final else 'open'}"
+    )
 
 
 def event_line(ev: Event) -> str:
     """`ctl watch`: time, kind, whose, and the rest of the event as compact JSON."""
-    detail = {k: v for k, v in ev.model_dump(mode="json").items()
-              if k not in {"seq", "ts", "kind", "session", "label"} and v not in (None, [], "")}
+    detail = {
+        k: v
+        for k, v in ev.model_dump(mode="json").items()
+        if k not in {"seq", "ts", "kind", "session", "label"} and v not in (None, [], "")
+    }
     whose = ev.label or ev.session or ""
     return f"{clock_time(ev.ts)} {ev.kind:<22} {whose:<40} {json.dumps(detail, ensure_ascii=False)}"

@@ -23,8 +23,12 @@ if TYPE_CHECKING:
 
 
 @click.group(invoke_without_command=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Where the store, socket and session output live.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the store, socket and session output live.",
+)
 @click.version_option(package_name="crewtui")
 @click.pass_context
 def main(ctx: click.Context, data_dir: str | None) -> None:
@@ -76,8 +80,12 @@ def run(ctx: click.Context, crew_file: str | None, headless: bool, data_dir: str
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Keep the demo's data here (default: a new throwaway dir).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the demo's data here (default: a new throwaway dir).",
+)
 @click.option("--headless", is_flag=True, help="Run the demo crew without the dashboard.")
 @click.option("--no-mouse", is_flag=True, help="Leave the mouse to the terminal (text selection over ssh).")
 @user_errors
@@ -97,8 +105,12 @@ def demo(data_dir: str | None, headless: bool, no_mouse: bool) -> None:
 
 @main.command()
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="The served crew's data dir.")
-@click.option("--host", default="localhost", show_default=True,
-              help="Address to listen on. textual-serve has no authentication: keep it on localhost (ssh -L).")
+@click.option(
+    "--host",
+    default="localhost",
+    show_default=True,
+    help="Address to listen on. textual-serve has no authentication: keep it on localhost (ssh -L).",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.pass_context
 @user_errors
@@ -113,14 +125,19 @@ def serve(ctx: click.Context, data_dir: str | None, host: str, port: int) -> Non
 
     dd = resolve_data_dir(data_dir or (ctx.obj or {}).get("data_dir"))
     if not served_by_other(dd):
-        raise BadInput(f"no runtime serves {dd.root}; "
-                       f"start one first: crewtui run CREW.toml --headless --data-dir {dd.root}")
+        raise BadInput(
+            f"no runtime serves {dd.root}; start one first: crewtui run CREW.toml --headless --data-dir {dd.root}"
+        )
     if host not in ("localhost", "127.0.0.1", "::1"):
-        say(f"crewtui serve: WARNING: listening on {host}; textual-serve has no authentication, "
-            "anyone who can reach this port can steer and kill your crew")
+        say(
+            f"crewtui serve: WARNING: listening on {host}; textual-serve has no authentication, "
+            "anyone who can reach this port can steer and kill your crew"
+        )
     else:
-        say(f"crewtui serve: http://{host}:{port}/ (localhost only: textual-serve has no authentication; "
-            "from another machine use ssh -L)")
+        say(
+            f"crewtui serve: http://{host}:{port}/ (localhost only: textual-serve has no authentication; "
+            "from another machine use ssh -L)"
+        )
     make_server(serve_command(dd), host=host, port=port, title=f"crewtui · {dd.root.name}").serve()
 
 

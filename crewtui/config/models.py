@@ -104,8 +104,22 @@ def _argv(value: Any) -> Any:
     return value
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1 << 40,
+    "tib": 1 << 40,
+}
 
 
 def _bytes(value: Any) -> int | None:
@@ -313,8 +327,7 @@ class ScheduleConfig(_Strict):
             value = getattr(self, key)
             if value is not None and owner != self.kind:
                 raise fail(
-                    f"expected no '{key}' for kind '{self.kind}' (only kind '{owner}' uses it), "
-                    f"got {describe(value)}",
+                    f"expected no '{key}' for kind '{self.kind}' (only kind '{owner}' uses it), got {describe(value)}",
                     key,
                 )
         if self.expr is not None:
@@ -457,7 +470,7 @@ class BackendConfig(_Strict):
     def _address(cls, value: str) -> str:
         if value == "auto" or re.fullmatch(r"(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", value):
             return value
-        raise fail(f"expected \"auto\", \"HOST:PORT\" or \"ray://HOST:PORT\", got {describe(value)}")
+        raise fail(f'expected "auto", "HOST:PORT" or "ray://HOST:PORT", got {describe(value)}')
 
     @field_validator("namespace")
     @classmethod

@@ -26,7 +26,9 @@ log = logging.getLogger("crewtui.host")
 
 
 class RuntimeHost:
-    def __init__(self, data_dir: str | Path | DataDir, crew: CrewConfig | None = None, **orchestrator_kwargs: Any) -> None:
+    def __init__(
+        self, data_dir: str | Path | DataDir, crew: CrewConfig | None = None, **orchestrator_kwargs: Any
+    ) -> None:
         self.data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir)
         self.crew = crew
         self._kwargs = orchestrator_kwargs

@@ -39,8 +39,18 @@ EndHook = Callable[[Session], None]
 class Launcher:
     """Starts queued sessions, holds the handles of running ones, and records their ends."""
 
-    def __init__(self, table: SessionTable, bus: EventBus, clock: ClockLike, crew: CrewConfig, data_dir: DataDir,
-                 drivers: Drivers, tailer: OutputTailer, rng: random.Random, socket_path: Path | None) -> None:
+    def __init__(
+        self,
+        table: SessionTable,
+        bus: EventBus,
+        clock: ClockLike,
+        crew: CrewConfig,
+        data_dir: DataDir,
+        drivers: Drivers,
+        tailer: OutputTailer,
+        rng: random.Random,
+        socket_path: Path | None,
+    ) -> None:
         self.table = table
         self.bus = bus
         self.clock = clock
@@ -132,8 +142,9 @@ class Launcher:
             else:
                 pool = self.pools.get(s.pool)
                 if pool is not None and not pool.has_room():
-                    why = blocked[pool.name] = (f"waiting for pool {pool.name} "
-                                                f"({pool.running}/{pool.config.max_concurrent} running)")
+                    why = blocked[pool.name] = (
+                        f"waiting for pool {pool.name} ({pool.running}/{pool.config.max_concurrent} running)"
+                    )
                 elif pool is not None and not pool.try_take_token():
                     why = blocked[pool.name] = f"waiting for a {pool.name} rate token ({pool.config.rate})"
                     t = now + max(pool.seconds_until_token(), 0.01)
@@ -191,8 +202,17 @@ class Launcher:
         if agent is not None:
             env.update(agent.env)
         env.update(self.env_extra.pop(s.key, {}))
-        return LaunchSpec(key=s.key, label=s.label, attempt=s.attempt, dir=sd, argv=list(s.argv), env=env,
-                          cwd=sd.path, agent=s.agent, resources=agent.resources if agent else None)
+        return LaunchSpec(
+            key=s.key,
+            label=s.label,
+            attempt=s.attempt,
+            dir=sd,
+            argv=list(s.argv),
+            env=env,
+            cwd=sd.path,
+            agent=s.agent,
+            resources=agent.resources if agent else None,
+        )
 
     async def _launch(self, key: str) -> None:
         s = self.table.sessions[key]
@@ -252,8 +272,9 @@ class Launcher:
         killing = self.killing.pop(key, None)
         s.ended_at = exit_info.ended_at if exit_info and exit_info.ended_at else self.clock.now()
         if exit_info is not None:
-            s.exit_code = (exit_info.code if exit_info.code is not None
-                           else (128 + exit_info.signal if exit_info.signal else None))
+            s.exit_code = (
+                exit_info.code if exit_info.code is not None else (128 + exit_info.signal if exit_info.signal else None)
+            )
         rate_limited = False
         reason: str | None
         if killing is not None:
@@ -328,11 +349,15 @@ class Launcher:
         when = _time.strftime("%H:%M:%S", _time.localtime(s.next_try_at))
         self.reset_for_try(s)
         self.table.transition(
-            s, SessionState.PENDING,
+            s,
+            SessionState.PENDING,
             reason=f"rate limited ({reason}); try {s.rate_limited + 1} at {when} (backoff {delay:.1f}s)",
         )
-        self.bus.publish(SessionRetried(session=s.key, label=s.label, attempt=s.attempt, cause="rate_limit",
-                                        next_try_at=s.next_try_at))
+        self.bus.publish(
+            SessionRetried(
+                session=s.key, label=s.label, attempt=s.attempt, cause="rate_limit", next_try_at=s.next_try_at
+            )
+        )
         self.enqueue(s.key)
 
     # ------------------------------------------------------------------------------------ kill

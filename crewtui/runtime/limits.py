@@ -27,9 +27,9 @@ import random
 import re
 from collections.abc import Iterator
 
+from crewtui.clock import Clock, ClockLike
 from crewtui.config import Backoff, PoolConfig
 from crewtui.errors import NotFound
-from crewtui.clock import Clock, ClockLike
 
 # Slack, in seconds, when asking "is a token there yet?". Clock readings are epoch seconds (~1.8e9), where a
 # float's resolution is ~2.4e-7 s, so a waiter that slept exactly "until the next token" can find 0.9999998

@@ -93,8 +93,17 @@ class Orchestrator:
         self.bus = EventBus(store, self.clock)
         self.table = SessionTable(store, self.bus, self.clock)
         self.tailer = OutputTailer(self.table, self.bus, store, self.clock, data_dir, tail_interval)
-        self.launcher = Launcher(self.table, self.bus, self.clock, self.crew, data_dir, self.drivers, self.tailer,
-                                 rng or random.Random(), socket_path)
+        self.launcher = Launcher(
+            self.table,
+            self.bus,
+            self.clock,
+            self.crew,
+            data_dir,
+            self.drivers,
+            self.tailer,
+            rng or random.Random(),
+            socket_path,
+        )
         self.retention = Retention(self.table, self.launcher, store, keep_ended)
         self.yields = Yields(self.table, self.launcher, self.bus)
         self.recovery = Recovery(self.table, self.launcher, self.yields, self.drivers, self.bus, self.clock, data_dir)
@@ -126,8 +135,15 @@ class Orchestrator:
             await self.drivers.connect_ray(self.crew.backend, self.data_dir)
         self._running = self.launcher.running = True
         found = await self.recovery.reconcile()
-        self.bus.publish(RuntimeStarted(pid=os.getpid(), data_dir=str(self.data_dir.root), readopted=found.readopted,
-                                        recorded_exits=found.recorded, lost=found.lost))
+        self.bus.publish(
+            RuntimeStarted(
+                pid=os.getpid(),
+                data_dir=str(self.data_dir.root),
+                readopted=found.readopted,
+                recorded_exits=found.recorded,
+                lost=found.lost,
+            )
+        )
         self.tailer.start()
         if self._with_scheduler:
             self.scheduler = sched = Scheduler(self, self.store, self.clock, self.crew)
@@ -186,10 +202,13 @@ class Orchestrator:
     async def info(self) -> RuntimeInfo:
         ray = self.drivers.ray
         return RuntimeInfo(
-            pid=os.getpid(), data_dir=str(self.data_dir.root), crew=self.crew.crew.name,
+            pid=os.getpid(),
+            data_dir=str(self.data_dir.root),
+            crew=self.crew.crew.name,
             crew_file=str(self.crew.source) if self.crew.source else None,
             agents=sorted(set(self.crew.agents) | set(self.drivers.callable.names())),
-            started_at=self.started_at, max_concurrent=self.crew.crew.max_concurrent,
+            started_at=self.started_at,
+            max_concurrent=self.crew.crew.max_concurrent,
             backend="local" if ray is None else f"ray {self.crew.backend.address}",
         )
 
@@ -216,7 +235,7 @@ class Orchestrator:
 
     async def registry(self) -> dict[str, Any]:
         if self._registry is None:
-            raise NotFound("this crew names no registry (set [crew] registry = \"registry.json\" in the crew file)")
+            raise NotFound('this crew names no registry (set [crew] registry = "registry.json" in the crew file)')
         await self._registry.flush()
         return await asyncio.to_thread(self._registry.read)
 
@@ -261,20 +280,39 @@ class Orchestrator:
             watchdog = self.crew.crew.watchdog_after
         now = self.clock.now()
         session = Session(
-            key=key, label=req.label, state=SessionState.PENDING,
+            key=key,
+            label=req.label,
+            state=SessionState.PENDING,
             max_attempts=req.max_attempts if req.max_attempts != 1 or agent is None else agent.max_attempts,
-            agent=req.agent, task=req.task, argv=argv, driver=driver,
-            parent=parent.key if parent else None, depth=depth, domain=req.domain,
-            pool=req.pool or (agent.pool if agent else None), cron_run=req.cron_run, watchdog_after=watchdog,
-            created_at=now, updated_at=now, output_dir=str(self.data_dir.session_dir(key)),
+            agent=req.agent,
+            task=req.task,
+            argv=argv,
+            driver=driver,
+            parent=parent.key if parent else None,
+            depth=depth,
+            domain=req.domain,
+            pool=req.pool or (agent.pool if agent else None),
+            cron_run=req.cron_run,
+            watchdog_after=watchdog,
+            created_at=now,
+            updated_at=now,
+            output_dir=str(self.data_dir.session_dir(key)),
         )
         # Claims first, before any await: a concurrent spawn now sees them.
         self.table.add(session)
         self.launcher.env_extra[key] = dict(req.env)
         self.store.put_session(session)
-        self.bus.publish(SessionSpawned(session=key, label=session.label, parent=session.parent, domain=session.domain,
-                                        cron_run=session.cron_run, attempt=session.attempt,
-                                        snapshot=session.model_copy(deep=True)))
+        self.bus.publish(
+            SessionSpawned(
+                session=key,
+                label=session.label,
+                parent=session.parent,
+                domain=session.domain,
+                cron_run=session.cron_run,
+                attempt=session.attempt,
+                snapshot=session.model_copy(deep=True),
+            )
+        )
         if session.watchdog_after and self.scheduler is not None:
             self.scheduler.arm_watchdog(session)
         self.launcher.enqueue(key)
@@ -319,12 +357,16 @@ class Orchestrator:
             raise Conflict(f"session {self.describe(s.key)} has ended ({s.state.value}); it cannot be steered")
         handle = self.launcher.handles.get(s.key)
         if handle is None:
-            raise Conflict(f"session {self.describe(s.key)} is {s.state.value} and not started yet; steer it once it runs")
+            raise Conflict(
+                f"session {self.describe(s.key)} is {s.state.value} and not started yet; steer it once it runs"
+            )
         await handle.send(text)
         self.bus.publish(SessionSteered(session=s.key, label=s.label, text=text[:500]))
         return s.model_copy(deep=True)
 
-    async def kill(self, ref: str | None = None, prefix: str | None = None, reason: str = "killed by user") -> builtins.list[Session]:
+    async def kill(
+        self, ref: str | None = None, prefix: str | None = None, reason: str = "killed by user"
+    ) -> builtins.list[Session]:
         if (ref is None) == (prefix is None):
             raise BadInput("kill needs exactly one of a session key/label or --prefix")
         if ref is not None:

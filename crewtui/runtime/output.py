@@ -29,8 +29,9 @@ OFFSET_PERSIST_EVERY = 2.0
 class OutputTailer:
     """Reads the logs of the sessions it follows and publishes their new lines."""
 
-    def __init__(self, table: SessionTable, bus: EventBus, store: Store, clock: ClockLike, data_dir: DataDir,
-                 interval: float) -> None:
+    def __init__(
+        self, table: SessionTable, bus: EventBus, store: Store, clock: ClockLike, data_dir: DataDir, interval: float
+    ) -> None:
         self.table = table
         self.bus = bus
         self.store = store
@@ -81,7 +82,11 @@ class OutputTailer:
                 keys.update(k for k in self.following if not self.watcher.watched(k))
                 for key in keys:
                     s = self.table.sessions.get(key)
-                    if s is not None and s.state in (SessionState.RUNNING, SessionState.YIELDED) and key in self.following:
+                    if (
+                        s is not None
+                        and s.state in (SessionState.RUNNING, SessionState.YIELDED)
+                        and key in self.following
+                    ):
                         self.tail(s)
                 now = self.clock.now()
                 if self.dirty_offsets and now - self._last_persist >= OFFSET_PERSIST_EVERY:
@@ -107,6 +112,13 @@ class OutputTailer:
             if lines:
                 s.last_output_at = self.clock.now()
                 s.last_line = lines[-1][:500]
-                self.bus.publish(SessionOutput(session=s.key, label=s.label, stream=stream,
-                                               lines=lines[-OUTPUT_LINES_PER_EVENT:], nbytes=nbytes))
+                self.bus.publish(
+                    SessionOutput(
+                        session=s.key,
+                        label=s.label,
+                        stream=stream,
+                        lines=lines[-OUTPUT_LINES_PER_EVENT:],
+                        nbytes=nbytes,
+                    )
+                )
             self.dirty_offsets.add(s.key)

@@ -34,8 +34,16 @@ class Reconciled:
 
 
 class Recovery:
-    def __init__(self, table: SessionTable, launcher: Launcher, yields: Yields, drivers: Drivers, bus: EventBus,
-                 clock: ClockLike, data_dir: DataDir) -> None:
+    def __init__(
+        self,
+        table: SessionTable,
+        launcher: Launcher,
+        yields: Yields,
+        drivers: Drivers,
+        bus: EventBus,
+        clock: ClockLike,
+        data_dir: DataDir,
+    ) -> None:
         self.table = table
         self.launcher = launcher
         self.yields = yields
@@ -89,12 +97,16 @@ class Recovery:
             counts.lost += 1
             return
         found = await driver.adopt(self._adopt_spec(s))
-        why = ("its Ray actor is gone (its node died, or it was killed) while no runtime was watching"
-               if s.driver == "ray" else "its process vanished while no runtime was watching")
+        why = (
+            "its Ray actor is gone (its node died, or it was killed) while no runtime was watching"
+            if s.driver == "ray"
+            else "its process vanished while no runtime was watching"
+        )
         await self._settle(s, found, counts, why)
 
-    async def _settle(self, s: Session, found: SessionHandle | ExitInfo | None, counts: Reconciled,
-                      lost_reason: str) -> None:
+    async def _settle(
+        self, s: Session, found: SessionHandle | ExitInfo | None, counts: Reconciled, lost_reason: str
+    ) -> None:
         """Act on what a restart found of a session: its recorded end, a live handle, or nothing (lost)."""
         if isinstance(found, ExitInfo):
             counts.recorded += 1
@@ -123,6 +135,11 @@ class Recovery:
                     log.warning("stopped Ray actor %s: its spawn was never recorded", key)
                 continue
             log.warning("stopped %d process(es) of spawns that were never recorded: %s", len(stopped), keys)
-            self.bus.publish(SystemEvent(level="warning", text=f"stopped {len(stopped)} unrecorded session "
-                                                               f"process(es) left by a runtime that died while "
-                                                               f"starting them: {keys}"))
+            self.bus.publish(
+                SystemEvent(
+                    level="warning",
+                    text=f"stopped {len(stopped)} unrecorded session "
+                    f"process(es) left by a runtime that died while "
+                    f"starting them: {keys}",
+                )
+            )

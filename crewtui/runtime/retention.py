@@ -44,8 +44,9 @@ class Retention:
         self._active = False  # no eviction before the scheduler has loaded its timers and runs
 
     def start(self) -> None:
-        ended = sorted((s for s in self.table.sessions.values() if s.state.terminal),
-                       key=lambda s: s.ended_at or s.updated_at)
+        ended = sorted(
+            (s for s in self.table.sessions.values() if s.state.terminal), key=lambda s: s.ended_at or s.updated_at
+        )
         self.ended_order = dict.fromkeys(s.key for s in ended)
         self._active = True
         self.maybe_evict()

@@ -13,13 +13,14 @@ import heapq
 import json
 import logging
 from collections import deque
-from datetime import datetime
 from collections.abc import Coroutine, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from crewtui.config import CronConfig, CrewConfig, render_template, template_values, validate_cron_job
+from crewtui.clock import ClockLike
+from crewtui.config import CrewConfig, CronConfig, render_template, template_values, validate_cron_job
 from crewtui.errors import BadInput, Conflict, CrewError, NotFound
 from crewtui.model import (
     CronFired,
@@ -35,7 +36,6 @@ from crewtui.model import (
     TimelineItem,
     timeline_mark,
 )
-from crewtui.clock import ClockLike
 from crewtui.runtime.schedules import describe, fires_between, next_fire, plan_misfires, stagger_offset
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class Scheduler:
         now = self.clock.now()
         await self._load_recent(now - 3600)
         stored: dict[str, JobState] = {}
-        for name, source, data in await self.store.load_cron_jobs():
+        for name, _source, data in await self.store.load_cron_jobs():
             try:
                 stored[name] = JobState.model_validate_json(data)
             except ValueError as exc:
@@ -257,13 +257,22 @@ class Scheduler:
         plan = plan_misfires(cfg.schedule, last, now, cfg.misfire, cfg.misfire_grace, job=cfg.name)
         state.next_fire = plan.next
         if plan.skipped_count:
-            self.control.publish(CronFired(job=cfg.name, nominal=plan.skipped[-1] if plan.skipped else now,
-                                         outcome="skipped",
-                                         reason=f"{plan.skipped_count} fire(s) missed while no runtime ran "
-                                                f"(misfire={cfg.misfire}, grace {cfg.misfire_grace:g}s)"))
+            self.control.publish(
+                CronFired(
+                    job=cfg.name,
+                    nominal=plan.skipped[-1] if plan.skipped else now,
+                    outcome="skipped",
+                    reason=f"{plan.skipped_count} fire(s) missed while no runtime ran "
+                    f"(misfire={cfg.misfire}, grace {cfg.misfire_grace:g}s)",
+                )
+            )
         if plan.truncated:
-            self.control.publish(SystemEvent(level="warning", text=f"cron {cfg.name}: more than {len(plan.run)} missed "
-                                           "fires; ran only the most recent ones"))
+            self.control.publish(
+                SystemEvent(
+                    level="warning",
+                    text=f"cron {cfg.name}: more than {len(plan.run)} missed fires; ran only the most recent ones",
+                )
+            )
         for nominal in plan.run:
             await self._fire(state, nominal, catch_up=True)
 
@@ -274,7 +283,9 @@ class Scheduler:
                 out += [k for k in run.sessions if self.control.sessions[k].state.live]
         return out
 
-    async def _fire(self, state: JobState, nominal: float, catch_up: bool = False, manual: bool = False) -> CronRun | None:
+    async def _fire(
+        self, state: JobState, nominal: float, catch_up: bool = False, manual: bool = False
+    ) -> CronRun | None:
         cfg = state.config
         note = " (catch-up)" if catch_up else " (out of schedule)" if manual else ""
         if cfg.text is not None:
@@ -287,8 +298,11 @@ class Scheduler:
             state.last_nominal = nominal
             self._persist_job(state)
             swept = await self.control.sweep(cause="cron")
-            self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="swept",
-                                         reason=f"{len(swept)} stale session(s) killed{note}"))
+            self.control.publish(
+                CronFired(
+                    job=cfg.name, nominal=nominal, outcome="swept", reason=f"{len(swept)} stale session(s) killed{note}"
+                )
+            )
             return None
         assert cfg.spawn is not None
         live = self._live_of_previous_runs(cfg.name)
@@ -305,9 +319,15 @@ class Scheduler:
             await self.control.kill_keys(live, f"replaced by a new run of {cfg.name} (overlap=replace)", cascade=True)
             outcome = "replaced"
         number = state.runs + 1
-        run = CronRun(id=f"{cfg.name}#{number}", job=cfg.name, number=number, nominal=nominal,
-                      started_at=self.clock.now(), planned=len(cfg.spawn.items),
-                      deadline=(self.clock.now() + cfg.deadline) if cfg.deadline else None)
+        run = CronRun(
+            id=f"{cfg.name}#{number}",
+            job=cfg.name,
+            number=number,
+            nominal=nominal,
+            started_at=self.clock.now(),
+            planned=len(cfg.spawn.items),
+            deadline=(self.clock.now() + cfg.deadline) if cfg.deadline else None,
+        )
         if not await self.store.claim_cron_run(run.id, cfg.name, nominal, number, run.model_dump_json()):
             log.info("cron %s fire at %s was already recorded; not running it again", cfg.name, nominal)
             return None
@@ -328,7 +348,9 @@ class Scheduler:
                         label=label,
                         agent=cfg.spawn.agent,
                         task=render_template(cfg.spawn.task, values, f"cron {cfg.name}: task"),
-                        domain=render_template(cfg.spawn.domain, values, f"cron {cfg.name}: domain") if cfg.spawn.domain else None,
+                        domain=render_template(cfg.spawn.domain, values, f"cron {cfg.name}: domain")
+                        if cfg.spawn.domain
+                        else None,
                         cron_run=run.id,
                         watchdog_after=cfg.watchdog_after,
                         max_attempts=cfg.max_attempts,
@@ -365,11 +387,23 @@ class Scheduler:
     def needs(self, s: Session) -> bool:
         """Whether the scheduler still reads this session from memory: its watchdog is armed or acting (it may
         retry it), or its cron run is open (the run's counts and rate are made from its sessions)."""
-        return s.key in self._watchdogs or s.key in self._firing or (s.cron_run is not None and s.cron_run in self.open_runs)
+        return (
+            s.key in self._watchdogs
+            or s.key in self._firing
+            or (s.cron_run is not None and s.cron_run in self.open_runs)
+        )
 
     def counts(self, run: CronRun) -> dict[str, int]:
-        c = {"spawned": len(run.sessions) + len(run.refused), "done": 0, "failed": len(run.refused),
-             "timed_out": 0, "killed": 0, "lost": 0, "running": 0, "refused": len(run.refused)}
+        c = {
+            "spawned": len(run.sessions) + len(run.refused),
+            "done": 0,
+            "failed": len(run.refused),
+            "timed_out": 0,
+            "killed": 0,
+            "lost": 0,
+            "running": 0,
+            "refused": len(run.refused),
+        }
         for key in run.sessions:
             st = self.control.sessions[key].state
             if st.live:
@@ -417,10 +451,21 @@ class Scheduler:
     def job_info(self, name: str) -> CronJobInfo:
         st = self._job(name)
         cfg = st.config
-        payload = "spawn" if cfg.spawn else "sweep" if cfg.action == "sweep" else "system"
-        return CronJobInfo(name=name, schedule=describe(cfg.schedule), payload=payload, source=st.source,  # type: ignore[arg-type]
-                           next_fire=st.next_fire, last_fire=st.last_nominal, runs=st.runs,
-                           misfire=cfg.misfire, overlap=cfg.overlap, last_rate=st.last_rate)
+        payload: Literal["spawn", "sweep", "system"] = (
+            "spawn" if cfg.spawn else "sweep" if cfg.action == "sweep" else "system"
+        )
+        return CronJobInfo(
+            name=name,
+            schedule=describe(cfg.schedule),
+            payload=payload,
+            source=st.source,
+            next_fire=st.next_fire,
+            last_fire=st.last_nominal,
+            runs=st.runs,
+            misfire=cfg.misfire,
+            overlap=cfg.overlap,
+            last_rate=st.last_rate,
+        )
 
     def job_infos(self) -> list[CronJobInfo]:
         return [self.job_info(name) for name in sorted(self.jobs)]
@@ -447,7 +492,9 @@ class Scheduler:
             at = cfg.schedule.at.timestamp() if cfg.schedule.at else now
             if at <= now:
                 if not allow_past:
-                    raise BadInput(f"cron {cfg.name}: `at` {cfg.schedule.at} is in the past; add --allow-past to run it now")
+                    raise BadInput(
+                        f"cron {cfg.name}: `at` {cfg.schedule.at} is in the past; add --allow-past to run it now"
+                    )
                 nxt = now
         state = JobState(config=cfg, source="ctl", next_fire=nxt)
         self.jobs[cfg.name] = state
@@ -459,7 +506,9 @@ class Scheduler:
     async def remove_job(self, name: str) -> CronJobInfo:
         st = self._job(name)
         if st.source == "crew":
-            raise BadInput(f"cron {name!r} is defined in the crew file; remove it there (it would come back at the next start)")
+            raise BadInput(
+                f"cron {name!r} is defined in the crew file; remove it there (it would come back at the next start)"
+            )
         info = self.job_info(name)
         del self.jobs[name]
         self.store.delete_cron_job(name)
@@ -487,7 +536,9 @@ class Scheduler:
                     future.append(TimelineItem(ts=due, kind="watchdog", name=s.label if s else key, future=True))
             for run in self.open_runs.values():
                 if run.deadline is not None and now < run.deadline <= end:
-                    future.append(TimelineItem(ts=run.deadline, kind="run", name=run.id, outcome="deadline", future=True))
+                    future.append(
+                        TimelineItem(ts=run.deadline, kind="run", name=run.id, outcome="deadline", future=True)
+                    )
             future.sort(key=lambda i: i.ts)
             future = future[:FUTURE_MARKS]
         return past + future

@@ -225,7 +225,9 @@ class SessionTable:
         if req.watchdog_after is not None and not 0 < req.watchdog_after < math.inf:
             raise BadInput(f"watchdog must be a positive finite duration, got {req.watchdog_after}")
 
-    async def parent_for(self, req: SpawnRequest, max_depth: int, max_children: int) -> tuple[Session | None, int] | None:
+    async def parent_for(
+        self, req: SpawnRequest, max_depth: int, max_children: int
+    ) -> tuple[Session | None, int] | None:
         """The parent a spawn names and the child's depth, or Conflict. None: the claims `check_spawn` saw may
         be stale (the parent came back into memory while we read the store): check again."""
         if not req.parent:
@@ -238,7 +240,9 @@ class SessionTable:
             if not parent.state.terminal:
                 return None
         if parent.state.terminal:
-            raise Conflict(f"parent {self.describe(parent.key)} has ended ({parent.state.value}); it cannot have new children")
+            raise Conflict(
+                f"parent {self.describe(parent.key)} has ended ({parent.state.value}); it cannot have new children"
+            )
         depth = parent.depth + 1
         if depth > max_depth:
             raise Conflict(
@@ -268,6 +272,14 @@ class SessionTable:
             s.yield_on = None
         self.store.put_session(s)
         self.bus.publish(
-            SessionStateChanged(session=s.key, label=s.label, old=old, new=new, reason=reason,
-                                exit_code=s.exit_code, attempt=s.attempt, node=s.node)
+            SessionStateChanged(
+                session=s.key,
+                label=s.label,
+                old=old,
+                new=new,
+                reason=reason,
+                exit_code=s.exit_code,
+                attempt=s.attempt,
+                node=s.node,
+            )
         )

@@ -32,8 +32,15 @@ WatchdogOutcome = Literal["noop", "retried", "timed_out", "gave_up"]
 
 
 class Supervisor:
-    def __init__(self, table: SessionTable, launcher: Launcher, retention: Retention, bus: EventBus,
-                 clock: ClockLike, crew: CrewConfig) -> None:
+    def __init__(
+        self,
+        table: SessionTable,
+        launcher: Launcher,
+        retention: Retention,
+        bus: EventBus,
+        clock: ClockLike,
+        crew: CrewConfig,
+    ) -> None:
         self.table = table
         self.launcher = launcher
         self.retention = retention
@@ -74,17 +81,20 @@ class Supervisor:
         if s.state == SessionState.DONE:
             raise Conflict(f"session {table.describe(s.key)} is done; there is nothing to retry")
         if s.state.live:
-            raise Conflict(f"session {table.describe(s.key)} is still {s.state.value}; kill it first or let its "
-                           "watchdog retry it")
+            raise Conflict(
+                f"session {table.describe(s.key)} is still {s.state.value}; kill it first or let its watchdog retry it"
+            )
         holder = table.labels.holder(s.label)
         if holder is not None and holder != s.key:
-            raise Conflict(f"label {s.label!r} is now held by live session {table.describe(holder)}; "
-                           f"cannot retry {s.key}")
+            raise Conflict(
+                f"label {s.label!r} is now held by live session {table.describe(holder)}; cannot retry {s.key}"
+            )
         if s.domain:
             dh = table.domains.holder(s.domain)
             if dh is not None and dh != s.key:
-                raise Conflict(f"domain {s.domain!r} is now held by live session {table.describe(dh)}; "
-                               f"cannot retry {s.key}")
+                raise Conflict(
+                    f"domain {s.domain!r} is now held by live session {table.describe(dh)}; cannot retry {s.key}"
+                )
         parent = table.sessions.get(s.parent) if s.parent else None
         # A parent no longer in memory has ended (live sessions are never evicted).
         if s.parent and (parent is None or parent.state.terminal):
@@ -107,14 +117,18 @@ class Supervisor:
             outcome, reason = "noop", f"already {s.state.value}"
         elif s.state.live:
             if attempt < limit:
-                await self.launcher.kill_keys([key], f"watchdog: not done after {after} (attempt {attempt}/{limit})",
-                                              cascade=True)
+                await self.launcher.kill_keys(
+                    [key], f"watchdog: not done after {after} (attempt {attempt}/{limit})", cascade=True
+                )
                 await self.retry(key, cause="watchdog")
                 outcome, reason = "retried", f"not done after {after}; attempt {attempt + 1}/{limit} started"
             else:
                 await self.launcher.kill_keys(
-                    [key], f"watchdog: not done after {after}, attempts used up ({attempt}/{limit})",
-                    cascade=True, final=SessionState.TIMED_OUT)
+                    [key],
+                    f"watchdog: not done after {after}, attempts used up ({attempt}/{limit})",
+                    cascade=True,
+                    final=SessionState.TIMED_OUT,
+                )
                 outcome, reason = "timed_out", f"not done after {after}; {attempt}/{limit} attempts used"
         else:  # failed or lost: a silent failure the watchdog surfaces and retries
             if attempt < limit:
@@ -137,8 +151,14 @@ class Supervisor:
             since = s.last_output_at or s.started_at or s.created_at
             idle = now - since
             if idle >= limit:
-                out.append(SweepItem(key=s.key, label=s.label, idle_for=idle,
-                                     reason=f"stale: no output for {idle:.0f}s (stale_after {limit:g}s)"))
+                out.append(
+                    SweepItem(
+                        key=s.key,
+                        label=s.label,
+                        idle_for=idle,
+                        reason=f"stale: no output for {idle:.0f}s (stale_after {limit:g}s)",
+                    )
+                )
         out.sort(key=lambda i: -i.idle_for)
         return out
 

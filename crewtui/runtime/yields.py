@@ -68,8 +68,9 @@ class Yields:
             # Every child not yet handed to an earlier yield: one that finished before the parent
             # yielded still has its result delivered (a fast child must not be lost to a race).
             done = table.yielded_on.get(p.key, set())
-            kids = sorted((k for k in table.children.get(p.key, ()) if k not in done),
-                          key=lambda k: table.sessions[k].created_at)
+            kids = sorted(
+                (k for k in table.children.get(p.key, ()) if k not in done), key=lambda k: table.sessions[k].created_at
+            )
             if not kids:
                 raise BadInput(f"session {table.describe(p.key)} has no children left to yield on")
         else:
@@ -107,8 +108,9 @@ class Yields:
         result = YieldResult(
             parent=parent,
             children=[
-                ChildResult(key=k, label=held[k].label, state=held[k].state,
-                            exit_code=held[k].exit_code, result=held[k].result)
+                ChildResult(
+                    key=k, label=held[k].label, state=held[k].state, exit_code=held[k].exit_code, result=held[k].result
+                )
                 for k in kids
             ],
         )

@@ -13,7 +13,7 @@ import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import aiosqlite
 
@@ -27,7 +27,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # A migration is an SQL script or an async callable working on the open connection. The runner wraps each in
 # its own transaction and bumps `user_version`, so a migration must not BEGIN/COMMIT itself.
-Migration = Union[str, Callable[[aiosqlite.Connection], Awaitable[None]]]
+Migration = str | Callable[[aiosqlite.Connection], Awaitable[None]]
 
 _V1 = """
 CREATE TABLE sessions (
@@ -104,7 +104,6 @@ NOT_WRITABLE_ERRORS = {"SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQL
 LEASE_KEY = "lease_epoch"
 
 
-
 def current_version() -> int:
     """The schema version this code writes (read at call time, so tests can append a migration)."""
     return len(MIGRATIONS)
@@ -125,7 +124,6 @@ def lease_epoch(rows: Any) -> int:
         return int(rows[0][0]) if rows else 0
     except (TypeError, ValueError):
         return 0
-
 
 
 def _check_header(path: Path) -> None:
@@ -199,7 +197,7 @@ def _not_writable(path: Path) -> StoreError | None:
 
 async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:
     """The first column of the first row a query returns."""
-    return list(await db.execute_fetchall(sql))[0][0]
+    return next(iter(await db.execute_fetchall(sql)))[0]
 
 
 async def _prepare(path: Path, db: aiosqlite.Connection, busy_timeout_ms: int) -> None:

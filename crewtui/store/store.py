@@ -44,13 +44,20 @@ class Store:
         self._lease: int | None = None  # this store's lease epoch, once taken
         self.fenced: str | None = None  # why writing stopped for good (another runtime took over)
         self.on_fenced: Callable[[str], None] | None = None
-        self.writer = BatchWriter(path, db, self._lock, busy_timeout_ms, check_lease=self._check_lease,
-                                  fence=self._fence, fenced=lambda: self.fenced)
+        self.writer = BatchWriter(
+            path,
+            db,
+            self._lock,
+            busy_timeout_ms,
+            check_lease=self._check_lease,
+            fence=self._fence,
+            fenced=lambda: self.fenced,
+        )
 
     # ------------------------------------------------------------------------------------------ opening
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> "Store":
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Store:
         """Open (creating if needed) the store at `path`; its parent dir must exist (DataDir.ensure).
 
         Raises StoreError, without touching the file, if it is not a crewtui database, has a newer schema
@@ -111,8 +118,13 @@ class Store:
 
     def put_cron_job(self, name: str, source: str, data: str) -> None:
         self._check_open()
-        self.writer.put(Exec(f"job:{name}", "INSERT OR REPLACE INTO cron_jobs (name, source, data) VALUES (?, ?, ?)",
-                                     (name, source, data)))
+        self.writer.put(
+            Exec(
+                f"job:{name}",
+                "INSERT OR REPLACE INTO cron_jobs (name, source, data) VALUES (?, ?, ?)",
+                (name, source, data),
+            )
+        )
 
     def delete_cron_job(self, name: str) -> None:
         self._check_open()
@@ -135,10 +147,17 @@ class Store:
 
     def put_cron_run(self, run_id: str, final: bool, data: str) -> None:
         self._check_open()
-        self.writer.put(Exec(f"run:{run_id}", "UPDATE cron_runs SET final = ?, data = ? WHERE id = ?",
-                                     (1 if final else 0, data, run_id)))
+        self.writer.put(
+            Exec(
+                f"run:{run_id}",
+                "UPDATE cron_runs SET final = ?, data = ? WHERE id = ?",
+                (1 if final else 0, data, run_id),
+            )
+        )
 
-    async def load_cron_runs(self, job: str | None = None, limit: int | None = None, open_only: bool = False) -> list[str]:
+    async def load_cron_runs(
+        self, job: str | None = None, limit: int | None = None, open_only: bool = False
+    ) -> list[str]:
         """Run data JSON, newest first."""
         sql = "SELECT data FROM cron_runs"
         clauses: list[str] = []
@@ -158,8 +177,13 @@ class Store:
 
     def put_timer(self, timer_id: str, kind: str, due: float, data: str) -> None:
         self._check_open()
-        self.writer.put(Exec(f"timer:{timer_id}", "INSERT OR REPLACE INTO timers (id, kind, due, data) VALUES (?, ?, ?, ?)",
-                                     (timer_id, kind, due, data)))
+        self.writer.put(
+            Exec(
+                f"timer:{timer_id}",
+                "INSERT OR REPLACE INTO timers (id, kind, due, data) VALUES (?, ?, ?, ?)",
+                (timer_id, kind, due, data),
+            )
+        )
 
     def delete_timer(self, timer_id: str) -> None:
         self._check_open()
@@ -170,8 +194,9 @@ class Store:
 
     async def set_meta(self, key: str, value: str) -> None:
         """Write one bookkeeping value directly; committed when this returns."""
-        await self._direct_write(f"write meta {key!r}", "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                 (key, value))
+        await self._direct_write(
+            f"write meta {key!r}", "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+        )
 
     async def _direct_write(self, what: str, sql: str, params: tuple[Any, ...]) -> int:
         """One statement outside the batches, in its own transaction behind the lease check; committed (or rolled
@@ -205,15 +230,19 @@ class Store:
                 try:
                     rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (LEASE_KEY,))
                     epoch = lease_epoch(rows) + 1
-                    await self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LEASE_KEY, str(epoch)))
+                    await self._db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (LEASE_KEY, str(epoch))
+                    )
                     await self._db.execute("COMMIT")
                 except BaseException:
                     await rollback(self._db)
                     raise
             except sqlite3.Error as exc:
                 if sqlite_error_name(exc).startswith("SQLITE_BUSY"):
-                    raise StoreError(f"{self._path} is locked by another process (still busy after "
-                                     f"{self._busy_timeout_ms} ms); is another program writing it?") from None
+                    raise StoreError(
+                        f"{self._path} is locked by another process (still busy after "
+                        f"{self._busy_timeout_ms} ms); is another program writing it?"
+                    ) from None
                 raise StoreError(f"store {self._path}: could not take the writer lease: {short_reason(exc)}") from None
         self._lease = epoch
         return epoch

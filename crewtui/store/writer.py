@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import aiosqlite
 
@@ -36,7 +36,6 @@ class Fenced(Exception):
         self.current = current
 
 
-
 class Flush:
     """A marker in the write queue: its future resolves once the batch holding it has committed."""
 
@@ -56,7 +55,7 @@ class Exec:
     """A row write for the other tables (cron jobs, runs, timers), batched like sessions: the last write
     queued for the same `key` wins within a batch."""
 
-    __slots__ = ("key", "sql", "params")
+    __slots__ = ("key", "params", "sql")
 
     def __init__(self, key: str, sql: str, params: tuple[Any, ...]) -> None:
         self.key = key
@@ -64,15 +63,23 @@ class Exec:
         self.params = params
 
 
-QueueItem = Union[Session, Event, Flush, Stop, Exec]
+QueueItem = Session | Event | Flush | Stop | Exec
 
 
 class BatchWriter:
     """The write queue of one store and the task that commits it."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, lock: asyncio.Lock, busy_timeout_ms: int, *,
-                 check_lease: Callable[[], Awaitable[None]], fence: Callable[[Fenced], StoreError],
-                 fenced: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        db: aiosqlite.Connection,
+        lock: asyncio.Lock,
+        busy_timeout_ms: int,
+        *,
+        check_lease: Callable[[], Awaitable[None]],
+        fence: Callable[[Fenced], StoreError],
+        fenced: Callable[[], str | None],
+    ) -> None:
         self._path = path
         self._db = db
         # Serialises transactions on the one connection (shared with the store's reads and direct writes).
@@ -139,7 +146,7 @@ class BatchWriter:
                 # so kept items are not stuck in memory while the runtime is quiet.
                 try:
                     first = await asyncio.wait_for(self.queue.get(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     first = None
             else:
                 first = await self.queue.get()
@@ -175,8 +182,12 @@ class BatchWriter:
             session_rows, event_rows, dropped = self._rows(sessions, events)
             if dropped:
                 # Retrying cannot fix these, and keeping them would block every later batch.
-                log.error("store %s: dropped %d records that could not be serialised: %s",
-                          self._path, len(dropped), "; ".join(dropped))
+                log.error(
+                    "store %s: dropped %d records that could not be serialised: %s",
+                    self._path,
+                    len(dropped),
+                    "; ".join(dropped),
+                )
                 error = StoreError(
                     f"store {self._path}: dropped {len(dropped)} records that could not be serialised: {dropped[0]}"
                 )
@@ -212,8 +223,13 @@ class BatchWriter:
         self.last_error = reason
         if first:
             # SQLite's own errors are fully described by their reason; anything else is a bug worth a traceback.
-            log.error("store %s: writing a batch of %d records failed, kept for retry: %s", self._path, count, reason,
-                      exc_info=None if isinstance(exc, sqlite3.Error) else exc)
+            log.error(
+                "store %s: writing a batch of %d records failed, kept for retry: %s",
+                self._path,
+                count,
+                reason,
+                exc_info=None if isinstance(exc, sqlite3.Error) else exc,
+            )
         else:
             log.warning("store %s: retrying %d records failed again: %s", self._path, count, reason)
         return StoreError(f"store {self._path}: write failed, {count} records kept for retry: {reason}")
@@ -264,5 +280,3 @@ class BatchWriter:
             except BaseException:
                 await rollback(self._db)
                 raise
-
-

@@ -25,8 +25,15 @@ class ActionSpec:
     group: Binding.Group | None = None
 
     def binding(self) -> Binding:
-        return Binding(self.key, self.action, self.description, show=self.show, key_display=self.key_display,
-                       id=self.id, group=self.group)
+        return Binding(
+            self.key,
+            self.action,
+            self.description,
+            show=self.show,
+            key_display=self.key_display,
+            id=self.id,
+            group=self.group,
+        )
 
     @property
     def palette_name(self) -> str:
@@ -52,27 +59,51 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("n", "spawn", "Spawn", "spawn", "Spawn a session: label, agent, task, domain and watchdog"),
     ActionSpec("s", "steer", "Steer", "steer", "Steer: send a line to the selected session, or to every marked one"),
     ActionSpec("k", "kill", "Kill", "kill", "Kill: the marked sessions, the selected one, or the selected group"),
-    ActionSpec("x", "sweep", "Sweep", "sweep",
-               "Sweep stale sessions: preview the ones with no recent output, then kill them"),
-    ActionSpec("r", "retry", "Retry", "retry",
-               "Retry: start a new attempt of a failed, lost, killed or timed-out session"),
+    ActionSpec(
+        "x", "sweep", "Sweep", "sweep", "Sweep stale sessions: preview the ones with no recent output, then kill them"
+    ),
+    ActionSpec(
+        "r", "retry", "Retry", "retry", "Retry: start a new attempt of a failed, lost, killed or timed-out session"
+    ),
     ActionSpec("t", "trigger", "Trigger", "trigger", "Trigger the cron job selected in the meters pane now"),
-    ActionSpec("space", "mark", "Mark", "mark", "Mark or unmark the selected session (a group marks all of it)",
-               key_display="␣"),
-    ActionSpec("slash", "filter", "Filter", "filter", "Filter sessions by label (a regular expression)",
-               key_display="/"),
+    ActionSpec(
+        "space",
+        "mark",
+        "Mark",
+        "mark",
+        "Mark or unmark the selected session (a group marks all of it)",
+        key_display="␣",
+    ),
+    ActionSpec(
+        "slash", "filter", "Filter", "filter", "Filter sessions by label (a regular expression)", key_display="/"
+    ),
     *(
-        ActionSpec(key, f"state_filter({(st.value if st else 'all')!r})", (st.value if st else "all"),
-                   f"state-{st.value if st else 'all'}",
-                   f"Show {'all sessions' if st is None else st.value.replace('_', ' ') + ' sessions'}",
-                   group=_STATE_GROUP)
+        ActionSpec(
+            key,
+            f"state_filter({(st.value if st else 'all')!r})",
+            (st.value if st else "all"),
+            f"state-{st.value if st else 'all'}",
+            f"Show {'all sessions' if st is None else st.value.replace('_', ' ') + ' sessions'}",
+            group=_STATE_GROUP,
+        )
         for key, st in STATE_KEYS
     ),
-    ActionSpec("enter", "open", "Transcript", "open", "Open: focus the selected session's transcript (a group folds)",
-               show=False),
-    ActionSpec("right_square_bracket", "next_pane", "Pane", "next-pane",
-               "Next pane: sessions, detail, schedule (tabs on a narrow terminal; moves the focus on a wide one)",
-               key_display="]"),
+    ActionSpec(
+        "enter",
+        "open",
+        "Transcript",
+        "open",
+        "Open: focus the selected session's transcript (a group folds)",
+        show=False,
+    ),
+    ActionSpec(
+        "right_square_bracket",
+        "next_pane",
+        "Pane",
+        "next-pane",
+        "Next pane: sessions, detail, schedule (tabs on a narrow terminal; moves the focus on a wide one)",
+        key_display="]",
+    ),
     ActionSpec("escape", "clear", "Clear", "clear", "Clear: the filter, the state filter and the marks", show=False),
     ActionSpec("question_mark", "help", "Help", "help", "Help: every key and what the colours mean", key_display="?"),
     ActionSpec("q", "quit", "Quit", "quit", "Quit: leave the sessions running, or kill them"),
@@ -82,8 +113,20 @@ BINDINGS: list[BindingType] = [a.binding() for a in ACTIONS]
 
 # What the footer keeps when the terminal is too narrow for every key, most needed first (action ids; "state"
 # is the 1-9 group). `?` lists every key, so it and `q` go last.
-FOOTER_PRIORITY: tuple[str, ...] = ("quit", "help", "next-pane", "spawn", "kill", "steer", "filter", "sweep", "retry",
-                                    "trigger", "mark", "state")
+FOOTER_PRIORITY: tuple[str, ...] = (
+    "quit",
+    "help",
+    "next-pane",
+    "spawn",
+    "kill",
+    "steer",
+    "filter",
+    "sweep",
+    "retry",
+    "trigger",
+    "mark",
+    "state",
+)
 
 
 def key_label(spec: ActionSpec) -> str:

@@ -94,8 +94,14 @@ class SessionBook:
             return
         if isinstance(ev, SessionSpawned):
             snap = ev.snapshot or Session(
-                key=key, label=ev.label or key, parent=ev.parent, domain=ev.domain, cron_run=ev.cron_run,
-                attempt=ev.attempt, created_at=ev.ts, updated_at=ev.ts,
+                key=key,
+                label=ev.label or key,
+                parent=ev.parent,
+                domain=ev.domain,
+                cron_run=ev.cron_run,
+                attempt=ev.attempt,
+                created_at=ev.ts,
+                updated_at=ev.ts,
             )
             old = self.sessions.get(key)
             if old is None or old.label != snap.label:
@@ -185,8 +191,11 @@ class SessionBook:
         """Sessions of a group: the visible ones (what its row sums up and what marking takes), or all of
         them (what a group kill reaches, whatever the filter hides)."""
         head = prefix + "-"
-        return [s for s in self.sessions.values()
-                if (s.label == prefix or s.label.startswith(head)) and (not visible_only or self.visible(s))]
+        return [
+            s
+            for s in self.sessions.values()
+            if (s.label == prefix or s.label.startswith(head)) and (not visible_only or self.visible(s))
+        ]
 
     def marked_sessions(self) -> list[Session]:
         return [self.sessions[k] for k in sorted(self.marked) if k in self.sessions]

@@ -20,8 +20,9 @@ FAILED: Any = object()  # what `call_runtime` returns when the call failed (and 
 Notify = Callable[..., None]  # App.notify / Widget.notify: (message, *, severity=..., timeout=...)
 
 
-async def call_runtime(runtime: RuntimeAPI, notify: Notify, name: str, *args: Any, what: str = "",
-                       quiet: bool = False, **kwargs: Any) -> Any:
+async def call_runtime(
+    runtime: RuntimeAPI, notify: Notify, name: str, *args: Any, what: str = "", quiet: bool = False, **kwargs: Any
+) -> Any:
     """Call the RuntimeAPI method `name`; on failure tell the user in one line (unless `quiet`) and return
     FAILED. `what` names the call for the user when its method name would not."""
     try:

@@ -16,8 +16,9 @@ def _help(spec: ActionSpec) -> str:
 class ActionsProvider(Provider):
     async def discover(self) -> Hits:
         for spec in ACTIONS:
-            yield DiscoveryHit(spec.palette_name, partial(self.app.run_action, spec.action), text=spec.palette_name,
-                               help=_help(spec))
+            yield DiscoveryHit(
+                spec.palette_name, partial(self.app.run_action, spec.action), text=spec.palette_name, help=_help(spec)
+            )
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -25,5 +26,10 @@ class ActionsProvider(Provider):
             name = spec.palette_name
             score = max(matcher.match(name), matcher.match(spec.help) * 0.8)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), partial(self.app.run_action, spec.action), text=name,
-                          help=_help(spec))
+                yield Hit(
+                    score,
+                    matcher.highlight(name),
+                    partial(self.app.run_action, spec.action),
+                    text=name,
+                    help=_help(spec),
+                )

@@ -45,7 +45,7 @@ SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
 
 def state_text(state: SessionState, width: int | None = None) -> Text:
-    """"▶ running", coloured; padded to `width` cells when given."""
+    """ "▶ running", coloured; padded to `width` cells when given."""
     text = Text(f"{STATE_SYMBOLS[state]} {state.value}", style=STATE_COLORS[state])
     if width is not None:
         text.truncate(width, pad=True)
@@ -67,7 +67,7 @@ def rate_text(rate: float | None, width: int = 4) -> Text:
 
 
 def rollup(counts: dict[SessionState, int]) -> Text:
-    """"▶12 ✔3 ✘1": the non-zero states of a group, each in its colour."""
+    """ "▶12 ✔3 ✘1": the non-zero states of a group, each in its colour."""
     out = Text()
     for state in STATE_ORDER:
         n = counts.get(state, 0)

@@ -87,7 +87,7 @@ class PipeWriter(threading.Thread):
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self.fd, view):]
+                    view = view[os.write(self.fd, view) :]
             except OSError as exc:  # EPIPE: the server is gone
                 self._give_up(f"writing to the server failed: {exc.strerror or exc}")
                 return

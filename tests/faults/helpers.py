@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
-import socket
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from crewtui.control.client import RemoteRuntime
 from crewtui.locations import DataDir
@@ -58,8 +60,9 @@ class Headless:
         args = [PY, "-m", "crewtui", "run", "--headless", "--data-dir", str(self.data_dir)]
         if crew is not None:
             args.insert(4, str(crew))
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=ENV)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV
+        )
         self.pid = self.proc.pid
         if wait:
             self.wait_serving()
@@ -127,8 +130,9 @@ class Dashboard(Headless):
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         env = {**ENV, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
         # Its own session with the pty as controlling terminal, like a shell in a terminal emulator.
-        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
-                                     close_fds=True)
+        self.proc = subprocess.Popen(
+            args, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True
+        )
         os.close(slave)
         self.pid = self.proc.pid
         self._master = master
@@ -154,8 +158,11 @@ class Dashboard(Headless):
         """What the process wrote to its terminal, escape sequences removed."""
         import re
 
-        return re.sub(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])", "",
-                      self._out.decode(errors="replace"))
+        return re.sub(
+            r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])",
+            "",
+            self._out.decode(errors="replace"),
+        )
 
     def wait_serving(self, timeout: float = 30.0) -> None:
         def up() -> bool:
@@ -227,7 +234,7 @@ def run_as_nobody(fn: Callable[[], int | None]) -> tuple[int, str]:
             code = fn() or 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
+        except BaseException as exc:
             os.write(2, f"{type(exc).__name__}: {exc}\n".encode())
         finally:
             try:
@@ -417,12 +424,15 @@ async def assert_restart_outcome(
     # outage (run_all), none doubled.
     where, params = ("WHERE job = ?", (cron_job,)) if cron_job is not None else ("", ())
     first_after = time.time()
-    await await_until(lambda: (rows(db, f"SELECT max(nominal) FROM cron_runs {where}", params)[0][0] or 0)
-                      > first_after + 2, 15, "cron fires after the restart")
+    await await_until(
+        lambda: (rows(db, f"SELECT max(nominal) FROM cron_runs {where}", params)[0][0] or 0) > first_after + 2,
+        15,
+        "cron fires after the restart",
+    )
     runs = rows(db, f"SELECT job, nominal FROM cron_runs {where} ORDER BY nominal", params)
     assert len(runs) == len(set(runs)), "a cron fire was recorded twice"
     nominals = [n for _, n in runs]
-    assert [round(y - x, 6) for x, y in zip(nominals, nominals[1:])] == [1.0] * (len(nominals) - 1), (
+    assert [round(y - x, 6) for x, y in itertools.pairwise(nominals)] == [1.0] * (len(nominals) - 1), (
         "a cron fire was lost across the kill (misfire = run_all)"
     )
     if min_cron_span is not None:

@@ -16,8 +16,9 @@ CLIENTS = 20
 
 
 def ctl(d: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "crewtui", "ctl", "--data-dir", str(d), *args],
-                          capture_output=True, text=True, timeout=60, env=ENV)
+    return subprocess.run(
+        [PY, "-m", "crewtui", "ctl", "--data-dir", str(d), *args], capture_output=True, text=True, timeout=60, env=ENV
+    )
 
 
 def client(d: Path, i: int) -> dict:

@@ -56,14 +56,17 @@ async def test_kill9_mid_burst_then_restart_readopts_records_or_retries_every_se
         # group is killed during it (no exit record: lost) and whose watchdog must retry them.
         long = [SpawnRequest(label=f"long-{i}", argv=["sleep", "600"]) for i in range(20)]
         short = [SpawnRequest(label=f"short-{i}", argv=["sleep", "2"]) for i in range(15)]
-        doomed = [SpawnRequest(label=f"doomed-{i}", argv=["sleep", "600"], watchdog_after=3, max_attempts=2)
-                  for i in range(15)]
+        doomed = [
+            SpawnRequest(label=f"doomed-{i}", argv=["sleep", "600"], watchdog_after=3, max_attempts=2)
+            for i in range(15)
+        ]
         acked = {s.label: s for s in await asyncio.gather(*(rt.spawn(r) for r in long + short + doomed))}
         assert len(acked) == 50 and all(s.state == SessionState.RUNNING for s in acked.values())
 
         # A burst, and kill -9 while its spawns are being written: the writer is mid-batch.
-        burst = [asyncio.ensure_future(rt.spawn(SpawnRequest(label=f"burst-{i}", argv=["sleep", "600"])))
-                 for i in range(30)]
+        burst = [
+            asyncio.ensure_future(rt.spawn(SpawnRequest(label=f"burst-{i}", argv=["sleep", "600"]))) for i in range(30)
+        ]
         for n, fut in enumerate(asyncio.as_completed(burst), start=1):
             try:
                 s = await fut
@@ -86,15 +89,26 @@ async def test_kill9_mid_burst_then_restart_readopts_records_or_retries_every_se
         for label, s in acked.items():
             if label.startswith("doomed-"):
                 kill_group(s.shim_pid)
-        await await_until(lambda: all((d / "sessions" / acked[f"short-{i}"].key / "exit.json").exists()
-                                      for i in range(15)), 15, "the short sessions to end")
+        await await_until(
+            lambda: all((d / "sessions" / acked[f"short-{i}"].key / "exit.json").exists() for i in range(15)),
+            15,
+            "the short sessions to end",
+        )
         # Stay down across at least three fires of the 1 s cron job.
         await await_until(lambda: time.monotonic() - killed_at >= 3.5, 10, "three missed fires")
 
         b = Headless(d, crew)
         rt = b.client()
-        await assert_restart_outcome(rt, d, db, {label: (s.key, s.agent_pid) for label, s in acked.items()},
-                                     doomed=15, short=15, retry_timeout=15, min_cron_span=5)
+        await assert_restart_outcome(
+            rt,
+            d,
+            db,
+            {label: (s.key, s.agent_pid) for label, s in acked.items()},
+            doomed=15,
+            short=15,
+            retry_timeout=15,
+            min_cron_span=5,
+        )
     finally:
         for h in (a, b):
             if h is not None and h.alive():
@@ -124,7 +138,9 @@ async def test_restart_adopts_a_launch_stored_as_pending_and_stops_launches_neve
             for k in ("shim_pid", "agent_pid", "shim_start", "agent_start", "started_at"):
                 data[k] = None
             data["state"] = "pending"
-            conn.execute("UPDATE sessions SET state = 'pending', data = ? WHERE key = ?", (json.dumps(data), started.key))
+            conn.execute(
+                "UPDATE sessions SET state = 'pending', data = ? WHERE key = ?", (json.dumps(data), started.key)
+            )
             conn.execute("DELETE FROM sessions WHERE key = ?", (ghost.key,))
         conn.close()
 

@@ -36,45 +36,50 @@ max_concurrent = 200
 kill_grace = "1s"
 
 [agents.sleep]
-command = ["sleep", "{task}"]
+command = ["sleep", "{{task}}"]
 
 [agents.tick]
 command = ["true"]
 
 [[cron]]
 name = "long"
-schedule = { kind = "every", every = "1h" }
+schedule = {{ kind = "every", every = "1h" }}
 fire_at_start = true
-spawn = { agent = "sleep", label = "long-{item}", task = "600", items = [%(twenty)s] }
+spawn = {{ agent = "sleep", label = "long-{{item}}", task = "600", items = [{twenty}] }}
 
 [[cron]]
 name = "short"
-schedule = { kind = "every", every = "1h" }
+schedule = {{ kind = "every", every = "1h" }}
 fire_at_start = true
-spawn = { agent = "sleep", label = "short-{item}", task = "10", items = [%(fifteen)s] }
+spawn = {{ agent = "sleep", label = "short-{{item}}", task = "10", items = [{fifteen}] }}
 
 [[cron]]
 name = "doomed"
-schedule = { kind = "every", every = "1h" }
+schedule = {{ kind = "every", every = "1h" }}
 fire_at_start = true
 watchdog_after = "25s"
 max_attempts = 2
-spawn = { agent = "sleep", label = "doomed-{item}", task = "600", items = [%(fifteen)s] }
+spawn = {{ agent = "sleep", label = "doomed-{{item}}", task = "600", items = [{fifteen}] }}
 
 [[cron]]
 name = "tick"
-schedule = { kind = "every", every = "1s" }
+schedule = {{ kind = "every", every = "1s" }}
 overlap = "allow"
 misfire = "run_all"
 misfire_grace = "1h"
-spawn = { agent = "tick", label = "tick-{run}" }
-""" % {"twenty": ", ".join(f'"{i}"' for i in range(20)), "fifteen": ", ".join(f'"{i}"' for i in range(15))}
+spawn = {{ agent = "tick", label = "tick-{{run}}" }}
+""".format(twenty=", ".join(f'"{i}"' for i in range(20)), fifteen=", ".join(f'"{i}"' for i in range(15)))
 
 
 def ctl_list(data_dir: Path) -> list[dict]:
     """`crewtui ctl list --json`, as a user would look."""
-    out = subprocess.run([PY, "-m", "crewtui", "--data-dir", str(data_dir), "ctl", "list", "--json"],
-                         capture_output=True, text=True, timeout=30, env=ENV)
+    out = subprocess.run(
+        [PY, "-m", "crewtui", "--data-dir", str(data_dir), "ctl", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=ENV,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -92,6 +97,7 @@ async def test_kill9_of_a_dashboard_with_50_live_sessions_then_restart_readopts_
     dash = Dashboard(d, crew)
     b: Headless | None = None
     try:
+
         def fifty_running() -> dict[str, dict]:
             listed = {s["label"]: s for s in ctl_list(d) if not s["label"].startswith("tick-")}
             return listed if len(listed) == 50 and all(s["state"] == "running" for s in listed.values()) else {}
@@ -101,8 +107,9 @@ async def test_kill9_of_a_dashboard_with_50_live_sessions_then_restart_readopts_
 
         # A burst of spawns over its socket, and kill -9 while they are being written: the writer is mid-batch.
         rt = dash.client()
-        burst = [asyncio.ensure_future(rt.spawn(SpawnRequest(label=f"burst-{i}", argv=["sleep", "600"])))
-                 for i in range(30)]
+        burst = [
+            asyncio.ensure_future(rt.spawn(SpawnRequest(label=f"burst-{i}", argv=["sleep", "600"]))) for i in range(30)
+        ]
         for n, fut in enumerate(asyncio.as_completed(burst), start=1):
             try:
                 s = await fut
@@ -125,16 +132,31 @@ async def test_kill9_of_a_dashboard_with_50_live_sessions_then_restart_readopts_
         for label, s in acked.items():
             if label.startswith("doomed-"):
                 kill_group(s["shim_pid"])
-        await await_until(lambda: all((d / "sessions" / acked[f"short-{i}"]["key"] / "exit.json").exists()
-                                      for i in range(15)), 20, "the short sessions to end")
+        await await_until(
+            lambda: all((d / "sessions" / acked[f"short-{i}"]["key"] / "exit.json").exists() for i in range(15)),
+            20,
+            "the short sessions to end",
+        )
         await await_until(lambda: time.monotonic() - killed_at >= 3.5, 10, "three missed fires")
 
         b = Headless(d, crew_after)
         rt = b.client()
-        await assert_restart_outcome(rt, d, db, {label: (s["key"], s["agent_pid"]) for label, s in acked.items()},
-                                     doomed=15, short=15, retry_timeout=40, cron_job="tick")
+        await assert_restart_outcome(
+            rt,
+            d,
+            db,
+            {label: (s["key"], s["agent_pid"]) for label, s in acked.items()},
+            doomed=15,
+            short=15,
+            retry_timeout=40,
+            cron_job="tick",
+        )
         # The start-up fires ran once each, in the dashboard's runtime; the restart fired none of them again.
-        assert sorted(r[0] for r in rows(db, "SELECT job FROM cron_runs WHERE job != 'tick'")) == ["doomed", "long", "short"]
+        assert sorted(r[0] for r in rows(db, "SELECT job FROM cron_runs WHERE job != 'tick'")) == [
+            "doomed",
+            "long",
+            "short",
+        ]
     finally:
         if dash.alive():
             dash.kill9()
@@ -167,9 +189,30 @@ def test_a_dashboard_whose_runtime_is_fenced_off_exits_saying_so_and_leaves_the_
     b: Headless | None = None
     s: dict = {}
     try:
-        s = json.loads(subprocess.run(
-            [PY, "-m", "crewtui", "--data-dir", str(d), "ctl", "spawn", "--label", "shared", "--json", "--", "sleep", "600"],
-            capture_output=True, text=True, timeout=30, env=ENV, check=True).stdout)
+        s = json.loads(
+            subprocess.run(
+                [
+                    PY,
+                    "-m",
+                    "crewtui",
+                    "--data-dir",
+                    str(d),
+                    "ctl",
+                    "spawn",
+                    "--label",
+                    "shared",
+                    "--json",
+                    "--",
+                    "sleep",
+                    "600",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=ENV,
+                check=True,
+            ).stdout
+        )
         wait_until(lambda: "shared" in dash.screen_text(), 15, "the dashboard to show the session")
         (d / "runtime.lock").unlink()  # the lock is lost: nothing stops a second runtime now
         b = Headless(d, crew)

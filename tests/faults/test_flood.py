@@ -55,8 +55,13 @@ async def test_flood_garbage_and_a_megabyte_line_leave_the_runtime_responsive_an
 
         # While they write: every call answers promptly, and so does a real `crewtui ctl list`.
         latencies = []
-        cli = subprocess.Popen([PY, "-m", "crewtui", "ctl", "--data-dir", str(d), "list"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        cli = subprocess.Popen(
+            [PY, "-m", "crewtui", "ctl", "--data-dir", str(d), "list"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         cli_started = time.monotonic()
         cli_time = None
         end = time.monotonic() + 2.0
@@ -85,7 +90,9 @@ async def test_flood_garbage_and_a_megabyte_line_leave_the_runtime_responsive_an
         # The result line after 25 MB of output is still found.
         flooded = (await rt.get(flood.key)).result["flooded"]
         assert flooded >= 20 * 1024 * 1024
-        assert (d / "sessions" / flood.key / "stdout.log").stat().st_size == flooded + len(f'{{"flooded": {flooded}}}\n')
+        assert (d / "sessions" / flood.key / "stdout.log").stat().st_size == flooded + len(
+            f'{{"flooded": {flooded}}}\n'
+        )
 
         # The transcript tail is bounded whatever the output was, and always valid text.
         for s in (flood, garbage, long_line):

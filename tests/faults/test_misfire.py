@@ -21,12 +21,12 @@ command = ["true"]
 """ + "".join(
     f"""
 [[cron]]
-name = "{p.replace('_', '-')}"
+name = "{p.replace("_", "-")}"
 schedule = {{ kind = "every", every = "1s" }}
 overlap = "allow"
 misfire = "{p}"
 misfire_grace = "1h"
-spawn = {{ agent = "tick", label = "{p.replace('_', '-')}-{{run}}" }}
+spawn = {{ agent = "tick", label = "{p.replace("_", "-")}-{{run}}" }}
 """
     for p in POLICIES
 )
@@ -56,9 +56,14 @@ def test_each_misfire_policy_after_three_missed_fires(tmp_path: Path) -> None:
         # Down across at least three fires of every job.
         wait_until(lambda: time.time() - stopped >= 3.6, 10, "three fires to pass")
         b = Headless(d, crew)
-        restarted = max(json.loads(r[0])["ts"] for r in rows(db, "SELECT data FROM events WHERE kind = 'runtime_started'"))
-        wait_until(lambda: all(any(r["nominal"] > restarted + 1 for r in runs_of(db, j)) for j in jobs), 15,
-                   "a regular fire of each job after the restart")
+        restarted = max(
+            json.loads(r[0])["ts"] for r in rows(db, "SELECT data FROM events WHERE kind = 'runtime_started'")
+        )
+        wait_until(
+            lambda: all(any(r["nominal"] > restarted + 1 for r in runs_of(db, j)) for j in jobs),
+            15,
+            "a regular fire of each job after the restart",
+        )
 
         for policy, job in zip(POLICIES, jobs):
             runs = runs_of(db, job)
@@ -66,8 +71,12 @@ def test_each_misfire_policy_after_three_missed_fires(tmp_path: Path) -> None:
             assert len(nominals) == len(set(nominals)), f"{job}: a fire ran twice"
             last_before = max(r["nominal"] for r in runs if r["started_at"] < restarted)
             events = cron_events(db, job)
-            catch_up = sorted(e["nominal"] for e in events if e["outcome"] == "ran" and "(catch-up)" in (e["reason"] or ""))
-            regular_after = min(r["nominal"] for r in runs if r["started_at"] >= restarted and r["nominal"] not in catch_up)
+            catch_up = sorted(
+                e["nominal"] for e in events if e["outcome"] == "ran" and "(catch-up)" in (e["reason"] or "")
+            )
+            regular_after = min(
+                r["nominal"] for r in runs if r["started_at"] >= restarted and r["nominal"] not in catch_up
+            )
             missed = [last_before + k for k in range(1, int(regular_after - last_before))]
             assert len(missed) >= 3, (job, last_before, regular_after)
             skipped = [e for e in events if e["outcome"] == "skipped"]

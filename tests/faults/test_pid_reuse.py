@@ -21,7 +21,9 @@ async def test_a_stranger_with_the_old_pid_is_not_adopted_signalled_or_killed(tm
     b: Headless | None = None
     stranger = None
     try:
-        s = await a.client().spawn(SpawnRequest(label="victim", argv=["sleep", "600"], watchdog_after=2, max_attempts=2))
+        s = await a.client().spawn(
+            SpawnRequest(label="victim", argv=["sleep", "600"], watchdog_after=2, max_attempts=2)
+        )
         a.stop()
         kill_group(s.shim_pid)  # the session dies with no exit record while no runtime watches
         await await_until(lambda: not proc_alive(s.shim_pid) and not proc_alive(s.agent_pid), 10, "the session to die")
@@ -30,8 +32,12 @@ async def test_a_stranger_with_the_old_pid_is_not_adopted_signalled_or_killed(tm
         stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
         real_start = proc_start_time(stranger.pid)
         assert real_start is not None
-        forged = {"shim_pid": stranger.pid, "agent_pid": stranger.pid,
-                  "shim_start": real_start - 1, "agent_start": real_start - 1}
+        forged = {
+            "shim_pid": stranger.pid,
+            "agent_pid": stranger.pid,
+            "shim_start": real_start - 1,
+            "agent_start": real_start - 1,
+        }
         out_dir = d / "sessions" / s.key
         (out_dir / "pid.json").write_text(json.dumps(forged) + "\n")
         conn = sqlite3.connect(db)
@@ -44,10 +50,14 @@ async def test_a_stranger_with_the_old_pid_is_not_adopted_signalled_or_killed(tm
         b = Headless(d)
         rt = b.client()
         events = await rt.events()
-        lost = [e for e in events if e.kind == "session_state_changed" and e.session == s.key and e.new == SessionState.LOST]
+        lost = [
+            e for e in events if e.kind == "session_state_changed" and e.session == s.key and e.new == SessionState.LOST
+        ]
         assert lost and "vanished" in (lost[0].reason or "")
         # Its watchdog retries it as a new process; the stranger is never touched.
-        await await_until(lambda: stranger.poll() is None and proc_start_time(stranger.pid) == real_start, 1, "stranger")
+        await await_until(
+            lambda: stranger.poll() is None and proc_start_time(stranger.pid) == real_start, 1, "stranger"
+        )
 
         async def retried() -> bool:
             got = await rt.get(s.key)

@@ -7,15 +7,21 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITES = [*sorted((ROOT / "tests" / "faults").glob("test_*.py")), ROOT / "tests" / "test_properties.py",
-          ROOT / "tests" / "test_security.py"]
+SUITES = [
+    *sorted((ROOT / "tests" / "faults").glob("test_*.py")),
+    ROOT / "tests" / "test_properties.py",
+    ROOT / "tests" / "test_security.py",
+]
 
 
 def collected_from(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     rel = path.relative_to(ROOT).as_posix()
-    return {f"{rel}::{node.name}" for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")}
+    return {
+        f"{rel}::{node.name}"
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
+    }
 
 
 def test_reliability_table_matches_the_tests_one_for_one() -> None:
@@ -26,5 +32,7 @@ def test_reliability_table_matches_the_tests_one_for_one() -> None:
     assert len(named) == len(rows), "one test per row"
     assert len(named) == len(set(named)), "a test is listed twice"
     expected = set().union(*(collected_from(p) for p in SUITES))
-    assert set(named) == expected, {"not in the table": sorted(expected - set(named)),
-                                    "no such test": sorted(set(named) - expected)}
+    assert set(named) == expected, {
+        "not in the table": sorted(expected - set(named)),
+        "no such test": sorted(set(named) - expected),
+    }

@@ -17,8 +17,13 @@ SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
 @pytest.mark.timeout(150)
 def test_short_soak_every_session_ends_once_and_the_rates_add_up(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    p = subprocess.run([PY, str(SOAK), "--short", "--quiet", "--data-dir", str(tmp_path / "soak"), "--json", str(out)],
-                       capture_output=True, text=True, timeout=140, env=ENV)
+    p = subprocess.run(
+        [PY, str(SOAK), "--short", "--quiet", "--data-dir", str(tmp_path / "soak"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=140,
+        env=ENV,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     figures = json.loads(out.read_text())
     assert figures["problems"] == []

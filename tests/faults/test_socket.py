@@ -146,7 +146,9 @@ def test_client_hanging_up_mid_yield_returns_the_parent_to_running(runtime: Head
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(sock))
-    s.sendall((json.dumps({"op": "yield", "args": {"parent": parent["key"], "children": [child["key"]]}}) + "\n").encode())
+    s.sendall(
+        (json.dumps({"op": "yield", "args": {"parent": parent["key"], "children": [child["key"]]}}) + "\n").encode()
+    )
     wait_until(lambda: state(parent["key"]) == "yielded", 10, "the parent to yield")
     s.close()  # the client goes away while the yield waits
     wait_until(lambda: state(parent["key"]) == "running", 10, "the parent to run again")
@@ -154,8 +156,9 @@ def test_client_hanging_up_mid_yield_returns_the_parent_to_running(runtime: Head
 
     # The runtime goes on: a yield that stays connected gets the child's end.
     result: list[dict] = []
-    waiter = threading.Thread(target=lambda: result.append(
-        call(sock, "yield", timeout=30, parent=parent["key"], children=[child["key"]])))
+    waiter = threading.Thread(
+        target=lambda: result.append(call(sock, "yield", timeout=30, parent=parent["key"], children=[child["key"]]))
+    )
     waiter.start()
     wait_until(lambda: state(parent["key"]) == "yielded", 10, "the second yield")
     assert call(sock, "kill", ref=child["key"])["ok"]
@@ -213,7 +216,9 @@ def test_clients_hammering_a_restarting_runtime_are_served_only_once_it_is_ready
         for s in list(listed.values()):
             call(d / "control.sock", "kill", ref=s["key"])
         b.stop()
-        spawned = [json.loads(r[0])["session"] for r in rows(db, "SELECT data FROM events WHERE kind = 'session_spawned'")]
+        spawned = [
+            json.loads(r[0])["session"] for r in rows(db, "SELECT data FROM events WHERE kind = 'session_spawned'")
+        ]
         assert sorted(spawned) == sorted(s["key"] for s in acked + live)
         assert_events_contiguous(db)
     finally:

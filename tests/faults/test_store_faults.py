@@ -11,8 +11,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -35,8 +35,9 @@ from tests.faults.helpers import (
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "crewtui", *args], capture_output=True, text=True, timeout=timeout, env=ENV,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [PY, "-m", "crewtui", *args], capture_output=True, text=True, timeout=timeout, env=ENV, stdin=subprocess.DEVNULL
+    )
 
 
 def one_line_error(p: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -94,8 +95,11 @@ def test_store_locked_by_another_writer_waits_then_says_so_and_loses_nothing(tmp
         # Nothing of it is in the file while the lock is held (no half batch), and everything after.
         blocker.execute("ROLLBACK")
         blocker.close()
-        wait_until(lambda: rows(db, "SELECT count(*) FROM sessions WHERE label = 'long-lock'")[0][0] == 1, 15,
-                   "the kept batch to be written")
+        wait_until(
+            lambda: rows(db, "SELECT count(*) FROM sessions WHERE label = 'long-lock'")[0][0] == 1,
+            15,
+            "the kept batch to be written",
+        )
         stored = dict(rows(db, "SELECT label, state FROM sessions"))
         assert stored == {"before": "running", "short-lock": "running", "long-lock": "running"}
         assert s0["key"] in {r[0] for r in rows(db, "SELECT key FROM sessions")}
@@ -162,8 +166,9 @@ def test_read_only_store_is_refused_in_one_line_and_left_unchanged(shared_dir: P
 
 def mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], capture_output=True, text=True
+    )
     return p.returncode == 0
 
 
@@ -205,8 +210,14 @@ def test_full_filesystem_says_so_keeps_every_record_and_recovers(tmp_path: Path)
         filler.unlink()
         after = call(h.dd.socket, "spawn", timeout=30, label="after", argv=["sleep", "600"])
         assert after["ok"], after
-        wait_until(lambda: dict(rows(db, "SELECT label, state FROM sessions")) ==
-                   {"before": "running", "during": "failed", "after": "running"}, 15, "the kept records")
+        wait_until(
+            lambda: (
+                dict(rows(db, "SELECT label, state FROM sessions"))
+                == {"before": "running", "during": "failed", "after": "running"}
+            ),
+            15,
+            "the kept records",
+        )
         cleanup(h)
         h = Headless(d)  # and it starts again from what was kept
         assert {s["label"] for s in call(h.dd.socket, "list")["result"]} == {"before", "during", "after"}

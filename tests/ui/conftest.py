@@ -33,4 +33,3 @@ async def settle(pilot: Pilot[None]) -> None:
     app.main_screen.flush_events()
     await pilot.pause()
     await pilot.pause()
-

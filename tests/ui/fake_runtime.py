@@ -59,28 +59,50 @@ for run, ago in ((1, 58), (2, 38), (3, 18)):
             st = (S.DONE, S.DONE, S.LOST, S.DONE)[i] if run == 1 else (S.DONE, S.FAILED, S.DONE, S.DONE)[i]
         else:
             st = (S.RUNNING, S.YIELDED, S.RUNNING, S.PENDING)[i]
-        last = {S.DONE: '{"sources": 14, "summary": "ok"}', S.FAILED: "search API returned HTTP 500",
-                S.LOST: "reading sources for rate-limits", S.RUNNING: "reading sources for " + item,
-                S.YIELDED: "waiting for 3 subagents", S.PENDING: ""}[st]
+        last = {
+            S.DONE: '{"sources": 14, "summary": "ok"}',
+            S.FAILED: "search API returned HTTP 500",
+            S.LOST: "reading sources for rate-limits",
+            S.RUNNING: "reading sources for " + item,
+            S.YIELDED: "waiting for 3 subagents",
+            S.PENDING: "",
+        }[st]
         _add(f"research-scout-{item}-r{run}", st, 1, ago + i * 0.3, last)
-for run, (st, att) in enumerate(((S.DONE, 1), (S.TIMED_OUT, 2), (S.DONE, 2), (S.KILLED, 1), (S.DONE, 1),
-                                 (S.RUNNING, 1)), start=1):
-    last = {S.DONE: '{"accounts": 42, "flags": 3}', S.TIMED_OUT: "auditing account 17 of 42",
-            S.KILLED: "auditing account 3 of 42", S.RUNNING: "auditing account 29 of 42"}[st]
+for run, (st, att) in enumerate(
+    ((S.DONE, 1), (S.TIMED_OUT, 2), (S.DONE, 2), (S.KILLED, 1), (S.DONE, 1), (S.RUNNING, 1)), start=1
+):
+    last = {
+        S.DONE: '{"accounts": 42, "flags": 3}',
+        S.TIMED_OUT: "auditing account 17 of 42",
+        S.KILLED: "auditing account 3 of 42",
+        S.RUNNING: "auditing account 29 of 42",
+    }[st]
     _add(f"ads-auditor-2026-04-02-r{run}", st, att, 60 - run * 9, last)
 for n, st in zip(range(101, 109), (S.DONE, S.DONE, S.RUNNING, S.RUNNING, S.FAILED, S.KILLED, S.PENDING, S.RUNNING)):
-    last = {S.DONE: "approved with 2 comments", S.RUNNING: f"reviewing src/api/handlers_{n}.py",
-            S.FAILED: "tool output was not valid JSON", S.KILLED: "reviewing tests/", S.PENDING: ""}[st]
+    last = {
+        S.DONE: "approved with 2 comments",
+        S.RUNNING: f"reviewing src/api/handlers_{n}.py",
+        S.FAILED: "tool output was not valid JSON",
+        S.KILLED: "reviewing tests/",
+        S.PENDING: "",
+    }[st]
     _add(f"code-review-pr-{n}", st, 1, 40 - (n - 100) * 3, last)
 for i, (src, n) in enumerate((("email", 1), ("email", 2), ("slack", 1), ("slack", 2), ("github", 1), ("github", 2))):
     st = (S.DONE, S.RUNNING, S.DONE, S.TIMED_OUT, S.RUNNING, S.DONE)[i]
-    last = {S.DONE: "triaged 12 items, 2 escalated", S.RUNNING: f"reading {src} thread {n * 7}",
-            S.TIMED_OUT: "waiting on slack API"}[st]
+    last = {
+        S.DONE: "triaged 12 items, 2 escalated",
+        S.RUNNING: f"reading {src} thread {n * 7}",
+        S.TIMED_OUT: "waiting on slack API",
+    }[st]
     _add(f"triage-{src}-{n}", st, 1, 30 - i * 4, last)
 for i, name in enumerate(("backup-nightly", "deploy-api", "deploy-web", "rotate-keys", "clean-tmp", "sync-dns")):
     st = (S.DONE, S.RUNNING, S.FAILED, S.DONE, S.KILLED, S.RUNNING)[i]
-    last = {S.DONE: "ok", S.RUNNING: f"step {i + 2}/6: {name}", S.FAILED: "healthcheck failed: 502",
-            S.KILLED: "rm -rf /tmp/crew-*"}[st]
+    last = {
+        S.DONE: "ok",
+        S.RUNNING: f"step {i + 2}/6: {name}",
+        S.FAILED: "healthcheck failed: 502",
+        S.KILLED: "rm -rf /tmp/crew-*",
+    }[st]
     _add(f"ops-{name}", st, 1, 55 - i * 8, last)
 
 assert len(_SESSIONS) == 50, len(_SESSIONS)
@@ -104,33 +126,38 @@ def make_sessions(now: float) -> list[Session]:
         if label.startswith(("blog-publisher", "research-scout", "ads-auditor")):
             job = label.split("-", 2)[0] + "-" + label.split("-", 2)[1]
             run = f"{job}#{label.rsplit('-r', 1)[1]}"
-        out.append(Session(
-            key=f"s-01jqfake{n:018d}",
-            label=label,
-            state=st,
-            attempt=attempt,
-            max_attempts=2,
-            agent=_agent_for(label),
-            task=f"work on {label}",
-            domain=f"article:{label.split('-')[2]}" if label.startswith("blog") else None,
-            pool="model-a" if label.startswith("blog") else "model-b" if label.startswith("research") else None,
-            cron_run=run,
-            created_at=created,
-            started_at=None if st == S.PENDING else created + 2,
-            ended_at=None if live else created + 240,
-            updated_at=created + 240,
-            exit_code=None if live else {S.DONE: 0, S.FAILED: 1, S.KILLED: 143, S.TIMED_OUT: 143}.get(st),
-            result={"ok": True, "words": 812} if st == S.DONE else None,
-            reason={S.FAILED: f"exit code 1: {last}", S.KILLED: "killed by user",
+        out.append(
+            Session(
+                key=f"s-01jqfake{n:018d}",
+                label=label,
+                state=st,
+                attempt=attempt,
+                max_attempts=2,
+                agent=_agent_for(label),
+                task=f"work on {label}",
+                domain=f"article:{label.split('-')[2]}" if label.startswith("blog") else None,
+                pool="model-a" if label.startswith("blog") else "model-b" if label.startswith("research") else None,
+                cron_run=run,
+                created_at=created,
+                started_at=None if st == S.PENDING else created + 2,
+                ended_at=None if live else created + 240,
+                updated_at=created + 240,
+                exit_code=None if live else {S.DONE: 0, S.FAILED: 1, S.KILLED: 143, S.TIMED_OUT: 143}.get(st),
+                result={"ok": True, "words": 812} if st == S.DONE else None,
+                reason={
+                    S.FAILED: f"exit code 1: {last}",
+                    S.KILLED: "killed by user",
                     S.TIMED_OUT: "watchdog: not done after 900s, attempts used up (2/2)",
                     S.LOST: "its process vanished while no runtime was watching",
-                    S.PENDING: "waiting for pool model-a (20/20 running)"}.get(st),
-            shim_pid=40000 + n * 2 if live and st != S.PENDING else None,
-            agent_pid=40001 + n * 2 if live and st != S.PENDING else None,
-            last_output_at=created + 200 if last else None,
-            last_line=last or None,
-            queue_position=1 if st == S.PENDING else None,
-        ))
+                    S.PENDING: "waiting for pool model-a (20/20 running)",
+                }.get(st),
+                shim_pid=40000 + n * 2 if live and st != S.PENDING else None,
+                agent_pid=40001 + n * 2 if live and st != S.PENDING else None,
+                last_output_at=created + 200 if last else None,
+                last_line=last or None,
+                queue_position=1 if st == S.PENDING else None,
+            )
+        )
     return out
 
 
@@ -146,8 +173,14 @@ JOBS = [
 class FakeRuntime(RuntimeAPI):
     """Implements RuntimeAPI in memory. `emit(event)` feeds `watch()` for tests that want live events."""
 
-    def __init__(self, clock: FakeClock | None = None, *, scheduler: bool = True, sessions: bool = True,
-                 ray_nodes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        clock: FakeClock | None = None,
+        *,
+        scheduler: bool = True,
+        sessions: bool = True,
+        ray_nodes: tuple[str, ...] = (),
+    ) -> None:
         self.clock = clock or FakeClock(T0)
         now = self.clock.now()
         self.sessions: dict[str, Session] = {s.key: s for s in make_sessions(now)} if sessions else {}
@@ -166,9 +199,15 @@ class FakeRuntime(RuntimeAPI):
     # ------------------------------------------------------------------ sessions
 
     async def info(self) -> RuntimeInfo:
-        return RuntimeInfo(pid=4242, data_dir="/tmp/crew", crew="enterprise", agents=AGENTS,
-                           started_at=self.clock.now() - 3600, max_concurrent=60,
-                           backend=f"ray {self.ray_nodes[0].split('/')[0]}:6379" if self.ray_nodes else "local")
+        return RuntimeInfo(
+            pid=4242,
+            data_dir="/tmp/crew",
+            crew="enterprise",
+            agents=AGENTS,
+            started_at=self.clock.now() - 3600,
+            max_concurrent=60,
+            backend=f"ray {self.ray_nodes[0].split('/')[0]}:6379" if self.ray_nodes else "local",
+        )
 
     def _resolve(self, ref: str) -> Session:
         if ref in self.sessions:
@@ -188,9 +227,17 @@ class FakeRuntime(RuntimeAPI):
             raise BadInput(f"unknown agent {request.agent!r}; agents: {', '.join(AGENTS)}")
         self._next += 1
         now = self.clock.now()
-        s = Session(key=f"s-01jqfake{self._next:018d}", label=request.label, state=S.RUNNING,
-                    agent=request.agent, task=request.task, domain=request.domain, created_at=now,
-                    started_at=now, updated_at=now)
+        s = Session(
+            key=f"s-01jqfake{self._next:018d}",
+            label=request.label,
+            state=S.RUNNING,
+            agent=request.agent,
+            task=request.task,
+            domain=request.domain,
+            created_at=now,
+            started_at=now,
+            updated_at=now,
+        )
         self.sessions[s.key] = s
         self.emit(SessionSpawned(session=s.key, label=s.label, ts=now, snapshot=s.model_copy()))
         return s.model_copy()
@@ -203,16 +250,21 @@ class FakeRuntime(RuntimeAPI):
         return s.model_copy()
 
     async def list(self, state: SessionState | None = None, prefix: str | None = None) -> builtins.list[Session]:
-        return [s.model_copy() for s in sorted(self.sessions.values(), key=lambda s: s.key)
-                if (state is None or s.state == state) and (prefix is None or s.label.startswith(prefix))]
+        return [
+            s.model_copy()
+            for s in sorted(self.sessions.values(), key=lambda s: s.key)
+            if (state is None or s.state == state) and (prefix is None or s.label.startswith(prefix))
+        ]
 
     async def get(self, ref: str) -> Session:
         return self._resolve(ref).model_copy()
 
     async def history(self, ref: str, tail: int = 50) -> History:
         s = self._resolve(ref)
-        lines = [f"step {i}: {('researching', 'drafting', 'checking facts in', 'revising')[i % 4]} "
-                 f"part {i}" for i in range(1, 13)]
+        lines = [
+            f"step {i}: {('researching', 'drafting', 'checking facts in', 'revising')[i % 4]} part {i}"
+            for i in range(1, 13)
+        ]
         if s.last_line:
             lines.append(s.last_line)
         err = ["warning: slow response from model-a (4.2s)"] if s.state == S.FAILED else []
@@ -222,8 +274,9 @@ class FakeRuntime(RuntimeAPI):
         self.calls.append(("kill", ref or prefix))
         return []
 
-    async def yield_(self, children: builtins.list[str] | None = None, parent: str | None = None,
-                     wait: bool = True) -> YieldResult | None:
+    async def yield_(
+        self, children: builtins.list[str] | None = None, parent: str | None = None, wait: bool = True
+    ) -> YieldResult | None:
         raise BadInput("not in the fake")
 
     async def registry(self) -> dict[str, Any]:
@@ -259,9 +312,12 @@ class FakeRuntime(RuntimeAPI):
         self._need()
         self.calls.append(("sweep", dry_run))
         stale = [s for s in self.sessions.values() if s.label in ("code-review-pr-104", "ops-sync-dns")]
-        return [SweepItem(key=s.key, label=s.label, idle_for=idle,
-                          reason=f"stale: no output for {idle:.0f}s (stale_after 600s)")
-                for s, idle in zip(stale, (1260.0, 745.0))]
+        return [
+            SweepItem(
+                key=s.key, label=s.label, idle_for=idle, reason=f"stale: no output for {idle:.0f}s (stale_after 600s)"
+            )
+            for s, idle in zip(stale, (1260.0, 745.0))
+        ]
 
     async def cron_list(self) -> builtins.list[CronJobInfo]:
         self._need()
@@ -269,9 +325,17 @@ class FakeRuntime(RuntimeAPI):
         out = []
         for name, sched, payload, every in JOBS:
             runs = self._runs(name)
-            out.append(CronJobInfo(name=name, schedule=sched, payload=payload,  # type: ignore[arg-type]
-                                   next_fire=now + every * 60 / 3, last_fire=now - every * 60 * 2 / 3,
-                                   runs=len(runs), last_rate=next((r.rate for r in runs if r.final), None)))
+            out.append(
+                CronJobInfo(
+                    name=name,
+                    schedule=sched,
+                    payload=payload,  # type: ignore[arg-type]
+                    next_fire=now + every * 60 / 3,
+                    last_fire=now - every * 60 * 2 / 3,
+                    runs=len(runs),
+                    last_rate=next((r.rate for r in runs if r.final), None),
+                )
+            )
         return out
 
     def _runs(self, job: str) -> builtins.list[CronRun]:
@@ -281,14 +345,25 @@ class FakeRuntime(RuntimeAPI):
             if s.cron_run and s.cron_run.startswith(job + "#"):
                 by_run.setdefault(s.cron_run, []).append(s)
         # Older runs than the sessions we keep: history for the sparkline.
-        old_rates = {"blog-publisher": [1.0, 0.67, 1.0, 1.0, 0.33, 1.0, 0.67, 1.0],
-                     "research-scout": [0.75, 1.0, 0.5, 0.75, 1.0, 0.25, 0.75],
-                     "ads-auditor": [1.0, 0.0, 1.0]}.get(job, [])
+        old_rates = {
+            "blog-publisher": [1.0, 0.67, 1.0, 1.0, 0.33, 1.0, 0.67, 1.0],
+            "research-scout": [0.75, 1.0, 0.5, 0.75, 1.0, 0.25, 0.75],
+            "ads-auditor": [1.0, 0.0, 1.0],
+        }.get(job, [])
         runs = []
         for i, rate in enumerate(old_rates, start=1):
-            runs.append(CronRun(id=f"{job}#old{i}", job=job, number=i, nominal=now - 86400 + i * 600,
-                                started_at=now - 86400 + i * 600, final=True, rate=rate,
-                                counts={"spawned": 3, "done": round(rate * 3)}))
+            runs.append(
+                CronRun(
+                    id=f"{job}#old{i}",
+                    job=job,
+                    number=i,
+                    nominal=now - 86400 + i * 600,
+                    started_at=now - 86400 + i * 600,
+                    final=True,
+                    rate=rate,
+                    counts={"spawned": 3, "done": round(rate * 3)},
+                )
+            )
         base = len(old_rates)
         for rid in sorted(by_run, key=lambda r: int(r.split("#")[1])):
             members = by_run[rid]
@@ -296,10 +371,19 @@ class FakeRuntime(RuntimeAPI):
             done = sum(1 for s in members if s.state == S.DONE)
             final = all(s.state.terminal for s in members)
             started = min(s.created_at for s in members)
-            runs.append(CronRun(id=rid, job=job, number=base + n, nominal=started, started_at=started,
-                                sessions=[s.key for s in members], final=final,
-                                rate=done / len(members) if final else None,
-                                counts={"spawned": len(members), "done": done}))
+            runs.append(
+                CronRun(
+                    id=rid,
+                    job=job,
+                    number=base + n,
+                    nominal=started,
+                    started_at=started,
+                    sessions=[s.key for s in members],
+                    final=final,
+                    rate=done / len(members) if final else None,
+                    counts={"spawned": len(members), "done": done},
+                )
+            )
         return list(reversed(runs))
 
     async def cron_trigger(self, name: str) -> CronRun | None:
@@ -331,17 +415,26 @@ class FakeRuntime(RuntimeAPI):
             while t <= end:
                 items.append(TimelineItem(ts=t, kind="cron", name=name, future=True))
                 t += every * 60
-        for ago, rate, run in ((48, "100%", "blog-publisher#9"), (33, "67%", "blog-publisher#10"),
-                               (18, "100%", "blog-publisher#11"), (44, "75%", "research-scout#8"),
-                               (24, "75%", "research-scout#9"), (40, "0%", "ads-auditor#2")):
+        for ago, rate, run in (
+            (48, "100%", "blog-publisher#9"),
+            (33, "67%", "blog-publisher#10"),
+            (18, "100%", "blog-publisher#11"),
+            (44, "75%", "research-scout#8"),
+            (24, "75%", "research-scout#9"),
+            (40, "0%", "ads-auditor#2"),
+        ):
             items.append(TimelineItem(ts=now - ago * 60, kind="run", name=run, outcome=rate))
-        for ago, label, outcome in ((45, "ads-auditor-2026-04-02-r2", "retried"),
-                                    (30, "ads-auditor-2026-04-02-r2", "timed_out"),
-                                    (12, "blog-publisher-superada-2026-04-02-r3", "noop"),
-                                    (27, "triage-slack-2", "timed_out")):
+        for ago, label, outcome in (
+            (45, "ads-auditor-2026-04-02-r2", "retried"),
+            (30, "ads-auditor-2026-04-02-r2", "timed_out"),
+            (12, "blog-publisher-superada-2026-04-02-r3", "noop"),
+            (27, "triage-slack-2", "timed_out"),
+        ):
             items.append(TimelineItem(ts=now - ago * 60, kind="watchdog", name=label, outcome=outcome))
         items += [
-            TimelineItem(ts=now - 29 * 60, kind="retry", name="ads-auditor-2026-04-02-r3", outcome="attempt 2 (watchdog)"),
+            TimelineItem(
+                ts=now - 29 * 60, kind="retry", name="ads-auditor-2026-04-02-r3", outcome="attempt 2 (watchdog)"
+            ),
             TimelineItem(ts=now - 15 * 60, kind="kill", name="ops-clean-tmp", outcome="killed"),
             TimelineItem(ts=now - 8 * 60, kind="sweep", name="cron", outcome="1 killed"),
             TimelineItem(ts=now + 11 * 60, kind="watchdog", name="blog-publisher-superada-2026-04-02-r4", future=True),

@@ -35,17 +35,19 @@ def shape(items: list[GroupNode | LeafNode]) -> list[object]:
 
 
 def test_labels_group_on_dash_boundaries_and_single_child_groups_fold() -> None:
-    forest = build_forest([
-        ("1", "blog-publisher-superada-2026-04-02"),
-        ("2", "blog-publisher-openclaw-guide-2026-04-02"),
-        ("3", "ads-auditor-2026-04-02-r1"),
-        ("4", "ads-auditor-2026-04-02-r2"),
-        ("5", "ads-auditor-2026-04-02-r10"),
-        ("6", "solo"),
-        ("7", "research-scout-llm-evals-r1"),
-        ("8", "research-scout-llm-evals-r2"),
-        ("9", "research-scout-tooling-r1"),
-    ])
+    forest = build_forest(
+        [
+            ("1", "blog-publisher-superada-2026-04-02"),
+            ("2", "blog-publisher-openclaw-guide-2026-04-02"),
+            ("3", "ads-auditor-2026-04-02-r1"),
+            ("4", "ads-auditor-2026-04-02-r2"),
+            ("5", "ads-auditor-2026-04-02-r10"),
+            ("6", "solo"),
+            ("7", "research-scout-llm-evals-r1"),
+            ("8", "research-scout-llm-evals-r2"),
+            ("9", "research-scout-tooling-r1"),
+        ]
+    )
     assert shape(forest) == [
         ("ads-auditor-2026-04-02", ["r1", "r2", "r10"]),  # natural order: r2 before r10
         ("blog-publisher", ["openclaw-guide-2026-04-02", "superada-2026-04-02"]),
@@ -73,25 +75,32 @@ def test_book_patches_sessions_from_events_and_reports_what_changed() -> None:
     book = SessionBook()
     ch = book.load([session("a", "x-1")])
     assert ch.structure and ch.rows == {"a"}
-    ch = book.apply([
-        SessionSpawned(session="b", label="x-2", ts=101.0, snapshot=session("b", "x-2")),
-        SessionOutput(session="a", label="x-1", ts=102.0, lines=["one", "two"]),
-        SessionStateChanged(session="a", label="x-1", ts=103.0, old=S.RUNNING, new=S.FAILED, exit_code=3,
-                            reason="exit code 3"),
-        SessionRetried(session="a", label="x-1", ts=104.0, attempt=2),
-        SessionOutput(session="zzz", ts=105.0, lines=["?"]),
-        CronFired(job="j", nominal=100.0, ts=106.0),
-        WatchdogFired(session="a", label="x-1", ts=107.0, outcome="retried"),
-        RunClosed(job="j", run="j#1", rate=0.5, ts=108.0),
-    ])
+    ch = book.apply(
+        [
+            SessionSpawned(session="b", label="x-2", ts=101.0, snapshot=session("b", "x-2")),
+            SessionOutput(session="a", label="x-1", ts=102.0, lines=["one", "two"]),
+            SessionStateChanged(
+                session="a", label="x-1", ts=103.0, old=S.RUNNING, new=S.FAILED, exit_code=3, reason="exit code 3"
+            ),
+            SessionRetried(session="a", label="x-1", ts=104.0, attempt=2),
+            SessionOutput(session="zzz", ts=105.0, lines=["?"]),
+            CronFired(job="j", nominal=100.0, ts=106.0),
+            WatchdogFired(session="a", label="x-1", ts=107.0, outcome="retried"),
+            RunClosed(job="j", run="j#1", rate=0.5, ts=108.0),
+        ]
+    )
     a = book.sessions["a"]
     assert ch.structure and ch.rows == {"a", "b"}
     assert a.state == S.FAILED and a.exit_code == 3 and a.ended_at == 103.0 and a.attempt == 2
     assert a.last_line == "two" and a.last_output_at == 102.0
     assert ch.output == {"a": [("stdout", ["one", "two"])]}
     assert ch.unknown == {"zzz"} and ch.schedule
-    assert [(m.kind, m.outcome) for m in ch.marks] == [("retry", "attempt 2 (user)"), ("cron", "ran"),
-                                                       ("watchdog", "retried"), ("run", "50%")]
+    assert [(m.kind, m.outcome) for m in ch.marks] == [
+        ("retry", "attempt 2 (user)"),
+        ("cron", "ran"),
+        ("watchdog", "retried"),
+        ("run", "50%"),
+    ]
 
 
 def test_filters_marks_and_rates() -> None:
@@ -143,18 +152,22 @@ def test_node_of_a_session_follows_its_state_events_and_is_counted_per_node() ->
     book = SessionBook()
     book.load([session("a", "x-1"), session("b", "x-2"), session("c", "y-1")])
     assert book.node_counts() == {}  # all local: the header shows no node list
-    book.apply([
-        SessionStateChanged(session="a", label="x-1", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.7/4f1a2b"),
-        SessionStateChanged(session="b", label="x-2", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.7/4f1a2b"),
-        SessionStateChanged(session="c", label="y-1", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.8/9c3d5e"),
-    ])
+    book.apply(
+        [
+            SessionStateChanged(session="a", label="x-1", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.7/4f1a2b"),
+            SessionStateChanged(session="b", label="x-2", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.7/4f1a2b"),
+            SessionStateChanged(session="c", label="y-1", ts=1.0, old=S.PENDING, new=S.RUNNING, node="10.0.0.8/9c3d5e"),
+        ]
+    )
     assert book.sessions["a"].node == "10.0.0.7/4f1a2b"
     assert book.node_counts() == {"10.0.0.7/4f1a2b": 2, "10.0.0.8/9c3d5e": 1}
     # Ended sessions no longer count; a retry waiting to be placed has no node yet.
-    book.apply([
-        SessionStateChanged(session="b", label="x-2", ts=2.0, old=S.RUNNING, new=S.DONE, node="10.0.0.7/4f1a2b"),
-        SessionStateChanged(session="c", label="y-1", ts=2.0, old=S.RUNNING, new=S.LOST, node="10.0.0.8/9c3d5e"),
-        SessionStateChanged(session="c", label="y-1", ts=3.0, old=S.LOST, new=S.PENDING, attempt=2),
-    ])
+    book.apply(
+        [
+            SessionStateChanged(session="b", label="x-2", ts=2.0, old=S.RUNNING, new=S.DONE, node="10.0.0.7/4f1a2b"),
+            SessionStateChanged(session="c", label="y-1", ts=2.0, old=S.RUNNING, new=S.LOST, node="10.0.0.8/9c3d5e"),
+            SessionStateChanged(session="c", label="y-1", ts=3.0, old=S.LOST, new=S.PENDING, attempt=2),
+        ]
+    )
     assert book.sessions["c"].node is None
     assert book.node_counts() == {"10.0.0.7/4f1a2b": 1}

@@ -78,8 +78,10 @@ async def shown(app: CrewApp, key: str) -> None:
 async def select(app: CrewApp, pilot: Any, key: str) -> None:
     await shown(app, key)
     app.main_screen.session_tree.select_key(key)
-    await wait_for(lambda: app.main_screen.session_tree.current is not None
-                   and app.main_screen.session_tree.current.id == key, what="cursor on row")
+    await wait_for(
+        lambda: app.main_screen.session_tree.current is not None and app.main_screen.session_tree.current.id == key,
+        what="cursor on row",
+    )
     await pilot.pause()
 
 
@@ -114,8 +116,12 @@ async def test_n_spawn_form_spawns_a_running_session(crew_orch: Orchestrator) ->
         assert s.state == S.RUNNING and s.agent == "echo" and s.task == "say hi" and s.watchdog_after == 600
         assert pid_alive(s.agent_pid)
         await shown(app, s.key)
-        await wait_for(lambda: app.main_screen.session_tree.current is not None
-                       and app.main_screen.session_tree.current.id == s.key, what="new row selected")
+        await wait_for(
+            lambda: (
+                app.main_screen.session_tree.current is not None and app.main_screen.session_tree.current.id == s.key
+            ),
+            what="new row selected",
+        )
 
 
 async def test_n_spawn_form_shows_errors_inline_and_spawns_nothing(crew_orch: Orchestrator) -> None:
@@ -142,8 +148,9 @@ async def test_n_spawn_form_shows_errors_inline_and_spawns_nothing(crew_orch: Or
         label_input.value = "taken-label"
         form.query_one("#spawn-watchdog", Input).value = ""
         await pilot.click("#spawn-ok")
-        await wait_for(lambda: "taken-label" in str(form.query_one("#spawn-error", Static).render()),
-                       what="runtime refusal shown")
+        await wait_for(
+            lambda: "taken-label" in str(form.query_one("#spawn-error", Static).render()), what="runtime refusal shown"
+        )
         assert taken in str(form.query_one("#spawn-error", Static).render())
         assert isinstance(app.screen, SpawnScreen)
         # A held domain: refused by the runtime, inline, naming the holder.
@@ -151,8 +158,9 @@ async def test_n_spawn_form_shows_errors_inline_and_spawns_nothing(crew_orch: Or
         form.query_one("#spawn-domain", Input).value = "article:held"
         label_input.focus()
         await pilot.press("enter")  # enter in a field submits the form too
-        await wait_for(lambda: "article:held" in str(form.query_one("#spawn-error", Static).render()),
-                       what="held domain shown")
+        await wait_for(
+            lambda: "article:held" in str(form.query_one("#spawn-error", Static).render()), what="held domain shown"
+        )
         assert holder in str(form.query_one("#spawn-error", Static).render())
         await pilot.press("escape")
         await pilot.pause()
@@ -177,8 +185,10 @@ async def test_s_steers_the_selected_session(crew_orch: Orchestrator) -> None:
         history = await crew_orch.history(key)
         assert "steered: hello there" in history.lines
         # The live transcript shows it too.
-        await wait_for(lambda: any("steered: hello there" in line.text for line in app.main_screen.transcript.lines),
-                       what="transcript line")
+        await wait_for(
+            lambda: any("steered: hello there" in line.text for line in app.main_screen.transcript.lines),
+            what="transcript line",
+        )
 
 
 async def test_s_broadcasts_to_marked_and_refuses_an_ended_session(crew_orch: Orchestrator) -> None:
@@ -254,8 +264,13 @@ async def test_k_on_a_group_kills_the_whole_group(crew_orch: Orchestrator, data_
         await shown(app, keys[0])
         group = app.main_screen.session_tree.nodes["g:blog-publisher"]
         app.main_screen.session_tree.move_cursor(group)
-        await wait_for(lambda: app.main_screen.session_tree.current is not None
-                       and app.main_screen.session_tree.current.kind == "group", what="group row")
+        await wait_for(
+            lambda: (
+                app.main_screen.session_tree.current is not None
+                and app.main_screen.session_tree.current.kind == "group"
+            ),
+            what="group row",
+        )
         await pilot.press("k")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
@@ -349,8 +364,9 @@ async def test_t_triggers_the_selected_cron_job(crew_orch: Orchestrator) -> None
         await ready(app, pilot)
         assert app.main_screen.meters.selected_job == "batch"
         await pilot.press("t")
-        await wait_for(lambda: {s.label for s in crew_orch.sessions.values()} == {"batch-a-r1", "batch-b-r1"},
-                       what="run spawned")
+        await wait_for(
+            lambda: {s.label for s in crew_orch.sessions.values()} == {"batch-a-r1", "batch-b-r1"}, what="run spawned"
+        )
         runs = await crew_orch.runs("batch")
         assert len(runs) == 1 and runs[0].number == 1
         await wait_for(lambda: len(app.main_screen.runs.get("batch", [])) == 1, what="meters reloaded")
@@ -402,8 +418,13 @@ async def test_number_keys_filter_by_state(crew_orch: Orchestrator) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
         await wait_for(lambda: rows() == {running, failed, done}, what="all rows")
-        for key, expected in (("2", {running}), ("6", {failed}), ("5", {done}), ("8", set()),
-                              ("1", {running, failed, done})):
+        for key, expected in (
+            ("2", {running}),
+            ("6", {failed}),
+            ("5", {done}),
+            ("8", set()),
+            ("1", {running, failed, done}),
+        ):
             await pilot.press(key)
             await pilot.pause()
             assert rows() == expected, key
@@ -432,8 +453,9 @@ async def test_enter_focuses_the_transcript_of_the_selected_session(crew_orch: O
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
         await select(app, pilot, key)
-        await wait_for(lambda: any("line one" in line.text for line in app.main_screen.transcript.lines),
-                       what="history")
+        await wait_for(
+            lambda: any("line one" in line.text for line in app.main_screen.transcript.lines), what="history"
+        )
         await pilot.press("enter")
         await pilot.pause()
         assert app.focused is app.main_screen.transcript
@@ -591,7 +613,8 @@ def detail_text(app: CrewApp) -> str:
 
 
 async def test_detail_shows_the_pids_of_a_session_that_started_after_the_listing_and_of_its_retry(
-        crew_orch: Orchestrator) -> None:
+    crew_orch: Orchestrator,
+) -> None:
     app = make_app(crew_orch)
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
@@ -600,16 +623,22 @@ async def test_detail_shows_the_pids_of_a_session_that_started_after_the_listing
         await wait_for(lambda: crew_orch.sessions[key].agent_pid is not None, what="the session's processes")
         await select(app, pilot, key)
         first = (crew_orch.sessions[key].agent_pid, crew_orch.sessions[key].shim_pid)
-        await wait_for(lambda: f"agent {first[0]} · shim {first[1]}" in detail_text(app),
-                       what="the pids in the detail pane on selection")
+        await wait_for(
+            lambda: f"agent {first[0]} · shim {first[1]}" in detail_text(app),
+            what="the pids in the detail pane on selection",
+        )
         # A new attempt runs new processes: shown when the selected session is running again.
         await crew_orch.kill(key)
         await wait_for(lambda: app.book.sessions[key].state == S.KILLED, what="UI copy killed")
         await pilot.press("r")
-        await wait_for(lambda: crew_orch.sessions[key].attempt == 2 and crew_orch.sessions[key].agent_pid is not None,
-                       what="attempt 2 running")
+        await wait_for(
+            lambda: crew_orch.sessions[key].attempt == 2 and crew_orch.sessions[key].agent_pid is not None,
+            what="attempt 2 running",
+        )
         second = (crew_orch.sessions[key].agent_pid, crew_orch.sessions[key].shim_pid)
         assert second != first
-        await wait_for(lambda: f"agent {second[0]} · shim {second[1]}" in detail_text(app),
-                       what="the new attempt's pids in the detail pane")
+        await wait_for(
+            lambda: f"agent {second[0]} · shim {second[1]}" in detail_text(app),
+            what="the new attempt's pids in the detail pane",
+        )
     await crew_orch.kill(key)

@@ -41,16 +41,25 @@ CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason=f"{CHROMIUM} is missing: scripts/install-browser.sh installs Debian's chromium"),
-    pytest.mark.skipif(sync_playwright is None,
-                       reason="the playwright package is missing: pip install -e '.[browser]' (or '.[test]')"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: scripts/install-browser.sh installs Debian's chromium"
+    ),
+    pytest.mark.skipif(
+        sync_playwright is None, reason="the playwright package is missing: pip install -e '.[browser]' (or '.[test]')"
+    ),
 ]
 
 # What works for Debian's chromium here, as root, with no network but localhost. Playwright adds --headless and
 # the profile (--user-data-dir, a fresh one under the test's tmp dir).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # No canvas for the page: xterm.js's WebGL and canvas renderers fail (it catches that) and its DOM renderer,
 # which writes the screen into `.xterm-rows` as text, takes over.
@@ -73,8 +82,13 @@ SHOWN = ["Sessions 3", "browser-scout", "alpha", "beta", "solo-writer-gamma", "a
 
 
 def ctl(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "crewtui", "ctl", "--data-dir", str(data), *args], capture_output=True,
-                          text=True, timeout=60, env=ENV)
+    return subprocess.run(
+        [PY, "-m", "crewtui", "ctl", "--data-dir", str(data), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+    )
 
 
 def free_port() -> int:
@@ -142,8 +156,11 @@ def open_dashboard(context: Any, url: str) -> Any:
     page = context.new_page()
     page.add_init_script(DOM_RENDERER)
     page.goto(url)
-    page.wait_for_function("() => document.body.classList.contains('-first-byte') || "
-                           "getComputedStyle(document.querySelector('#start')).display !== 'none'", timeout=30_000)
+    page.wait_for_function(
+        "() => document.body.classList.contains('-first-byte') || "
+        "getComputedStyle(document.querySelector('#start')).display !== 'none'",
+        timeout=30_000,
+    )
     start = page.locator("#start")
     if start.is_visible():
         start.click()
@@ -155,8 +172,13 @@ def start_serve(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://localhost:{port}/"
     with open(log, "ab") as out:
-        serve = subprocess.Popen([PY, "-m", "crewtui", "serve", "--port", str(port), "--data-dir", str(data)],
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        serve = subprocess.Popen(
+            [PY, "-m", "crewtui", "serve", "--port", str(port), "--data-dir", str(data)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
     wait_serving(url, serve)
     return serve, url
 
@@ -171,20 +193,34 @@ def test_crewtui_serve_shows_the_session_list_in_headless_chromium_and_leaves_no
         for label in LABELS:
             p = ctl(data, "spawn", "--label", label, "--json", "--", PY, "-c", SLEEPER)
             assert p.returncode == 0, p.stderr
-        wait_until(lambda: all(s["state"] == "running" and s["agent_pid"]
-                               for s in json.loads(ctl(data, "list", "--json").stdout)), 30, "the sessions to run")
+        wait_until(
+            lambda: all(
+                s["state"] == "running" and s["agent_pid"] for s in json.loads(ctl(data, "list", "--json").stdout)
+            ),
+            30,
+            "the sessions to run",
+        )
         agents = [s["agent_pid"] for s in json.loads(ctl(data, "list", "--json").stdout)]
 
         assert sync_playwright is not None
         with sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
-                args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 800})
+                str(tmp_path / "chromium-profile"),
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1280, "height": 800},
+            )
             try:
                 # Only this machine: the page also names a web font, which must not be fetched from anywhere.
-                context.route("**/*", lambda route: route.continue_()
-                              if urlparse(route.request.url).hostname in ("localhost", "127.0.0.1", "::1")
-                              else route.abort())
+                context.route(
+                    "**/*",
+                    lambda route: (
+                        route.continue_()
+                        if urlparse(route.request.url).hostname in ("localhost", "127.0.0.1", "::1")
+                        else route.abort()
+                    ),
+                )
                 serve, url = start_serve(data, tmp_path / "serve.log")
                 servers.append(serve)
                 page = open_dashboard(context, url)
@@ -200,8 +236,11 @@ def test_crewtui_serve_shows_the_session_list_in_headless_chromium_and_leaves_no
                 open_dashboard(context, url)
                 wait_until(lambda: len(dashboards(data)) == 2, 10, "a second dashboard for the second page")
                 page.close()
-                wait_until(lambda: dashboards(data) and first not in dashboards(data), 15,
-                           "the closed page's dashboard to exit")
+                wait_until(
+                    lambda: dashboards(data) and first not in dashboards(data),
+                    15,
+                    "the closed page's dashboard to exit",
+                )
 
                 # SIGTERM to the server with a page open: the page's dashboard ends, then the server.
                 serve.send_signal(signal.SIGTERM)

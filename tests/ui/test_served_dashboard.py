@@ -59,8 +59,14 @@ class Served:
 
     def __init__(self, dd: DataDir, log: Path) -> None:
         self.stderr = open(log, "wb")
-        self.proc = subprocess.Popen(serve_command(dd), shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, env=SERVED_ENV)
+        self.proc = subprocess.Popen(
+            serve_command(dd),
+            shell=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=SERVED_ENV,
+        )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin = self.proc.stdin
         self.out = self.proc.stdout.fileno()
@@ -156,7 +162,8 @@ def assert_left_cleanly(served: Served, code: int | None, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_served_dashboard_exits_on_a_signal_even_when_its_server_stopped_reading(
-        crew: tuple[Headless, str], served: Served, tmp_path: Path, sig: signal.Signals) -> None:
+    crew: tuple[Headless, str], served: Served, tmp_path: Path, sig: signal.Signals
+) -> None:
     # A server that hangs while shutting down, or whose reader ended with the websocket, leaves the pipe full;
     # Textual's web driver then slept in write(2) on the event loop and never acted on a signal (kill -9 only).
     served.stop_reading_until_full()
@@ -165,16 +172,18 @@ def test_a_served_dashboard_exits_on_a_signal_even_when_its_server_stopped_readi
     assert_session_still_running(crew)
 
 
-def test_a_served_dashboard_exits_when_its_input_closes(crew: tuple[Headless, str], served: Served,
-                                                        tmp_path: Path) -> None:
+def test_a_served_dashboard_exits_when_its_input_closes(
+    crew: tuple[Headless, str], served: Served, tmp_path: Path
+) -> None:
     served.drain()
     served.stdin.close()  # the server went away (EOF); before, the input thread just returned
     assert_left_cleanly(served, served.exited_within(EXIT_WITHIN), tmp_path)
     assert_session_still_running(crew)
 
 
-def test_a_served_dashboard_exits_when_its_server_is_killed(crew: tuple[Headless, str], served: Served,
-                                                            tmp_path: Path) -> None:
+def test_a_served_dashboard_exits_when_its_server_is_killed(
+    crew: tuple[Headless, str], served: Served, tmp_path: Path
+) -> None:
     # kill -9 of `crewtui serve`: both pipes lose their other end at once.
     served.stdin.close()
     served.proc.stdout.close()  # type: ignore[union-attr]

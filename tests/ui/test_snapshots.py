@@ -24,8 +24,9 @@ Snap = Callable[..., bool]
 RUNNING = "ads-auditor-2026-04-02-r6"  # a running session, sixth row
 
 
-def steps(*keys: str, select: str | None = None, type_into: tuple[str, str] | None = None,
-          pause: float | None = None) -> Callable[[Pilot[None]], Any]:
+def steps(
+    *keys: str, select: str | None = None, type_into: tuple[str, str] | None = None, pause: float | None = None
+) -> Callable[[Pilot[None]], Any]:
     """Put the cursor on the session labelled `select`, press `keys`, then put text into an input
     (moving and typing key by key would cost a frame per key)."""
 
@@ -95,14 +96,18 @@ def test_spawn_form_local_validation(snap_compare: Snap) -> None:
 
 
 def test_steer_prompt(snap_compare: Snap) -> None:
-    assert snap_compare(fake_app(), terminal_size=WIDE,
-                        run_before=steps("s", select=RUNNING, type_into=("#steer-text", "keep it short")))
+    assert snap_compare(
+        fake_app(),
+        terminal_size=WIDE,
+        run_before=steps("s", select=RUNNING, type_into=("#steer-text", "keep it short")),
+    )
 
 
 def test_steer_broadcast_to_marked(snap_compare: Snap) -> None:
     # Mark r5 (done) and r6 (running): the ended one is skipped, and the prompt says so.
-    assert snap_compare(fake_app(), terminal_size=WIDE,
-                        run_before=steps("space", "space", "s", select="ads-auditor-2026-04-02-r5"))
+    assert snap_compare(
+        fake_app(), terminal_size=WIDE, run_before=steps("space", "space", "s", select="ads-auditor-2026-04-02-r5")
+    )
 
 
 def test_kill_confirm(snap_compare: Snap) -> None:
@@ -126,8 +131,9 @@ def test_help_screen(snap_compare: Snap) -> None:
 
 
 def test_filter_applied(snap_compare: Snap) -> None:
-    assert snap_compare(fake_app(), terminal_size=WIDE,
-                        run_before=steps("slash", type_into=("#filter", "scout|pr-10[1-4]")))
+    assert snap_compare(
+        fake_app(), terminal_size=WIDE, run_before=steps("slash", type_into=("#filter", "scout|pr-10[1-4]"))
+    )
 
 
 def test_invalid_filter_is_an_inline_error(snap_compare: Snap) -> None:
@@ -147,8 +153,9 @@ def test_narrow_80x24_detail_tab(snap_compare: Snap) -> None:
 
 
 def test_narrow_80x24_schedule_tab(snap_compare: Snap) -> None:
-    assert snap_compare(fake_app(), terminal_size=NARROW,
-                        run_before=steps("right_square_bracket", "right_square_bracket"))
+    assert snap_compare(
+        fake_app(), terminal_size=NARROW, run_before=steps("right_square_bracket", "right_square_bracket")
+    )
 
 
 def test_too_small(snap_compare: Snap) -> None:

@@ -25,8 +25,8 @@ from crewtui.runtime.drivers.base import (
     validate_argv,
 )
 from crewtui.runtime.drivers.callable import AgentFn, CallableContext, CallableDriver, CallableHandle
-from crewtui.runtime.drivers.procs import pid_alive_with_start, proc_start_time, raise_fd_limit
 from crewtui.runtime.drivers.process import ProcessDriver, ProcessHandle
+from crewtui.runtime.drivers.procs import pid_alive_with_start, proc_start_time, raise_fd_limit
 
 if TYPE_CHECKING:
     from crewtui.config import BackendConfig
@@ -58,8 +58,12 @@ class Drivers:
     async def connect_ray(self, backend: BackendConfig, data_dir: DataDir) -> None:
         from crewtui.runtime.drivers.ray import RayDriver
 
-        ray = RayDriver(backend.address, backend.namespace, owner=f"{socket.gethostname()}:{data_dir.root}",
-                        start_timeout=backend.start_timeout)
+        ray = RayDriver(
+            backend.address,
+            backend.namespace,
+            owner=f"{socket.gethostname()}:{data_dir.root}",
+            start_timeout=backend.start_timeout,
+        )
         await ray.connect()
         self.ray = ray
         self._by_kind["ray"] = ray

@@ -84,7 +84,7 @@ class SessionHandle(ABC):
     node: str | None = None  # where it runs, for backends that place sessions on other machines
     lost_reason: str | None = None  # why it ended without an exit record, when the driver knows
 
-    def detach(self) -> None:
+    def detach(self) -> None:  # noqa: B027 - optional: most handles hold nothing to let go of
         """Stop watching without touching the session (the runtime is going away)."""
 
     @abstractmethod
@@ -206,8 +206,9 @@ def clear_attempt_records(sd: SessionDir) -> None:
 # ------------------------------------------------------------------------------------------ checks
 
 
-def validate_argv(argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                  *, local: bool = True) -> None:
+def validate_argv(
+    argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None, *, local: bool = True
+) -> None:
     """Raise BadInput unless `argv` names a program that can be run (found on env's PATH, or an executable
     file for a path, relative paths taken from `cwd`)."""
     if not argv:

@@ -214,7 +214,7 @@ class ProcessHandle(SessionHandle):
         deadline = loop.time() + grace
         try:
             await asyncio.wait_for(self._ended.wait(), timeout=grace)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             self._signal_group(signal.SIGKILL)
             await self._ended.wait()
             return
@@ -272,7 +272,7 @@ class ProcessDriver:
         try:
             try:
                 await asyncio.wait_for(read_to_eof(rfd, early), _START_TIMEOUT)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 timed_out = True
                 self._abandon(outer, rfd, early, sd)
             # Every holder of the pipe has closed it, the outer sh included, so it has exited or is exiting.
@@ -291,8 +291,11 @@ class ProcessDriver:
         if info is None:
             said = early.decode("utf-8", errors="replace").splitlines()
             why = " ".join(ln.strip() for ln in said if ln.strip() and not ln.startswith("shim-pid "))
-            missing = (f"no {SessionDir.PID} within {_START_TIMEOUT:g}s" if timed_out
-                       else f"its shim wrote no usable {SessionDir.PID}")
+            missing = (
+                f"no {SessionDir.PID} within {_START_TIMEOUT:g}s"
+                if timed_out
+                else f"its shim wrote no usable {SessionDir.PID}"
+            )
             raise CrewError(f"session {spec.key} did not start: {why or missing}")
         handle = ProcessHandle(spec.key, sd, info)
         handle.watch()
@@ -392,7 +395,9 @@ def _unrecorded_launches(data_dir: DataDir, known: set[str]) -> list[tuple[str, 
         info = read_launch(data_dir.session(name))
         if info is None:
             continue
-        if pid_alive_with_start(info.shim_pid, info.shim_start) or pid_alive_with_start(info.agent_pid, info.agent_start):
+        if pid_alive_with_start(info.shim_pid, info.shim_start) or pid_alive_with_start(
+            info.agent_pid, info.agent_start
+        ):
             out.append((name, info))
     return out
 

@@ -107,19 +107,25 @@ class RayHandle(SessionHandle):
                     batch = await self.actor.read.remote(out_f.tell(), err_f.tell(), _POLL_WAIT, _LINGER, _MAX_BATCH)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - any Ray failure ends in a decision below
+                except Exception as exc:
                     if _actor_died(self._ray, exc):
                         log.warning("session %s: its Ray actor died: %s", self.key, str(exc).splitlines()[0][:300])
-                        self.lost_reason = (f"its Ray actor on node {self.node} died (the node went down, or the "
-                                            "actor was killed)")
+                        self.lost_reason = (
+                            f"its Ray actor on node {self.node} died (the node went down, or the actor was killed)"
+                        )
                         return None
                     now = loop.time()
                     unavailable_since = unavailable_since or now
                     if now - unavailable_since > _UNAVAILABLE_GRACE:
-                        log.warning("session %s: its Ray actor has been unreachable for %.0fs: %s",
-                                    self.key, now - unavailable_since, exc)
-                        self.lost_reason = (f"its Ray actor on node {self.node} could not be reached for "
-                                            f"{_UNAVAILABLE_GRACE:g}s")
+                        log.warning(
+                            "session %s: its Ray actor has been unreachable for %.0fs: %s",
+                            self.key,
+                            now - unavailable_since,
+                            exc,
+                        )
+                        self.lost_reason = (
+                            f"its Ray actor on node {self.node} could not be reached for {_UNAVAILABLE_GRACE:g}s"
+                        )
                         return None
                     await asyncio.sleep(1.0)
                     continue
@@ -155,21 +161,23 @@ class RayHandle(SessionHandle):
             raise Conflict(f"session {self.key} has ended; it cannot be steered")
         try:
             why = await self.actor.send.remote(data)
-        except Exception as exc:  # noqa: BLE001
-            raise Conflict(f"session {self.key} could not be steered: its Ray actor is gone ({type(exc).__name__})") from None
+        except Exception as exc:
+            raise Conflict(
+                f"session {self.key} could not be steered: its Ray actor is gone ({type(exc).__name__})"
+            ) from None
         if why is not None:
             raise Conflict(f"session {self.key} could not be steered: {why}")
 
     async def terminate(self, grace: float) -> None:
         try:
             await self.actor.terminate.remote(grace)
-        except Exception as exc:  # noqa: BLE001 - a dead actor is already what we want
+        except Exception as exc:
             log.info("terminate %s: %s", self.key, exc)
             self._driver.kill_actor(self.actor)
         if self._pump_task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._pump_task), timeout=grace + 10.0)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 self._driver.kill_actor(self.actor)
 
     def detach(self) -> None:
@@ -184,8 +192,9 @@ class RayDriver:
     kind: DriverKind = "ray"
     survives_restart = True
 
-    def __init__(self, address: str = "auto", namespace: str = "crewtui", owner: str = "",
-                 start_timeout: float = 60.0) -> None:
+    def __init__(
+        self, address: str = "auto", namespace: str = "crewtui", owner: str = "", start_timeout: float = 60.0
+    ) -> None:
         self.ray = import_ray()
         self.address = address
         self.namespace = namespace
@@ -218,10 +227,11 @@ class RayDriver:
                 ),
                 _CONNECT_TIMEOUT,
             )
-        except (TimeoutError, asyncio.TimeoutError):
-            raise CrewError(f"cannot reach the Ray cluster at {self.address!r}: no answer within "
-                            f"{_CONNECT_TIMEOUT:g}s") from None
-        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; the user needs one line
+        except TimeoutError:
+            raise CrewError(
+                f"cannot reach the Ray cluster at {self.address!r}: no answer within {_CONNECT_TIMEOUT:g}s"
+            ) from None
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CrewError(f"cannot reach the Ray cluster at {self.address!r}: {first}") from None
         self._actor_cls = self._make_actor_class()
@@ -234,15 +244,16 @@ class RayDriver:
         host = host.strip("[]")
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
-        except (OSError, TimeoutError, asyncio.TimeoutError, ValueError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
                 why = "no answer within 5s"
             elif isinstance(exc, ConnectionRefusedError):
                 why = "Connection refused"
             else:
                 why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise CrewError(f"cannot reach the Ray cluster at {self.address!r}: {why} "
-                            f"(is `ray start --head` running there?)") from None
+            raise CrewError(
+                f"cannot reach the Ray cluster at {self.address!r}: {why} (is `ray start --head` running there?)"
+            ) from None
         writer.close()
 
     def _make_actor_class(self) -> Any:
@@ -251,7 +262,7 @@ class RayDriver:
         # Ship the actor's module by value: cluster nodes need Ray and the agents' programs, not crewtui.
         try:
             self.ray.cloudpickle.register_pickle_by_value(ray_actor)
-        except Exception:  # noqa: BLE001 - older cloudpickle: fall back to import by reference
+        except Exception:
             pass
         return self.ray.remote(ray_actor.SessionActor)
 
@@ -297,32 +308,45 @@ class RayDriver:
         while True:
             await self._free_name(key)
             try:
-                actor = self._actor_cls.options(**opts).remote(key, attempt, self.owner, list(spec.argv),
-                                                                dict(spec.env), files)
+                actor = self._actor_cls.options(**opts).remote(
+                    key, attempt, self.owner, list(spec.argv), dict(spec.env), files
+                )
             except ValueError as exc:
                 raise BadInput(f"Ray refused the actor for {key}: {exc}") from None
             placements += 1
             try:
                 info = await asyncio.wait_for(actor.info.remote(), max(0.1, deadline - loop.time()))
                 break
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 self.kill_actor(actor)
-                wanted = {k: v for k, v in opts.items() if k in ("num_cpus", "num_gpus", "memory", "resources", "label_selector")}
-                raise CrewError(f"session {key} did not start: no Ray node took it within {self.start_timeout:g}s "
-                                f"(asked for {wanted})") from None
-            except Exception as exc:  # noqa: BLE001
+                wanted = {
+                    k: v
+                    for k, v in opts.items()
+                    if k in ("num_cpus", "num_gpus", "memory", "resources", "label_selector")
+                }
+                raise CrewError(
+                    f"session {key} did not start: no Ray node took it within {self.start_timeout:g}s "
+                    f"(asked for {wanted})"
+                ) from None
+            except Exception as exc:
                 self.kill_actor(actor)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 # Placed on a node that died before Ray noticed (that takes its heartbeats, ~15 s): place it
                 # again while the start timeout allows. An agent that had started there died with its actor
                 # (PR_SET_PDEATHSIG) before the session was running, so two copies never run side by side.
                 if _actor_died(self.ray, exc) and loop.time() + _REPLACE_DELAY < deadline:
-                    log.warning("session %s: its actor died before starting (placement %d): %s; placing it again",
-                                key, placements, first)
+                    log.warning(
+                        "session %s: its actor died before starting (placement %d): %s; placing it again",
+                        key,
+                        placements,
+                        first,
+                    )
                     await asyncio.sleep(_REPLACE_DELAY)
                     continue
-                raise CrewError(f"session {key} did not start on Ray after {placements} placement"
-                                f"{'s' if placements != 1 else ''}: {first}") from None
+                raise CrewError(
+                    f"session {key} did not start on Ray after {placements} placement"
+                    f"{'s' if placements != 1 else ''}: {first}"
+                ) from None
         handle = RayHandle(self, key, attempt, sd, actor, node_name(info))
         handle.start_pump()
         return handle
@@ -352,12 +376,17 @@ class RayDriver:
             return None
         try:
             info = await asyncio.wait_for(actor.info.remote(), 30.0)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("re-adopt %s: its actor does not answer: %s", key, exc)
             return None
         if info.get("attempt") != attempt or info.get("owner") != self.owner:
-            log.warning("re-adopt %s: the actor by that name is attempt %s of %s, not attempt %s of ours; stopping it",
-                        key, info.get("attempt"), info.get("owner"), attempt)
+            log.warning(
+                "re-adopt %s: the actor by that name is attempt %s of %s, not attempt %s of ours; stopping it",
+                key,
+                info.get("attempt"),
+                info.get("owner"),
+                attempt,
+            )
             if info.get("owner") == self.owner:
                 self.kill_actor(actor)
             return None
@@ -379,7 +408,7 @@ class RayDriver:
         wanted = set(live)
         try:
             names = await asyncio.to_thread(self.ray.util.list_named_actors, False)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("cannot list Ray actors: %s", exc)
             return []
         ended = []
@@ -391,7 +420,7 @@ class RayDriver:
                 continue
             try:
                 info = await asyncio.wait_for(actor.info.remote(), 10.0)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 continue
             if info.get("owner") == self.owner:
                 await self._stop_actor(actor)
@@ -401,7 +430,7 @@ class RayDriver:
     async def _stop_actor(self, actor: Any) -> None:
         try:
             await asyncio.wait_for(actor.terminate.remote(1.0), 15.0)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         await self.dispose(actor)
 
@@ -409,12 +438,12 @@ class RayDriver:
         """Remove an actor whose end is recorded: its node-local files, then the actor itself."""
         try:
             await asyncio.wait_for(actor.cleanup.remote(), 10.0)
-        except Exception:  # noqa: BLE001 - the actor may already be gone
+        except Exception:
             pass
         self.kill_actor(actor)
 
     def kill_actor(self, actor: Any) -> None:
         try:
             self.ray.kill(actor, no_restart=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.info("ray.kill: %s", exc)

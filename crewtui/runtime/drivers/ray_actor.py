@@ -49,8 +49,9 @@ _DRAIN_AFTER_EXIT = 2.0
 class SessionActor:
     """One session attempt on a Ray node. Wrapped with `ray.remote` by the driver."""
 
-    def __init__(self, key: str, attempt: int, owner: str, argv: list[str], env: dict[str, str],
-                 files: dict[str, str]) -> None:
+    def __init__(
+        self, key: str, attempt: int, owner: str, argv: list[str], env: dict[str, str], files: dict[str, str]
+    ) -> None:
         self.key = key
         self.attempt = attempt
         self.owner = owner
@@ -76,8 +77,9 @@ class SessionActor:
         started = threading.Event()
         # The child is forked from a thread that lives as long as the child: PR_SET_PDEATHSIG fires when the
         # forking *thread* ends, so a short-lived pool thread must not be its parent.
-        threading.Thread(target=self._supervise, args=(argv, child_env, started), daemon=True,
-                         name=f"session-{key}").start()
+        threading.Thread(
+            target=self._supervise, args=(argv, child_env, started), daemon=True, name=f"session-{key}"
+        ).start()
         started.wait()
 
     # ---------------------------------------------------------------------------------- running
@@ -155,7 +157,7 @@ class SessionActor:
 
             ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
             node_id = ray.get_runtime_context().get_node_id()
-        except Exception:  # noqa: BLE001 - informational only
+        except Exception:
             ip, node_id = None, None
         return {
             "key": self.key,
@@ -232,7 +234,7 @@ class SessionActor:
                         return f"it has not read its input for {_SEND_TIMEOUT:g}s"
                     _, writable, _ = select.select([], [fd], [], min(left, 1.0))
                     if writable:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
             except (BrokenPipeError, ValueError, OSError):
                 return "it has closed its input"
         return None

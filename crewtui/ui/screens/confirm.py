@@ -21,8 +21,9 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "cancel", "No", id="confirm-no"),
     ]
 
-    def __init__(self, title: str, body: RenderableType, confirm: str = "Yes", *, danger: bool = True,
-                 id: str | None = None) -> None:
+    def __init__(
+        self, title: str, body: RenderableType, confirm: str = "Yes", *, danger: bool = True, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self._title = title
         self._body = body
@@ -35,8 +36,12 @@ class ConfirmScreen(ModalScreen[bool]):
             with VerticalScroll(classes="dialog-body"):
                 yield Static(self._body, id="confirm-body")
             with Horizontal(classes="dialog-buttons"):
-                yield Button(f"{self._confirm} (y)", id="confirm-ok", variant="error" if self._danger else "primary",
-                             compact=True)
+                yield Button(
+                    f"{self._confirm} (y)",
+                    id="confirm-ok",
+                    variant="error" if self._danger else "primary",
+                    compact=True,
+                )
                 yield Button("Cancel (n)", id="confirm-cancel", compact=True)
 
     def on_mount(self) -> None:

@@ -49,13 +49,19 @@ def legend() -> Text:
     for st in STATE_ORDER:
         t.append(f"{STATE_SYMBOLS[st]} {st.value}  ", style=STATE_COLORS[st])
     t.append("\nrows    ", style=f"bold {DIM}")
-    t.append("label · state · #attempt · age · last output;  a group: sessions · done/ended rate · states\n",
-             style=DIM)
+    t.append("label · state · #attempt · age · last output;  a group: sessions · done/ended rate · states\n", style=DIM)
     t.append("marks   ", style=f"bold {DIM}")
-    for kind, outcome, words in (("cron", "ran", "fired"), ("cron", "skipped", "skipped"), ("run", "90%", "run ≥80%"),
-                                 ("run", "40%", "run <50%"), ("watchdog", "noop", "watchdog ok"),
-                                 ("watchdog", "retried", "retried"), ("watchdog", "timed_out", "timed out"),
-                                 ("kill", "killed", "kill"), ("sweep", "1 killed", "sweep")):
+    for kind, outcome, words in (
+        ("cron", "ran", "fired"),
+        ("cron", "skipped", "skipped"),
+        ("run", "90%", "run ≥80%"),
+        ("run", "40%", "run <50%"),
+        ("watchdog", "noop", "watchdog ok"),
+        ("watchdog", "retried", "retried"),
+        ("watchdog", "timed_out", "timed out"),
+        ("kill", "killed", "kill"),
+        ("sweep", "1 killed", "sweep"),
+    ):
         sym, color, _ = mark_symbol(TimelineItem(ts=0, kind=kind, name="", outcome=outcome))  # type: ignore[arg-type]
         t.append(f"{sym} {words}  ", style=color)
     t.append("◇○□ dim: upcoming", style=DIM)

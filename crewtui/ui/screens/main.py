@@ -89,8 +89,9 @@ class MainScreen(MainView):
             if not members:
                 self.notify(f"group {ref.id} has no live session", severity="warning")
                 return
-            body = Text(f"{len(members)} live sessions whose label starts with {ref.id}-, and their children.\n",
-                        style="bold")
+            body = Text(
+                f"{len(members)} live sessions whose label starts with {ref.id}-, and their children.\n", style="bold"
+            )
             body.append("\n".join(s.label for s in members[:20]), style=DIM)
             if len(members) > 20:
                 body.append(f"\n… and {len(members) - 20} more", style=DIM)
@@ -104,9 +105,11 @@ class MainScreen(MainView):
             if s.state.terminal:
                 self.notify(f"{s.label} has already ended ({s.state.value})", severity="warning")
                 return
-            body = Text.assemble((s.label, "bold"), f"\n{s.key} · {s.state.value} · attempt {s.attempt}\n",
-                                 (("SIGTERM to its process group, SIGKILL after the grace period; its children "
-                                   "are killed too."), DIM))
+            body = Text.assemble(
+                (s.label, "bold"),
+                f"\n{s.key} · {s.state.value} · attempt {s.attempt}\n",
+                (("SIGTERM to its process group, SIGKILL after the grace period; its children are killed too."), DIM),
+            )
             self._confirm_kill(f"Kill {s.label}?", body, keys=[s.key])
 
     def _confirm_kill(self, title: str, body: Text, *, keys: list[str], prefix: str | None = None) -> None:
@@ -162,8 +165,7 @@ class MainScreen(MainView):
         if not retryable:
             s = targets[0]
             what = f"{s.label} is {s.state.value}" if len(targets) == 1 else "none of the marked sessions"
-            self.notify(f"{what}; only a failed, lost, killed or timed-out session can be retried",
-                        severity="warning")
+            self.notify(f"{what}; only a failed, lost, killed or timed-out session can be retried", severity="warning")
             return
         self._retry([s.key for s in retryable])
 

@@ -65,8 +65,7 @@ class Dashboard(Protocol):
     @property
     def exiting(self) -> bool: ...
 
-    async def call_runtime(self, name: str, *args: Any, what: str = "", quiet: bool = False,
-                           **kwargs: Any) -> Any: ...
+    async def call_runtime(self, name: str, *args: Any, what: str = "", quiet: bool = False, **kwargs: Any) -> Any: ...
 
     async def connect(self) -> None: ...
 
@@ -115,12 +114,17 @@ class MainView(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="status")
-        yield Tabs(Tab("Sessions", id="tab-sessions"), Tab("Detail", id="tab-detail"),
-                   Tab("Schedule", id="tab-schedule"), id="pane-tabs")
+        yield Tabs(
+            Tab("Sessions", id="tab-sessions"),
+            Tab("Detail", id="tab-detail"),
+            Tab("Schedule", id="tab-schedule"),
+            id="pane-tabs",
+        )
         with Horizontal(id="body"):
             with Vertical(id="left", classes="pane"):
-                yield Input(placeholder="filter labels: a regex; enter keeps it, escape clears it", id="filter",
-                            compact=True)
+                yield Input(
+                    placeholder="filter labels: a regex; enter keeps it, escape clears it", id="filter", compact=True
+                )
                 yield Static("", id="filter-error")
                 yield SessionTree(self.book, self.clock, id="sessions")
             with Vertical(id="right", classes="pane"):
@@ -336,9 +340,14 @@ class MainView(Screen[None]):
             filters.append(f"{STATE_SYMBOLS[self.book.state_filter]} {self.book.state_filter.value}")
         app = self.dashboard
         self.query_one("#status", StatusHeader).show(
-            info=app.info, attached=app.attached, connected=app.connected, counts=self.book.counts(),
+            info=app.info,
+            attached=app.attached,
+            connected=app.connected,
+            counts=self.book.counts(),
             nodes=self.book.node_counts(),
-            marked=len(self.book.marked), filters=" ".join(filters), now=self.clock.now(),
+            marked=len(self.book.marked),
+            filters=" ".join(filters),
+            now=self.clock.now(),
         )
 
     def _update_titles(self) -> None:

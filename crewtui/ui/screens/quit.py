@@ -33,8 +33,10 @@ class QuitScreen(ModalScreen["QuitChoice | None"]):
             yield Label("Quit crewtui", classes="dialog-title")
             body = Text()
             body.append(f"{self._live} live sessions. ", style="bold")
-            body.append("Sessions run on their own: left running, the next `crewtui` on this data dir "
-                        "finds them again (or attach to them from another terminal).")
+            body.append(
+                "Sessions run on their own: left running, the next `crewtui` on this data dir "
+                "finds them again (or attach to them from another terminal)."
+            )
             yield Static(body, classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Leave sessions running (l)", id="quit-leave", variant="primary", compact=True)

@@ -57,12 +57,14 @@ class SpawnScreen(ModalScreen["Session | None"]):
                 yield Input(placeholder="Write the SuperAda article", id="spawn-task", compact=True)
             with Horizontal(classes="field"):
                 yield Label("domain", classes="field-name")
-                yield Input(placeholder="optional exclusive claim, e.g. article:superada", id="spawn-domain",
-                            compact=True)
+                yield Input(
+                    placeholder="optional exclusive claim, e.g. article:superada", id="spawn-domain", compact=True
+                )
             with Horizontal(classes="field"):
                 yield Label("watchdog", classes="field-name")
-                yield Input(placeholder="optional, e.g. 15m: retry if not done by then", id="spawn-watchdog",
-                            compact=True)
+                yield Input(
+                    placeholder="optional, e.g. 15m: retry if not done by then", id="spawn-watchdog", compact=True
+                )
             yield Static("", id="spawn-watchdog-error", classes="field-error")
             yield Static("", id="spawn-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):

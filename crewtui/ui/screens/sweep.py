@@ -26,6 +26,10 @@ class SweepScreen(ConfirmScreen):
 
     def __init__(self, items: list[SweepItem]) -> None:
         n = len(items)
-        super().__init__(f"Sweep: {n} stale session{'s' if n != 1 else ''} (no output for too long)",
-                         sweep_table(items), confirm=f"Kill {n}", id="sweep-screen")
+        super().__init__(
+            f"Sweep: {n} stale session{'s' if n != 1 else ''} (no output for too long)",
+            sweep_table(items),
+            confirm=f"Kill {n}",
+            id="sweep-screen",
+        )
         self.items = items

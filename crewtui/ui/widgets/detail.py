@@ -55,10 +55,22 @@ class SessionDetail(Static):
         pids = "-"
         if s.shim_pid or s.agent_pid:
             pids = f"agent {s.agent_pid or '-'} · shim {s.shim_pid or '-'}"
-        where = " · ".join(x for x in (f"agent {s.agent}" if s.agent else "", f"pool {s.pool}" if s.pool else "",
-                                       f"domain {s.domain}" if s.domain else "") if x) or "-"
-        exit_text = Text("-" if s.exit_code is None else str(s.exit_code),
-                         style="" if s.exit_code in (None, 0) else STATE_COLORS[SessionState.FAILED])
+        where = (
+            " · ".join(
+                x
+                for x in (
+                    f"agent {s.agent}" if s.agent else "",
+                    f"pool {s.pool}" if s.pool else "",
+                    f"domain {s.domain}" if s.domain else "",
+                )
+                if x
+            )
+            or "-"
+        )
+        exit_text = Text(
+            "-" if s.exit_code is None else str(s.exit_code),
+            style="" if s.exit_code in (None, 0) else STATE_COLORS[SessionState.FAILED],
+        )
         result = "-" if s.result is None else json.dumps(s.result, ensure_ascii=False, separators=(",", ":"))
         rows: list[tuple[str, RenderableType]] = [
             ("key", Text(s.key, style="bold")),
@@ -105,8 +117,9 @@ class Transcript(RichLog):
     MAX_LINES = 2000
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=self.MAX_LINES, wrap=True, markup=False, highlight=False,
-                         auto_scroll=True, min_width=20)
+        super().__init__(
+            id=id, max_lines=self.MAX_LINES, wrap=True, markup=False, highlight=False, auto_scroll=True, min_width=20
+        )
         self.key: str | None = None
         self._entries: deque[Text] = deque(maxlen=self.MAX_LINES)
         self._wrapped_at = 0

@@ -124,8 +124,11 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         rather than read off the layout, which shows a newly needed scrollbar only at its next pass, and whether
         that pass came before this resize depends on the order in which the screen's events arrived."""
         region = self.scrollable_content_region
-        bar_due = (not self.show_vertical_scrollbar and self.styles.overflow_y != "hidden"
-                   and self.last_line + 1 > region.height)
+        bar_due = (
+            not self.show_vertical_scrollbar
+            and self.styles.overflow_y != "hidden"
+            and self.last_line + 1 > region.height
+        )
         return region.width - self.styles.scrollbar_size_vertical if bar_due else region.width
 
     # ------------------------------------------------------------------------------------ rendering
@@ -271,8 +274,9 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         for item in items:
             if isinstance(item, GroupNode):
                 name = item.prefix if parent is None else item.prefix[len(parent) + 1 :]
-                need = max(need, depth * self.guide_depth + 2 + len(name),
-                           self._measure(item.children, depth + 1, item.prefix))
+                need = max(
+                    need, depth * self.guide_depth + 2 + len(name), self._measure(item.children, depth + 1, item.prefix)
+                )
             else:
                 need = max(need, depth * self.guide_depth + len(MARK) + len(item.name))
         return need

@@ -46,8 +46,9 @@ def mark_symbol(item: TimelineItem) -> tuple[str, str, int]:
                 rate = None
         return "■", rate_color(rate), 2 if rate is None or rate >= 0.8 else 5 if rate >= 0.5 else 6
     if item.kind == "watchdog":
-        return {"retried": ("↻", RATE_MEDIUM, 4), "timed_out": ("◷", ORANGE, 5),
-                "gave_up": ("✘", RATE_BAD, 6)}.get(o, ("○", RATE_GOOD, 1))
+        return {"retried": ("↻", RATE_MEDIUM, 4), "timed_out": ("◷", ORANGE, 5), "gave_up": ("✘", RATE_BAD, 6)}.get(
+            o, ("○", RATE_GOOD, 1)
+        )
     if item.kind == "kill":
         return "☠", STATE_COLORS[SessionState.KILLED] if o == "killed" else ORANGE, 4
     if item.kind == "retry":
@@ -127,8 +128,11 @@ class Timeline(Widget):
             labels[x : x + len(s)] = list(s)
         head = Text(" " * LANE_W, no_wrap=True)
         head.append("".join(labels), style=DIM)
-        head.stylize(Style(color=ACCENT, bold=True), LANE_W + max(0, min(axis_w - 3, now_x - 1)),
-                     LANE_W + max(0, min(axis_w - 3, now_x - 1)) + 3)
+        head.stylize(
+            Style(color=ACCENT, bold=True),
+            LANE_W + max(0, min(axis_w - 3, now_x - 1)),
+            LANE_W + max(0, min(axis_w - 3, now_x - 1)) + 3,
+        )
         lines.append(head)
 
         ruler = Text(" " * LANE_W, no_wrap=True)
