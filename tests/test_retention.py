@@ -12,7 +12,7 @@ from crewtui.clock import FakeClock
 from crewtui.errors import BadInput, Conflict, StoreError
 from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.drivers import CallableContext
-from tests.conftest import PY, SLEEPER, crew_from, wait_for
+from tests.conftest import PY, SLEEPER, STUBBORN, crew_from, wait_for
 
 S = SessionState
 KEEP = 5
@@ -253,3 +253,16 @@ async def test_per_session_state_stays_bounded_over_hundreds_of_sessions(make_or
             peak[name] = max(peak.get(name, 0), n)
     assert max(peak.values()) <= BOUND, peak  # without retention: 600 sessions, 150 parents, 150 extra envs
     assert len(await orch.list()) == 600
+
+
+async def test_a_mass_kill_waits_for_sessions_that_leave_memory_while_it_runs(make_orch):
+    # Real processes that take a while to die: the first ones end, and are evicted, while the kill still waits on
+    # the rest. The kill must wait on what it held, not look the ended ones up again.
+    orch = await make_orch(keep_ended=KEEP)  # kill_grace 0.5 s: the stubborn one holds the kill up that long
+    keys = [(await orch.spawn(SpawnRequest(label=f"mass-{i}", argv=[PY, "-c", SLEEPER]))).key for i in range(40)]
+    keys.append((await orch.spawn(SpawnRequest(label="mass-stubborn", argv=[PY, "-c", STUBBORN]))).key)
+    await wait_for(lambda: all(orch.sessions[k].last_line for k in keys), what="every session to print")
+    killed = await orch.kill(prefix="mass-")
+    assert sorted(s.key for s in killed) == sorted(keys)
+    await wait_for(lambda: len(orch.sessions) <= BOUND, what="killed sessions to leave memory")
+    assert {s.state for s in await orch.list(prefix="mass-")} == {S.KILLED}

@@ -374,6 +374,8 @@ class Launcher:
                     order.setdefault(d, f"parent {self.table.describe(k)} was killed")
         sessions = self.table.sessions
         live = [k for k in order if k in sessions and sessions[k].state.live]
+        # Held now: a session that ends during the terminations may leave memory (retention) before we wait.
+        ended = [self.table.ended[k] for k in live]
         terminations = []
         for k in live:
             s = sessions[k]
@@ -398,7 +400,7 @@ class Launcher:
             if handle is not None:
                 terminations.append(handle.terminate(self.kill_grace))
         await asyncio.gather(*terminations, return_exceptions=True)
-        await asyncio.gather(*(self.table.ended[k].wait() for k in live))
+        await asyncio.gather(*(e.wait() for e in ended))
 
     async def _kill_launching(self, key: str, task: asyncio.Task[None]) -> None:
         await asyncio.shield(task)
