@@ -3,7 +3,7 @@
 Pure functions of a `ScheduleConfig` and float epoch seconds (UTC): no clock, no asyncio, no I/O. The scheduler
 asks them with whatever time its (possibly fake) clock says, so tests drive them with plain numbers.
 
-The three kinds (see DESIGN.md, "Schedule"):
+The three kinds (the crew file's `schedule = { kind = ... }`, see the README):
 - `at`: one instant; nothing after it.
 - `every`: `anchor + k * every` for k = 0, 1, 2, ...; without an anchor the epoch (0) is the anchor, so fires
   are aligned to multiples of the interval (a 15m job fires at :00, :15, :30, :45 UTC, and a restart does not

@@ -1,6 +1,6 @@
 """`ProcessDriver`: a session is a local argv (never a shell string) run through the shim, outliving the runtime.
 
-The shim (`shim.sh`, see DESIGN.md "Sessions outlive the dashboard") is not our child: its end is watched
+The shim (`shim.sh`, see docs/architecture.md, "Drivers") is not our child: its end is watched
 through a pidfd registered with the event loop (no thread and no polling per session), and a restarted
 runtime re-adopts it with `adopt`, trusting a pid only when its /proc start time matches the one recorded
 at launch.
