@@ -392,3 +392,67 @@ def test_stdin_closing_while_yielded_fails_instead_of_sleeping_forever(
     )
     assert proc.returncode == 1
     assert "stdin closed before the yield result arrived" in proc.stderr
+
+
+# ------------------------------------------------------------------- text seeds, tries and jitter
+
+
+def test_a_text_seed_gives_each_label_its_own_fate_and_duration_and_a_later_try_draws_again(tmp_path: Path) -> None:
+    """The demo crew passes `--seed {label}`: each session's fate and duration come from its label, the same in
+    every run; a later try of the session (tries/N in $CREWTUI_OUTPUT_DIR, as the runtime keeps them) draws
+    again, so a retry can go differently and a 429 is not forever."""
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir()
+    (later / "tries" / "1").mkdir(parents=True)
+    seeds = [f"inbox-triage-item{i}-r1" for i in range(8)]
+
+    def start(seed: str, out: Path) -> subprocess.Popen[str]:
+        argv = ["--task", "coin", "--duration", "0.5", "--jitter", "0.5", "--interval", "0.05", "--fail-rate", "0.5"]
+        return subprocess.Popen(
+            [*DEMO, *argv, "--seed", seed],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=_env(CREWTUI_OUTPUT_DIR=str(out)),
+        )
+
+    # Started together (32 interpreters), then collected: (exit code, steps from the start line).
+    procs = {(seed, out.name, n): start(seed, out) for seed in seeds for out in (first, later) for n in (1, 2)}
+    outcome: dict[tuple[str, str, int], tuple[int, int]] = {}
+    for key, proc in procs.items():
+        stdout, _ = proc.communicate(timeout=30)
+        steps = int(stdout.split(" steps, ", 1)[0].rsplit("(", 1)[1])
+        outcome[key] = (proc.returncode, steps)
+    for seed in seeds:
+        for out in ("first", "later"):
+            assert outcome[(seed, out, 1)] == outcome[(seed, out, 2)], (seed, out)  # same seed, same try: same draw
+    firsts = [outcome[(seed, "first", 1)] for seed in seeds]
+    assert {code for code, _ in firsts} == {0, 1}
+    assert len({steps for _, steps in firsts}) > 2 and all(5 <= steps <= 15 for _, steps in firsts)  # 0.25-0.75 s
+    assert any(outcome[(seed, "first", 1)] != outcome[(seed, "later", 1)] for seed in seeds)
+
+
+def test_children_of_a_text_seeded_parent_get_text_seeds_of_their_own(tmp_path: Path, fake_ctl: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(DEMO_FILE), "--task", "t", "--children", "1", *FAST, "--seed", "synthesis-lead-r1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=fake_ctl,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    LineReader(proc.stdout).wait_for(lambda line: line.startswith("yielded: "))
+    proc.stdin.write(json.dumps({"type": "yield_result", "children": []}) + "\n")
+    proc.stdin.close()
+    assert proc.wait(timeout=10) == 0
+    child = json.loads((tmp_path / "ctl.log").read_text().splitlines()[0])["argv"]
+    assert child[child.index("--seed") + 1] == "synthesis-lead-r1-sub-1"
+
+
+@pytest.mark.parametrize("flag", [["--jitter", "2"], ["--jitter", "-0.1"]])
+def test_bad_jitter_exits_2(flag: list[str]) -> None:
+    proc = run_demo("--task", "t", *flag)
+    assert proc.returncode == 2 and ": error: " in proc.stderr.strip().splitlines()[-1]

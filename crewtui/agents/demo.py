@@ -9,6 +9,12 @@ and the tests can exercise every path without a model provider:
 * its fate is drawn once at start (``--hang-rate``, ``--rate-limit-rate``, ``--fail-rate``; ``--seed`` makes
   it reproducible): hang (a stuck model call: alive, silent, still echoing steers), rate limited (exit 75
   with a 429 on stderr, which pools retry with backoff), failure (exit ``--exit-code``) or success;
+* ``--jitter`` varies the working time around ``--duration`` (drawn after the fate, from the same seed);
+* ``--seed`` takes an integer or any text, e.g. the session's label (``"--seed", "{label}"`` in a crew file):
+  then every session of an agent has a fate of its own, the same one in every run of the crew. A later try
+  of the same session (a retry, or a relaunch after a rate limit: the runtime keeps each earlier try's files
+  in ``$CREWTUI_OUTPUT_DIR/tries/N``) draws again, from the seed and the try number, so a retry can go
+  differently and a session seeded into a 429 is not rate limited forever;
 * with ``--children N`` (or "spawn N" in the task) it spawns N subagents through the real
   ``crewtui ctl spawn``, yields with ``crewtui ctl yield --no-wait`` and then sleeps until the runtime
   pushes the children's results as one ``{"type": "yield_result", ...}`` line on stdin: no polling.
@@ -76,6 +82,15 @@ def _seconds(*, allow_zero: bool) -> Any:
     return parse
 
 
+def _seed(text: str) -> int | str:
+    # An integer seeds as before; any other text seeds by its characters (random.Random hashes a str with
+    # SHA-512: the same in every process, unlike hash()).
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _int_in(low: int, high: int | None) -> Any:
     def parse(text: str) -> int:
         try:
@@ -108,7 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rate-limit-rate", type=_rate, default=0.0, help=f"probability of a 429 (exit {EXIT_RATE_LIMITED})"
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed the fate: same seed, same outcome")
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="seed the fate: an integer or any text (e.g. the session's label); same seed and try, same outcome",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=_rate,
+        default=0.0,
+        help="vary the duration by up to this fraction either way (0.5: from half to one and a half times)",
+    )
     # 0 is refused: a failure that exits 0 would be a silent failure.
     parser.add_argument("--exit-code", type=_int_in(1, 255), default=1, help="exit code on failure (default 1)")
     parser.add_argument(
@@ -139,6 +165,25 @@ def decide_fate(rng: random.Random, *, hang_rate: float, rate_limit_rate: float,
     if fail:
         return "fail"
     return "success"
+
+
+def try_number() -> int:
+    """Which try of its session this process is: 1, plus the earlier tries the runtime moved aside into
+    $CREWTUI_OUTPUT_DIR/tries/N (a retry, or a relaunch after a rate limit); 1 outside a runtime."""
+    out = os.environ.get("CREWTUI_OUTPUT_DIR")
+    if not out:
+        return 1
+    try:
+        return 1 + sum(1 for name in os.listdir(os.path.join(out, "tries")) if name.isdigit())
+    except OSError:
+        return 1
+
+
+def seeded_rng(seed: int | str | None, tries: int) -> random.Random:
+    """The fate's random source: the seed alone for a first try, the seed and the try number after."""
+    if seed is None:
+        return random.Random()
+    return random.Random(seed if tries == 1 else f"{seed}#try{tries}")
 
 
 def children_requested(explicit: int | None, task: str) -> int:
@@ -281,7 +326,7 @@ def _run_ctl(args: list[str]) -> str:
 
 
 def _spawn_and_yield(
-    agent: Agent, *, n: int, label: str, task: str, duration: float, interval: float, seed: int | None
+    agent: Agent, *, n: int, label: str, task: str, duration: float, interval: float, seed: int | str | None
 ) -> list[dict[str, Any]]:
     keys: list[str] = []
     child_duration = round(duration / 2, 3)
@@ -302,7 +347,7 @@ def _spawn_and_yield(
             "0",
         ]
         if seed is not None:
-            child_argv += ["--seed", str(seed + i)]
+            child_argv += ["--seed", str(seed + i) if isinstance(seed, int) else f"{seed}-sub-{i}"]
         out = _run_ctl(["spawn", "--json", "--label", f"{label}-sub-{i}", "--", *child_argv])
         session = _parse_json_object(out) if out.strip() else None
         if session is None or not isinstance(session.get("key"), str):
@@ -333,11 +378,12 @@ def run(argv: list[str] | None = None) -> int:
     if n_children and not os.environ.get("CREWTUI_SOCKET"):
         _fail("error: --children needs a crewtui runtime (CREWTUI_SOCKET is not set)", EXIT_USAGE)
 
-    rng = random.Random(args.seed) if args.seed is not None else random.Random()
+    rng = seeded_rng(args.seed, try_number())
     fate = decide_fate(rng, hang_rate=args.hang_rate, rate_limit_rate=args.rate_limit_rate, fail_rate=args.fail_rate)
-    # Drawn after the fate so adding reasons never changes which seeds fail.
+    # Drawn after the fate so adding reasons never changes which seeds fail; the duration after both.
     reason = rng.choice(_FAIL_REASONS)
-    steps = max(1, round(args.duration / args.interval))
+    duration = args.duration * (1 + args.jitter * (2 * rng.random() - 1))
+    steps = max(1, round(duration / args.interval))
     hang_after = min(2, steps)
     fail_after = max(1, steps // 2)
 
@@ -347,8 +393,8 @@ def run(argv: list[str] | None = None) -> int:
     # Started after the start line so a steer queued before launch is echoed after it, not above it.
     threading.Thread(target=_read_stdin, args=(agent,), name="stdin-steering", daemon=True).start()
     children: list[dict[str, Any]] = []
-    # duration/steps (~interval) keeps the total working time at --duration, and 0 means no waiting at all.
-    pace = args.duration / steps
+    # duration/steps (~interval) keeps the total working time at the duration, and 0 means no waiting at all.
+    pace = duration / steps
     # Deadline-based pacing keeps a steady rhythm however long printing or spawning takes.
     next_at = time.monotonic()
     for step in range(1, steps + 1):
@@ -367,7 +413,7 @@ def run(argv: list[str] | None = None) -> int:
                 n=n_children,
                 label=label or "demo",
                 task=task,
-                duration=args.duration,
+                duration=duration,
                 interval=args.interval,
                 seed=args.seed,
             )
