@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from crewtui.errors import RuntimeUnavailable, StoreError
-from crewtui.locations import DataDir
+from crewtui.locations import DataDir, make_private
 
 if TYPE_CHECKING:
     from crewtui.api import RuntimeAPI
@@ -67,7 +67,9 @@ def call_on_signals(callback: Callable[[], object], signals: Iterable[signal.Sig
 
 
 def log_to_file(dd: DataDir) -> None:
-    """While the dashboard owns the terminal, log lines would scribble over it: send them to a file."""
+    """While the dashboard owns the terminal, log lines would scribble over it: send them to a file (owner-only,
+    like everything the runtime writes: it names tasks and sessions)."""
+    make_private()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):

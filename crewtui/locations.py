@@ -5,12 +5,14 @@ Nothing else builds paths by hand: the data dir layout is defined here and only 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from crewtui.errors import StoreError
+from crewtui.errors import RuntimeUnavailable, StoreError
 
 APP = "crewtui"
 # sun_path is 108 bytes on Linux; longer socket paths get a short twin (see socket_bind_path).
@@ -39,13 +41,20 @@ class DataDir:
     def ensure(self) -> DataDir:
         """Create the data dir (owner-only) and check that it is writable; raise StoreError if not."""
         try:
+            os.stat(self.root)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # else mkdir below says what is wrong
+                raise StoreError(f"data dir {self.root} cannot be used: {_why(exc)}") from None
+        try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.sessions_root.mkdir(exist_ok=True, mode=0o700)
-            probe = self.root / ".write-probe"
-            probe.write_text("")
-            probe.unlink()
+            # A probe of our own: two runtimes starting at once must not trip over each other's (the loser is
+            # then refused by the lock, naming the winner).
+            fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
-            raise StoreError(f"data dir {self.root} is not writable: {exc.strerror or exc}") from None
+            raise StoreError(f"data dir {self.root} is not writable: {_why(exc)}") from None
         return self
 
     @property
@@ -86,8 +95,8 @@ class DataDir:
         if len(str(self.socket)) <= _MAX_SOCKET_PATH:
             return self.socket
         digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
-        short = Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
-        short.mkdir(mode=0o700, exist_ok=True)
+        short = short_socket_dir()
+        private_dir(short, create=True)
         return short / f"{digest}.sock"
 
 
@@ -174,12 +183,87 @@ class SessionDir:
         return [self.pid, self.exit, self.result, self.pid_tmp, self.exit_tmp, self.stdin_fifo]
 
 
+def short_socket_dir() -> Path:
+    """Where sockets of deep data dirs live: the user's runtime dir ($XDG_RUNTIME_DIR, private by design) when
+    there is one, else a per-user dir in the temp dir (checked: see `private_dir`)."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir and os.path.isabs(runtime_dir) and os.path.isdir(runtime_dir):
+        return Path(runtime_dir) / APP
+    return Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+
+
+def private_dir(path: Path, *, create: bool = False) -> Path:
+    """Check that `path` is a directory only its owner, this user, can use; with `create`, make it if missing.
+
+    A shared place like /tmp is first come, first served: another local user could make the directory before us
+    and then receive our requests and forge the replies. So a directory that is a symlink, not ours, or open to
+    others is refused (RuntimeUnavailable, one line), never used.
+    """
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise RuntimeUnavailable(f"cannot create the socket directory {path}: {_why(exc)}") from None
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise RuntimeUnavailable(f"cannot use the socket directory {path}: {_why(exc)}") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise RuntimeUnavailable(f"refusing the socket directory {path}: it is not a plain directory (a symlink?)")
+    if st.st_uid != os.getuid():
+        raise RuntimeUnavailable(
+            f"refusing the socket directory {path}: it belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); "
+            "another user may have made it to take over crewtui's socket. Remove it, or set TMPDIR or XDG_RUNTIME_DIR"
+        )
+    if st.st_mode & 0o077:
+        raise RuntimeUnavailable(
+            f"refusing the socket directory {path}: it is open to other users (mode {stat.S_IMODE(st.st_mode):04o}, "
+            f"want 0700); fix it with: chmod 700 {path}"
+        )
+    return path
+
+
 def socket_connect_path(path: str | os.PathLike[str]) -> str:
-    """The path to connect to: the socket itself, or the short twin a long `control.sock` symlink names."""
+    """The path to connect to: the socket itself, or the short twin a long `control.sock` symlink names (its
+    directory checked as the runtime checked it: a twin in a directory another user controls is refused)."""
     p = str(path)
     if len(p) > _MAX_SOCKET_PATH and os.path.islink(p):
-        return os.path.realpath(p)
+        target = os.path.realpath(p)
+        private_dir(Path(target).parent)
+        return target
     return p
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    return exc.strerror or str(exc)
+
+
+# ---------------------------------------------------------------------------------------------- file modes
+
+_USER_UMASK: int | None = None
+
+
+def make_private() -> None:
+    """From now on every file this process creates is owner-only, whatever the user's umask: a runtime's store,
+    log, registry and session records hold tasks and results. Sessions get the user's umask back (the shim
+    restores `user_umask()` for the agent), so what agents write in a user's tree is as the user expects."""
+    global _USER_UMASK
+    old = os.umask(0o077)
+    if _USER_UMASK is None:
+        _USER_UMASK = old
+
+
+def user_umask() -> int:
+    """The umask this process started with (before `make_private`)."""
+    if _USER_UMASK is not None:
+        return _USER_UMASK
+    current = os.umask(0o077)
+    os.umask(current)
+    return current
 
 
 def shim_path() -> Path:

@@ -18,7 +18,7 @@ from crewtui.errors import BadInput, ConfigError, NotFound
 from crewtui.locations import DataDir, socket_connect_path
 from crewtui.model import SessionState, SpawnRequest
 from tests.conftest import ECHO_AGENT, PY, crew_from
-from tests.faults.helpers import ENV, Headless, call, run_as_nobody
+from tests.faults.helpers import ENV, Headless, call, run_as_nobody, wait_until
 
 # An agent that reports exactly the argv it received, and nothing else.
 SHOW_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
@@ -271,3 +271,160 @@ def test_another_user_cannot_use_the_control_socket(tmp_path: Path, open_dir: bo
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ the socket's short twin
+
+
+def _deep_data_dir(base: Path) -> Path:
+    """A data dir whose control.sock path is too long for a Unix socket: the socket must get a short twin."""
+    d = base / ("d" * 60) / ("e" * 60)
+    assert len(str(DataDir(d).socket)) > 108
+    return d
+
+
+def _twin_env(tmpdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in ENV.items() if k != "XDG_RUNTIME_DIR"}
+    env["TMPDIR"] = str(tmpdir)
+    return env
+
+
+def _start_fails(d: Path, env: dict[str, str]) -> str:
+    p = subprocess.run(
+        [PY, "-m", "crewtui", "run", "--headless", "--data-dir", str(d)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    return p.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory as another user")
+@pytest.mark.parametrize("taken", ["other-owner", "open-mode", "symlink"])
+def test_a_socket_twin_dir_made_first_by_someone_else_is_refused_never_used(tmp_path: Path, taken: str) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    twin = tmpdir / f"crewtui-{os.getuid()}"
+    if taken == "other-owner":
+        twin.mkdir(mode=0o777)
+        os.chown(twin, 65534, 65534)  # another user got there first
+        why = "belongs to uid 65534"
+    elif taken == "open-mode":
+        twin.mkdir()
+        twin.chmod(0o777)
+        why = "open to other users"
+    else:
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        twin.symlink_to(tmp_path / "elsewhere")
+        why = "not a plain directory"
+    out = _start_fails(_deep_data_dir(tmp_path), _twin_env(tmpdir))
+    assert "refusing the socket directory" in out and why in out
+    assert not any(p.name.endswith(".sock") for p in tmp_path.rglob("*")), "a socket was bound there"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory as another user")
+def test_a_client_refuses_a_twin_link_into_a_directory_another_user_controls(tmp_path: Path) -> None:
+    d = _deep_data_dir(tmp_path)
+    DataDir(d).ensure()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o777)
+    os.chown(foreign, 65534, 65534)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # the forger's socket, waiting for our requests
+    listener.bind(str(foreign / "x.sock"))
+    listener.listen(1)
+    listener.settimeout(0.5)
+    try:
+        os.symlink(foreign / "x.sock", DataDir(d).socket)
+        p = subprocess.run(
+            [PY, "-m", "crewtui", "ctl", "--data-dir", str(d), "list"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert p.returncode == 2 and "refusing the socket directory" in p.stderr and "Traceback" not in p.stderr
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nothing ever connected: the request (and its task text) never reached it
+    finally:
+        listener.close()
+
+
+def test_a_deep_data_dir_serves_through_a_private_twin(tmp_path: Path) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    d = _deep_data_dir(tmp_path)
+    h = Headless(d, env=_twin_env(tmpdir))
+    try:
+        twin = Path(socket_connect_path(DataDir(d).socket)).parent
+        assert twin == tmpdir / f"crewtui-{os.getuid()}" and mode(twin) == 0o700
+        assert call(h.dd.socket, "ping")["result"] == "pong"
+    finally:
+        h.stop()
+
+
+# ------------------------------------------------------------------------------------------ file modes
+
+
+def test_every_file_the_runtime_writes_is_owner_only_whatever_the_umask_and_dir_mode(tmp_path: Path) -> None:
+    base = tmp_path / "mine"
+    base.mkdir()
+    d = base / "data"
+    d.mkdir(mode=0o755)  # a data dir the user made, readable by others
+    d.chmod(0o755)
+    crew = tmp_path / "crew.toml"
+    made = tmp_path / "made-by-agent"
+    agent = f"import json, pathlib; pathlib.Path({str(made)!r}).write_text('x'); print(json.dumps(dict(ok=1)))"
+    crew.write_text(
+        textwrap.dedent(
+            f"""
+            [crew]
+            name = "modes"
+            registry = "registry.json"
+            [agents.w]
+            command = [{json.dumps(PY)}, "-c", {json.dumps(agent)}]
+            """
+        )
+    )
+    h = Headless(d, crew, umask=0o022)
+    try:
+        key = call(h.dd.socket, "spawn", label="modes-1", agent="w")["result"]["key"]
+        wait_until(lambda: (d / "registry.json").exists(), 20, "the registry")
+        # A retry moves the first attempt's files to tries/1: those must stay private too.
+        call(h.dd.socket, "spawn", label="modes-2", argv=[PY, "-c", "import sys; sys.exit(3)"])
+        wait_until(lambda: call(h.dd.socket, "get", ref="modes-2")["result"]["state"] == "failed", 20, "a failure")
+        call(h.dd.socket, "retry", ref="modes-2")
+        wait_until(lambda: call(h.dd.socket, "get", ref="modes-2")["result"]["state"] == "failed", 20, "the retry")
+    finally:
+        h.stop()
+    # The dashboard's log file, written by a process with the same umask.
+    subprocess.run(
+        [
+            PY,
+            "-c",
+            f"import logging; from crewtui.launch import log_to_file; from crewtui.locations import DataDir; "
+            f"log_to_file(DataDir({str(d)!r})); logging.info('hello')",
+        ],
+        env=ENV,
+        check=True,
+        umask=0o022,
+        timeout=30,
+    )
+    written = [p for p in d.rglob("*") if p.is_file() or p.is_fifo()]
+    names = {p.name for p in written}
+    assert {
+        "crewtui.db",
+        "runtime.lock",
+        "registry.json",
+        "crewtui.log",
+        "stdout.log",
+        "pid.json",
+        "exit.json",
+    } <= names
+    assert any("tries" in p.parts for p in written)
+    assert {str(p.relative_to(d)): oct(mode(p)) for p in written if mode(p) & 0o077} == {}
+    assert all(mode(p) & 0o077 == 0 for p in d.rglob("*") if p.is_dir())
+    # ... while what the agent writes in the user's tree keeps the user's umask.
+    assert key and mode(made) == 0o644

@@ -11,6 +11,7 @@ below (arguments sent by parameter name, the reply parsed as the method's return
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,10 +30,12 @@ class RemoteRuntime(RuntimeAPI):
         self.socket_path = Path(socket_path)
         self.data_dir = Path(data_dir) if data_dir else self.socket_path.parent
 
+    def _hint(self) -> str:
+        return f"start one with: crewtui run --headless --data-dir {self.data_dir}"
+
     def _unavailable(self) -> RuntimeUnavailable:
         return RuntimeUnavailable(
-            f"no crewtui runtime is listening in {self.data_dir} (socket {self.socket_path}); "
-            f"start one with: crewtui run --headless --data-dir {self.data_dir}"
+            f"no crewtui runtime is listening in {self.data_dir} (socket {self.socket_path}); {self._hint()}"
         )
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -44,6 +47,12 @@ class RemoteRuntime(RuntimeAPI):
             raise self._unavailable() from None
         except PermissionError:
             raise RuntimeUnavailable(f"not allowed to use the control socket {self.socket_path} (owner only)") from None
+        except OSError as exc:
+            if exc.errno is None and not self.socket_path.is_symlink():
+                # Too long for a Unix socket, and no link to a short twin: a runtime would have made one.
+                raise self._unavailable() from None
+            why = "a symbolic link loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+            raise RuntimeUnavailable(f"cannot reach a runtime at {self.socket_path}: {why}; {self._hint()}") from None
 
     async def call(self, op: str, /, **args: Any) -> Any:
         """One request: the reply's result as JSON data, or its error raised as the CrewError of its kind."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from crewtui.config import CrewConfig
 from crewtui.control.server import ControlServer
-from crewtui.locations import DataDir
+from crewtui.locations import DataDir, make_private
 from crewtui.runtime.lock import DataDirLock
 from crewtui.runtime.orchestrator import Orchestrator
 from crewtui.store import Store
@@ -40,6 +40,8 @@ class RuntimeHost:
         self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> Orchestrator:
+        # Every file the runtime writes (store, log, registry, session records) is owner-only from here on.
+        make_private()
         self.data_dir.ensure()
         self.lock.acquire()
         store: Store | None = None

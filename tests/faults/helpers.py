@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crewtui.control.client import RemoteRuntime
-from crewtui.locations import DataDir
+from crewtui.locations import DataDir, socket_connect_path
 from crewtui.model import SessionState
 
 PY = sys.executable
@@ -54,14 +54,28 @@ async def await_until(predicate: Callable[[], Any], timeout: float, what: str, i
 class Headless:
     """`crewtui run [CREW] --headless --data-dir D` as a real child process."""
 
-    def __init__(self, data_dir: Path, crew: Path | None = None, *, wait: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        crew: Path | None = None,
+        *,
+        wait: bool = True,
+        env: Mapping[str, str] | None = None,
+        umask: int | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.dd = DataDir(self.data_dir)
         args = [PY, "-m", "crewtui", "run", "--headless", "--data-dir", str(self.data_dir)]
         if crew is not None:
             args.insert(4, str(crew))
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(env) if env is not None else ENV,
+            umask=-1 if umask is None else umask,
         )
         self.pid = self.proc.pid
         if wait:
@@ -197,7 +211,7 @@ def call(sock: Path, op: str, timeout: float = 10.0, **args: Any) -> Any:
     """One request over the control socket with a plain blocking socket; the decoded reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(str(sock))
+        s.connect(socket_connect_path(sock))  # a deep data dir's control.sock links to a short twin
         s.sendall((json.dumps({"op": op, "args": args}) + "\n").encode())
         return json.loads(read_line(s))
 

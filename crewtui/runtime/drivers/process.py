@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from crewtui.errors import BadInput, Conflict, CrewError
-from crewtui.locations import DataDir, SessionDir, shim_path
+from crewtui.locations import DataDir, SessionDir, shim_path, user_umask
 from crewtui.model import DriverKind
 from crewtui.runtime.drivers.base import (
     AdoptSpec,
@@ -236,7 +236,8 @@ class ProcessDriver:
 
     async def start(self, spec: LaunchSpec) -> ProcessHandle:
         """Start the spec's argv as its session, writing to its session dir; return once pid.json exists."""
-        full_env = {**os.environ, **spec.env}
+        # The shim keeps its own files owner-only and gives the agent the user's umask back.
+        full_env = {**os.environ, **spec.env, "CREWTUI_AGENT_UMASK": f"{user_umask():04o}"}
         sd = SessionDir(spec.dir.path.absolute())
         cwd = spec.cwd
         # The session dir itself is a fine cwd: it is created below.

@@ -98,6 +98,16 @@ write_json() {
     printf '%s\n' "$2" >"$DIR/$1.tmp" && mv -f -- "$DIR/$1.tmp" "$DIR/$1"
 }
 
+# The shim's own files (logs, pid.json, exit.json) are owner-only whatever the umask: they hold the task's
+# output. The agent gets the user's umask back (the runtime passes it in CREWTUI_AGENT_UMASK), so what it
+# writes in the user's tree is as the user expects.
+AGENT_UMASK=${CREWTUI_AGENT_UMASK-}
+unset CREWTUI_AGENT_UMASK
+case $AGENT_UMASK in
+    '' | *[!0-7]*) AGENT_UMASK=$(umask) ;;  # not given: the agent keeps the umask the shim started with
+esac
+umask 077
+
 if [ ! -p "$DIR/stdin.fifo" ]; then
     mkfifo -m 600 "$DIR/stdin.fifo"
 fi
@@ -112,10 +122,18 @@ case ${1-} in
     *) env --default-signal=INT,QUIT --version >/dev/null 2>&1 && RESET_SIGNALS=1 ;;
 esac
 
+# The redirections happen in the background job before its body runs, so the logs are made owner-only; the
+# body then sets the agent's umask and replaces itself with the agent (exec: no extra process).
 if [ -n "$RESET_SIGNALS" ]; then
-    env --default-signal=INT,QUIT -- "$@" <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
+    {
+        [ -z "$AGENT_UMASK" ] || umask "$AGENT_UMASK"
+        exec env --default-signal=INT,QUIT -- "$@"
+    } <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
 else
-    "$@" <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
+    {
+        [ -z "$AGENT_UMASK" ] || umask "$AGENT_UMASK"
+        exec "$@"
+    } <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
 fi
 AGENT_PID=$!
 
