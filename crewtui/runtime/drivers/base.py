@@ -235,8 +235,8 @@ def validate_argv(
 
 
 def check_steer(line: str) -> bytes:
-    """A steer line as the bytes written to the session (one line, newline-terminated), or BadInput."""
+    """A steer line as the bytes written to the session (the text, at most 64 KiB, and its newline), or BadInput."""
     data = (line + "\n").encode("utf-8", errors="replace")
-    if len(data) > MAX_STEER_BYTES:
-        raise BadInput(f"message too long: {len(data)} bytes, at most {MAX_STEER_BYTES} bytes can be sent")
+    if len(data) > MAX_STEER_BYTES + 1:
+        raise BadInput(f"message too long: {len(data) - 1} bytes, at most {MAX_STEER_BYTES} bytes can be sent")
     return data

@@ -9,11 +9,14 @@ at launch.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -49,6 +52,8 @@ log = logging.getLogger("crewtui.drivers.process")
 _START_TIMEOUT = 5.0
 # A session that leaves its stdin unread for this long while a steer line waits is not listening.
 _SEND_TIMEOUT = 30.0
+# While a line waits for room in a session's input pipe, how often to look again.
+_ROOM_POLL = 0.05
 
 
 class ProcessHandle(SessionHandle):
@@ -69,6 +74,7 @@ class ProcessHandle(SessionHandle):
         self._send_lock = asyncio.Lock()
         self._pidfd: int | None = None
         self._pgid: int | None = None
+        self.send_timeout = _SEND_TIMEOUT
         try:
             pidfd = os.pidfd_open(info.shim_pid)
         except (ProcessLookupError, ValueError, OverflowError):
@@ -158,30 +164,42 @@ class ProcessHandle(SessionHandle):
                 os.close(fd)
 
     async def _write_all(self, fd: int, data: bytes) -> None:
+        """Write one steer line whole, or nothing of it.
+
+        A line written in parts could be cut off by a timeout, and the next steer would then be glued onto its
+        first part. So the line is written in one `write` once the pipe has room for all of it: the runtime is
+        the pipe's only writer (under the send lock), so that room can only grow until we write.
+        """
         loop = self.watch()
-        view = memoryview(data)
-        deadline = loop.time() + _SEND_TIMEOUT
-        while view:
-            try:
-                n = os.write(fd, view)
-                view = view[n:]
-                continue
-            except BlockingIOError:
-                pass
-            except BrokenPipeError:
-                raise Conflict(f"session {self.key} has ended; cannot send to it") from None
-            # The pipe is full: wait until the agent reads (or the session ends, which wakes us too).
+        need = len(data)
+        _make_room_for(fd, need, self.key)
+        deadline = loop.time() + self.send_timeout
+        while True:
+            if _pipe_free(fd) >= need:
+                try:
+                    os.write(fd, data)
+                except BrokenPipeError:
+                    raise Conflict(f"session {self.key} has ended; cannot send to it") from None
+                return
             remaining = deadline - loop.time()
             if remaining <= 0 or not self.alive():
-                raise Conflict(f"session {self.key} is not reading its input; message not (fully) sent")
+                raise Conflict(
+                    f"session {self.key} is not reading its input; the message was not sent (none of it was written)"
+                )
+            # The pipe is too full: wait for the agent to read (or the session to end, which wakes us too). A pipe
+            # says it is writable as soon as a page is free, which may be less than the line: look again shortly.
             writable: asyncio.Future[None] = loop.create_future()
             loop.add_writer(fd, resolve, writable)
             ended: asyncio.Future[Any] = asyncio.ensure_future(self._ended.wait())
             try:
-                await asyncio.wait({writable, ended}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {writable, ended}, timeout=min(remaining, _ROOM_POLL), return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 loop.remove_writer(fd)
                 ended.cancel()
+            if writable.done():
+                await asyncio.sleep(min(_ROOM_POLL, max(0.0, deadline - loop.time())))
 
     def _signal_group(self, sig: int) -> bool:
         """Signal the session's process group; False if it is empty. Never our own group."""
@@ -221,6 +239,26 @@ class ProcessHandle(SessionHandle):
         if self._group_alive():
             # A timer, not a task: nothing to cancel or await if the loop stops first.
             loop.call_at(deadline, self._signal_group, signal.SIGKILL)
+
+
+def _pipe_free(fd: int) -> int:
+    """Bytes a pipe can take now: its capacity minus what waits unread in it."""
+    capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return int(capacity) - int(unread)
+
+
+def _make_room_for(fd: int, need: int, key: str) -> None:
+    """Grow the pipe so one line of `need` bytes fits at all (a new pipe holds 64 KiB; a steer may be 64 KiB + 1)."""
+    if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) >= need:
+        return
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, need)
+    except OSError as exc:  # over the user's pipe quota or fs.pipe-max-size
+        raise Conflict(
+            f"session {key}: a message of {need} bytes cannot be sent whole: its input pipe cannot grow "
+            f"({exc.strerror or exc})"
+        ) from None
 
 
 class ProcessDriver:

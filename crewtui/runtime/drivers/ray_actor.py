@@ -16,13 +16,15 @@ agent's own programs but not crewtui. One actor per session attempt, named after
 
 from __future__ import annotations
 
+import fcntl
 import os
-import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from typing import Any
@@ -224,20 +226,25 @@ class SessionActor:
             return "it has ended"
         with self._send_lock:
             fd = proc.stdin.fileno()
-            view = memoryview(data)
             deadline = time.monotonic() + _SEND_TIMEOUT
             try:
                 os.set_blocking(fd, False)
-                while view:
+                # Whole or nothing (as the local driver): a line cut off by the timeout would have the next one
+                # glued onto its first part. We are the pipe's only writer, so its free room only grows.
+                if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < len(data):
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, len(data))
+                while True:
+                    capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+                    unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+                    if capacity - unread >= len(data):
+                        os.write(fd, data)
+                        return None
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        return f"it has not read its input for {_SEND_TIMEOUT:g}s"
-                    _, writable, _ = select.select([], [fd], [], min(left, 1.0))
-                    if writable:
-                        view = view[os.write(fd, view) :]
+                        return f"it has not read its input for {_SEND_TIMEOUT:g}s (nothing of the message was written)"
+                    time.sleep(min(left, 0.05))
             except (BrokenPipeError, ValueError, OSError):
                 return "it has closed its input"
-        return None
 
     def terminate(self, grace: float) -> dict[str, Any] | None:
         """SIGTERM the agent's whole process group, SIGKILL after `grace` seconds; return its exit."""
