@@ -178,7 +178,7 @@ async def test_steering_delivers_lines_in_order(driver: ProcessDriver, tmp_path:
 async def test_send_refuses_oversized_line(driver: ProcessDriver, tmp_path: Path) -> None:
     h = await driver.start(spec("s", [PY, "-c", ECHO], tmp_path / "s", {}))
     with pytest.raises(BadInput):
-        await h.send("x" * (64 * 1024))
+        await h.send("x" * (64 * 1024 + 1))  # 64 KiB of text is the limit (issue "Hardening" item 17)
     await h.send("stop")
     assert (await h.wait()) is not None
 
