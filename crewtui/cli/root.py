@@ -109,36 +109,48 @@ def demo(data_dir: str | None, headless: bool, no_mouse: bool) -> None:
     "--host",
     default="localhost",
     show_default=True,
-    help="Address to listen on. textual-serve has no authentication: keep it on localhost (ssh -L).",
+    help="Address to listen on. The page is plain http: keep it on localhost (from elsewhere: ssh -L).",
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--token",
+    envvar="CREWTUI_SERVE_TOKEN",
+    show_envvar=True,
+    default=None,
+    metavar="SECRET",
+    help="The secret the page's URL carries (default: a new random one at each start). For scripts; prefer the "
+    "environment variable, since every local user can read a command line.",
+)
 @click.pass_context
 @user_errors
-def serve(ctx: click.Context, data_dir: str | None, host: str, port: int) -> None:
-    """Serve attached dashboards in a browser (textual-serve). Each page attaches to the crew's runtime."""
+def serve(ctx: click.Context, data_dir: str | None, host: str, port: int, token: str | None) -> None:
+    """Serve attached dashboards in a browser (textual-serve). Each page attaches to the crew's runtime.
+
+    Only a page opened with the URL this prints (it carries a secret token) can use a dashboard; requests
+    from other web pages (their Origin) or by other names (their Host: DNS rebinding) are refused."""
     try:
         import textual_serve.server  # noqa: F401
     except ImportError:
         fail("crewtui serve needs textual-serve: pip install 'crewtui[serve]'")
     from crewtui.launch import served_by_other
-    from crewtui.ui.served import make_server
+    from crewtui.ui.served import check_token, is_loopback, make_server, new_token, page_url
 
+    token = check_token(token) if token is not None else new_token()
     dd = resolve_data_dir(data_dir or (ctx.obj or {}).get("data_dir"))
     if not served_by_other(dd):
         raise BadInput(
             f"no runtime serves {dd.root}; start one first: crewtui run CREW.toml --headless --data-dir {dd.root}"
         )
-    if host not in ("localhost", "127.0.0.1", "::1"):
+    if not is_loopback(host):
         say(
-            f"crewtui serve: WARNING: listening on {host}; textual-serve has no authentication, "
-            "anyone who can reach this port can steer and kill your crew"
+            f"crewtui serve: WARNING: listening on {host}; anyone who can reach this port and learns the token "
+            "can steer and kill your crew, and plain http shows the token to anyone on the way: prefer localhost "
+            "and ssh -L"
         )
-    else:
-        say(
-            f"crewtui serve: http://{host}:{port}/ (localhost only: textual-serve has no authentication; "
-            "from another machine use ssh -L)"
-        )
-    make_server(serve_command(dd), host=host, port=port, title=f"crewtui · {dd.root.name}").serve()
+    say(f"crewtui serve: open {page_url(host, port, token)}")
+    reach = f" (from another machine: ssh -L {port}:localhost:{port}, then the same URL)" if is_loopback(host) else ""
+    say(f"crewtui serve: only a page opened with this URL can use the dashboard{reach}; Ctrl+C stops serving")
+    make_server(serve_command(dd), host=host, port=port, title=f"crewtui · {dd.root.name}", token=token).serve()
 
 
 def serve_command(dd: DataDir) -> str:

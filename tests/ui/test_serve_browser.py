@@ -15,16 +15,19 @@ Skipped, saying why, only when /usr/bin/chromium (`scripts/install-browser.sh`) 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -151,8 +154,8 @@ def wait_serving(url: str, serve: subprocess.Popen[Any], timeout: float = 30) ->
     wait_until(up, timeout, f"crewtui serve to answer on {url}", interval=0.1)
 
 
-def open_dashboard(context: Any, url: str) -> Any:
-    """A page on `url`, past textual-serve's splash (its Start button, when it shows one), showing SHOWN."""
+def open_dashboard(context: Any, url: str, shown: list[str] = SHOWN) -> Any:
+    """A page on `url`, past textual-serve's splash (its Start button, when it shows one), showing `shown`."""
     page = context.new_page()
     page.add_init_script(DOM_RENDERER)
     page.goto(url)
@@ -164,23 +167,56 @@ def open_dashboard(context: Any, url: str) -> Any:
     start = page.locator("#start")
     if start.is_visible():
         start.click()
-    page.wait_for_function(SHOWS_ALL, arg=SHOWN, timeout=30_000)
+    page.wait_for_function(SHOWS_ALL, arg=shown, timeout=30_000)
     return page
 
 
-def start_serve(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def printed_url(log: Path, port: int) -> str | None:
+    """The URL `crewtui serve` printed for a person to open (the last one naming `port`), if it did yet."""
+    found = re.findall(rf"http://[^\s]*:{port}/[^\s]*", log.read_text(errors="replace"))
+    return found[-1] if found else None
+
+
+def start_serve(data: Path, log: Path, *args: str, env: dict[str, str] = ENV) -> tuple[subprocess.Popen[bytes], str]:
+    """`crewtui serve` on a free localhost port, and the URL it printed (the one a person pastes)."""
     port = free_port()
-    url = f"http://localhost:{port}/"
     with open(log, "ab") as out:
         serve = subprocess.Popen(
-            [PY, "-m", "crewtui", "serve", "--port", str(port), "--data-dir", str(data)],
+            [PY, "-m", "crewtui", "serve", "--port", str(port), "--data-dir", str(data), *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=ENV,
+            env=env,
         )
-    wait_serving(url, serve)
-    return serve, url
+
+    def url() -> str | None:
+        assert serve.poll() is None, f"crewtui serve exited {serve.returncode}: {log.read_text(errors='replace')}"
+        return printed_url(log, port)
+
+    printed: str = wait_until(url, 30, "crewtui serve to print its URL", interval=0.1)
+    wait_serving(printed, serve)
+    return serve, printed
+
+
+def launch_chromium(pw: Any, tmp_path: Path) -> Any:
+    """Debian's chromium, headless, on a fresh profile, reaching nothing but this machine."""
+    context = pw.chromium.launch_persistent_context(
+        str(tmp_path / "chromium-profile"),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 800},
+    )
+    # Only this machine: the page also names a web font, which must not be fetched from anywhere.
+    context.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if urlparse(route.request.url).hostname in ("localhost", "127.0.0.1", "::1")
+            else route.abort()
+        ),
+    )
+    return context
 
 
 def test_crewtui_serve_shows_the_session_list_in_headless_chromium_and_leaves_no_process(tmp_path: Path) -> None:
@@ -204,23 +240,8 @@ def test_crewtui_serve_shows_the_session_list_in_headless_chromium_and_leaves_no
 
         assert sync_playwright is not None
         with sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"),
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 1280, "height": 800},
-            )
+            context = launch_chromium(pw, tmp_path)
             try:
-                # Only this machine: the page also names a web font, which must not be fetched from anywhere.
-                context.route(
-                    "**/*",
-                    lambda route: (
-                        route.continue_()
-                        if urlparse(route.request.url).hostname in ("localhost", "127.0.0.1", "::1")
-                        else route.abort()
-                    ),
-                )
                 serve, url = start_serve(data, tmp_path / "serve.log")
                 servers.append(serve)
                 page = open_dashboard(context, url)
@@ -278,3 +299,100 @@ def test_crewtui_serve_shows_the_session_list_in_headless_chromium_and_leaves_no
     wait_until(lambda: not started_under(tmp_path), 15, "every process naming the test's tmp dir to end")
     wait_until(lambda: not any(proc_alive(pid) for pid in agents), 15, "the session agents to end")
     wait_until(lambda: not (descendants(os.getpid()) - before), 15, "this test's child processes to end")
+
+
+# A page of another origin (another port on 127.0.0.1: another user's server, or any page the user visits)
+# opens the dashboard's websocket and types into it. `opened` means the attack reached a dashboard.
+DRIVE_FROM_ELSEWHERE = """async ([urls, keys]) => {
+  const attempt = url => new Promise(resolve => {
+    let opened = false;
+    const ws = new WebSocket(url);
+    ws.onopen = () => {
+      opened = true;
+      for (const key of keys) ws.send(JSON.stringify(["stdin", key]));
+    };
+    ws.onclose = () => resolve(opened ? "opened" : "refused");
+    setTimeout(() => resolve(opened ? "opened" : "no answer"), 15000);
+  });
+  const out = [];
+  for (const url of urls) out.push(await attempt(url));
+  return out;
+}"""
+
+
+class ElsewherePage(http.server.BaseHTTPRequestHandler):
+    """A tiny web server on another port of 127.0.0.1 with one harmless-looking page."""
+
+    def do_GET(self) -> None:
+        body = b"<!DOCTYPE html><html><body><p>nothing to see here</p></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_page_from_another_origin_cannot_drive_the_dashboard(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    rt = Headless(data)
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ElsewherePage)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    serve: subprocess.Popen[bytes] | None = None
+    try:
+        p = ctl(data, "spawn", "--label", "victim", "--json", "--", PY, "-c", SLEEPER)
+        assert p.returncode == 0, p.stderr
+        wait_until(
+            lambda: [s["state"] for s in json.loads(ctl(data, "list", "--json").stdout)] == ["running"],
+            30,
+            "the session to run",
+        )
+        assert sync_playwright is not None
+        with sync_playwright() as pw:
+            context = launch_chromium(pw, tmp_path)
+            try:
+                serve, url = start_serve(data, tmp_path / "serve.log")
+                port = urlparse(url).port
+                # The user's own page, from the printed URL, works; its websocket URL is what a thief would want.
+                own = open_dashboard(context, url, ["victim", "attached to pid"])
+                own_ws = own.eval_on_selector("#terminal", "e => e.dataset.sessionWebsocketUrl")
+                wait_until(lambda: len(dashboards(data)) == 1, 10, "one dashboard for the user's page")
+                token = parse_qs(urlparse(url).query).get("token", [""])[0]
+
+                page = context.new_page()
+                page.goto(f"http://127.0.0.1:{elsewhere.server_address[1]}/")
+                size = "width=80&height=24"
+                urls = [
+                    f"ws://localhost:{port}/ws?{size}",  # knows only the port
+                    f"ws://127.0.0.1:{port}/ws?{size}",
+                    f"ws://localhost:{port}/ws?token={token}&{size}",  # even with the token, had it leaked
+                    f"{own_ws}?{size}",
+                ]
+                # Keys that would ask to kill the selected session and confirm it.
+                outcome = page.evaluate(DRIVE_FROM_ELSEWHERE, [urls, ["k", "\r", "y"]])
+                assert outcome == ["refused"] * len(urls), dict(zip(urls, outcome))
+                assert len(dashboards(data)) == 1, "a dashboard was started for the other origin's page"
+                page.close()
+                own.close()
+            finally:
+                context.close()
+        sessions = json.loads(ctl(data, "list", "--json").stdout)
+        assert [(s["label"], s["state"]) for s in sessions] == [("victim", "running")], sessions
+    finally:
+        elsewhere.shutdown()
+        elsewhere.server_close()
+        if serve is not None and serve.poll() is None:
+            serve.terminate()
+            try:
+                serve.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                serve.wait()
+        for pid in dashboards(data):
+            os.kill(pid, signal.SIGKILL)
+        for s in json.loads(ctl(data, "list", "--json").stdout or "[]"):
+            if s["state"] in ("running", "pending", "yielded"):
+                ctl(data, "kill", s["key"], "--yes")
+        rt.stop()
