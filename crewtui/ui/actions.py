@@ -67,6 +67,22 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec("t", "trigger", "Trigger", "trigger", "Trigger the cron job selected in the meters pane now"),
     ActionSpec(
+        "plus",
+        "zoom_in",
+        "Zoom in",
+        "zoom-in",
+        "Zoom the timeline in: a shorter span either side of now (1d, 6h, 1h, 15m, 5m, 1m)",
+        key_display="+",
+    ),
+    ActionSpec(
+        "minus",
+        "zoom_out",
+        "Zoom out",
+        "zoom-out",
+        "Zoom the timeline out: a longer span either side of now (1m, 5m, 15m, 1h, 6h, 1d)",
+        key_display="-",
+    ),
+    ActionSpec(
         "space",
         "mark",
         "Mark",
@@ -125,6 +141,8 @@ FOOTER_PRIORITY: tuple[str, ...] = (
     "retry",
     "trigger",
     "mark",
+    "zoom-in",
+    "zoom-out",
     "state",
 )
 

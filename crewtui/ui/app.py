@@ -208,6 +208,12 @@ class CrewApp(App[None]):
     def action_next_pane(self) -> None:
         self.main_screen.action_next_pane()
 
+    def action_zoom_in(self) -> None:
+        self.main_screen.zoom_timeline(-1)
+
+    def action_zoom_out(self) -> None:
+        self.main_screen.zoom_timeline(1)
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 

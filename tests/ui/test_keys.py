@@ -642,3 +642,93 @@ async def test_detail_shows_the_pids_of_a_session_that_started_after_the_listing
             what="the new attempt's pids in the detail pane",
         )
     await crew_orch.kill(key)
+
+
+# ------------------------------------------------------------------------------------------------ + and -
+
+
+def timeline_lanes(app: CrewApp) -> tuple[int, dict[str, str], str]:
+    """The timeline as plain text: the column of "now", each lane's cells (after the lane name), the title."""
+    from crewtui.ui.widgets.timeline import LANE_W, Timeline
+
+    lines = app.main_screen.query_one("#timeline", Timeline).render().plain.splitlines()
+    now_x = lines[1].index("┃") - LANE_W
+    lanes = {line[:LANE_W].strip(): line[LANE_W:] for line in lines[2:6]}
+    return now_x, lanes, str(app.main_screen.query_one("#timeline-pane").border_title)
+
+
+async def test_plus_and_minus_zoom_the_timeline_from_a_minute_to_a_day_either_side(crew_orch: Orchestrator) -> None:
+    # A cron fire now (a fresh crew: the timeline fits itself to a minute) and a watchdog due in 120 s.
+    await crew_orch.cron_trigger("batch")
+    await crew_orch.spawn(SpawnRequest(label="watched", argv=py(SLEEPER), watchdog_after=120))
+    app = make_app(crew_orch)
+    notes = recording(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        now_x, lanes, title = timeline_lanes(app)
+        assert title == "Timeline · past 1m · next 1m"
+        assert lanes["cron"][now_x - 1 : now_x + 1].count("◆") == 1  # the fire, at now
+        assert "○" not in lanes["watch"]  # 120 s away: off the axis
+
+        def watchdog_offset() -> int:
+            x, lanes, _ = timeline_lanes(app)
+            return lanes["watch"].index("○") - x
+
+        axis = len(lanes["watch"]) - 1  # columns from one end to the other
+        for key, span, label in (("minus", 300, "5m"), ("minus", 900, "15m")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert timeline_lanes(app)[2] == f"Timeline · past {label} · next {label}"
+            # Re-placed: 120 s is 120 / (2 * span) of the axis right of now.
+            assert abs(watchdog_offset() - 120 / (2 * span) * axis) <= 1.5, label
+
+        for key, label in (("minus", "1h"), ("minus", "6h"), ("minus", "1d")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert timeline_lanes(app)[2] == f"Timeline · past {label} · next {label}"
+        await pilot.press("minus")  # clamped: a day is the widest
+        await pilot.pause()
+        assert timeline_lanes(app)[2] == "Timeline · past 1d · next 1d"
+        assert notes[-1] == "the timeline is at its widest: a day either side of now"
+        # The longer span was fetched: the next batch fire (within the hour) is on the axis, close to now.
+        await wait_for(lambda: "◇" in timeline_lanes(app)[1]["cron"], what="the next fire at a day's span")
+
+        for label in ("6h", "1h", "15m", "5m", "1m"):
+            await pilot.press("plus")
+            await pilot.pause()
+            assert timeline_lanes(app)[2] == f"Timeline · past {label} · next {label}"
+        assert "○" not in timeline_lanes(app)[1]["watch"]
+        await pilot.press("plus")  # clamped: a minute is the narrowest
+        await pilot.pause()
+        assert timeline_lanes(app)[2] == "Timeline · past 1m · next 1m"
+        assert notes[-1] == "the timeline is at its narrowest: a minute either side of now"
+
+
+def test_an_unzoomed_timeline_fits_its_span_to_the_marks_and_a_zoomed_one_keeps_it() -> None:
+    from crewtui.model import TimelineItem
+    from crewtui.ui.widgets.timeline import Timeline
+
+    now = 1_000_000.0
+    timeline = Timeline(lambda: now)
+
+    def fed(*ages: float, upcoming: float | None = None) -> str:
+        items = [TimelineItem(ts=now - age, kind="cron", name="job") for age in ages]
+        if upcoming is not None:
+            items.append(TimelineItem(ts=now + upcoming, kind="cron", name="job", future=True))
+        timeline.set_items(items, now)
+        return timeline.title
+
+    # A crew's marks age: the span widens with them, from a minute to an hour; never wider on its own.
+    assert fed(5, 2, upcoming=30) == "Timeline · past 1m · next 1m"
+    assert fed(200, 5, upcoming=30) == "Timeline · past 5m · next 5m"
+    assert fed(700, upcoming=30) == "Timeline · past 15m · next 15m"
+    assert fed(3000) == "Timeline · past 1h · next 1h"
+    assert fed(20000) == "Timeline · past 1h · next 1h"
+    # Nothing yet: as far as the next mark; nothing at all: an hour.
+    assert fed(upcoming=200) == "Timeline · past 5m · next 5m"
+    assert fed() == "Timeline · past 1h · next 1h"
+    assert timeline.window(now) == (now - 3600, now + 3600)
+    # Zoomed: the user's span stays, whatever comes, and only that much is asked for.
+    assert timeline.widen(-1)
+    assert fed(5, upcoming=30) == "Timeline · past 15m · next 15m"
+    assert timeline.window(now) == (now - 900, now + 900)

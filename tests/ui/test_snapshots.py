@@ -175,3 +175,12 @@ def test_ray_backend_shows_nodes(snap_compare: Snap) -> None:
     # Sessions on a Ray cluster: each row says its node, the detail pane names it, the header counts per node.
     app = fake_app(ray_nodes=("10.0.0.7/4f1a2b", "10.0.0.8/9c3d5e", "10.0.0.9/77e0aa"))
     assert snap_compare(app, terminal_size=WIDE, run_before=steps(select=RUNNING))
+
+
+def test_timeline_zoomed_in_to_15_minutes(snap_compare: Snap) -> None:
+    # `+` from the hour the fake's marks fill: a quarter of an hour either side, the times to the second.
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("plus"))
+
+
+def test_timeline_zoomed_out_to_6_hours(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("minus", pause=0.3))

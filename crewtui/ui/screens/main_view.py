@@ -35,7 +35,7 @@ from crewtui.ui.widgets.footer import CrewFooter
 from crewtui.ui.widgets.header import StatusHeader
 from crewtui.ui.widgets.meters import HISTORY, CronMeters
 from crewtui.ui.widgets.session_tree import RowRef, SessionTree
-from crewtui.ui.widgets.timeline import SPAN, Timeline
+from crewtui.ui.widgets.timeline import Timeline
 
 log = logging.getLogger("crewtui.ui")
 
@@ -154,7 +154,7 @@ class MainView(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#left").border_title = "Sessions"
         self.query_one("#right").border_title = "Detail"
-        self.query_one("#timeline-pane").border_title = "Timeline · past hour · next hour"
+        self._show_timeline_span()
         self.query_one("#meters-pane").border_title = "Cron jobs · completion rate"
         self.query_one("#filter", Input).cursor_blink = self.dashboard.cursor_blink
         self.query_one("#detail", SessionDetail).show_nothing("loading sessions…")
@@ -400,8 +400,9 @@ class MainView(Screen[None]):
         self.meters.display = bool(self.jobs)
         timeline = self.query_one("#timeline", Timeline)
         try:
-            items = await runtime.timeline(now - SPAN, now + SPAN)
+            items = await runtime.timeline(*timeline.window(now))
             timeline.set_items(items, now)
+            self._show_timeline_span()  # an unzoomed timeline fits its span to the marks
         except (NotImplementedError, AttributeError):
             timeline.set_note("the timeline is not available in this runtime yet")
         except CrewError as exc:
@@ -409,6 +410,22 @@ class MainView(Screen[None]):
         except Exception as exc:
             log.exception("loading the timeline failed")
             timeline.set_note(f"could not load the timeline: {exc}")
+
+    def zoom_timeline(self, step: int) -> None:
+        """`-` (+1) and `+` (-1): the timeline's next longer or shorter span; a longer one is fetched at once."""
+        timeline = self.query_one("#timeline", Timeline)
+        if not timeline.widen(step):
+            limit = "widest: a day" if step > 0 else "narrowest: a minute"
+            self.notify(f"the timeline is at its {limit} either side of now")
+            return
+        self._show_timeline_span()
+        if self.layout_mode == "narrow":
+            self._show_pane("schedule")
+        if step > 0:
+            self.reload_schedule()
+
+    def _show_timeline_span(self) -> None:
+        self.query_one("#timeline-pane").border_title = self.query_one("#timeline", Timeline).title
 
     # ------------------------------------------------------------------------------------ selection
 

@@ -1,8 +1,12 @@
-"""The cron/watchdog timeline: the past hour and the next, "now" in the middle, one lane per kind of mark.
+"""The cron/watchdog timeline: "now" in the middle, the same span either side, one lane per kind of mark.
 
 Past marks (fires, closed runs with their rate, watchdogs with their outcome, retries, sweeps, kills) are
 bright; future ones (next fires, armed watchdogs, run deadlines) are dim. Under the lanes, the latest marks
 and the next ones are listed in words.
+
+The span zooms (`+`/`-`) in steps from a minute to a day either side (SPANS). Until it is zoomed, it fits
+itself to what there is to show (`fit_span`): a fresh crew's marks, seconds apart, get a minute either side
+rather than one column of a two-hour axis, and the span widens as they age, up to an hour.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from crewtui.formatting import clock_time
 from crewtui.model import SessionState, TimelineItem
 from crewtui.ui.format import DIM, RATE_BAD, RATE_GOOD, RATE_MEDIUM, STATE_COLORS, rate_color
 
-SPAN = 3600.0  # seconds each side of now
+SPANS: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0)  # seconds either side of now
+AUTO_SPANS = SPANS[: SPANS.index(3600.0) + 1]  # what an unzoomed timeline fits itself to: a minute to an hour
 LANES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cron", ("cron",)),
     ("runs", ("run",)),
@@ -58,6 +63,24 @@ def mark_symbol(item: TimelineItem) -> tuple[str, str, int]:
     return "i", {"warning": RATE_MEDIUM, "error": RATE_BAD}.get(o, "#61afef"), 2
 
 
+def span_label(span: float) -> str:
+    """60 -> "1m", 900 -> "15m", 3600 -> "1h", 86400 -> "1d"."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if span >= size and span % size == 0:
+            return f"{span // size:.0f}{unit}"
+    return f"{span:.0f}s"
+
+
+def fit_span(items: list[TimelineItem], now: float) -> float:
+    """The smallest of AUTO_SPANS that shows the oldest past mark (with a little room), or, with nothing past,
+    the next upcoming one; the widest of them when neither fits."""
+    past = [m.ts for m in items if not m.future and m.ts <= now]
+    reach = now - min(past) if past else min((m.ts - now for m in items if m.ts > now), default=None)
+    if reach is None:
+        return AUTO_SPANS[-1]
+    return next((span for span in AUTO_SPANS if reach <= span * 0.9), AUTO_SPANS[-1])
+
+
 def describe(item: TimelineItem, now: float) -> Text:
     sym, color, _ = mark_symbol(item)
     text = Text(no_wrap=True, overflow="ellipsis")
@@ -74,7 +97,8 @@ def describe(item: TimelineItem, now: float) -> Text:
 
 
 class Timeline(Widget):
-    """Renders marks on a two-hour axis centred on now; fed by `timeline()` and by live events."""
+    """Renders marks on an axis centred on now, `span` seconds either side; fed by `timeline()` and by live
+    events."""
 
     DEFAULT_CSS = "Timeline { height: auto; }"
 
@@ -84,12 +108,38 @@ class Timeline(Widget):
         self.items: list[TimelineItem] = []
         self.live: list[TimelineItem] = []
         self.note: str | None = "loading the schedule…"
+        self.span = AUTO_SPANS[-1]
+        self.auto = True  # fit the span to the marks (fit_span) until the user zooms
+
+    @property
+    def title(self) -> str:
+        """The pane's title: what the axis spans."""
+        label = span_label(self.span)
+        return f"Timeline · past {label} · next {label}"
+
+    def window(self, now: float) -> tuple[float, float]:
+        """The times to ask the runtime for: the span either side, or the widest one it may fit to."""
+        half = AUTO_SPANS[-1] if self.auto else self.span
+        return now - half, now + half
+
+    def widen(self, step: int) -> bool:
+        """Step +1 zooms out (the next longer span), -1 in; False, and nothing changes, past either end of
+        SPANS. Either way the span is the user's from then on: it no longer fits itself to the marks."""
+        i = SPANS.index(self.span) + step
+        if not 0 <= i < len(SPANS):
+            return False
+        self.span = SPANS[i]
+        self.auto = False
+        self.refresh()
+        return True
 
     def set_items(self, items: list[TimelineItem], fetched_at: float) -> None:
         self.note = None
         self.items = items
         # Live marks up to the fetch are in `items` now; keep only the newer ones.
         self.live = [m for m in self.live if m.ts > fetched_at]
+        if self.auto:
+            self.span = fit_span(items, fetched_at)
         self.refresh()
 
     def add_marks(self, marks: list[TimelineItem]) -> None:
@@ -109,9 +159,12 @@ class Timeline(Widget):
         if self.note is not None:
             return Text(self.note, style=f"italic {DIM}")
         now = self._now()
-        start, end = now - SPAN, now + SPAN
+        span = self.span
+        start, end = now - span, now + span
         axis_w = width - LANE_W
-        marks = [m for m in self.items + self.live if start <= m.ts <= end]
+        # An upcoming mark whose time has passed since the fetch is stale: it happened (and came back as a past
+        # mark) or was called off; at a minute's span it would sit in "next" for seconds.
+        marks = [m for m in self.items + self.live if start <= m.ts <= end and not (m.future and m.ts < now)]
 
         def col(ts: float) -> int:
             return max(0, min(axis_w - 1, round((ts - start) / (end - start) * (axis_w - 1))))
@@ -119,11 +172,11 @@ class Timeline(Widget):
         now_x = col(now)
         lines: list[Text] = []
 
-        # Time labels: every 30 minutes, "now" in the middle.
+        # Time labels: at the ends and half way, "now" in the middle; with seconds below an hour's span.
         labels = [" "] * axis_w
         for k in range(-2, 3):
-            t = now + k * 1800
-            s = "now" if k == 0 else clock_time(t, seconds=False)
+            t = now + k * span / 2
+            s = "now" if k == 0 else clock_time(t, seconds=span < 3600)
             x = max(0, min(axis_w - len(s), col(t) - len(s) // 2))
             labels[x : x + len(s)] = list(s)
         head = Text(" " * LANE_W, no_wrap=True)
@@ -136,7 +189,7 @@ class Timeline(Widget):
         lines.append(head)
 
         ruler = Text(" " * LANE_W, no_wrap=True)
-        ticks = {col(now + k * 900) for k in range(-4, 5)}
+        ticks = {col(now + k * span / 4) for k in range(-4, 5)}
         for x in range(axis_w):
             if x == now_x:
                 ruler.append("┃", style=f"bold {ACCENT}")
