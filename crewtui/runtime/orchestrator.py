@@ -18,27 +18,24 @@ import asyncio
 import builtins
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
 from crewtui.api import RuntimeInfo
 from crewtui.clock import Clock, ClockLike, IdGen
-from crewtui.config import CrewConfig, default_crew, render_command
+from crewtui.config import CrewConfig, default_crew
 from crewtui.errors import BadInput, Conflict, NotFound
 from crewtui.locations import DataDir
 from crewtui.model import (
     MAX_STEER_BYTES,
     CronJobInfo,
     CronRun,
-    DriverKind,
     Event,
     History,
     RegistryMerged,
     RuntimeStarted,
     RuntimeStopped,
     Session,
-    SessionSpawned,
     SessionState,
     SessionSteered,
     SpawnRequest,
@@ -47,7 +44,7 @@ from crewtui.model import (
     YieldResult,
 )
 from crewtui.runtime.bus import EventBus, Subscription
-from crewtui.runtime.drivers import AgentFn, CallableDriver, Drivers, ProcessDriver, validate_argv
+from crewtui.runtime.drivers import AgentFn, CallableDriver, Drivers, ProcessDriver
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.limits import Pools
 from crewtui.runtime.output import OutputTailer
@@ -56,6 +53,7 @@ from crewtui.runtime.registry import RegistryWriter
 from crewtui.runtime.retention import KEEP_ENDED, Retention
 from crewtui.runtime.scheduler import Scheduler
 from crewtui.runtime.sessions import SessionTable
+from crewtui.runtime.spawning import Spawner
 from crewtui.runtime.supervision import RetryCause, Supervisor
 from crewtui.runtime.tail import tail_lines
 from crewtui.runtime.yields import Yields
@@ -108,6 +106,9 @@ class Orchestrator:
         self.yields = Yields(self.table, self.launcher, self.bus)
         self.recovery = Recovery(self.table, self.launcher, self.yields, self.drivers, self.bus, self.clock, data_dir)
         self.supervisor = Supervisor(self.table, self.launcher, self.retention, self.bus, self.clock, self.crew)
+        self.spawner = Spawner(
+            self.table, self.launcher, self.bus, store, self.clock, self.ids, self.crew, self.drivers, data_dir
+        )
         self.scheduler: Scheduler | None = None
         self._with_scheduler = scheduler
         self._registry: RegistryWriter | None = None
@@ -149,10 +150,11 @@ class Orchestrator:
             self.scheduler = sched = Scheduler(self, self.store, self.clock, self.crew)
             self.bus.listen(sched.note)
             self.launcher.on_end.append(sched.session_ended)
-            self.supervisor.arm_watchdog = sched.arm_watchdog
+            self.supervisor.arm_watchdog = self.spawner.arm_watchdog = sched.arm_watchdog
             self.retention.needed = sched.needs
             await sched.start()
         self.launcher.on_end.append(self.retention.session_ended)
+        self.retention.on_forget.append(lambda key: self.supervisor.final_kills.pop(key, None))
         self.launcher.on_reset.append(self.retention.session_reset)
         self.launcher.pump()
         # Retention starts now that the scheduler knows its watchdogs and open runs (it must not evict those).
@@ -210,6 +212,7 @@ class Orchestrator:
             started_at=self.started_at,
             max_concurrent=self.crew.crew.max_concurrent,
             backend="local" if ray is None else f"ray {self.crew.backend.address}",
+            containment=containment.kind if (containment := self.drivers.process.containment) else "process group",
         )
 
     def resolve(self, ref: str) -> Session:
@@ -263,84 +266,7 @@ class Orchestrator:
     # ------------------------------------------------------------------------------------ spawn
 
     async def spawn(self, request: SpawnRequest) -> Session:
-        req = request
-        while True:
-            self.table.check_spawn(req)
-            found = await self.table.parent_for(req, self.crew.crew.max_spawn_depth, self.crew.crew.max_children)
-            if found is not None:
-                break  # else the parent came back into memory while we read the store: check the claims again
-        parent, depth = found
-        key = self.ids.new()
-        driver, argv = self._program(req, key)
-        agent = self.crew.agents.get(req.agent) if req.agent else None
-        watchdog = req.watchdog_after
-        if watchdog is None and agent is not None:
-            watchdog = agent.watchdog_after
-        if watchdog is None:
-            watchdog = self.crew.crew.watchdog_after
-        now = self.clock.now()
-        session = Session(
-            key=key,
-            label=req.label,
-            state=SessionState.PENDING,
-            max_attempts=req.max_attempts if req.max_attempts != 1 or agent is None else agent.max_attempts,
-            agent=req.agent,
-            task=req.task,
-            argv=argv,
-            driver=driver,
-            parent=parent.key if parent else None,
-            depth=depth,
-            domain=req.domain,
-            pool=req.pool or (agent.pool if agent else None),
-            cron_run=req.cron_run,
-            watchdog_after=watchdog,
-            created_at=now,
-            updated_at=now,
-            output_dir=str(self.data_dir.session_dir(key)),
-        )
-        # Claims first, before any await: a concurrent spawn now sees them.
-        self.table.add(session)
-        self.launcher.env_extra[key] = dict(req.env)
-        self.store.put_session(session)
-        self.bus.publish(
-            SessionSpawned(
-                session=key,
-                label=session.label,
-                parent=session.parent,
-                domain=session.domain,
-                cron_run=session.cron_run,
-                attempt=session.attempt,
-                snapshot=session.model_copy(deep=True),
-            )
-        )
-        if session.watchdog_after and self.scheduler is not None:
-            self.scheduler.arm_watchdog(session)
-        self.launcher.enqueue(key)
-        # Wait for the launch (or for it to be queued) so the caller sees the real state.
-        await self.launcher.launched(key)
-        return session.model_copy(deep=True)
-
-    def _program(self, req: SpawnRequest, key: str) -> tuple[DriverKind, builtins.list[str]]:
-        """Which driver runs a spawn, and its argv: an argv given as is, or a crew agent's rendered command."""
-        local = self.crew.backend.kind != "ray"
-        remote: DriverKind = "process" if local else "ray"
-        if req.argv is not None:
-            if req.agent is not None:
-                raise BadInput("give either an agent (--agent) or an argv (-- ARGV...), not both")
-            validate_argv(list(req.argv), local=local)
-            return remote, list(req.argv)
-        if req.agent is None:
-            raise BadInput("nothing to run: give --agent NAME (with --task) or an argv after --")
-        if self.drivers.callable.has(req.agent):
-            return "callable", []
-        agent = self.crew.agents.get(req.agent)
-        if agent is None:
-            known = ", ".join(sorted(set(self.crew.agents) | set(self.drivers.callable.names()))) or "none"
-            raise NotFound(f"unknown agent {req.agent!r}; known agents: {known}")
-        values = {"task": req.task or "", "label": req.label, "key": key, "python": sys.executable}
-        argv = render_command(agent.command, values)
-        validate_argv(argv, local=local)
-        return remote, argv
+        return await self.spawner.spawn(request)
 
     # ------------------------------------------------------------------------------------ steer, kill, yield
 
@@ -381,6 +307,7 @@ class Orchestrator:
             if not targets:
                 raise NotFound(f"no live session has a label starting with {prefix!r}")
         killed = [self.table.sessions[k] for k in targets]  # held: once ended they may leave memory before we answer
+        self.supervisor.kill_is_final(targets)
         await self.launcher.kill_keys(targets, reason, cascade=True)
         return [s.model_copy(deep=True) for s in killed]
 

@@ -16,7 +16,7 @@ from crewtui.clock import ClockLike
 from crewtui.locations import DataDir
 from crewtui.model import Session, SessionState, SystemEvent
 from crewtui.runtime.bus import EventBus
-from crewtui.runtime.drivers import AdoptSpec, Drivers, ExitInfo, LaunchInfo, SessionHandle, unavailable
+from crewtui.runtime.drivers import AdoptSpec, Drivers, ExitInfo, LaunchInfo, Lost, SessionHandle, unavailable
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.sessions import SessionTable
 from crewtui.runtime.yields import Yields
@@ -105,15 +105,15 @@ class Recovery:
         await self._settle(s, found, counts, why)
 
     async def _settle(
-        self, s: Session, found: SessionHandle | ExitInfo | None, counts: Reconciled, lost_reason: str
+        self, s: Session, found: SessionHandle | ExitInfo | Lost | None, counts: Reconciled, lost_reason: str
     ) -> None:
         """Act on what a restart found of a session: its recorded end, a live handle, or nothing (lost)."""
         if isinstance(found, ExitInfo):
             counts.recorded += 1
             await self.launcher.finish(s.key, found)
-        elif found is None:
+        elif found is None or isinstance(found, Lost):
             counts.lost += 1
-            s.reason = lost_reason
+            s.reason = found.reason if isinstance(found, Lost) else lost_reason
             await self.launcher.finish(s.key, None)
         else:
             counts.readopted += 1

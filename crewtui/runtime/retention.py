@@ -39,6 +39,7 @@ class Retention:
         # Whether something else (the scheduler) still reads this session from memory.
         self.needed: Callable[[Session], bool] = lambda s: False
         self.ended_order: dict[str, None] = {}  # ended sessions in memory, oldest end first
+        self.on_forget: list[Callable[[str], object]] = []  # what else holds something per session lets go
         self._floor = 0  # ended sessions left in memory by the last pass (all still needed)
         self.task: asyncio.Task[None] | None = None
         self._active = False  # no eviction before the scheduler has loaded its timers and runs
@@ -121,6 +122,8 @@ class Retention:
         self.ended_order.pop(key, None)
         self.launcher.env_extra.pop(key, None)
         self.table.forget(key)
+        for hook in self.on_forget:
+            hook(key)
 
     async def restore(self, s: Session) -> None:
         """Bring an evicted session back into memory with its descendants (all ended, as stored): a retry needs

@@ -277,11 +277,12 @@ class Scheduler:
             await self._fire(state, nominal, catch_up=True)
 
     def _live_of_previous_runs(self, job: str) -> list[str]:
-        out = []
-        for run in self.open_runs.values():
-            if run.job == job:
-                out += [k for k in run.sessions if self.control.sessions[k].state.live]
-        return out
+        """Live sessions of the job's open runs, including those of a run whose batch is still being spawned (a
+        session belongs to its run from the moment it exists, before its launch returns)."""
+        runs = {run.id for run in self.open_runs.values() if run.job == job}
+        if not runs:
+            return []
+        return [s.key for s in self.control.sessions.values() if s.cron_run in runs and s.state.live]
 
     async def _fire(
         self, state: JobState, nominal: float, catch_up: bool = False, manual: bool = False

@@ -48,6 +48,16 @@ class Supervisor:
         self.clock = clock
         self.crew = crew
         self.arm_watchdog: Callable[[Session], None] = lambda s: None  # the scheduler's, when there is one
+        # Attempts a person killed: final, whatever a watchdog was doing to them at the time (key -> attempt).
+        self.final_kills: dict[str, int] = {}
+
+    def kill_is_final(self, keys: list[str]) -> None:
+        """A person kills these sessions (and their descendants): no watchdog may start them again."""
+        for key in keys:
+            for k in self.table.family(key):
+                s = self.table.sessions.get(k)
+                if s is not None and s.state.live:
+                    self.final_kills[k] = s.attempt
 
     # ------------------------------------------------------------------------------------ retry
 
@@ -62,6 +72,9 @@ class Supervisor:
             await self.retention.restore(s)
             s = table.sessions[s.key]
         self._check_retry(s)
+        if cause != "user" and self.final_kills.get(s.key) == s.attempt:
+            raise Conflict(f"session {table.describe(s.key)} was killed by a person; only a person may retry it")
+        self.final_kills.pop(s.key, None)
         table.claim(s)
         s.attempt += 1
         s.rate_limited = 0
@@ -120,8 +133,12 @@ class Supervisor:
                 await self.launcher.kill_keys(
                     [key], f"watchdog: not done after {after} (attempt {attempt}/{limit})", cascade=True
                 )
-                await self.retry(key, cause="watchdog")
-                outcome, reason = "retried", f"not done after {after}; attempt {attempt + 1}/{limit} started"
+                if self.final_kills.get(key) == attempt:
+                    # A person killed it while the watchdog's kill waited out its grace: theirs is final.
+                    outcome, reason = "noop", "killed by a person while its watchdog acted; not retried"
+                else:
+                    await self.retry(key, cause="watchdog")
+                    outcome, reason = "retried", f"not done after {after}; attempt {attempt + 1}/{limit} started"
             else:
                 await self.launcher.kill_keys(
                     [key],

@@ -52,6 +52,13 @@ class ExitInfo:
 
 
 @dataclass(frozen=True)
+class Lost:
+    """What a restart found of an attempt: it is gone without an exit record, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything a driver needs to start one attempt of a session."""
 
@@ -114,8 +121,9 @@ class Driver(Protocol):
         """Start an attempt; return once it runs (its pids or node known), or raise CrewError saying why not."""
         ...
 
-    async def adopt(self, spec: AdoptSpec) -> SessionHandle | ExitInfo | None:
-        """After a restart: a handle on the live attempt, its recorded end, or None if it vanished (lost)."""
+    async def adopt(self, spec: AdoptSpec) -> SessionHandle | ExitInfo | Lost | None:
+        """After a restart: a handle on the live attempt, its recorded end, or None (or Lost, saying why) if it
+        is gone without one."""
         ...
 
     async def started(self, spec: AdoptSpec) -> bool:

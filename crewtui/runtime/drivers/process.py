@@ -30,6 +30,7 @@ from crewtui.runtime.drivers.base import (
     ExitInfo,
     LaunchInfo,
     LaunchSpec,
+    Lost,
     SessionHandle,
     check_steer,
     clear_attempt_records,
@@ -37,8 +38,10 @@ from crewtui.runtime.drivers.base import (
     read_launch,
     validate_argv,
 )
+from crewtui.runtime.drivers.containment import Containment
 from crewtui.runtime.drivers.procs import (
     kill_group,
+    kill_verified,
     pid_alive_with_start,
     pidfd_exit,
     raise_fd_limit,
@@ -54,6 +57,8 @@ _START_TIMEOUT = 5.0
 _SEND_TIMEOUT = 30.0
 # While a line waits for room in a session's input pipe, how often to look again.
 _ROOM_POLL = 0.05
+# What an orphaned agent (its shim died) gets between SIGTERM and SIGKILL.
+_ORPHAN_GRACE = 2.0
 
 
 class ProcessHandle(SessionHandle):
@@ -63,10 +68,12 @@ class ProcessHandle(SessionHandle):
     fine in a worker thread): the pidfd joins the event loop the first time the handle is awaited.
     """
 
-    def __init__(self, key: str, sd: SessionDir, info: LaunchInfo) -> None:
+    def __init__(self, key: str, sd: SessionDir, info: LaunchInfo, containment: Containment | None = None) -> None:
         self.key = key
         self.info = info
         self.dir = sd
+        # Finds what the session started beyond its process group (see containment.py); None: the group only.
+        self.containment = containment
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ended = asyncio.Event()
         self._exit: ExitInfo | None = None
@@ -145,7 +152,20 @@ class ProcessHandle(SessionHandle):
                 await asyncio.sleep(0.02)
                 self._exit = read_exit(self.dir)
             self._exit_read = True
+            if self._exit is None:
+                await self._stop_orphans()
         return self._exit
+
+    async def _stop_orphans(self) -> None:
+        """The shim ended without an exit record (killed): whatever it ran must not run on unwatched, or a retry
+        would run the task twice. Its agent (same pid and start time) and everything else of the session go."""
+        info = self.info
+        agent_alive = info is not None and pid_alive_with_start(info.agent_pid, info.agent_start)
+        if self.containment is not None:
+            await self.containment.stop(self.key, _ORPHAN_GRACE)
+        if info is not None and agent_alive:
+            kill_verified(info.agent_pid, info.agent_start)
+            self.lost_reason = f"its shim died; its agent (pid {info.agent_pid}) was still running and was stopped"
 
     async def send(self, line: str) -> None:
         data = check_steer(line)
@@ -228,6 +248,7 @@ class ProcessHandle(SessionHandle):
         if not self.alive():
             return
         grace = max(0.0, grace)
+        began = time.monotonic()
         self._signal_group(signal.SIGTERM)
         deadline = loop.time() + grace
         try:
@@ -235,10 +256,13 @@ class ProcessHandle(SessionHandle):
         except TimeoutError:
             self._signal_group(signal.SIGKILL)
             await self._ended.wait()
-            return
-        if self._group_alive():
-            # A timer, not a task: nothing to cancel or await if the loop stops first.
-            loop.call_at(deadline, self._signal_group, signal.SIGKILL)
+        else:
+            if self._group_alive():
+                # A timer, not a task: nothing to cancel or await if the loop stops first.
+                loop.call_at(deadline, self._signal_group, signal.SIGKILL)
+        if self.containment is not None:
+            # What left the group (setsid, a daemon) gets the rest of the grace period, then SIGKILL.
+            await self.containment.stop(self.key, max(0.0, deadline - loop.time()), since=began)
 
 
 def _pipe_free(fd: int) -> int:
@@ -270,12 +294,22 @@ class ProcessDriver:
     def __init__(self, shim: Path | None = None, data_dir: DataDir | None = None) -> None:
         self.shim = (shim or shim_path()).absolute()
         self.data_dir = data_dir  # where orphans are looked for (see end_orphans)
+        self._containment: Containment | None = None
         raise_fd_limit()
+
+    @property
+    def containment(self) -> Containment | None:
+        """How this runtime finds a session's processes (known once the data dir is)."""
+        if self._containment is None and self.data_dir is not None:
+            self._containment = Containment(self.data_dir.root)
+        return self._containment
 
     async def start(self, spec: LaunchSpec) -> ProcessHandle:
         """Start the spec's argv as its session, writing to its session dir; return once pid.json exists."""
         # The shim keeps its own files owner-only and gives the agent the user's umask back.
         full_env = {**os.environ, **spec.env, "CREWTUI_AGENT_UMASK": f"{user_umask():04o}"}
+        if self.containment is not None:
+            full_env.update(self.containment.prepare(spec.key))
         sd = SessionDir(spec.dir.path.absolute())
         cwd = spec.cwd
         # The session dir itself is a fine cwd: it is created below.
@@ -336,7 +370,7 @@ class ProcessDriver:
                 else f"its shim wrote no usable {SessionDir.PID}"
             )
             raise CrewError(f"session {spec.key} did not start: {why or missing}")
-        handle = ProcessHandle(spec.key, sd, info)
+        handle = ProcessHandle(spec.key, sd, info, self.containment)
         handle.watch()
         return handle
 
@@ -368,8 +402,20 @@ class ProcessDriver:
             if pgid is not None:
                 kill_group(pgid)
 
-    async def adopt(self, spec: AdoptSpec) -> ProcessHandle | ExitInfo | None:
-        return await asyncio.to_thread(self.adopt_now, spec)
+    async def adopt(self, spec: AdoptSpec) -> ProcessHandle | ExitInfo | Lost | None:
+        found = await asyncio.to_thread(self.adopt_now, spec)
+        if found is not None:
+            return found
+        # Lost. If its shim died but the agent lives on (same pid and start time), it must not run on unwatched
+        # while a watchdog starts the task again: stop it, and whatever else the session started.
+        info = spec.launch or read_launch(spec.dir)
+        agent_alive = info is not None and pid_alive_with_start(info.agent_pid, info.agent_start)
+        if self.containment is not None:
+            await self.containment.stop(spec.key, _ORPHAN_GRACE)
+        if info is not None and agent_alive:
+            kill_verified(info.agent_pid, info.agent_start)
+            return Lost(f"its shim had died; its agent (pid {info.agent_pid}) was still running and was stopped")
+        return None
 
     def adopt_now(self, spec: AdoptSpec) -> ProcessHandle | ExitInfo | None:
         """Re-adopt a session after a runtime restart (it only reads files: fine in a worker thread).
@@ -384,7 +430,7 @@ class ProcessDriver:
         info = spec.launch or read_launch(sd)
         if info is None or not isinstance(info.shim_start, int):
             return None
-        handle = ProcessHandle(spec.key, sd, info)
+        handle = ProcessHandle(spec.key, sd, info, self.containment)
         if handle.alive():
             return handle
         # It may have ended between our two looks.
@@ -406,15 +452,11 @@ class ProcessDriver:
         orphans = await asyncio.to_thread(_unrecorded_launches, self.data_dir, set(known))
         if not orphans:
             return []
-        handles = [ProcessHandle(key, self.data_dir.session(key), info) for key, info in orphans]
+        handles = [ProcessHandle(key, self.data_dir.session(key), info, self.containment) for key, info in orphans]
         await asyncio.gather(*(h.terminate(grace) for h in handles), return_exceptions=True)
         for _, info in orphans:
             # An agent whose shim is already gone is not in a group we can trust: signal just it.
-            if pid_alive_with_start(info.agent_pid, info.agent_start):
-                try:
-                    os.kill(info.agent_pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            kill_verified(info.agent_pid, info.agent_start)
         return [key for key, _ in orphans]
 
     async def close(self) -> None:

@@ -67,6 +67,24 @@ def resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def kill_verified(pid: int, start: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal `pid` only if it is still the process recorded with `start` (checked through a pidfd, so the pid
+    cannot be reused between the check and the signal). True if it was signalled."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return False
+    try:
+        if not pid_alive_with_start(pid, start):
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except (ProcessLookupError, PermissionError, OSError):
+        return False
+    finally:
+        os.close(fd)
+
+
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     """Signal a process group, ignoring one that is gone or not ours."""
     try:

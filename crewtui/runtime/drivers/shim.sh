@@ -53,6 +53,13 @@ shift 2
 # For the runtime, in case it has to give up on this start before pid.json exists.
 echo "shim-pid $$"
 
+# Where the machine allows, the session has a cgroup of its own: join it before starting the agent, so every
+# process the agent starts is in it, whatever it does with sessions and process groups (see containment.py).
+if [ -n "${CREWTUI_CGROUP-}" ]; then
+    echo $$ >"$CREWTUI_CGROUP/cgroup.procs" 2>/dev/null || echo "shim: could not join $CREWTUI_CGROUP" >&2
+fi
+unset CREWTUI_CGROUP
+
 if [ ! -d "$DIR" ]; then
     echo "shim: session dir $DIR does not exist" >&2
     exit 2

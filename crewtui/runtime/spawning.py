@@ -1,0 +1,126 @@
+"""Spawning: a request checked, its program chosen, and the new session created with its claims taken.
+
+Everything a spawn claims (label, domain, a place in its parent's family and in the queue) is taken before the
+first `await` after the checks, so two concurrent spawns can never both win a claim.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from crewtui.clock import ClockLike, IdGen
+from crewtui.config import CrewConfig, render_command
+from crewtui.errors import BadInput, NotFound
+from crewtui.locations import DataDir
+from crewtui.model import DriverKind, Session, SessionSpawned, SessionState, SpawnRequest
+from crewtui.runtime.bus import EventBus
+from crewtui.runtime.drivers import Drivers, validate_argv
+from crewtui.runtime.launcher import Launcher
+from crewtui.runtime.sessions import SessionTable
+from crewtui.store import Store
+
+
+class Spawner:
+    def __init__(
+        self,
+        table: SessionTable,
+        launcher: Launcher,
+        bus: EventBus,
+        store: Store,
+        clock: ClockLike,
+        ids: IdGen,
+        crew: CrewConfig,
+        drivers: Drivers,
+        data_dir: DataDir,
+    ) -> None:
+        self.table = table
+        self.launcher = launcher
+        self.bus = bus
+        self.store = store
+        self.clock = clock
+        self.ids = ids
+        self.crew = crew
+        self.drivers = drivers
+        self.data_dir = data_dir
+        self.arm_watchdog: Callable[[Session], None] = lambda s: None  # the scheduler's, when there is one
+
+    async def spawn(self, request: SpawnRequest) -> Session:
+        req = request
+        while True:
+            self.table.check_spawn(req)
+            found = await self.table.parent_for(req, self.crew.crew.max_spawn_depth, self.crew.crew.max_children)
+            if found is not None:
+                break  # else the parent came back into memory while we read the store: check the claims again
+        parent, depth = found
+        key = self.ids.new()
+        driver, argv = self._program(req, key)
+        agent = self.crew.agents.get(req.agent) if req.agent else None
+        watchdog = req.watchdog_after
+        if watchdog is None and agent is not None:
+            watchdog = agent.watchdog_after
+        if watchdog is None:
+            watchdog = self.crew.crew.watchdog_after
+        now = self.clock.now()
+        session = Session(
+            key=key,
+            label=req.label,
+            state=SessionState.PENDING,
+            max_attempts=req.max_attempts if req.max_attempts != 1 or agent is None else agent.max_attempts,
+            agent=req.agent,
+            task=req.task,
+            argv=argv,
+            driver=driver,
+            parent=parent.key if parent else None,
+            depth=depth,
+            domain=req.domain,
+            pool=req.pool or (agent.pool if agent else None),
+            cron_run=req.cron_run,
+            watchdog_after=watchdog,
+            created_at=now,
+            updated_at=now,
+            output_dir=str(self.data_dir.session_dir(key)),
+        )
+        # Claims first, before any await: a concurrent spawn now sees them.
+        self.table.add(session)
+        self.launcher.env_extra[key] = dict(req.env)
+        self.store.put_session(session)
+        self.bus.publish(
+            SessionSpawned(
+                session=key,
+                label=session.label,
+                parent=session.parent,
+                domain=session.domain,
+                cron_run=session.cron_run,
+                attempt=session.attempt,
+                snapshot=session.model_copy(deep=True),
+            )
+        )
+        if session.watchdog_after:
+            self.arm_watchdog(session)
+        self.launcher.enqueue(key)
+        # Wait for the launch (or for it to be queued) so the caller sees the real state.
+        await self.launcher.launched(key)
+        return session.model_copy(deep=True)
+
+    def _program(self, req: SpawnRequest, key: str) -> tuple[DriverKind, list[str]]:
+        """Which driver runs a spawn, and its argv: an argv given as is, or a crew agent's rendered command."""
+        local = self.crew.backend.kind != "ray"
+        remote: DriverKind = "process" if local else "ray"
+        if req.argv is not None:
+            if req.agent is not None:
+                raise BadInput("give either an agent (--agent) or an argv (-- ARGV...), not both")
+            validate_argv(list(req.argv), local=local)
+            return remote, list(req.argv)
+        if req.agent is None:
+            raise BadInput("nothing to run: give --agent NAME (with --task) or an argv after --")
+        if self.drivers.callable.has(req.agent):
+            return "callable", []
+        agent = self.crew.agents.get(req.agent)
+        if agent is None:
+            known = ", ".join(sorted(set(self.crew.agents) | set(self.drivers.callable.names()))) or "none"
+            raise NotFound(f"unknown agent {req.agent!r}; known agents: {known}")
+        values = {"task": req.task or "", "label": req.label, "key": key, "python": sys.executable}
+        argv = render_command(agent.command, values)
+        validate_argv(argv, local=local)
+        return remote, argv
