@@ -67,6 +67,12 @@ class Containment:
             with contextlib.suppress(OSError):
                 path.rmdir()
 
+    def close(self) -> None:
+        """The runtime stops: remove this data dir's cgroup directory if no session is in it any more."""
+        if self.cgroup_root is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup_root.rmdir()
+
     # ------------------------------------------------------------------------------------ stopping
 
     async def stop(self, key: str, grace: float, since: float | None = None) -> int:

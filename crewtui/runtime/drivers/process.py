@@ -154,6 +154,8 @@ class ProcessHandle(SessionHandle):
             self._exit_read = True
             if self._exit is None:
                 await self._stop_orphans()
+            elif self.containment is not None:
+                self.containment.release(self.key)  # empty now, unless the agent left a daemon behind
         return self._exit
 
     async def _stop_orphans(self) -> None:
@@ -460,7 +462,9 @@ class ProcessDriver:
         return [key for key, _ in orphans]
 
     async def close(self) -> None:
-        """Nothing to let go of: each shim runs on its own."""
+        """Nothing to let go of but an empty cgroup directory: each shim runs on its own."""
+        if self._containment is not None:
+            self._containment.close()
 
 
 def _unrecorded_launches(data_dir: DataDir, known: set[str]) -> list[tuple[str, LaunchInfo]]:
