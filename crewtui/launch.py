@@ -85,8 +85,11 @@ def log_to_file(dd: DataDir) -> None:
 
 
 def fenced_error(fenced: str, dd: DataDir) -> StoreError:
-    """The error a runtime ends with when another one took its data dir over (the store's lease fenced it)."""
-    return StoreError(f"{fenced}; its sessions were left to the runtime that now serves {dd.root}")
+    """The error a runtime ends with when it may not write its store any more: another runtime took its data dir
+    over (the store's lease fenced it), or the store file was deleted or replaced under it."""
+    if "took over" in fenced:
+        return StoreError(f"{fenced}; its sessions were left to the runtime that now serves {dd.root}")
+    return StoreError(f"{fenced}; its sessions were left running (a runtime on a new store leaves them alone)")
 
 
 # ---------------------------------------------------------------------------------------------- embed or attach

@@ -113,6 +113,7 @@ class SessionDir:
     EXIT = "exit.json"  # how the agent ended (written by the shim, or by the driver for other backends)
     RESULT = "result.json"  # a result the agent wrote itself (else its last JSON stdout line)
     TRIES = "tries"  # earlier attempts' files, one numbered dir each
+    OWNER = "store.id"  # the identity of the store whose runtime launched it (see recovery: orphans)
     TMP = ".tmp"  # suffix of a record being written (renamed into place when complete)
     # What a new attempt moves aside, so the old end or result is never taken for the new one's.
     ATTEMPT_FILES = (STDOUT, STDERR, PID, EXIT, RESULT)
@@ -173,6 +174,17 @@ class SessionDir:
     @property
     def result(self) -> Path:
         return self.path / self.RESULT
+
+    @property
+    def owner(self) -> Path:
+        return self.path / self.OWNER
+
+    def owned_by(self) -> str | None:
+        """The store that launched this session, or None if it does not say (made before crewtui recorded it)."""
+        try:
+            return self.owner.read_text().strip() or None
+        except OSError:
+            return None
 
     @property
     def tries(self) -> Path:

@@ -72,6 +72,7 @@ class Launcher:
         self.on_end: list[EndHook] = []  # called in order when a session has ended (see after_end)
         self.on_reset: list[EndHook] = []  # called when an ended session starts a new attempt
         self.running = False
+        self.store_id = ""  # written into each session dir at launch (see SessionDir.OWNER)
         self._wake_at: float | None = None
         self._wake_task: asyncio.Task[None] | None = None
 
@@ -214,10 +215,17 @@ class Launcher:
             resources=agent.resources if agent else None,
         )
 
+    def _mark_owner(self, spec: LaunchSpec) -> None:
+        """Say in the session dir which store launched it, before anything runs there."""
+        spec.dir.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        spec.dir.owner.write_text(self.store_id + "\n")
+
     async def _launch(self, key: str) -> None:
         s = self.table.sessions[key]
         try:
-            handle = await self.drivers.require(s.driver).start(self._spec(s))
+            spec = self._spec(s)
+            await asyncio.to_thread(self._mark_owner, spec)
+            handle = await self.drivers.require(s.driver).start(spec)
         except Exception as exc:  # a launch failure is the session's failure, never the runtime's
             log.warning("launch of %s failed: %s", key, exc)
             self.launching.pop(key, None)

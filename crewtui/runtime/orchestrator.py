@@ -126,6 +126,7 @@ class Orchestrator:
     async def start(self) -> None:
         """Load the store, reconcile sessions an earlier runtime left, start the background tasks."""
         await self.bus.load()
+        self.launcher.store_id = await self.store.store_id()
         self.table.load(await self.store.load_sessions())
         registry = self.crew.registry_path(self.data_dir.root)
         if registry is not None:

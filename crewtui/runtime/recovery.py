@@ -126,7 +126,18 @@ class Recovery:
         known = set(self.table.sessions)
         for driver in self.drivers.all():
             live = {s.key for s in self.table.sessions.values() if s.driver == driver.kind and s.state.live}
-            stopped = await driver.end_orphans(known, live, self.launcher.kill_grace)
+            found = await driver.end_orphans(known, live, self.launcher.kill_grace, self.launcher.store_id)
+            if found.foreign:
+                keys = ", ".join(found.foreign)
+                log.warning("left %d session process(es) of another store running: %s", len(found.foreign), keys)
+                self.bus.publish(
+                    SystemEvent(
+                        level="warning",
+                        text=f"left {len(found.foreign)} running session process(es) alone: another store launched "
+                        f"them (the store file was replaced or deleted meanwhile): {keys}",
+                    )
+                )
+            stopped = found.stopped
             if not stopped:
                 continue
             keys = ", ".join(stopped)

@@ -83,8 +83,17 @@ CREATE TABLE timers (
 );
 """
 
+LEASE_KEY = "lease_epoch"
+STORE_ID_KEY = "store_id"
+
+# v3: the store's identity. Every session dir records the store that launched it (SessionDir.OWNER), so a runtime
+# started on a replaced or new store never takes another store's running sessions for its own leftovers.
+_V3 = f"""
+INSERT OR IGNORE INTO meta (key, value) VALUES ('{STORE_ID_KEY}', lower(hex(randomblob(16))));
+"""
+
 # Index i migrates schema version i to i + 1; append to add one. Never edit a released entry.
-MIGRATIONS: list[Migration] = [_V1, _V2]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
 
 UPSERT_SESSION = """
 INSERT INTO sessions (key, label, state, parent, cron_run, updated_at, data)
@@ -101,7 +110,6 @@ ON CONFLICT(key) DO UPDATE SET
 INSERT_EVENT = "INSERT OR IGNORE INTO events (seq, ts, kind, session, data) VALUES (?, ?, ?, ?, ?)"
 
 NOT_WRITABLE_ERRORS = {"SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"}
-LEASE_KEY = "lease_epoch"
 
 
 def current_version() -> int:

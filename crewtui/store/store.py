@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Container
 from pathlib import Path
@@ -23,7 +24,15 @@ import aiosqlite
 
 from crewtui.errors import StoreError
 from crewtui.model import Event, Session, SessionState, event_from_json
-from crewtui.store.schema import LEASE_KEY, connect, lease_epoch, rollback, short_reason, sqlite_error_name
+from crewtui.store.schema import (
+    LEASE_KEY,
+    STORE_ID_KEY,
+    connect,
+    lease_epoch,
+    rollback,
+    short_reason,
+    sqlite_error_name,
+)
 from crewtui.store.writer import BatchWriter, Exec, Fenced
 
 log = logging.getLogger("crewtui.store")
@@ -44,12 +53,16 @@ class Store:
         self._lease: int | None = None  # this store's lease epoch, once taken
         self.fenced: str | None = None  # why writing stopped for good (another runtime took over)
         self.on_fenced: Callable[[str], None] | None = None
+        # The file this store opened: a write first checks that it is still the one at `path`.
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
         self.writer = BatchWriter(
             path,
             db,
             self._lock,
             busy_timeout_ms,
             check_lease=self._check_lease,
+            check_file=self._check_file,
             fence=self._fence,
             fenced=lambda: self.fenced,
         )
@@ -252,21 +265,32 @@ class Store:
         return self._lease
 
     async def _check_lease(self) -> None:
-        """Inside a write transaction: raise _Fenced if the lease is no longer ours."""
+        """Inside a write transaction: raise Fenced if this store may not write any more: its file was deleted or
+        replaced (SQLite would go on writing to the unlinked file, and every answer to a client would be a lie),
+        or the lease is no longer ours."""
+        self._check_file()
         if self._lease is None:
             return
         current = lease_epoch(await self._db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (LEASE_KEY,)))
         if current != self._lease:
-            raise Fenced(current)
+            raise Fenced(f"another runtime took over this data dir (writer lease {current}, ours {self._lease})")
+
+    def _check_file(self) -> None:
+        """Raise Fenced if the file at the store's path is no longer the one this store opened."""
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            raise Fenced("the store file was deleted while this runtime ran") from None
+        except OSError:
+            return  # cannot tell (a transient error): the write itself will say
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise Fenced("the store file was replaced by another file while this runtime ran")
 
     def _fence(self, exc: Fenced) -> StoreError:
         """Stop writing for good; tell the owner once."""
         first = self.fenced is None
         if first:
-            self.fenced = (
-                f"store {self._path}: another runtime took over this data dir (writer lease {exc.current}, "
-                f"ours {self._lease}); this runtime stopped writing"
-            )
+            self.fenced = f"store {self._path}: {exc.why}; this runtime stopped writing"
             log.error("%s", self.fenced)
         if first and self.on_fenced is not None and self.fenced is not None:
             try:
@@ -343,6 +367,10 @@ class Store:
             (ts, limit),
         )
         return [event_from_json(row[0]) for row in rows]
+
+    async def store_id(self) -> str:
+        """This store's identity (made when the file was created or upgraded)."""
+        return await self.get_meta(STORE_ID_KEY) or ""
 
     async def get_meta(self, key: str) -> str | None:
         rows = await self._fetch("SELECT value FROM meta WHERE key = ?", (key,))

@@ -26,14 +26,16 @@ log = logging.getLogger("crewtui.store")
 _MAX_BATCH = 1000
 _RETRY_FIRST_DELAY = 0.5
 _RETRY_MAX_DELAY = 10.0
+_IDLE_CHECK = 5.0  # seconds between looks at the store file while nothing is written
 
 
 class Fenced(Exception):
-    """A write found a newer lease than this store's: another runtime owns the data dir now."""
+    """A write found that this store may not write any more: another runtime owns the data dir now (a newer
+    lease), or the file was deleted or replaced under the running runtime. `why` says which."""
 
-    def __init__(self, current: int) -> None:
-        super().__init__(current)
-        self.current = current
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 class Flush:
@@ -77,6 +79,7 @@ class BatchWriter:
         busy_timeout_ms: int,
         *,
         check_lease: Callable[[], Awaitable[None]],
+        check_file: Callable[[], None],
         fence: Callable[[Fenced], StoreError],
         fenced: Callable[[], str | None],
     ) -> None:
@@ -86,6 +89,7 @@ class BatchWriter:
         self._lock = lock
         self._busy_timeout_ms = busy_timeout_ms
         self._check_lease = check_lease
+        self._check_file = check_file
         self._fence = fence
         self._fenced = fenced
         self.queue: asyncio.Queue[QueueItem] = asyncio.Queue()
@@ -149,7 +153,17 @@ class BatchWriter:
                 except TimeoutError:
                     first = None
             else:
-                first = await self.queue.get()
+                try:
+                    first = await asyncio.wait_for(self.queue.get(), timeout=_IDLE_CHECK)
+                except TimeoutError:
+                    # Idle: still look now and then whether the file was deleted or replaced under us, so a quiet
+                    # runtime notices too (a write would find it at once).
+                    if self._fenced() is None:
+                        try:
+                            self._check_file()
+                        except Fenced as exc:
+                            self._fence(exc)
+                    continue
             items: list[QueueItem] = [] if first is None else [first]
             while len(items) < _MAX_BATCH and not self.queue.empty():
                 items.append(self.queue.get_nowait())

@@ -405,3 +405,42 @@ async def test_a_fenced_store_writes_nothing_more_and_says_why_once(tmp_path: Pa
     assert [e.text for e in await new.events()] == ["before", "new owner"]  # type: ignore[attr-defined]
     assert await new.load_sessions() == []
     await new.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_deleted_or_replaced_under_a_running_runtime_stops_it_and_kills_nothing(
+    tmp_path: Path, how: str
+) -> None:
+    d = tmp_path / "data"
+    db = d / "crewtui.db"
+    a = Headless(d)
+    b: Headless | None = None
+    try:
+        s = call(a.dd.socket, "spawn", label="answered", argv=["sleep", "600"])["result"]
+        assert proc_alive(s["agent_pid"])
+        if how == "deleted":
+            for side in ("", "-wal", "-shm"):
+                db.with_name(db.name + side).unlink(missing_ok=True)
+        else:
+            other = tmp_path / "other"
+            Headless(other).stop()  # a store of another data dir, moved over this one
+            os.replace(other / "crewtui.db", db)
+            for side in ("-wal", "-shm"):
+                db.with_name(db.name + side).unlink(missing_ok=True)
+        # The runtime notices (at its next write, or its idle look within 5 s), stops writing and exits.
+        a.proc.wait(timeout=20)
+        err = a.proc.stderr.read()
+        last = err.strip().splitlines()[-1]
+        assert a.proc.returncode == 2 and "Traceback" not in err, err
+        assert f"the store file was {how}" in last and "stopped writing" in last and "left running" in last, last
+        assert proc_alive(s["agent_pid"])
+        # A runtime on the new store never takes the old store's running session for a leftover of its own.
+        b = Headless(d)
+        assert proc_alive(s["agent_pid"]), "a runtime on a swapped store killed a session it was never told about"
+        texts = [e["text"] for e in (call(d / "control.sock", "events")["result"]) if e["kind"] == "system"]
+        assert any("another store launched them" in t and s["key"] in t for t in texts), texts
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
+        kill_leftover_sessions(d)

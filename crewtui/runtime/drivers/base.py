@@ -58,6 +58,15 @@ class Lost:
     reason: str
 
 
+@dataclass
+class Orphans:
+    """What `end_orphans` did: the sessions it stopped, and those it left running because another store (or
+    an older crewtui that did not say) launched them."""
+
+    stopped: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """Everything a driver needs to start one attempt of a session."""
@@ -130,10 +139,11 @@ class Driver(Protocol):
         """Whether an attempt the store still calls pending was in fact started by the last runtime."""
         ...
 
-    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float) -> list[str]:
-        """Stop what this driver runs for sessions the store does not account for; return their keys.
+    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float, owner: str) -> Orphans:
+        """Stop what this driver runs for sessions this store does not account for.
 
-        `known` is every session key the store has, `live` those of this driver's kind that are live.
+        `known` is every session key the store has, `live` those of this driver's kind that are live, `owner` the
+        store's identity: what another store launched (the store file was replaced) is left alone.
         """
         ...
 

@@ -22,6 +22,7 @@ from crewtui.runtime.drivers.base import (
     AdoptSpec,
     ExitInfo,
     LaunchSpec,
+    Orphans,
     SessionHandle,
     check_steer,
     exit_record,
@@ -149,8 +150,8 @@ class CallableDriver:
     async def started(self, spec: AdoptSpec) -> bool:
         return False
 
-    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float) -> list[str]:
-        return []
+    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float, owner: str) -> Orphans:
+        return Orphans()
 
     async def close(self) -> None:
         """Nothing to let go of."""

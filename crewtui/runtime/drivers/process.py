@@ -31,6 +31,7 @@ from crewtui.runtime.drivers.base import (
     LaunchInfo,
     LaunchSpec,
     Lost,
+    Orphans,
     SessionHandle,
     check_steer,
     clear_attempt_records,
@@ -442,24 +443,28 @@ class ProcessDriver:
         # A launch leaves pid.json (or exit.json); earlier tries are moved to tries/.
         return await asyncio.to_thread(lambda: read_launch(spec.dir) is not None or read_exit(spec.dir) is not None)
 
-    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float) -> list[str]:
+    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float, owner: str) -> Orphans:
         """Stop processes of spawns the store never recorded (the last runtime died while starting them).
 
         Nobody was told about such a session (the control socket answers a spawn only once it is stored), so
         no one can see, steer or stop it: left alone it would run unwatched forever. Only processes whose
-        pid *and* start time match their pid.json are signalled, so a reused pid is never hit.
+        pid *and* start time match their pid.json are signalled, so a reused pid is never hit; and only those
+        this store launched: after the store file was deleted or replaced, the sessions the old one knew are
+        running work somebody was told about, and are left alone.
         """
         if self.data_dir is None:
-            return []
-        orphans = await asyncio.to_thread(_unrecorded_launches, self.data_dir, set(known))
+            return Orphans()
+        unrecorded = await asyncio.to_thread(_unrecorded_launches, self.data_dir, set(known))
+        orphans = [(key, info) for key, info in unrecorded if self.data_dir.session(key).owned_by() == owner]
+        foreign = [key for key, _ in unrecorded if self.data_dir.session(key).owned_by() != owner]
         if not orphans:
-            return []
+            return Orphans(foreign=foreign)
         handles = [ProcessHandle(key, self.data_dir.session(key), info, self.containment) for key, info in orphans]
         await asyncio.gather(*(h.terminate(grace) for h in handles), return_exceptions=True)
         for _, info in orphans:
             # An agent whose shim is already gone is not in a group we can trust: signal just it.
             kill_verified(info.agent_pid, info.agent_start)
-        return [key for key, _ in orphans]
+        return Orphans(stopped=[key for key, _ in orphans], foreign=foreign)
 
     async def close(self) -> None:
         """Nothing to let go of but an empty cgroup directory: each shim runs on its own."""

@@ -28,6 +28,7 @@ from crewtui.runtime.drivers.base import (
     AdoptSpec,
     ExitInfo,
     LaunchSpec,
+    Orphans,
     SessionHandle,
     check_steer,
     read_exit,
@@ -403,14 +404,14 @@ class RayDriver:
         except ValueError:
             return None
 
-    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float) -> list[str]:
+    async def end_orphans(self, known: Collection[str], live: Collection[str], grace: float, owner: str) -> Orphans:
         """Kill this runtime's actors whose session is not live in the store (a spawn cut short by a crash)."""
         wanted = set(live)
         try:
             names = await asyncio.to_thread(self.ray.util.list_named_actors, False)
         except Exception as exc:
             log.warning("cannot list Ray actors: %s", exc)
-            return []
+            return Orphans()
         ended = []
         for name in names:
             if name in wanted:
@@ -425,7 +426,7 @@ class RayDriver:
             if info.get("owner") == self.owner:
                 await self._stop_actor(actor)
                 ended.append(name)
-        return ended
+        return Orphans(stopped=ended)
 
     async def _stop_actor(self, actor: Any) -> None:
         try:
