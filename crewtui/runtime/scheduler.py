@@ -91,6 +91,8 @@ class Scheduler:
         self._watchdogs: dict[str, tuple[float, int]] = {}  # session key -> (due, attempt) of its live watchdog
         self._firing: set[str] = set()  # sessions whose watchdog is acting now (killed for a retry: not final)
         self._spawning: set[str] = set()  # runs whose batch is still being spawned
+        self._replays: dict[str, deque[float]] = {}  # job -> catch-up fires still to run, in order
+        self._replaying: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._jobs_tasks: set[asyncio.Task[Any]] = set()
@@ -273,8 +275,36 @@ class Scheduler:
                     text=f"cron {cfg.name}: more than {len(plan.run)} missed fires; ran only the most recent ones",
                 )
             )
-        for nominal in plan.run:
-            await self._fire(state, nominal, catch_up=True)
+        if cfg.overlap == "allow" or len(plan.run) <= 1:
+            for nominal in plan.run:
+                await self._fire(state, nominal, catch_up=True)
+            return
+        # One replay, in order: each catch-up fire waits for the run before it to close. Fired all at once,
+        # `forbid` would skip every one but the first as overlapping its neighbour, and `replace` would kill them.
+        self._replays[cfg.name] = deque(plan.run)
+        await self._replay(cfg.name)
+
+    async def _replay(self, job: str) -> None:
+        """Fire the next catch-up fire of `job` once no run of it is live (called again when one closes)."""
+        queue = self._replays.get(job)
+        state = self.jobs.get(job)
+        if job in self._replaying:
+            return  # the replay under way goes on by itself
+        self._replaying.add(job)
+        try:
+            while queue and state is not None and not self._live_of_previous_runs(job) and not self._busy(job):
+                nominal = queue.popleft()
+                run = await self._fire(state, nominal, catch_up=True)
+                if run is not None and not run.final:
+                    break  # the rest waits for this run to close
+        finally:
+            self._replaying.discard(job)
+        if not queue:
+            self._replays.pop(job, None)
+
+    def _busy(self, job: str) -> bool:
+        """A run of the job still spawning its batch."""
+        return any(self.open_runs[r].job == job for r in self._spawning if r in self.open_runs)
 
     def _live_of_previous_runs(self, job: str) -> list[str]:
         """Live sessions of the job's open runs, including those of a run whose batch is still being spawned (a
@@ -428,6 +458,8 @@ class Scheduler:
                 state.last_rate = run.rate
                 self._persist_job(state)
             self.control.publish(RunClosed(job=run.job, run=run.id, rate=run.rate, counts=dict(run.counts)))
+            if run.job in self._replays:
+                self._background(self._replay(run.job))
         self.store.put_cron_run(run.id, run.final, run.model_dump_json())
 
     def session_ended(self, s: Session) -> None:

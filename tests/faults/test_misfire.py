@@ -4,12 +4,20 @@ policy does what it says, and no fire is run twice. (Fake-time variants are in t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import time
 from pathlib import Path
 
+import pytest
+
+from crewtui.clock import FakeClock
+from crewtui.model import CronFired
+from tests.conftest import PY, crew_from, wait_for
 from tests.faults.helpers import Headless, assert_events_contiguous, kill_all_live, rows, wait_until
+
+T0 = 1_775_116_800.0  # 2026-04-02 08:00:00 UTC: `every` schedules are aligned to it
 
 POLICIES = ("skip", "run_once", "run_all")
 CREW = """
@@ -100,3 +108,42 @@ def test_each_misfire_policy_after_three_missed_fires(tmp_path: Path) -> None:
         for h in (a, b):
             if h is not None and h.alive():
                 h.stop()
+
+
+@pytest.mark.parametrize("overlap", ["forbid", "replace"])
+async def test_run_all_replays_every_missed_fire_in_order_under_any_overlap_policy(make_orch, overlap: str) -> None:
+    # Fake time: a 1-minute job, down across three fires. Its catch-up fires are one replay: each waits for the
+    # run before it to close, so none is skipped (forbid) or killed (replace) as overlapping its neighbour.
+    clock = FakeClock(T0)
+    job = f"""
+        [agents.work]
+        command = [{json.dumps(PY)}, "-c", "import time; time.sleep(0.3); print('{{{{}}}}')"]
+        [[cron]]
+        name = "tick"
+        schedule = {{ kind = "every", every = "1m" }}
+        misfire = "run_all"
+        misfire_grace = "10m"
+        overlap = "{overlap}"
+        spawn = {{ agent = "work", label = "tick-r{{run}}" }}
+    """
+    orch = await make_orch(crew_from(job), clock=clock)
+    await clock.advance(60)
+    await wait_for(
+        lambda: len(orch.sessions) == 1 and all(s.state.terminal for s in orch.sessions.values()), what="the first run"
+    )
+    await orch.stop()
+    await clock.advance(200)  # down across the fires at +120, +180 and +240
+    orch2 = await make_orch(crew_from(job), clock=clock)
+    await wait_for(
+        lambda: len(orch2.sessions) == 4 and all(s.state.terminal for s in orch2.sessions.values()),
+        timeout=20,
+        what="three catch-up runs, one after the other",
+    )
+    runs = sorted(await orch2.runs("tick"), key=lambda r: r.nominal)
+    assert [r.nominal for r in runs] == [T0 + 60, T0 + 120, T0 + 180, T0 + 240]
+    assert all(r.rate == 1.0 for r in runs), [(r.id, r.counts) for r in runs]
+    # In order, and never two at once: each catch-up run started after the one before it had closed.
+    for before, after in itertools.pairwise(runs[1:]):
+        assert before.closed_at is not None and after.started_at >= before.closed_at
+    fired = [e for e in await orch2.events() if isinstance(e, CronFired) and e.outcome == "skipped"]
+    assert fired == []
