@@ -1,8 +1,14 @@
-"""What the `crewtui` commands share: one-line user errors, the data dir, the socket client, JSON output."""
+"""What the `crewtui` commands share: one-line user errors, the data dir, the socket client, JSON output.
+
+What `ctl` prints quotes agents and users (labels, output, reasons, names), so it never carries a terminal
+escape: a person's lines go through `crewtui.text.clean` (printers.py), JSON through `json_safe`, which escapes
+what JSON itself leaves raw (C1 controls, DEL, bidi overrides).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -14,6 +20,7 @@ import click
 
 from crewtui.errors import CrewError
 from crewtui.locations import DataDir, default_data_dir
+from crewtui.text import clean, json_safe
 
 if TYPE_CHECKING:
     from crewtui.control.client import RemoteRuntime
@@ -21,20 +28,22 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def fail(message: str) -> NoReturn:
-    click.echo(f"crewtui: {message}", err=True)
-    sys.exit(2)
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr (cleaned: it may quote what a user typed or an agent wrote), then exit `code`."""
+    with contextlib.suppress(OSError):  # the terminal may have gone (a hang-up): the exit code still tells
+        click.echo(f"crewtui: {clean(message)}", err=True)
+    sys.exit(code)
 
 
 def user_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Turn a CrewError (and Ctrl-C) into one line on stderr and exit 2 instead of a traceback."""
+    """Turn a CrewError (and Ctrl-C) into one line on stderr and its exit code (2) instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
         except CrewError as exc:
-            fail(exc.message)
+            fail(exc.message, exc.exit_code)
         except KeyboardInterrupt:
             click.echo("crewtui: interrupted", err=True)
             sys.exit(130)
@@ -48,7 +57,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 def say(message: str) -> None:
     """A line for the person at the terminal, on stderr (stdout is for what a script reads)."""
-    click.echo(message, err=True)
+    click.echo(clean(message), err=True)
 
 
 def resolve_data_dir(data_dir: str | None) -> DataDir:
@@ -71,9 +80,19 @@ def remote(ctx: click.Context) -> RemoteRuntime:
     return RemoteRuntime(dd.socket, dd.root)
 
 
-def echo_json(obj: Any) -> None:
+def echo_json(obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
     elif isinstance(obj, list):
         obj = [o.model_dump(mode="json") if hasattr(o, "model_dump") else o for o in obj]
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
+    echo_json_text(json.dumps(obj, indent=indent, ensure_ascii=False, sort_keys=sort_keys))
+
+
+def echo_json_text(text: str) -> None:
+    """JSON as written (e.g. `model_dump_json()`), with what a terminal would act on escaped (same value)."""
+    click.echo(json_safe(text))
+
+
+def echo(line: str) -> None:
+    """A line for a person: agent and user text in it is shown, never acted on by the terminal."""
+    click.echo(clean(line))

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from crewtui.cli.common import echo_json, remote, run_async, user_errors
+from crewtui.cli.common import echo, echo_json, remote, run_async, user_errors
 from crewtui.cli.printers import job_header, job_line
 from crewtui.errors import BadInput
 from crewtui.formatting import date_time
@@ -28,11 +28,11 @@ def cron_list(ctx: click.Context, as_json: bool) -> None:
         echo_json(jobs)
         return
     if not jobs:
-        click.echo("no cron jobs")
+        echo("no cron jobs")
         return
-    click.echo(job_header())
+    echo(job_header())
     for j in jobs:
-        click.echo(job_line(j))
+        echo(job_line(j))
 
 
 @cron.command("add")
@@ -114,7 +114,7 @@ def cron_add(
             spawn["items"] = [i.strip() for i in items.split(",") if i.strip()]
         job["spawn"] = spawn
     info = run_async(remote(ctx).cron_add(job, allow_past))
-    click.echo(f"added {info.name}: {info.schedule}; next fire {date_time(info.next_fire)}")
+    echo(f"added {info.name}: {info.schedule}; next fire {date_time(info.next_fire)}")
 
 
 @cron.command("remove")
@@ -124,7 +124,7 @@ def cron_add(
 def cron_remove(ctx: click.Context, name: str) -> None:
     """Remove a cron job added with `cron add`."""
     info = run_async(remote(ctx).cron_remove(name))
-    click.echo(f"removed {info.name}")
+    echo(f"removed {info.name}")
 
 
 @cron.command("run")
@@ -138,7 +138,7 @@ def cron_run(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         echo_json(run)
     elif run is None:
-        click.echo(f"fired {name}")
+        echo(f"fired {name}")
     else:
         refused = f", {len(run.refused)} refused" if run.refused else ""
-        click.echo(f"fired {name}: run {run.id}, {len(run.sessions)} spawned{refused}")
+        echo(f"fired {name}: run {run.id}, {len(run.sessions)} spawned{refused}")

@@ -1,21 +1,22 @@
 """`crewtui ctl ...`: control a running crew over its socket (what scripts and agents use).
 
 With no runtime listening, every verb says so in one line (which data dir it looked in, how to start one) and
-exits 2. Verbs that print data take `--json`.
+exits 2. Verbs that print data take `--json`. What a person reads is cleaned of terminal escapes (`echo`), since it
+quotes labels, agents' output and reasons; `--json` escapes them (the raw bytes stay in the session dir).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from crewtui.cli.common import echo_json, remote, run_async, user_errors
+from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_async, user_errors
 from crewtui.cli.cron import cron
 from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line
 from crewtui.errors import BadInput
 from crewtui.model import SessionState, SpawnRequest, parse_duration
+from crewtui.text import clean
 
 
 @click.group()
@@ -86,7 +87,7 @@ def spawn(
     if as_json:
         echo_json(s)
     else:
-        click.echo(f"{s.key} {s.label} {s.state.value}")
+        echo(f"{s.key} {s.label} {s.state.value}")
 
 
 @ctl.command()
@@ -97,7 +98,7 @@ def spawn(
 def send(ctx: click.Context, ref: str, message: str) -> None:
     """Steer a session: send MESSAGE as one line to its stdin."""
     s = run_async(remote(ctx).send(ref, message))
-    click.echo(f"sent to {s.key} ({s.label})")
+    echo(f"sent to {s.key} ({s.label})")
 
 
 @ctl.command("list")
@@ -115,12 +116,12 @@ def list_(ctx: click.Context, state: str | None, prefix: str | None, as_json: bo
         echo_json(sessions)
         return
     if not sessions:
-        click.echo("no sessions")
+        echo("no sessions")
         return
     width = node_width(sessions)  # where sessions run on other machines (the Ray backend), say where
-    click.echo(session_header(width))
+    echo(session_header(width))
     for s in sessions:
-        click.echo(session_line(s, width))
+        echo(session_line(s, width))
 
 
 @ctl.command()
@@ -135,13 +136,13 @@ def history(ctx: click.Context, ref: str, tail: int, as_json: bool) -> None:
     if as_json:
         echo_json(h)
         return
-    click.echo(f"# {h.key} {h.label} ({h.state.value})")
+    echo(f"# {h.key} {h.label} ({h.state.value})")
     for line in h.lines:
-        click.echo(line)
+        echo(line)
     if h.stderr:
-        click.echo("# stderr")
+        echo("# stderr")
         for line in h.stderr:
-            click.echo(line)
+            echo(line)
 
 
 @ctl.command()
@@ -173,13 +174,13 @@ def kill(ctx: click.Context, ref: str | None, prefix: str | None, yes: bool, as_
                 raise BadInput(f"no live session has a label starting with {prefix!r}")
             if not sys.stdin.isatty():
                 raise BadInput(f"kill would end {what}; add --yes to confirm when not at a terminal")
-            click.confirm(f"Kill {what}?", abort=True)
+            click.confirm(clean(f"Kill {what}?"), abort=True)
     killed = run_async(rt.kill(ref, prefix))
     if as_json:
         echo_json(killed)
         return
     for s in killed:
-        click.echo(f"{s.key} {s.label} {s.state.value}")
+        echo(f"{s.key} {s.label} {s.state.value}")
 
 
 @ctl.command("yield")
@@ -200,9 +201,9 @@ def yield_(
     kids = list(children_opt) + list(children)
     out = run_async(remote(ctx).yield_(kids or None, parent, wait=not no_wait))
     if out is None:
-        click.echo(json.dumps({"yielded": True, "parent": parent, "children": kids}))
+        echo_json({"yielded": True, "parent": parent, "children": kids}, indent=None)
     else:
-        click.echo(out.model_dump_json())
+        echo_json_text(out.model_dump_json())
 
 
 @ctl.command()
@@ -212,7 +213,7 @@ def yield_(
 def registry(ctx: click.Context, as_json: bool) -> None:
     """Print the crew's registry (written only by the runtime, from session results)."""
     data = run_async(remote(ctx).registry())
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))
+    echo_json(data, sort_keys=True)
 
 
 @ctl.command()
@@ -224,7 +225,10 @@ def watch(ctx: click.Context, as_json: bool) -> None:
 
     async def go() -> None:
         async for ev in remote(ctx).watch():
-            click.echo(ev.model_dump_json() if as_json else event_line(ev))
+            if as_json:
+                echo_json_text(ev.model_dump_json())
+            else:
+                echo(event_line(ev))
 
     try:
         run_async(go())
@@ -243,7 +247,7 @@ def retry(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         echo_json(s)
     else:
-        click.echo(f"{s.key} {s.label} attempt {s.attempt} {s.state.value}")
+        echo(f"{s.key} {s.label} attempt {s.attempt} {s.state.value}")
 
 
 @ctl.command()
@@ -258,23 +262,23 @@ def sweep(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
     if not dry_run and not yes:
         preview = run_async(rt.sweep(dry_run=True))
         if not preview:
-            click.echo("nothing is stale")
+            echo("nothing is stale")
             return
         if not sys.stdin.isatty():
             raise BadInput(
                 f"sweep would kill {len(preview)} stale sessions; add --yes to confirm when not at a terminal"
             )
         for item in preview:
-            click.echo(f"{item.key}  {item.label:<44} {item.reason}")
+            echo(f"{item.key}  {item.label:<44} {item.reason}")
         click.confirm(f"Kill these {len(preview)} stale sessions?", abort=True)
     items = run_async(rt.sweep(dry_run=dry_run))
     if as_json:
         echo_json(items)
         return
     if not items:
-        click.echo("nothing is stale")
+        echo("nothing is stale")
     for item in items:
-        click.echo(f"{'would kill' if dry_run else 'killed'} {item.key}  {item.label:<44} {item.reason}")
+        echo(f"{'would kill' if dry_run else 'killed'} {item.key}  {item.label:<44} {item.reason}")
 
 
 @ctl.command()
@@ -284,7 +288,7 @@ def sweep(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
 def acquire(ctx: click.Context, pool: str) -> None:
     """Block until POOL's rate limit grants a permit (agents call this before a model call)."""
     out = run_async(remote(ctx).acquire(pool))
-    click.echo(json.dumps(out))
+    echo_json(out, indent=None)
 
 
 @ctl.command()
@@ -300,11 +304,11 @@ def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None
         echo_json(items)
         return
     if not items:
-        click.echo("no cron runs yet")
+        echo("no cron runs yet")
         return
-    click.echo(run_header())
+    echo(run_header())
     for r in items:
-        click.echo(run_line(r))
+        echo(run_line(r))
 
 
 @ctl.command()

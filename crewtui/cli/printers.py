@@ -1,7 +1,8 @@
 """How `crewtui ctl` prints sessions, cron jobs, runs, sweeps and events for a person (`--json` is for scripts).
 
 Fixed-width columns, one line per item; times, ages and rates come from `crewtui.formatting`, as the
-dashboard's do, so both say the same thing the same way.
+dashboard's do, so both say the same thing the same way. Labels, names, output and reasons are cleaned of
+terminal escapes (`crewtui.text.clean`) before they are padded, so the columns measure what is shown.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import time
 
 from crewtui.formatting import age, clock_time, date_time, percent
 from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session
+from crewtui.text import clean, json_safe
 
 
 def node_width(sessions: list[Session]) -> int:
     """The NODE column's width: 0 (no column) unless some session runs on another machine (the Ray backend)."""
     if not any(s.node for s in sessions):
         return 0
-    return max((len(s.node or "local") for s in sessions), default=0)
+    return max((len(clean(s.node or "local")) for s in sessions), default=0)
 
 
 def session_header(node_width: int = 0) -> str:
@@ -27,10 +29,10 @@ def session_header(node_width: int = 0) -> str:
 
 def session_line(s: Session, node_width: int = 0) -> str:
     sym = STATE_SYMBOLS[s.state]
-    node = f"{(s.node or 'local'):<{node_width}}  " if node_width else ""
+    node = f"{clean(s.node or 'local'):<{node_width}}  " if node_width else ""
     return (
-        f"{s.key}  {s.label:<44} {sym} {s.state.value:<9} {s.attempt:>2}  {age(s.created_at, time.time()):>5}  "
-        f"{node}{(s.last_line or '')[:60]}"
+        f"{clean(s.key)}  {clean(s.label):<44} {sym} {s.state.value:<9} {s.attempt:>2}  "
+        f"{age(s.created_at, time.time()):>5}  {node}{clean(s.last_line or '')[:60]}"
     )
 
 
@@ -40,7 +42,7 @@ def job_header() -> str:
 
 def job_line(j: CronJobInfo) -> str:
     return (
-        f"{j.name:<24} {j.schedule:<36} {j.payload:<7} {date_time(j.next_fire):<19}  {j.runs:>4}  "
+        f"{clean(j.name):<24} {clean(j.schedule):<36} {j.payload:<7} {date_time(j.next_fire):<19}  {j.runs:>4}  "
         f"{percent(j.last_rate)}"
     )
 
@@ -55,7 +57,7 @@ def run_header() -> str:
 def run_line(r: CronRun) -> str:
     c = r.counts
     return (
-        f"{r.id:<28} {date_time(r.nominal):<19}  {percent(r.rate):>5}  {c.get('spawned', 0):>7} "
+        f"{clean(r.id):<28} {date_time(r.nominal):<19}  {percent(r.rate):>5}  {c.get('spawned', 0):>7} "
         f"{c.get('done', 0):>4} {c.get('failed', 0):>6} {c.get('timed_out', 0):>3} {c.get('killed', 0):>6} "
         f"{c.get('lost', 0):>4} {c.get('running', 0):>4}  {'final' if r.final else 'open'}"
     )
@@ -68,5 +70,5 @@ def event_line(ev: Event) -> str:
         for k, v in ev.model_dump(mode="json").items()
         if k not in {"seq", "ts", "kind", "session", "label"} and v not in (None, [], "")
     }
-    whose = ev.label or ev.session or ""
-    return f"{clock_time(ev.ts)} {ev.kind:<22} {whose:<40} {json.dumps(detail, ensure_ascii=False)}"
+    whose = clean(ev.label or ev.session or "")
+    return f"{clock_time(ev.ts)} {ev.kind:<22} {whose:<40} {json_safe(json.dumps(detail, ensure_ascii=False))}"
