@@ -7,7 +7,6 @@ the benchmark drive it without a terminal.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from crewtui.model import (
     timeline_mark,
 )
 from crewtui.ui.grouping import GroupNode, LeafNode, build_forest
+from crewtui.ui.label_filter import LabelFilter
 
 RETRYABLE = frozenset({SessionState.FAILED, SessionState.LOST, SessionState.KILLED, SessionState.TIMED_OUT})
 
@@ -55,7 +55,7 @@ class SessionBook:
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
         self.marked: set[str] = set()
-        self.pattern: re.Pattern[str] | None = None
+        self.pattern: LabelFilter | None = None
         self.state_filter: SessionState | None = None
 
     # ------------------------------------------------------------------------------------ loading
@@ -157,13 +157,14 @@ class SessionBook:
     # ------------------------------------------------------------------------------------ filters
 
     def set_pattern(self, text: str) -> None:
-        """Filter labels by a regex (searched, case-insensitive). Raises re.error for a bad one."""
-        self.pattern = re.compile(text, re.IGNORECASE) if text else None
+        """Filter labels by a regex (RE2, searched, case-insensitive). Raises FilterError, saying why in one
+        line, for a pattern it cannot use."""
+        self.pattern = LabelFilter(text) if text else None
 
     def visible(self, s: Session) -> bool:
         if self.state_filter is not None and s.state != self.state_filter:
             return False
-        return self.pattern is None or self.pattern.search(s.label) is not None
+        return self.pattern is None or self.pattern.search(s.label)
 
     def visible_items(self) -> list[tuple[str, str]]:
         return [(k, s.label) for k, s in self.sessions.items() if self.visible(s)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from crewtui.formatting import duration, fit, relative
@@ -20,6 +18,7 @@ from crewtui.model import (
 )
 from crewtui.ui.book import SessionBook, completion_rate
 from crewtui.ui.grouping import GroupNode, LeafNode, build_forest, natural_key, walk
+from crewtui.ui.label_filter import FilterError
 
 S = SessionState
 
@@ -110,7 +109,7 @@ def test_filters_marks_and_rates() -> None:
     assert {k for k, _ in book.visible_items()} == {"a", "b"}
     book.state_filter = S.DONE
     assert {k for k, _ in book.visible_items()} == {"a"}
-    with pytest.raises(re.error):
+    with pytest.raises(FilterError):
         book.set_pattern("(")
     book.set_pattern("")
     book.state_filter = None

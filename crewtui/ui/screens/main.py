@@ -7,8 +7,6 @@ palette does. Each action says in one line what it did or why it could not, and 
 
 from __future__ import annotations
 
-import re
-
 from rich.text import Text
 from textual import on, work
 from textual.widget import Widget
@@ -18,6 +16,7 @@ from crewtui.model import Session, SessionState
 from crewtui.ui.book import RETRYABLE
 from crewtui.ui.calls import FAILED
 from crewtui.ui.format import DIM
+from crewtui.ui.label_filter import FilterError
 from crewtui.ui.screens.confirm import ConfirmScreen
 from crewtui.ui.screens.main_view import PANES, MainView
 from crewtui.ui.screens.spawn import SpawnScreen
@@ -222,8 +221,8 @@ class MainScreen(MainView):
         error = self.query_one("#filter-error", Static)
         try:
             self.book.set_pattern(event.value)
-        except re.error as exc:
-            error.update(f"invalid regex: {exc}")
+        except FilterError as exc:
+            error.update(Text(str(exc)))
             error.add_class("-shown")
             return
         error.update("")
