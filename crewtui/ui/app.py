@@ -6,7 +6,9 @@ orchestrator or a `RemoteRuntime` attached over the socket (`crewtui.ui.run` pic
 the runtime, its event stream (one async worker reads `runtime.watch()` into a buffer the main screen drains
 ten times a second), the dashboard's copy of the sessions (`SessionBook`), the connection and the way out.
 Every runtime call goes through `call_runtime`, which turns a failure into a notification: no traceback
-reaches a user.
+reaches a user. Notifications are plain text, cleaned of terminal escapes: they name sessions and quote what
+agents and users wrote. A crash (an exception nothing handled) is kept in `crashed` for the CLI to report in one
+line, with the trace in the log (cli/dashboard.py).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Any
 from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.driver import Driver
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from crewtui.api import RuntimeAPI, RuntimeInfo
 from crewtui.clock import Clock, ClockLike
 from crewtui.errors import CrewError
 from crewtui.model import Event
+from crewtui.text import clean
 from crewtui.ui.actions import BINDINGS
 from crewtui.ui.book import SessionBook
 from crewtui.ui.calls import FAILED, call_runtime
@@ -76,6 +80,7 @@ class CrewApp(App[None]):
         self._exiting = False
         self._main_up = False
         self._leave_when_up = False
+        self.crashed: BaseException | None = None  # the first exception nothing handled: it ended the app
 
     def get_default_screen(self) -> Screen[Any]:
         return self.main_screen
@@ -96,6 +101,32 @@ class CrewApp(App[None]):
     def exiting(self) -> bool:
         """Quitting or leaving: the runtime going away now is expected, not news."""
         return self._exiting
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A toast, as plain text unless a caller asks for markup (Textual's default is markup, and a label or a
+        pattern with `[/x]` in it made the app crash); escapes removed, control characters made visible."""
+        super().notify(
+            clean(message, newlines=True), title=clean(title), severity=severity, timeout=timeout, markup=markup
+        )
+
+    def action_help_quit(self) -> None:
+        # Textual's says it with markup; ours is plain (notify above).
+        self.notify("press q to quit (ctrl+c copies the selected text in a field)", title="Do you want to quit?")
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual ends the app on an exception nothing handled; the CLI says so in one line (cli/dashboard.py).
+        if self.crashed is None:
+            self.crashed = error
+        log.error("the dashboard crashed", exc_info=error)
+        super()._handle_exception(error)
 
     async def call_runtime(self, name: str, *args: Any, what: str = "", quiet: bool = False, **kwargs: Any) -> Any:
         """A RuntimeAPI call; on failure the user is told in one line and FAILED returned (calls.py)."""

@@ -3,6 +3,9 @@
 Pure functions returning Rich `Text`, and the colours they use; no widget code here. The plain strings they
 build on (ages, times, durations, percentages) are `crewtui.formatting`'s, shared with `crewtui ctl`. Symbols
 are all one cell wide in every common terminal font (no emoji presentation), so columns stay aligned.
+
+Foreign text (what agents print, labels, reasons, names, what a user typed) reaches a widget only through
+`plain(...)`: a `Text`, so it is never read as markup, cleaned of terminal escapes by `crewtui.text.clean`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 from rich.text import Text
 
 from crewtui.formatting import percent
-from crewtui.model import STATE_SYMBOLS, SessionState
+from crewtui.model import STATE_SYMBOLS, SessionState, TimelineItem
+from crewtui.text import clean
 
 # One Dark-like colours: distinct on dark and light backgrounds, and failures stand out from the calm ones.
 STATE_COLORS: dict[SessionState, str] = {
@@ -42,6 +46,26 @@ RATE_BAD = "#e06c75"
 DIM = "#7f848e"
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+
+def plain(text: str | None, style: str = "", *, missing: str = "", newlines: bool = False) -> Text:
+    """Foreign text as a `Text` to show: never markup, escapes removed and control characters made visible
+    (line feeds too, unless `newlines`); `missing` when there is none."""
+    return Text(clean(text, newlines=newlines) if text else missing, style=style)
+
+
+def clean_marks(items: list[TimelineItem]) -> list[TimelineItem]:
+    """Timeline marks with their names and outcomes cleaned (a job's name, a session's label, a system job's
+    text): the timeline draws them as they come."""
+    out = []
+    for item in items:
+        name, outcome = clean(item.name), item.outcome and clean(item.outcome)
+        out.append(
+            item
+            if (name, outcome) == (item.name, item.outcome)
+            else item.model_copy(update={"name": name, "outcome": outcome})
+        )
+    return out
 
 
 def state_text(state: SessionState, width: int | None = None) -> Text:

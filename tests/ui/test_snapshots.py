@@ -184,3 +184,13 @@ def test_timeline_zoomed_in_to_15_minutes(snap_compare: Snap) -> None:
 
 def test_timeline_zoomed_out_to_6_hours(snap_compare: Snap) -> None:
     assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("minus", pause=0.3))
+
+
+def test_agent_escapes_are_shown_as_text(snap_compare: Snap) -> None:
+    # An agent's last line with a title change, a screen wipe, colours, a bell, a right-to-left override and a
+    # lone ESC: its row, its detail and its transcript show the words, the controls as symbols, and nothing acts.
+    app = fake_app()
+    s = next(s for s in app.runtime.sessions.values() if s.label == RUNNING)  # type: ignore[attr-defined]
+    s.last_line = "done\x1b]0;owned\x07 \x1b[2J\x1b[31mred\x1b[0m bell\x07 rtl\u202eabc lone\x1b"
+    s.reason = "exit code 1: \x9b2J wiped"
+    assert snap_compare(app, terminal_size=WIDE, run_before=steps(select=RUNNING))

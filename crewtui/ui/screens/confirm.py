@@ -1,4 +1,7 @@
-"""A yes/no question as a modal (`ModalScreen[bool]`): kill, sweep. Cancel is the safe default."""
+"""A yes/no question as a modal (`ModalScreen[bool]`): kill, sweep. Cancel is the safe default.
+
+The title names sessions or groups: it is shown as plain text (never markup), like the body the caller built.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
+
+from crewtui.ui.format import plain
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -32,7 +37,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="confirm-dialog"):
-            yield Label(self._title, classes="dialog-title")
+            yield Label(plain(self._title), classes="dialog-title")
             with VerticalScroll(classes="dialog-body"):
                 yield Static(self._body, id="confirm-body")
             with Horizontal(classes="dialog-buttons"):

@@ -37,9 +37,9 @@ def keys_table() -> Table:
             body.append(" · ".join(f"{key_label(a)} {a.description}" for a in members), style=DIM)
             table.add_row(Text(keys, style=KEY_STYLE), body)
             continue
-        table.add_row(Text(key_label(spec), style=KEY_STYLE), spec.help)
-    table.add_row(Text("ctrl+p", style=KEY_STYLE), "Command palette: every action above, by name")
-    table.add_row(Text("←/→", style=KEY_STYLE), "Fold / unfold a group (or go to its parent)")
+        table.add_row(Text(key_label(spec), style=KEY_STYLE), Text(spec.help))
+    table.add_row(Text("ctrl+p", style=KEY_STYLE), Text("Command palette: every action above, by name"))
+    table.add_row(Text("←/→", style=KEY_STYLE), Text("Fold / unfold a group (or go to its parent)"))
     return table
 
 

@@ -3,6 +3,8 @@
 Spawn, steer, kill, sweep, retry, trigger, marks, filters and panes. The keys are the App's bindings (one
 registry, ui/actions.py), which bring them here, so a key still works while a modal is on top, as the
 palette does. Each action says in one line what it did or why it could not, and never raises at the user.
+Those lines name sessions and quote what the user typed: notifications are plain text (the App's `notify`),
+and what is drawn here goes through `plain`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from textual.widgets import Input, Static
 from crewtui.model import Session, SessionState
 from crewtui.ui.book import RETRYABLE
 from crewtui.ui.calls import FAILED
-from crewtui.ui.format import DIM
+from crewtui.ui.format import DIM, plain
 from crewtui.ui.label_filter import FilterError
 from crewtui.ui.screens.confirm import ConfirmScreen
 from crewtui.ui.screens.main_view import PANES, MainView
@@ -79,7 +81,7 @@ class MainScreen(MainView):
             if not live:
                 self.notify("none of the marked sessions is live", severity="warning")
                 return
-            body = Text("\n".join(f"{s.label}  ({s.state.value})" for s in live[:30]))
+            body = Text("\n").join(plain(f"{s.label}  ({s.state.value})") for s in live[:30])
             if len(live) > 30:
                 body.append(f"\n… and {len(live) - 30} more", style=DIM)
             self._confirm_kill(f"Kill {len(live)} marked sessions?", body, keys=[s.key for s in live])
@@ -88,10 +90,10 @@ class MainScreen(MainView):
             if not members:
                 self.notify(f"group {ref.id} has no live session", severity="warning")
                 return
-            body = Text(
-                f"{len(members)} live sessions whose label starts with {ref.id}-, and their children.\n", style="bold"
-            )
-            body.append("\n".join(s.label for s in members[:20]), style=DIM)
+            body = plain(f"{len(members)} live sessions whose label starts with {ref.id}-, and their children.", "bold")
+            for member in members[:20]:
+                body.append("\n")
+                body.append_text(plain(member.label, DIM))
             if len(members) > 20:
                 body.append(f"\n… and {len(members) - 20} more", style=DIM)
             exact = [s.key for s in members if s.label == ref.id]
@@ -105,7 +107,7 @@ class MainScreen(MainView):
                 self.notify(f"{s.label} has already ended ({s.state.value})", severity="warning")
                 return
             body = Text.assemble(
-                (s.label, "bold"),
+                plain(s.label, "bold"),
                 f"\n{s.key} · {s.state.value} · attempt {s.attempt}\n",
                 (("SIGTERM to its process group, SIGKILL after the grace period; its children are killed too."), DIM),
             )
@@ -222,7 +224,7 @@ class MainScreen(MainView):
         try:
             self.book.set_pattern(event.value)
         except FilterError as exc:
-            error.update(Text(str(exc)))
+            error.update(plain(str(exc)))
             error.add_class("-shown")
             return
         error.update("")

@@ -5,7 +5,8 @@ sessions (`app.book`) and keeps it current: the App's worker buffers the runtime
 second the buffer is applied and only the rows that changed are repainted, inside `batch_update()`. The
 layout follows the terminal (wide; narrow, one pane at a time behind tabs; tiny, only a note), the schedule
 panes reload every few seconds, and the selection drives the detail pane and the transcript. The actions on
-sessions are `MainScreen`'s.
+sessions are `MainScreen`'s. What the runtime sends is foreign text: titles and notes show it through `plain`,
+timeline marks are cleaned before the timeline draws them, and notifications are plain text.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static, Tab, Tabs
@@ -28,8 +31,10 @@ from crewtui.api import RuntimeAPI, RuntimeInfo
 from crewtui.clock import ClockLike
 from crewtui.errors import CrewError
 from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session, SessionState
+from crewtui.text import clean
 from crewtui.ui.book import Changes, SessionBook, lacks_pids
 from crewtui.ui.calls import FAILED
+from crewtui.ui.format import clean_marks, plain
 from crewtui.ui.widgets.detail import SessionDetail, Transcript
 from crewtui.ui.widgets.footer import CrewFooter
 from crewtui.ui.widgets.header import StatusHeader
@@ -110,6 +115,19 @@ class MainView(Screen[None]):
     async def _call(self, name: str, *args: Any, what: str = "", quiet: bool = False, **kwargs: Any) -> Any:
         return await self.dashboard.call_runtime(name, *args, what=what, quiet=quiet, **kwargs)
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """As the App's: plain text unless asked (Textual's widgets read a message as markup by default), since
+        our messages name sessions and quote what the user typed."""
+        self.app.notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     # ------------------------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
@@ -188,7 +206,7 @@ class MainView(Screen[None]):
         for pane in PANES:
             self.set_class(self.pane == pane, f"-pane-{pane}")
         self.query_one("#too-small", Static).update(
-            f"crewtui needs a terminal of at least {MIN_SIZE[0]}×{MIN_SIZE[1]};\nthis one is {width}×{height}."
+            Text(f"crewtui needs a terminal of at least {MIN_SIZE[0]}×{MIN_SIZE[1]};\nthis one is {width}×{height}.")
         )
         if changed and mode == "narrow" and self.app.screen is self:
             # The focus may sit in a pane the narrow layout hides: bring it to the pane on show.
@@ -307,7 +325,7 @@ class MainView(Screen[None]):
                 for text in ch.steered.get(transcript.key, ()):
                     transcript.append_steer(text)
             if ch.marks:
-                self.query_one("#timeline", Timeline).add_marks(ch.marks)
+                self.query_one("#timeline", Timeline).add_marks(clean_marks(ch.marks))
         if ch.schedule:
             self._schedule_soon()
         if self._history_key is not None and self._history_key in ch.retried:
@@ -395,21 +413,21 @@ class MainView(Screen[None]):
             log.exception("loading cron jobs failed")
             note = f"could not load the cron jobs: {exc}"
         meters_note = self.query_one("#meters-note", Static)
-        meters_note.update(note or "")
+        meters_note.update(plain(note))
         meters_note.set_class(note is not None, "-shown")
         self.meters.display = bool(self.jobs)
         timeline = self.query_one("#timeline", Timeline)
         try:
             items = await runtime.timeline(*timeline.window(now))
-            timeline.set_items(items, now)
+            timeline.set_items(clean_marks(items), now)
             self._show_timeline_span()  # an unzoomed timeline fits its span to the marks
         except (NotImplementedError, AttributeError):
             timeline.set_note("the timeline is not available in this runtime yet")
         except CrewError as exc:
-            timeline.set_note(exc.message)
+            timeline.set_note(clean(exc.message))
         except Exception as exc:
             log.exception("loading the timeline failed")
-            timeline.set_note(f"could not load the timeline: {exc}")
+            timeline.set_note(clean(f"could not load the timeline: {exc}"))
 
     def zoom_timeline(self, step: int) -> None:
         """`-` (+1) and `+` (-1): the timeline's next longer or shorter span; a longer one is fetched at once."""
@@ -448,11 +466,11 @@ class MainView(Screen[None]):
         if ref.kind == "group":
             self._history_key = None
             self.transcript.show_note("a group: select one of its sessions to see its transcript")
-            self.query_one("#right").border_title = f"Group {ref.id}"
+            self.query_one("#right").border_title = plain(f"Group {ref.id}")
         else:
             if ref.id != self._history_key or not self._history_ready:
                 s = self.book.sessions.get(ref.id)
-                self.query_one("#right").border_title = f"Session {s.label if s else ref.id}"
+                self.query_one("#right").border_title = plain(f"Session {s.label if s else ref.id}")
                 self._load_history(ref.id)
             self._want_pids(ref.id)
 

@@ -2,6 +2,7 @@
 
 The form checks what it can itself (label syntax, duration), then asks the runtime; any refusal (duplicate
 live label, held domain, unknown agent...) is shown inline, in the runtime's own words, and the form stays.
+Those words quote what was typed: they are shown as plain text (`plain`), never read as markup.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from crewtui.errors import BadInput, CrewError
 from crewtui.model import Session, SpawnRequest, parse_duration, validate_label
+from crewtui.ui.format import plain
 
 log = logging.getLogger("crewtui.ui")
 
@@ -45,7 +47,7 @@ class SpawnScreen(ModalScreen["Session | None"]):
             with Horizontal(classes="field"):
                 yield Label("agent", classes="field-name")
                 yield Select(
-                    [(a, a) for a in self._agents],
+                    [(plain(a), a) for a in self._agents],
                     prompt="no agents in this crew" if not self._agents else "choose an agent",
                     allow_blank=not self._agents,
                     id="spawn-agent",
@@ -78,7 +80,7 @@ class SpawnScreen(ModalScreen["Session | None"]):
 
     def _error(self, field: str, message: str) -> None:
         widget = self.query_one(f"#spawn-{field}-error" if field != "form" else "#spawn-error", Static)
-        widget.update(message)
+        widget.update(plain(message))
         widget.set_class(bool(message), "-shown")
 
     def _clear_errors(self) -> None:

@@ -7,7 +7,7 @@ from rich.text import Text
 
 from crewtui.formatting import duration
 from crewtui.model import SweepItem
-from crewtui.ui.format import DIM
+from crewtui.ui.format import DIM, plain
 from crewtui.ui.screens.confirm import ConfirmScreen
 
 
@@ -17,7 +17,7 @@ def sweep_table(items: list[SweepItem]) -> Table:
     table.add_column("silent for", justify="right", width=10, no_wrap=True)
     table.add_column("why", ratio=4, no_wrap=True, overflow="ellipsis", style=DIM)
     for item in items:
-        table.add_row(Text(item.label, style="bold"), Text(duration(item.idle_for), style="#d19a66"), item.reason)
+        table.add_row(plain(item.label, "bold"), Text(duration(item.idle_for), style="#d19a66"), plain(item.reason))
     return table
 
 

@@ -1,4 +1,8 @@
-"""The right pane: the selected session's (or group's) detail, and its live transcript tail."""
+"""The right pane: the selected session's (or group's) detail, and its live transcript tail.
+
+Everything here but our own words is foreign (agent output, labels, reasons, results, steers): it is shown
+through `plain(...)`, never as markup and with its terminal escapes removed.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from textual.widgets import RichLog, Static
 from crewtui.formatting import age, clock_time
 from crewtui.model import History, Session, SessionState
 from crewtui.ui.book import completion_rate
-from crewtui.ui.format import DIM, STATE_COLORS, rate_text, rollup, state_text
+from crewtui.ui.format import DIM, STATE_COLORS, plain, rate_text, rollup, state_text
 
 STDERR_STYLE = "#e06c75"
 NOTE_STYLE = f"italic {DIM}"
@@ -71,22 +75,22 @@ class SessionDetail(Static):
             "-" if s.exit_code is None else str(s.exit_code),
             style="" if s.exit_code in (None, 0) else STATE_COLORS[SessionState.FAILED],
         )
-        result = "-" if s.result is None else json.dumps(s.result, ensure_ascii=False, separators=(",", ":"))
+        result = None if s.result is None else json.dumps(s.result, ensure_ascii=False, separators=(",", ":"))
         rows: list[tuple[str, RenderableType]] = [
-            ("key", Text(s.key, style="bold")),
-            ("label", Text(s.label, style="bold")),
+            ("key", plain(s.key, "bold")),
+            ("label", plain(s.label, "bold")),
             ("state", state),
-            ("parent", s.parent or "-"),
-            ("runs on", where),
-            *([("node", s.node)] if s.node else []),
-            ("pids", pids),
+            ("parent", plain(s.parent, missing="-")),
+            ("runs on", plain(where)),
+            *([("node", plain(s.node))] if s.node else []),
+            ("pids", Text(pids)),
             ("exit", exit_text),
-            ("reason", Text(s.reason or "-", style="" if not s.reason else "#d19a66")),
-            ("result", Text(result, style="#98c379" if s.result is not None else "")),
+            ("reason", plain(s.reason, "#d19a66" if s.reason else "", missing="-")),
+            ("result", plain(result, "#98c379" if result is not None else "", missing="-")),
             ("time", Text(times, style=DIM)),
         ]
         if s.cron_run:
-            rows.insert(4, ("cron run", s.cron_run))
+            rows.insert(4, ("cron run", plain(s.cron_run)))
         self._show(tuple(str(v) for _, v in rows), _kv(rows))
 
     def show_group(self, prefix: str, counts: dict[SessionState, int]) -> None:
@@ -95,8 +99,8 @@ class SessionDetail(Static):
         rate = rate_text(completion_rate(counts), 0)
         rate.append("  done / ended", style=DIM)
         rows: list[tuple[str, RenderableType]] = [
-            ("group", Text(prefix, style="bold #56b6c2")),
-            ("sessions", f"{total} ({live} live)"),
+            ("group", plain(prefix, "bold #56b6c2")),
+            ("sessions", Text(f"{total} ({live} live)")),
             ("states", rollup(counts) or Text("-")),
             ("rate", rate),
             ("keys", Text("k kills the group · space marks it", style=DIM)),
@@ -104,7 +108,7 @@ class SessionDetail(Static):
         self._show(("group", prefix, *(str(v) for _, v in rows)), _kv(rows))
 
     def show_nothing(self, note: str) -> None:
-        self._show(("note", note), Text(note, style=NOTE_STYLE))
+        self._show(("note", note), plain(note, NOTE_STYLE))
 
 
 class Transcript(RichLog):
@@ -147,7 +151,7 @@ class Transcript(RichLog):
     def show_note(self, note: str) -> None:
         self.key = None
         self._reset()
-        self._put(Text(note, style=NOTE_STYLE))
+        self._put(plain(note, NOTE_STYLE))
 
     def show_history(self, history: History) -> None:
         self.key = history.key
@@ -155,16 +159,16 @@ class Transcript(RichLog):
         if not history.lines and not history.stderr:
             self._put(Text("no output yet", style=NOTE_STYLE))
         for line in history.lines:
-            self._put(Text(line))
+            self._put(plain(line))
         if history.stderr:
             self._put(Text(f"── stderr, last {len(history.stderr)} lines ──", style=NOTE_STYLE))
             for line in history.stderr:
-                self._put(Text(line, style=STDERR_STYLE))
+                self._put(plain(line, STDERR_STYLE))
 
     def append(self, stream: str, lines: list[str]) -> None:
         style = STDERR_STYLE if stream == "stderr" else ""
         for line in lines:
-            self._put(Text(line, style=style))
+            self._put(plain(line, style))
 
     def append_steer(self, text: str) -> None:
-        self._put(Text(f"» steered: {text}", style="bold #c678dd"))
+        self._put(plain(f"» steered: {text}", "bold #c678dd"))

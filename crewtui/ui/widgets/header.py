@@ -1,4 +1,7 @@
-"""The one-line header: which runtime, how many sessions in which state, the overall rate, the filters."""
+"""The one-line header: which runtime, how many sessions in which state, the overall rate, the filters.
+
+The crew's name, the node names and the filter the user typed are foreign text: shown cleaned, never markup.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from textual.widgets import Static
 from crewtui.api import RuntimeInfo
 from crewtui.formatting import clock_time
 from crewtui.model import STATE_SYMBOLS, SessionState
+from crewtui.text import clean
 from crewtui.ui.book import completion_rate
 from crewtui.ui.format import DIM, STATE_COLORS, STATE_ORDER, rate_text
 
@@ -48,17 +52,19 @@ class StatusHeader(Static):
             # Live sessions per node, busiest first (the Ray backend); a long list is cut by the ellipsis.
             t.append(*SEP)
             t.append(f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} ", style=DIM)
-            t.append(" · ".join(f"{name} {n}" for name, n in sorted(nodes.items(), key=lambda kv: (-kv[1], kv[0]))))
+            t.append(
+                " · ".join(f"{clean(name)} {n}" for name, n in sorted(nodes.items(), key=lambda kv: (-kv[1], kv[0])))
+            )
         if marked:
             t.append(*SEP)
             t.append(f"● {marked} marked", style="bold #e5c07b")
         if filters:
             t.append(*SEP)
             t.append("filter ", style=DIM)
-            t.append(filters, style="bold #e5c07b")
+            t.append(clean(filters), style="bold #e5c07b")
         t.append(*SEP)
         if info is not None:
-            t.append(info.crew, style="bold")
+            t.append(clean(info.crew), style="bold")
             mode = "attached to" if attached else "embedded"
             t.append(f" · {mode} pid {info.pid}", style=DIM)
         else:

@@ -1,7 +1,7 @@
 """Completion-rate meters per cron job: the current run's done/spawned as a bar, recent runs as a sparkline.
 
 A DataTable with stable row keys (job names) and column keys; only cells whose content changed are
-updated. The row under the cursor is the job `t` triggers.
+updated. The row under the cursor is the job `t` triggers. Job names and schedules are shown through `plain`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from textual.widgets import DataTable
 from crewtui.formatting import relative
 from crewtui.model import CronJobInfo, CronRun, SessionState
 from crewtui.ui.book import SessionBook
-from crewtui.ui.format import DIM, bar, rate_color, rate_text, sparkline
+from crewtui.ui.format import DIM, bar, plain, rate_color, rate_text, sparkline
 
 BAR_W = 6
 HISTORY = 10  # runs in the sparkline
@@ -108,10 +108,10 @@ class CronMeters(DataTable[Text]):
         next_in = relative(job.next_fire, now).removeprefix("in ") if job.next_fire else "-"
         next_cell = Text(next_in, style=DIM)
         return {
-            "job": Text(job.name, style="bold"),
+            "job": plain(job.name, "bold"),
             "next": next_cell,
             "run": run_cell,
             "history": history,
             "last": last,
-            "schedule": Text(job.schedule, style=DIM),
+            "schedule": plain(job.schedule, DIM),
         }

@@ -3,7 +3,8 @@
 Live, with 1,000 sessions: the tree keeps a dict id -> node and changes only what changed. A new structure
 (spawns, filters) is reconciled against the nodes it has (remove the gone, insert the new in place); a
 changed session gets `set_label` only when its rendered row differs. Never `clear()` and rebuild: that
-loses the cursor, the scroll position and what the user folded.
+loses the cursor, the scroll position and what the user folded. Names and last lines are foreign text: cleaned
+(`crewtui.text.clean`) before they are cut to their column, and never read as markup.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from textual.widgets.tree import TreeNode
 from crewtui.clock import ClockLike
 from crewtui.formatting import age, fit
 from crewtui.model import Session, SessionState
+from crewtui.text import clean
 from crewtui.ui.book import SessionBook, completion_rate
-from crewtui.ui.format import DIM, rate_text, rollup, state_text
+from crewtui.ui.format import DIM, plain, rate_text, rollup, state_text
 from crewtui.ui.grouping import GroupNode, LeafNode, walk
 
 STATE_W = 11  # "◷ timed_out"
@@ -137,14 +139,14 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         name_w, last_w = self._columns(ref.depth)
         marked = s.key in self.book.marked
         age_s = age(s.created_at, now)
-        last = (s.last_line or "")[: last_w + 1]
+        last = clean(s.last_line or "")[: last_w + 1]  # cleaned before the cut, which could split a sequence
         sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name, s.node)
         cached = self._signatures.get(s.key)
         if cached is not None and cached[0] == sig:
             return sig, cached[1]  # type: ignore[return-value]
         text = Text(no_wrap=True, overflow="crop")
         text.append(MARK if marked else "  ", style="bold #e5c07b")
-        text.append(fit(ref.name, name_w), style="bold" if s.state.live else "")
+        text.append(fit(clean(ref.name), name_w), style="bold" if s.state.live else "")
         text.append(" ")
         text.append_text(state_text(s.state, STATE_W))
         text.append(" ")
@@ -155,7 +157,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
             text.append("  ")
             if s.node:
                 # Where it runs (Ray): the node's address, before the last output line.
-                where = ("@" + s.node.split("/", 1)[0])[:last_w]
+                where = ("@" + clean(s.node.split("/", 1)[0]))[:last_w]
                 text.append(where, style="#56b6c2")
                 last_w -= len(where) + 1
                 if last_w > 0:
@@ -172,7 +174,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         name_w, _ = self._columns(ref.depth)
         total = sum(counts.values())
         text = Text(no_wrap=True, overflow="crop")
-        text.append(fit(ref.name, name_w), style="bold #56b6c2")
+        text.append(fit(clean(ref.name), name_w), style="bold #56b6c2")
         text.append(f"{total:>4}", style="bold")
         text.append(" ")
         text.append_text(rate_text(completion_rate(counts), 4))
@@ -300,7 +302,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
                 if isinstance(item, GroupNode):
                     name = item.prefix if depth == 0 or parent.data is None else item.prefix[len(parent.data.id) + 1 :]
                     ref = RowRef("group", item.prefix, depth, name)
-                    node = parent.add(Text(name), ref, before=before, expand=item.prefix not in self.collapsed)
+                    node = parent.add(plain(name), ref, before=before, expand=item.prefix not in self.collapsed)
                     self.nodes[item.id] = node
                 else:
                     ref = RowRef("session", item.key, depth, item.name)
