@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from textual.command import CommandPalette
-from textual.widgets import Input, Static
+from textual.widgets import Input, Static, TextArea
 
 from crewtui.locations import DataDir
 from crewtui.model import SessionState, SpawnRequest
@@ -179,7 +179,7 @@ async def test_s_steers_the_selected_session(crew_orch: Orchestrator) -> None:
         await pilot.press("s")
         await pilot.pause()
         assert isinstance(app.screen, SteerScreen)
-        app.screen.query_one("#steer-text", Input).value = "hello there"
+        app.screen.query_one("#steer-text", TextArea).text = "hello there"
         await pilot.press("enter")
         await wait_for(lambda: crew_orch.sessions[key].last_line == "steered: hello there", what="agent echo")
         history = await crew_orch.history(key)
@@ -213,7 +213,7 @@ async def test_s_broadcasts_to_marked_and_refuses_an_ended_session(crew_orch: Or
         await pilot.press("s")
         await pilot.pause()
         assert isinstance(app.screen, SteerScreen)
-        app.screen.query_one("#steer-text", Input).value = "to all"
+        app.screen.query_one("#steer-text", TextArea).text = "to all"
         await pilot.press("enter")
         for key in (a, b):
             await wait_for(lambda key=key: crew_orch.sessions[key].last_line == "steered: to all", what="broadcast")

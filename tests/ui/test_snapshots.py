@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, TextArea
 
 from tests.ui.conftest import fake_app, settle
 
@@ -41,7 +41,13 @@ def steps(
             await pilot.press(*keys)
         if type_into is not None:
             selector, text = type_into
-            pilot.app.screen.query_one(selector, Input).value = text
+            field = pilot.app.screen.query_one(selector)
+            if isinstance(field, TextArea):
+                field.text = text
+                field.move_cursor(field.document.end)  # where typing leaves it
+            else:
+                assert isinstance(field, Input)
+                field.value = text
         await pilot.pause(pause)
         await pilot.pause()
 
@@ -184,6 +190,22 @@ def test_timeline_zoomed_in_to_15_minutes(snap_compare: Snap) -> None:
 
 def test_timeline_zoomed_out_to_6_hours(snap_compare: Snap) -> None:
     assert snap_compare(fake_app(), terminal_size=WIDE, run_before=steps("minus", pause=0.3))
+
+
+def test_steer_multi_line_paste_says_how_it_is_sent(snap_compare: Snap) -> None:
+    # Three lines (a blank one left out): the prompt says they go as three steers before anything is sent.
+    text = "keep it short\n\ncite the sources\nthen stop"
+    assert snap_compare(
+        fake_app(), terminal_size=WIDE, run_before=steps("s", select=RUNNING, type_into=("#steer-text", text))
+    )
+
+
+def test_steer_over_the_limit_is_refused_before_sending(snap_compare: Snap) -> None:
+    assert snap_compare(
+        fake_app(),
+        terminal_size=WIDE,
+        run_before=steps("s", select=RUNNING, type_into=("#steer-text", "x" * 70_000)),
+    )
 
 
 def test_agent_escapes_are_shown_as_text(snap_compare: Snap) -> None:

@@ -55,21 +55,27 @@ class MainScreen(MainView):
                 self.notify(f"all {len(targets)} marked sessions have ended; none can be steered", severity="warning")
             return
 
-        def chosen(text: str | None) -> None:
-            if text:
-                self._send_all([s.key for s in live], text)
+        def chosen(lines: list[str] | None) -> None:
+            if lines:
+                self._send_all([s.key for s in live], lines)
 
         self.app.push_screen(SteerScreen(live, skipped=len(targets) - len(live)), chosen)
 
     @work(group="commands", exit_on_error=False)
-    async def _send_all(self, keys: list[str], text: str) -> None:
+    async def _send_all(self, keys: list[str], lines: list[str]) -> None:
+        """Each line is one steer, in order; a session that refuses one gets none of the rest (the refusal is
+        said once, by `call_runtime`)."""
         sent = 0
         for key in keys:
-            if await self._call("send", key, text) is not FAILED:
+            for line in lines:
+                if await self._call("send", key, line) is FAILED:
+                    break
+            else:
                 sent += 1
         if sent:
             label = self.book.sessions[keys[0]].label if len(keys) == 1 and keys[0] in self.book.sessions else None
-            self.notify(f"steered {label}" if label else f"steered {sent} of {len(keys)} sessions")
+            what = f" ({len(lines)} lines)" if len(lines) > 1 else ""
+            self.notify(f"steered {label}{what}" if label else f"steered {sent} of {len(keys)} sessions{what}")
 
     # ------------------------------------------------------------------------------------ kill, sweep
 

@@ -1,7 +1,14 @@
-"""The steer prompt: one line for the selected session, or for every marked one (a broadcast)."""
+"""The steer prompt: a message for the selected session, or for every marked one (a broadcast).
+
+A steer is one line on the session's stdin, and the runtime takes at most 64 KiB with its newline. What is
+typed is one line; a paste may bring several, and each non-blank line is then sent as its own steer, in
+order, which the prompt says before anything is sent. A line over the limit, or a NUL the runtime cannot write,
+is refused in the prompt, which stays open with the text: nothing typed or pasted is lost to a refusal.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from rich.text import Text
@@ -9,14 +16,52 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Label, Static, TextArea
 
-from crewtui.model import Session
+from crewtui.model import MAX_STEER_BYTES, Session
+from crewtui.ui.format import DIM, plain
+
+# The runtime writes a steer with its newline, and refuses one whose bytes (newline included) pass 64 KiB.
+MAX_LINE_BYTES = MAX_STEER_BYTES - 1
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-class SteerScreen(ModalScreen["str | None"]):
-    """Dismisses with the line to send, or None."""
+def steer_lines(text: str) -> list[str]:
+    """The steers a message makes: one per line, blank lines left out."""
+    return [line for line in _LINE_BREAK.split(text) if line.strip()]
+
+
+def steer_problem(lines: list[str]) -> str | None:
+    """Why these steers cannot be sent, in one line, or None."""
+    for n, line in enumerate(lines, start=1):
+        which = f"line {n}" if len(lines) > 1 else "the message"
+        size = len(line.encode("utf-8", errors="replace"))
+        if size > MAX_LINE_BYTES:
+            return (
+                f"{which} is {size:,} bytes; a steer holds at most {MAX_LINE_BYTES:,} "
+                "(64 KiB with its newline): shorten it or split it into lines"
+            )
+        if "\0" in line:
+            return f"{which} holds a NUL character, which cannot be written to a session"
+    return None
+
+
+class SteerText(TextArea):
+    """The message: enter sends (a steer is typed as one line); a paste keeps every line it brings."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "submit", "Send", show=False, priority=True)]
+
+    class Submitted(Message):
+        """Enter was pressed in the message."""
+
+    def action_submit(self) -> None:
+        self.post_message(self.Submitted())
+
+
+class SteerScreen(ModalScreen["list[str] | None"]):
+    """Dismisses with the steers to send, in order (one or more lines), or None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="steer-cancel")]
 
@@ -31,37 +76,66 @@ class SteerScreen(ModalScreen["str | None"]):
                 title = f"Steer {self._targets[0].label}"
             else:
                 title = f"Steer {len(self._targets)} marked sessions (broadcast)"
-            yield Label(title, classes="dialog-title")
-            note = Text("One line, written to the session's stdin. ", style="#7f848e")
+            yield Label(plain(title), classes="dialog-title")
+            note = Text("Lines go to the session's stdin, 64 KiB each. ", style=DIM)
             if len(self._targets) > 1:
-                note.append(", ".join(s.label for s in self._targets[:4]) + (" …" if len(self._targets) > 4 else ""))
+                shown = ", ".join(s.label for s in self._targets[:4]) + (" …" if len(self._targets) > 4 else "")
+                note.append_text(plain(shown))
             if self._skipped:
                 n = self._skipped
                 note.append(f"  ({n} ended session{'s' if n != 1 else ''} skipped)", style="#d19a66")
             yield Static(note, classes="dialog-text")
-            with Horizontal(classes="field"):
+            with Horizontal(classes="field", id="steer-field"):
                 yield Label("message", classes="field-name")
-                yield Input(placeholder="e.g. keep it under 800 words", id="steer-text", compact=True)
+                yield SteerText(
+                    id="steer-text",
+                    compact=True,
+                    soft_wrap=True,
+                    highlight_cursor_line=False,
+                    placeholder="e.g. keep it under 800 words",
+                )
+            yield Static("", id="steer-info", classes="field-info")
             yield Static("", id="steer-error", classes="field-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Send", id="steer-ok", variant="primary", compact=True)
                 yield Button("Cancel", id="steer-cancel", compact=True)
 
     def on_mount(self) -> None:
-        inp = self.query_one("#steer-text", Input)
-        inp.cursor_blink = getattr(self.app, "cursor_blink", True)
-        inp.focus()
+        text = self.query_one("#steer-text", SteerText)
+        text.cursor_blink = getattr(self.app, "cursor_blink", True)
+        text.focus()
+
+    @property
+    def text(self) -> str:
+        return self.query_one("#steer-text", SteerText).text
+
+    def _show(self, widget_id: str, message: str) -> None:
+        widget = self.query_one(widget_id, Static)
+        widget.update(plain(message))
+        widget.set_class(bool(message), "-shown")
+
+    @on(TextArea.Changed, "#steer-text")
+    def _changed(self) -> None:
+        """Say what enter would send, and what the runtime would refuse, before anything is sent."""
+        lines = steer_lines(self.text)
+        problem = steer_problem(lines)
+        info = ""
+        if problem is None and len(lines) > 1:
+            info = f"{len(lines)} lines: they will be sent as {len(lines)} steers, one after the other"
+            if len(self._targets) > 1:
+                info += f", to each of the {len(self._targets)} sessions"
+        self._show("#steer-info", info)
+        self._show("#steer-error", problem or "")
 
     @on(Button.Pressed, "#steer-ok")
-    @on(Input.Submitted, "#steer-text")
+    @on(SteerText.Submitted)
     def _send(self) -> None:
-        text = self.query_one("#steer-text", Input).value
-        if not text.strip():
-            error = self.query_one("#steer-error", Static)
-            error.update("type a message to send")
-            error.add_class("-shown")
+        lines = steer_lines(self.text)
+        problem = "type a message to send" if not lines else steer_problem(lines)
+        if problem is not None:
+            self._show("#steer-error", problem)
             return
-        self.dismiss(text)
+        self.dismiss(lines)
 
     @on(Button.Pressed, "#steer-cancel")
     def action_cancel(self) -> None:
