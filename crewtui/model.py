@@ -16,6 +16,8 @@ from crewtui.errors import BadInput
 
 LABEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 MAX_STEER_BYTES = 64 * 1024
+MAX_ATTEMPTS = 100  # a retry budget beyond this is a typo, not a plan
+MIN_EVERY = 1.0  # seconds: the shortest interval of an `every` schedule
 
 
 def validate_label(label: str) -> str:
@@ -159,6 +161,9 @@ class SpawnRequest(BaseModel):
     cron_run: str | None = None
     pool: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    # Where it runs: an absolute directory (`crewtui ctl spawn` sends the directory it was called from). None:
+    # the agent's `cwd`, else the directory the runtime was started in.
+    cwd: str | None = None
 
 
 class Session(BaseModel):
@@ -189,6 +194,7 @@ class Session(BaseModel):
     result: Any = None
     reason: str | None = None  # why the last state change happened (killed by user, stale, ...)
     output_dir: str | None = None
+    cwd: str | None = None  # the directory it runs in
     # Process bookkeeping, so a restarted runtime can re-adopt the session.
     shim_pid: int | None = None
     agent_pid: int | None = None

@@ -45,7 +45,10 @@ main.add_command(ctl)
 def load_crew_or_default(crew_file: str | None) -> CrewConfig:
     from crewtui.config import default_crew, load_crew
 
-    return load_crew(crew_file) if crew_file else default_crew()
+    crew = load_crew(crew_file) if crew_file else default_crew()
+    for warning in crew.warnings():  # valid, but almost surely not meant: said before anything starts
+        click.echo(f"crewtui: warning: {crew_file}: {warning}", err=True)
+    return crew
 
 
 def serve_headless(dd: DataDir, crew: CrewConfig) -> None:

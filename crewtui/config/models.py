@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from crewtui.config.problems import describe, fail, toml_key
 from crewtui.config.templates import SAMPLE_COMMAND_VALUES, SAMPLE_VALUES, TemplateError, render_fields
 from crewtui.errors import BadInput
-from crewtui.model import parse_duration, validate_label
+from crewtui.model import MAX_ATTEMPTS, MIN_EVERY, parse_duration, validate_label
 
 _LABEL_RULE = "1-128 characters of a-z 0-9 . _ -, starting with a letter or digit"
 
@@ -178,8 +178,9 @@ class AgentConfig(_Strict):
     resources: AgentResources | None = None
     env: dict[str, str] = Field(default_factory=dict)
     watchdog_after: OptPositiveDuration = None
-    max_attempts: int = Field(default=1, ge=1, strict=True)
+    max_attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS, strict=True)
     description: str = ""
+    cwd: str | None = None  # where its sessions run (relative to the crew file); default: the runtime's directory
 
     @field_validator("command")
     @classmethod
@@ -330,6 +331,8 @@ class ScheduleConfig(_Strict):
                     f"expected no '{key}' for kind '{self.kind}' (only kind '{owner}' uses it), got {describe(value)}",
                     key,
                 )
+        if self.every is not None and self.every < MIN_EVERY:
+            raise fail(f"expected an interval of at least {MIN_EVERY:g}s, got {describe(self.every)} seconds", "every")
         if self.expr is not None:
             problem = _cron_problem(self.expr)
             if problem:
@@ -349,6 +352,16 @@ class ScheduleConfig(_Strict):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz)
+
+    def never_fires(self) -> bool:
+        """A valid cron expression naming no date that exists (`0 0 30 2 *`: the 30th of February)."""
+        if self.kind != "cron" or self.expr is None:
+            return False
+        try:
+            croniter(self.expr, datetime.now(self.zone)).get_next(datetime)
+        except CroniterBadDateError:
+            return True
+        return False
 
 
 class SpawnPayload(_Strict):
@@ -411,7 +424,7 @@ class CronConfig(_Strict):
     misfire_grace: Duration = 3600.0
     overlap: Literal["allow", "forbid", "replace"] = "forbid"
     watchdog_after: OptPositiveDuration = None
-    max_attempts: int = Field(default=1, ge=1, strict=True)
+    max_attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS, strict=True)
     # A run is closed (its completion rate counted) at the latest this long after it fired.
     deadline: OptPositiveDuration = None
     # Also fire once each time a runtime starts (the demo crew uses it so a newcomer sees a crew at once).
@@ -512,6 +525,14 @@ class CrewConfig(_Strict):
                     f"cron[{i}].spawn.agent",
                 )
         return self
+
+    def warnings(self) -> list[str]:
+        """What is valid but almost surely not meant (said at load, not refused)."""
+        return [
+            f"cron[{i}] ({job.name}): `{job.schedule.expr}` never fires (no such date); the job will never run"
+            for i, job in enumerate(self.cron)
+            if job.schedule.never_fires()
+        ]
 
     def registry_path(self, data_dir: Path) -> Path | None:
         """The registry file: a relative path is inside the data dir (the runtime owns it); None if unset.

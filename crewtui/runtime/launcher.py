@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import shutil
+import signal
 import time as _time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +35,18 @@ log = logging.getLogger("crewtui.launcher")
 MAX_RATE_LIMIT_RETRIES = 8  # per attempt; past this a rate-limited session counts as failed
 
 EndHook = Callable[[Session], None]
+
+
+def _or_signal(exit_info: ExitInfo) -> str:
+    """A status over 128 is what the shell reports both for an agent that exited with it and for one a signal
+    killed; the shim cannot tell them apart, so neither can we: say both, never just the signal."""
+    if not exit_info.signal:
+        return ""
+    try:
+        name = signal.Signals(exit_info.signal).name
+    except ValueError:
+        name = f"signal {exit_info.signal}"
+    return f" (or killed by {name})"
 
 
 class Launcher:
@@ -210,7 +223,7 @@ class Launcher:
             dir=sd,
             argv=list(s.argv),
             env=env,
-            cwd=sd.path,
+            cwd=Path(s.cwd) if s.cwd else sd.path,
             agent=s.agent,
             resources=agent.resources if agent else None,
         )
@@ -295,8 +308,7 @@ class Launcher:
             if found:
                 s.result = value
         else:
-            sig = f" (signal {exit_info.signal})" if exit_info.signal else ""
-            new, reason = SessionState.FAILED, f"exit code {s.exit_code}{sig}"
+            new, reason = SessionState.FAILED, f"exit code {s.exit_code}{_or_signal(exit_info)}"
             err_tail = await asyncio.to_thread(tail_lines, sd.stderr, 20)
             if err_tail:
                 reason += f": {err_tail[-1][:200]}"

@@ -149,6 +149,8 @@ class Scheduler:
             self._persist_job(state)
             if state.next_fire is not None:
                 self._push(state.next_fire, "cron", name)
+        for warning in self.crew.warnings():
+            self.control.publish(SystemEvent(level="warning", text=warning))
         self._task = asyncio.create_task(self._loop(), name="scheduler")
         for state in self.jobs.values():
             if state.config.fire_at_start:
@@ -519,6 +521,8 @@ class Scheduler:
         if isinstance(name, str) and name in self.jobs:
             raise Conflict(f"a cron job named {name!r} already exists ({self.jobs[name].source})")
         cfg = validate_cron_job(self.crew, data)
+        if cfg.schedule.never_fires():
+            raise BadInput(f"cron {cfg.name}: `{cfg.schedule.expr}` never fires (no such date); not added")
         now = self.clock.now()
         nxt = next_fire(cfg.schedule, now, job=cfg.name)
         if cfg.schedule.kind == "at":

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from crewtui.clock import ClockLike
 from crewtui.errors import BadInput, Conflict, NotFound
 from crewtui.model import (
+    MAX_ATTEMPTS,
     TRANSITIONS,
     Session,
     SessionState,
@@ -219,8 +220,8 @@ class SessionTable:
             if not req.domain or len(req.domain) > 256 or any(c in req.domain for c in "\n\r\0"):
                 raise BadInput(f"invalid domain {req.domain!r}: use one line of at most 256 characters")
             self.domains.check(req.domain, self.describe)
-        if req.max_attempts < 1:
-            raise BadInput(f"max_attempts must be at least 1, got {req.max_attempts}")
+        if not 1 <= req.max_attempts <= MAX_ATTEMPTS:
+            raise BadInput(f"max_attempts must be between 1 and {MAX_ATTEMPTS}, got {req.max_attempts}")
         # `not 0 < x < inf` also refuses NaN (JSON over the socket can carry it), which would break the timer heap.
         if req.watchdog_after is not None and not 0 < req.watchdog_after < math.inf:
             raise BadInput(f"watchdog must be a positive finite duration, got {req.watchdog_after}")

@@ -6,11 +6,13 @@ first `await` after the checks, so two concurrent spawns can never both win a cl
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from crewtui.clock import ClockLike, IdGen
-from crewtui.config import CrewConfig, render_command
+from crewtui.config import AgentConfig, CrewConfig, render_command
 from crewtui.errors import BadInput, NotFound
 from crewtui.locations import DataDir
 from crewtui.model import DriverKind, Session, SessionSpawned, SessionState, SpawnRequest
@@ -44,6 +46,8 @@ class Spawner:
         self.drivers = drivers
         self.data_dir = data_dir
         self.arm_watchdog: Callable[[Session], None] = lambda s: None  # the scheduler's, when there is one
+        # Where sessions run when neither the request nor their agent says: where the runtime was started.
+        self.start_dir = os.getcwd()
 
     async def spawn(self, request: SpawnRequest) -> Session:
         req = request
@@ -54,8 +58,9 @@ class Spawner:
                 break  # else the parent came back into memory while we read the store: check the claims again
         parent, depth = found
         key = self.ids.new()
-        driver, argv = self._program(req, key)
         agent = self.crew.agents.get(req.agent) if req.agent else None
+        cwd = self._cwd(req, agent)
+        driver, argv = self._program(req, key, cwd)
         watchdog = req.watchdog_after
         if watchdog is None and agent is not None:
             watchdog = agent.watchdog_after
@@ -80,6 +85,7 @@ class Spawner:
             created_at=now,
             updated_at=now,
             output_dir=str(self.data_dir.session_dir(key)),
+            cwd=cwd if driver == "process" else None,
         )
         # Claims first, before any await: a concurrent spawn now sees them.
         self.table.add(session)
@@ -103,14 +109,32 @@ class Spawner:
         await self.launcher.launched(key)
         return session.model_copy(deep=True)
 
-    def _program(self, req: SpawnRequest, key: str) -> tuple[DriverKind, list[str]]:
+    def _cwd(self, req: SpawnRequest, agent: AgentConfig | None) -> str:
+        """The directory a session runs in: the request's (where `ctl spawn` was called), else its agent's `cwd`
+        (relative to the crew file), else where the runtime was started. It must exist now."""
+        if req.cwd is not None:
+            where = Path(req.cwd)
+            if not where.is_absolute():
+                raise BadInput(f"cwd must be an absolute directory, got {req.cwd!r}")
+        elif agent is not None and agent.cwd:
+            where = Path(agent.cwd).expanduser()
+            if not where.is_absolute():
+                base = self.crew.source.parent if self.crew.source else Path(self.start_dir)
+                where = base / where
+        else:
+            where = Path(self.start_dir)
+        if not where.is_dir():
+            raise BadInput(f"cannot run in {where}: not a directory")
+        return str(where)
+
+    def _program(self, req: SpawnRequest, key: str, cwd: str) -> tuple[DriverKind, list[str]]:
         """Which driver runs a spawn, and its argv: an argv given as is, or a crew agent's rendered command."""
         local = self.crew.backend.kind != "ray"
         remote: DriverKind = "process" if local else "ray"
         if req.argv is not None:
             if req.agent is not None:
                 raise BadInput("give either an agent (--agent) or an argv (-- ARGV...), not both")
-            validate_argv(list(req.argv), local=local)
+            validate_argv(list(req.argv), cwd=Path(cwd), local=local)
             return remote, list(req.argv)
         if req.agent is None:
             raise BadInput("nothing to run: give --agent NAME (with --task) or an argv after --")
@@ -122,5 +146,5 @@ class Spawner:
             raise NotFound(f"unknown agent {req.agent!r}; known agents: {known}")
         values = {"task": req.task or "", "label": req.label, "key": key, "python": sys.executable}
         argv = render_command(agent.command, values)
-        validate_argv(argv, local=local)
+        validate_argv(argv, cwd=Path(cwd), local=local)
         return remote, argv

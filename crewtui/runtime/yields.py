@@ -77,6 +77,8 @@ class Yields:
             raise BadInput("yield needs --children KEY... (or to be called from inside a session that has children)")
         if p is not None and p.key in kids:
             raise BadInput("a session cannot yield on itself")
+        if p is not None:
+            self._refuse_cycle(p, kids)
         if p is None:
             if not wait:
                 raise BadInput("--no-wait needs a parent session to push the results to")
@@ -89,6 +91,24 @@ class Yields:
             self.in_background(self.deliver(p.key, kids, to_stdin=True, known=known))
             return None
         return await self.deliver(p.key, kids, to_stdin=False, known=known)
+
+    def _refuse_cycle(self, parent: Session, kids: list[str]) -> None:
+        """Two sessions yielding on each other (directly or through others) would wait forever: refuse."""
+        seen: set[str] = set()
+        stack = [(k, [parent.key, k]) for k in kids]
+        while stack:
+            key, path = stack.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            s = self.table.sessions.get(key)
+            if s is None or s.state != SessionState.YIELDED:
+                continue
+            for waited in s.yield_on or []:
+                if waited == parent.key:
+                    chain = " -> ".join(self.table.describe(k) for k in [*path, waited])
+                    raise BadInput(f"yield refused: it would wait forever ({chain} waits on itself)")
+                stack.append((waited, [*path, waited]))
 
     async def deliver(
         self, parent: str | None, kids: list[str], to_stdin: bool, known: dict[str, Session] | None = None

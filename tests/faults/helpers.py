@@ -309,17 +309,24 @@ def proc_alive(pid: int | None) -> bool:
 
 
 def procs_in(directory: Path) -> list[int]:
-    """Live processes whose working directory is `directory` (a session's shim and agent run in its dir)."""
-    target = os.path.realpath(directory)
+    """Live processes of the session whose dir is `directory` (DATA/sessions/KEY): its shim and agent, found by
+    the environment every process of a session inherits."""
+    directory = Path(directory)
+    marks = {
+        f"CREWTUI_SESSION_KEY={directory.name}".encode(),
+        f"CREWTUI_DATA_DIR={directory.parent.parent.absolute()}".encode(),
+    }
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if os.readlink(f"/proc/{entry}/cwd") == target and proc_alive(int(entry)):
-                out.append(int(entry))
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = set(fh.read().split(b"\0"))
         except OSError:
             continue
+        if marks <= env and proc_alive(int(entry)):
+            out.append(int(entry))
     return out
 
 
