@@ -7,6 +7,7 @@ quotes labels, agents' output and reasons; `--json` escapes them (the raw bytes 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -50,6 +51,12 @@ ctl.add_command(cron)
 )
 @click.option("--watchdog", default=None, help="Retry if not done after this long, e.g. 15m.")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=1)
+@click.option(
+    "--cwd",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run it in this directory (default: where you are; an agent with a `cwd` key runs there).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -63,6 +70,7 @@ def spawn(
     parent: str | None,
     watchdog: str | None,
     max_attempts: int,
+    cwd: str | None,
     as_json: bool,
     argv: tuple[str, ...],
 ) -> None:
@@ -82,6 +90,8 @@ def spawn(
         parent=parent,
         watchdog_after=wd,
         max_attempts=max_attempts,
+        # Paths in a raw argv mean what they mean where the user stands (`-- ruff check src/`).
+        cwd=os.path.abspath(cwd) if cwd is not None else os.getcwd(),
     )
     s = run_async(remote(ctx).spawn(req))
     if as_json:

@@ -110,17 +110,18 @@ class Spawner:
         return session.model_copy(deep=True)
 
     def _cwd(self, req: SpawnRequest, agent: AgentConfig | None) -> str:
-        """The directory a session runs in: the request's (where `ctl spawn` was called), else its agent's `cwd`
-        (relative to the crew file), else where the runtime was started. It must exist now."""
-        if req.cwd is not None:
-            where = Path(req.cwd)
-            if not where.is_absolute():
-                raise BadInput(f"cwd must be an absolute directory, got {req.cwd!r}")
-        elif agent is not None and agent.cwd:
+        """The directory a session runs in: its agent's `cwd` (relative to the crew file: where that agent's work
+        is, whoever spawns it), else the request's (`ctl spawn` sends the directory it was called from), else where
+        the runtime was started. It must exist now."""
+        if agent is not None and agent.cwd:
             where = Path(agent.cwd).expanduser()
             if not where.is_absolute():
                 base = self.crew.source.parent if self.crew.source else Path(self.start_dir)
                 where = base / where
+        elif req.cwd is not None:
+            where = Path(req.cwd)
+            if not where.is_absolute():
+                raise BadInput(f"cwd must be an absolute directory, got {req.cwd!r}")
         else:
             where = Path(self.start_dir)
         if not where.is_dir():
