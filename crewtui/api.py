@@ -171,8 +171,30 @@ class RuntimeAPI(Protocol):
         raise unimplemented(self)
 
     @verb(read_only=True)
-    async def list(self, state: StateFilter = None, prefix: str | None = None) -> builtins.list[Session]:
-        """Sessions, in key order, optionally only those in a state or whose label starts with a prefix."""
+    async def list(
+        self,
+        state: StateFilter = None,
+        prefix: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+        since: float | None = None,
+        ended: bool | None = None,
+    ) -> builtins.list[Session]:
+        """Sessions in key order (keys sort by creation), each as a listing carries it (see `model.listed`):
+        only those in a state, whose label starts with a prefix, created before the session `before`, changed
+        since a time, ended (True) or live (False); with `limit`, the newest that many. A client pages a long
+        history with limit and before."""
+        raise unimplemented(self)
+
+    @verb(read_only=True)
+    async def result(self, ref: SessionRef) -> Any:
+        """A session's whole result (a listing carries a big one only as its size)."""
+        raise unimplemented(self)
+
+    @verb(read_only=True)
+    async def older(self, before: str) -> dict[str, int]:
+        """Ended sessions created before the session `before`, counted by the top of their label's group: what
+        a dashboard that loaded only recent history can open."""
         raise unimplemented(self)
 
     @verb(read_only=True)

@@ -6,6 +6,7 @@ the UI renders them; so one definition keeps all three in agreement.
 
 from __future__ import annotations
 
+import json
 import re
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -17,6 +18,10 @@ from crewtui.errors import BadInput
 LABEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 MAX_STEER_BYTES = 64 * 1024
 MAX_ATTEMPTS = 100  # a retry budget beyond this is a typo, not a plan
+MAX_RESULT_BYTES = 16 << 20  # a result over this is not kept (the session says so; it stays in stdout.log)
+# A listing carries each session without its bulk (see `listed`); `get` (ctl info, ctl result) has all of it.
+LISTED_RESULT_BYTES = 4096
+LISTED_TEXT_CHARS = 2000
 MIN_EVERY = 1.0  # seconds: the shortest interval of an `every` schedule
 
 
@@ -192,6 +197,7 @@ class Session(BaseModel):
     updated_at: float
     exit_code: int | None = None
     result: Any = None
+    result_bytes: int | None = None  # the size of `result` as JSON (kept whole, listed as a preview)
     reason: str | None = None  # why the last state change happened (killed by user, stale, ...)
     output_dir: str | None = None
     cwd: str | None = None  # the directory it runs in
@@ -209,11 +215,32 @@ class Session(BaseModel):
     node: str | None = None
     rate_limited: int = 0  # how many times this attempt was rate limited and retried with backoff
     next_try_at: float | None = None  # a rate-limited session waits as pending until then
+    # Fields a listing cut short in this copy ("result", "task", "argv"); get the session for all of them.
+    trimmed: list[str] = Field(default_factory=list)
 
     @property
     def prefix(self) -> str:
         """The label's first `-`-separated part, the top of its group."""
         return self.label.split("-", 1)[0]
+
+
+def listed(s: Session) -> Session:
+    """A copy of a session as a listing carries it: a big result as a preview (its size in `result_bytes`), a
+    long task or argv element cut, and `trimmed` naming what was cut. A reply of thousands of sessions stays
+    small; `get` gives any one of them whole."""
+    out = s.model_copy(deep=True)
+    if s.result is not None and s.result_bytes is None:  # stored before crewtui measured results
+        out.result_bytes = len(json.dumps(s.result, default=str))
+    if s.result is not None and (out.result_bytes or 0) > LISTED_RESULT_BYTES:
+        out.result = None
+        out.trimmed.append("result")
+    if s.task is not None and len(s.task) > LISTED_TEXT_CHARS:
+        out.task = s.task[:LISTED_TEXT_CHARS] + "…"
+        out.trimmed.append("task")
+    if any(len(a) > LISTED_TEXT_CHARS for a in s.argv):
+        out.argv = [a if len(a) <= LISTED_TEXT_CHARS else a[:LISTED_TEXT_CHARS] + "…" for a in s.argv]
+        out.trimmed.append("argv")
+    return out
 
 
 class ChildResult(BaseModel):

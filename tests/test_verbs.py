@@ -63,8 +63,24 @@ OPS = {
     "runs",
     "timeline",
     "watch",
+    # Added by the issue "Hardening" (paged history): a session's whole result, and what older history holds.
+    "result",
+    "older",
 }
-READ_ONLY = {"info", "list", "get", "history", "registry", "events", "runs", "timeline", "cron_list", "acquire"}
+READ_ONLY = {
+    "info",
+    "list",
+    "get",
+    "history",
+    "registry",
+    "events",
+    "runs",
+    "timeline",
+    "cron_list",
+    "acquire",
+    "result",
+    "older",
+}
 CANCEL_ON_HANGUP = {"yield", "acquire"}
 
 
@@ -149,7 +165,9 @@ def sample_result(tp: Any) -> Any:
     if typing.get_origin(tp) is list:
         return [sample_result(typing.get_args(tp)[0])] * 2
     origin = typing.get_origin(tp)
-    if origin is dict:
+    if origin is dict and typing.get_args(tp)[1] is int:
+        return {"blog": 3, "scout": 1}  # counts (older)
+    if origin is dict or tp is Any:
         return RESULTS[dict]
     if tp in RESULTS:
         return RESULTS[tp]
@@ -245,7 +263,11 @@ async def test_positional_arguments_and_defaults_go_by_name(served: tuple[StubOr
     await rt.yield_(["a"], None, False)
     assert stub.calls[-1] == ("yield_", {"children": ["a"], "parent": None, "wait": False})
     await rt.list("running")  # type: ignore[arg-type]  # the CLI passes the state as it was typed
-    assert stub.calls[-1] == ("list", {"state": SessionState.RUNNING, "prefix": None})
+    assert stub.calls[-1] == (
+        "list",
+        # Without a limit the client pages (LIST_PAGE sessions a reply), so every reply stays small.
+        {"state": SessionState.RUNNING, "prefix": None, "limit": 200, "before": None, "since": None, "ended": None},
+    )
     with pytest.raises(TypeError):
         await rt.history("one", tial=5)  # type: ignore[call-arg]
 
@@ -285,7 +307,14 @@ async def test_bad_args_are_refused_before_the_runtime_is_asked(served: tuple[St
 
 def test_decoded_args_keep_the_old_leniencies() -> None:
     decode = protocol.decode_args
-    assert decode(VERBS_BY_OP["list"], {"state": "", "prefix": "p", "unknown": 1}) == {"state": None, "prefix": "p"}
+    assert decode(VERBS_BY_OP["list"], {"state": "", "prefix": "p", "unknown": 1}) == {
+        "state": None,
+        "prefix": "p",
+        "limit": None,
+        "before": None,
+        "since": None,
+        "ended": None,
+    }
     assert decode(VERBS_BY_OP["kill"], {}) == {"ref": None, "prefix": None}
     assert decode(VERBS_BY_OP["history"], {"ref": "x", "tail": "20"}) == {"ref": "x", "tail": 20}
     assert decode(VERBS_BY_OP["timeline"], {"start": 1, "end": "2.5"}) == {"start": 1.0, "end": 2.5}
@@ -297,14 +326,21 @@ def test_decoded_args_keep_the_old_leniencies() -> None:
 
 def test_request_args_are_what_the_client_always_sent() -> None:
     args = protocol.request_args
-    assert args(VERBS_BY_OP["list"]) == {"state": None, "prefix": None}
+    assert args(VERBS_BY_OP["list"]) == {
+        "state": None,
+        "prefix": None,
+        "limit": None,
+        "before": None,
+        "since": None,
+        "ended": None,
+    }
     assert args(VERBS_BY_OP["kill"], prefix="p") == {"ref": None, "prefix": "p"}
     assert args(VERBS_BY_OP["info"]) == {}
     req = SpawnRequest(label="x", argv=["true"], watchdog_after=float("inf"))
     # Flattened, defaults left out, and an infinite watchdog kept (the runtime refuses it; null would mean "none").
     assert args(VERBS_BY_OP["spawn"], req) == {"label": "x", "argv": ["true"], "watchdog_after": float("inf")}
     assert protocol.encode({"op": "list", "args": args(VERBS_BY_OP["list"], SessionState.DONE)}) == (
-        b'{"op":"list","args":{"state":"done","prefix":null}}\n'
+        b'{"op":"list","args":{"state":"done","prefix":null,"limit":null,"before":null,"since":null,"ended":null}}\n'
     )
 
 

@@ -7,8 +7,11 @@ quotes labels, agents' output and reasons; `--json` escapes them (the raw bytes 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
+from datetime import datetime
 
 import click
 
@@ -114,14 +117,41 @@ def send(ctx: click.Context, ref: str, message: str) -> None:
 @ctl.command("list")
 @click.option("--state", default=None, help="Only sessions in this state.")
 @click.option("--prefix", default=None, help="Only labels starting with this.")
+@click.option("--live", "which", flag_value="live", default=None, help="Only live sessions.")
+@click.option("--ended", "which", flag_value="ended", help="Only ended sessions.")
+@click.option("--since", default=None, help="Only sessions changed since: a duration ago (1h, 2d) or a date-time.")
+@click.option("--before", default=None, help="Only sessions created before this one (a key or label): the next page.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, help="The newest this many.")
+@click.option("--all", "everything", is_flag=True, help="Every matching session, however many (paged for you).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @user_errors
-def list_(ctx: click.Context, state: str | None, prefix: str | None, as_json: bool) -> None:
-    """List sessions."""
+def list_(
+    ctx: click.Context,
+    state: str | None,
+    prefix: str | None,
+    which: str | None,
+    since: str | None,
+    before: str | None,
+    limit: int,
+    everything: bool,
+    as_json: bool,
+) -> None:
+    """List sessions, newest last: the newest 200 unless --limit or --all; older pages with --before."""
     if state is not None and state not in {s.value for s in SessionState}:
         raise BadInput(f"unknown state {state!r}; states: {', '.join(s.value for s in SessionState)}")
-    sessions = run_async(remote(ctx).list(SessionState(state) if state is not None else None, prefix))
+    rt = remote(ctx)
+    cursor = run_async(rt.get(before)).key if before is not None else None
+    sessions = run_async(
+        rt.list(
+            SessionState(state) if state is not None else None,
+            prefix,
+            limit=None if everything else limit,
+            before=cursor,
+            since=_since(since),
+            ended=None if which is None else which == "ended",
+        )
+    )
     if as_json:
         echo_json(sessions)
         return
@@ -132,6 +162,24 @@ def list_(ctx: click.Context, state: str | None, prefix: str | None, as_json: bo
     echo(session_header(width))
     for s in sessions:
         echo(session_line(s, width))
+    if not everything and len(sessions) == limit:
+        click.echo(f"(the newest {limit}; older ones: --before {sessions[0].key}, or --all)", err=True)
+
+
+def _since(text: str | None) -> float | None:
+    """`--since`: a duration ago (90m, 2d) or an ISO date-time; one line if it is neither."""
+    if text is None:
+        return None
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise BadInput(
+            f"--since: expected a duration like 2h or a date-time like 2026-04-02T09:00, got {text!r}"
+        ) from None
 
 
 @ctl.command()
@@ -322,8 +370,25 @@ def runs(ctx: click.Context, job: str | None, limit: int, as_json: bool) -> None
 
 
 @ctl.command()
+@click.argument("ref", required=False)
+@click.option("--json", "as_json", is_flag=True, help="(JSON is what it prints.)")
 @click.pass_context
 @user_errors
-def info(ctx: click.Context) -> None:
-    """Show the runtime serving the data dir."""
-    echo_json(run_async(remote(ctx).info()))
+def info(ctx: click.Context, ref: str | None, as_json: bool) -> None:
+    """Show the runtime serving the data dir, or one session whole (its result and task uncut)."""
+    rt = remote(ctx)
+    echo_json(run_async(rt.get(ref) if ref is not None else rt.info()))
+
+
+@ctl.command()
+@click.argument("ref")
+@click.pass_context
+@user_errors
+def result(ctx: click.Context, ref: str) -> None:
+    """Print a session's whole result as JSON (a listing carries a big one only as its size)."""
+    rt = remote(ctx)
+    value = run_async(rt.result(ref))
+    if value is None:
+        s = run_async(rt.get(ref))
+        raise BadInput(f"{s.label} ({s.key}) has no result" + (f": {s.reason}" if s.reason else f" ({s.state.value})"))
+    echo_json_text(json.dumps(value, indent=2, ensure_ascii=False))

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from crewtui.api import VERBS, RuntimeAPI, Verb
+from crewtui.api import VERBS, VERBS_BY_OP, RuntimeAPI, Verb
 from crewtui.control import protocol
 from crewtui.errors import CrewError, RuntimeUnavailable, error_from_wire
 from crewtui.locations import socket_connect_path
-from crewtui.model import EVENT_ADAPTER, Event
+from crewtui.model import EVENT_ADAPTER, Event, Session, SessionState
 
 
 class RemoteRuntime(RuntimeAPI):
@@ -41,7 +41,7 @@ class RemoteRuntime(RuntimeAPI):
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
             return await asyncio.open_unix_connection(
-                socket_connect_path(self.socket_path), limit=protocol.MAX_LINE * 4
+                socket_connect_path(self.socket_path), limit=protocol.MAX_REPLY + protocol.MAX_LINE
             )
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             raise self._unavailable() from None
@@ -63,6 +63,8 @@ class RemoteRuntime(RuntimeAPI):
             line = await reader.readline()
         except ConnectionError:
             raise self._unavailable() from None
+        except ValueError:  # over the reader's limit: a runtime of another version that does not bound its replies
+            raise CrewError(f"{op}: the runtime's reply was too long to read; ask for less") from None
         finally:
             writer.close()
         if not line:
@@ -110,3 +112,33 @@ def _remote_method(verb: Verb) -> Callable[..., Awaitable[Any]]:
 for _verb in VERBS:
     if not _verb.stream:  # a stream is not one request and one reply: written out above
         setattr(RemoteRuntime, _verb.method, _remote_method(_verb))
+
+_list_page = _remote_method(VERBS_BY_OP["list"])
+
+
+async def _list_all(
+    self: RemoteRuntime,
+    state: SessionState | None = None,
+    prefix: str | None = None,
+    limit: int | None = None,
+    before: str | None = None,
+    since: float | None = None,
+    ended: bool | None = None,
+) -> list[Session]:
+    """Without a limit, every matching session, fetched newest first in pages (each reply stays small however
+    long the history); with one, that page."""
+    if limit is not None:
+        page: list[Session] = await _list_page(self, state, prefix, limit, before, since, ended)
+        return page
+    out: list[Session] = []
+    while True:
+        page = await _list_page(self, state, prefix, protocol.LIST_PAGE, before, since, ended)
+        out[:0] = page
+        if len(page) < protocol.LIST_PAGE:
+            return out
+        before = page[0].key
+
+
+functools.update_wrapper(_list_all, VERBS_BY_OP["list"].function)
+_list_all.__qualname__ = f"{RemoteRuntime.__name__}.list"
+RemoteRuntime.list = _list_all  # type: ignore[method-assign,assignment]

@@ -21,6 +21,10 @@ from crewtui.api import Verb
 from crewtui.errors import BadInput, CrewError
 
 MAX_LINE = 1 << 20  # 1 MiB: a steer text is at most 64 KiB; anything much larger is a broken client
+# A reply is at most this long: a whole result (at most 16 MiB, escaped) fits; a listing is paged far below it.
+MAX_REPLY = 40 << 20
+# Sessions per page when a client lists everything (a page of summaries stays around a megabyte).
+LIST_PAGE = 200
 PING = "ping"  # a liveness check of the socket itself, not a runtime verb
 
 

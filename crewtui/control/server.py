@@ -159,7 +159,14 @@ class ControlServer:
                         raise StoreError(
                             f"{verb.op} was done, but the store has not recorded it yet: {exc.message}"
                         ) from None
-                return protocol.ok(protocol.dump_result(result))
+                reply = protocol.ok(protocol.dump_result(result))
+                if len(reply) > protocol.MAX_REPLY:
+                    # Never one unbounded line a client cannot read: say so instead.
+                    raise BadInput(
+                        f"{verb.op}: the reply would be {len(reply) / (1 << 20):.0f} MiB, over the "
+                        f"{protocol.MAX_REPLY >> 20} MiB a reply may be; ask for less (list: --limit and --before)"
+                    )
+                return reply
             except CrewError as exc:
                 return protocol.err(exc)
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # e.g. an unknown pool for acquire

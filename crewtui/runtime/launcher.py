@@ -22,13 +22,13 @@ from pathlib import Path
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig
 from crewtui.locations import DataDir
-from crewtui.model import Session, SessionRetried, SessionState
+from crewtui.model import MAX_RESULT_BYTES, Session, SessionRetried, SessionState
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import Drivers, ExitInfo, LaunchSpec, SessionHandle
 from crewtui.runtime.limits import Pools, backoff_delay, is_rate_limited
 from crewtui.runtime.output import OutputTailer
 from crewtui.runtime.sessions import SessionTable
-from crewtui.runtime.tail import find_result, tail_lines
+from crewtui.runtime.tail import read_result, tail_lines
 
 log = logging.getLogger("crewtui.launcher")
 
@@ -304,9 +304,15 @@ class Launcher:
             new, reason = SessionState.LOST, s.reason or "the process vanished without an exit record"
         elif exit_info.code == 0:
             new, reason = SessionState.DONE, None
-            found, value = await asyncio.to_thread(find_result, sd)
-            if found:
-                s.result = value
+            got = await asyncio.to_thread(read_result, sd)
+            if got.found:
+                s.result, s.result_bytes = got.value, got.size
+            elif got.too_big is not None:
+                # Kept or refused with a reason, never silently nothing.
+                reason = (
+                    f"its result ({got.too_big / (1 << 20):.1f} MiB or more) is over the "
+                    f"{MAX_RESULT_BYTES >> 20} MiB limit and was not kept; the output is in stdout.log"
+                )
         else:
             new, reason = SessionState.FAILED, f"exit code {s.exit_code}{_or_signal(exit_info)}"
             err_tail = await asyncio.to_thread(tail_lines, sd.stderr, 20)

@@ -42,6 +42,7 @@ from crewtui.model import (
     SweepItem,
     TimelineItem,
     YieldResult,
+    listed,
 )
 from crewtui.runtime.bus import EventBus, Subscription
 from crewtui.runtime.drivers import AgentFn, CallableDriver, Drivers, ProcessDriver
@@ -127,7 +128,10 @@ class Orchestrator:
         """Load the store, reconcile sessions an earlier runtime left, start the background tasks."""
         await self.bus.load()
         self.launcher.store_id = await self.store.store_id()
-        self.table.load(await self.store.load_sessions())
+        # Not a year of history: what the runtime works with (live sessions, their families, what the scheduler
+        # reads) and the most recently ended; readers find the rest in the store.
+        loaded, more = await self.store.load_startup(self.retention.keep_ended)
+        self.table.load(loaded, more)
         registry = self.crew.registry_path(self.data_dir.root)
         if registry is not None:
             self._registry = RegistryWriter(registry, lambda entry: self.bus.publish(RegistryMerged(entry=entry)))
@@ -226,8 +230,28 @@ class Orchestrator:
     async def get(self, ref: str) -> Session:
         return (await self.table.find(ref)).model_copy(deep=True)
 
-    async def list(self, state: SessionState | None = None, prefix: str | None = None) -> builtins.list[Session]:
-        return await self.table.listing(state, prefix)
+    async def list(
+        self,
+        state: SessionState | None = None,
+        prefix: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+        since: float | None = None,
+        ended: bool | None = None,
+    ) -> builtins.list[Session]:
+        if limit is not None and limit < 1:
+            raise BadInput(f"limit must be at least 1, got {limit}")
+        found = await self.table.listing(state, prefix, ended=ended, before=before, since=since, limit=limit)
+        return [listed(s) for s in found]
+
+    async def result(self, ref: str) -> Any:
+        """A session's whole result (a listing carries a big one as a preview)."""
+        return (await self.table.find(ref)).result
+
+    async def older(self, before: str) -> dict[str, int]:
+        """Ended sessions created before session `before`, counted by the top of their label's group."""
+        await self.store.flush()
+        return await self.store.older_counts(before)
 
     async def history(self, ref: str, tail: int = 50) -> History:
         s = await self.table.find(ref)

@@ -72,8 +72,11 @@ class SessionTable:
 
     # ------------------------------------------------------------------------------------ membership
 
-    def load(self, stored: list[Session]) -> None:
-        """The sessions a start found in the store: live ones hold their claims again."""
+    def load(self, stored: list[Session], more: bool = False) -> None:
+        """The sessions a start found in the store: live ones hold their claims again. `more`: the store holds
+        others (ended long ago), which readers then look for there."""
+        if more:
+            self.evictions = max(self.evictions, 1)
         for s in stored:
             self.sessions[s.key] = s
             self.ended[s.key] = asyncio.Event()
@@ -179,24 +182,44 @@ class SessionTable:
             return max(matches, key=lambda s: s.created_at)
         raise NotFound(f"no session with key or label {ref!r}")
 
-    async def listing(self, state: SessionState | None = None, prefix: str | None = None) -> list[Session]:
-        """Copies of the sessions in memory and in the store that match, by key."""
+    async def listing(
+        self,
+        state: SessionState | None = None,
+        prefix: str | None = None,
+        *,
+        ended: bool | None = None,
+        before: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[Session]:
+        """Copies of the sessions in memory and in the store that match, in key order: with `limit`, the newest
+        that many (keys are sortable by creation)."""
+
+        def match(s: Session) -> bool:
+            return (
+                (state is None or s.state == state)
+                and (prefix is None or s.label.startswith(prefix))
+                and (ended is None or s.state.terminal == ended)
+                and (before is None or s.key < before)
+                and (since is None or s.updated_at >= since)
+            )
+
         stored: list[Session] = []
         while self.evictions:
             evictions = self.evictions
             # Sessions held in memory are skipped (their copy is newer); read before looking at memory, so a
-            # session evicted meanwhile is found in the store, never missed.
-            stored = await self.store.query_sessions(state, prefix, exclude=self.sessions)
+            # session evicted meanwhile is found in the store, never missed. With a limit, read as many more as
+            # memory holds: those rows may be the ones skipped.
+            extra = None if limit is None else limit + len(self.sessions)
+            stored = await self.store.page_sessions(
+                state=state, prefix=prefix, ended=ended, before=before, since=since, limit=extra
+            )
             if evictions == self.evictions:
                 break
-        out = [
-            s.model_copy(deep=True)
-            for s in self.sessions.values()
-            if (state is None or s.state == state) and (prefix is None or s.label.startswith(prefix))
-        ]
+        out = [s.model_copy(deep=True) for s in self.sessions.values() if match(s)]
         out += [s for s in stored if s.key not in self.sessions]
         out.sort(key=lambda s: s.key)
-        return out
+        return out if limit is None else out[max(0, len(out) - limit) :]
 
     def descendants(self, key: str) -> list[str]:
         out: list[str] = []

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crewtui.locations import SessionDir
+from crewtui.model import MAX_RESULT_BYTES
 
 MAX_LINE_CHARS = 4096
 # Enough raw bytes to decode MAX_LINE_CHARS characters whatever their UTF-8 length.
@@ -128,26 +130,70 @@ def _json_container(raw: bytes) -> tuple[bool, Any]:
 
 
 _RESULT_SCAN_LINES = 1000
-_RESULT_SCAN_BYTES = 4 << 20
 
 
-def find_result(sd: SessionDir) -> tuple[bool, Any]:
+@dataclass(frozen=True)
+class FoundResult:
+    """What a finished session left as its result."""
+
+    found: bool = False
+    value: Any = None
+    size: int = 0  # bytes of its JSON
+    too_big: int | None = None  # bytes of a result (or last line) over MAX_RESULT_BYTES, not kept
+
+
+def read_result(sd: SessionDir, limit: int = MAX_RESULT_BYTES) -> FoundResult:
     """A session's result: `result.json` if it exists and parses, else the last stdout line that is a JSON
-    object or array (searched from the end, bounded). Returns (found, value)."""
+    object or array (searched from the end, bounded). One over `limit` bytes is not kept, and says so."""
     try:
-        text = sd.result.read_bytes()
+        size = sd.result.stat().st_size
     except OSError:
         pass
     else:
+        if size > limit:
+            return FoundResult(too_big=size)
         try:
-            return True, json.loads(text)
-        except ValueError:
+            text = sd.result.read_bytes()
+            return FoundResult(True, json.loads(text), len(text))
+        except (OSError, ValueError):
             pass
     # Raw lines, not tail_lines: a result line may well be longer than a display line.
-    for raw in reversed(_tail_raw(sd.stdout, _RESULT_SCAN_LINES, _RESULT_SCAN_BYTES)):
+    lines = _tail_raw(sd.stdout, _RESULT_SCAN_LINES, limit + 1)
+    last = next((raw for raw in reversed(lines) if raw.strip()), None)
+    over = _last_line_over(sd.stdout, limit)
+    if over is not None and (last is None or len(last) <= limit):
+        # The last line did not fit in what was read: it is longer than the limit.
+        return FoundResult(too_big=over)
+    for raw in reversed(lines):
         if not raw.strip():
             continue
         ok, value = _json_container(raw)
         if ok:
-            return True, value
-    return False, None
+            return FoundResult(True, value, len(raw.strip()))
+    return FoundResult()
+
+
+def find_result(sd: SessionDir) -> tuple[bool, Any]:
+    """`read_result` as (found, value)."""
+    got = read_result(sd)
+    return got.found, got.value
+
+
+def _last_line_over(path: Path, limit: int) -> int | None:
+    """The length of the file's last line (trailing newline aside) if it is over `limit` bytes, else None."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        end = size
+        f.seek(max(0, size - 1))
+        if size and f.read(1) == b"\n":
+            end -= 1
+        if end <= limit:
+            return None
+        f.seek(end - limit - 1)
+        window = f.read(limit + 1)
+    # No newline in the last limit + 1 bytes: the line is longer than the limit (`end` bounds it from above).
+    return None if b"\n" in window else end

@@ -93,7 +93,13 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('{STORE_ID_KEY}', lower(hex(rand
 """
 
 # Index i migrates schema version i to i + 1; append to add one. Never edit a released entry.
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
+# v4: a year of history. Listings page newest first by key within a state, and `--since` reads by update time.
+_V4 = """
+CREATE INDEX sessions_state_key ON sessions(state, key);
+CREATE INDEX sessions_updated ON sessions(updated_at);
+"""
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4]
 
 UPSERT_SESSION = """
 INSERT INTO sessions (key, label, state, parent, cron_run, updated_at, data)

@@ -37,6 +37,32 @@ from crewtui.store.writer import BatchWriter, Exec, Fenced
 
 log = logging.getLogger("crewtui.store")
 
+_LIVE = tuple(s.value for s in SessionState if s.live)
+
+
+def _session_filter(
+    state: SessionState | None, prefix: str | None, ended: bool | None, before: str | None, since: float | None
+) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if state is not None:
+        clauses.append("state = ?")
+        params.append(SessionState(state).value)
+    if prefix:
+        # A range instead of LIKE: LIKE treats '_' (legal in labels) as a wildcard and ignores case.
+        clauses.append("label >= ? AND label < ?")
+        params.extend([prefix, prefix + "\U0010ffff"])
+    if ended is not None:
+        clauses.append(f"state {'NOT IN' if ended else 'IN'} ({', '.join('?' * len(_LIVE))})")
+        params.extend(_LIVE)
+    if before is not None:
+        clauses.append("key < ?")
+        params.append(before)
+    if since is not None:
+        clauses.append("updated_at >= ?")
+        params.append(since)
+    return clauses, params
+
 
 class Store:
     """One crewtui database file: batched writes of sessions and events, and the queries over them."""
@@ -305,6 +331,66 @@ class Store:
     async def load_sessions(self) -> list[Session]:
         rows = await self._fetch("SELECT data FROM sessions ORDER BY key")
         return [Session.model_validate_json(row[0]) for row in rows]
+
+    async def load_startup(self, recent: int) -> tuple[list[Session], bool]:
+        """What a starting runtime holds in memory, by key: every live session and its children, those an open
+        cron run or an armed watchdog reads, the `recent` newest, and the ancestors of all of these. Second: whether
+        the store holds others (read on demand). A year of history costs a start nothing."""
+        live = ", ".join("?" * len(_LIVE))
+        rows = await self._fetch(
+            f"""
+            SELECT key, data FROM sessions WHERE state IN ({live})
+            UNION SELECT key, data FROM sessions WHERE parent IN (SELECT key FROM sessions WHERE state IN ({live}))
+            UNION SELECT key, data FROM sessions WHERE cron_run IN (SELECT id FROM cron_runs WHERE final = 0)
+            UNION SELECT key, data FROM sessions WHERE key IN (SELECT substr(id, 4) FROM timers WHERE kind = 'watchdog')
+            UNION SELECT key, data FROM (SELECT key, data FROM sessions ORDER BY key DESC LIMIT ?)
+            """,
+            (*_LIVE, *_LIVE, max(0, recent)),
+        )
+        loaded = {key: Session.model_validate_json(data) for key, data in rows}
+        missing = {s.parent for s in loaded.values() if s.parent and s.parent not in loaded}
+        while missing:  # families stay whole upwards: a child in memory finds its parent there
+            found = await self._fetch(
+                f"SELECT key, data FROM sessions WHERE key IN ({', '.join('?' * len(missing))})", tuple(missing)
+            )
+            fetched = {key: Session.model_validate_json(data) for key, data in found}
+            loaded.update(fetched)
+            missing = {s.parent for s in fetched.values() if s.parent and s.parent not in loaded}
+        total = (await self._fetch("SELECT count(*) FROM sessions"))[0][0]
+        return [loaded[k] for k in sorted(loaded)], int(total) > len(loaded)
+
+    async def page_sessions(
+        self,
+        *,
+        state: SessionState | None = None,
+        prefix: str | None = None,
+        ended: bool | None = None,
+        before: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[Session]:
+        """Sessions that match, newest first (by key), at most `limit`: one page of a listing."""
+        clauses, params = _session_filter(state, prefix, ended, before, since)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT data FROM sessions{where} ORDER BY key DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, limit))
+        return [Session.model_validate_json(row[0]) for row in await self._fetch(sql, params)]
+
+    async def older_counts(self, before: str) -> dict[str, int]:
+        """Ended sessions created before the session `before`, counted by the first part of their label (the top
+        of their group): what a dashboard that loaded only recent history says is there to open."""
+        live = ", ".join("?" * len(_LIVE))
+        rows = await self._fetch(
+            f"""
+            SELECT CASE WHEN instr(label, '-') > 0 THEN substr(label, 1, instr(label, '-') - 1) ELSE label END AS top,
+                   count(*)
+            FROM sessions WHERE key < ? AND state NOT IN ({live}) GROUP BY top
+            """,
+            (before, *_LIVE),
+        )
+        return {str(top): int(n) for top, n in rows}
 
     async def get_session(self, key: str) -> Session | None:
         rows = await self._fetch("SELECT data FROM sessions WHERE key = ?", (key,))

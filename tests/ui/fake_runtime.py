@@ -180,8 +180,12 @@ class FakeRuntime(RuntimeAPI):
         scheduler: bool = True,
         sessions: bool = True,
         ray_nodes: tuple[str, ...] = (),
+        archive: builtins.list[Session] = (),  # type: ignore[assignment]
     ) -> None:
         self.clock = clock or FakeClock(T0)
+        # Ended sessions of long ago: listed and counted like a runtime's store, never loaded by the dashboard
+        # unless asked for (pages of older history).
+        self.archive: dict[str, Session] = {s.key: s for s in archive}
         now = self.clock.now()
         self.sessions: dict[str, Session] = {s.key: s for s in make_sessions(now)} if sessions else {}
         self.ray_nodes = ray_nodes
@@ -249,12 +253,41 @@ class FakeRuntime(RuntimeAPI):
             raise Conflict(f"session {s.key} ({s.label}) has ended ({s.state.value}); it cannot be steered")
         return s.model_copy()
 
-    async def list(self, state: SessionState | None = None, prefix: str | None = None) -> builtins.list[Session]:
-        return [
+    async def list(
+        self,
+        state: SessionState | None = None,
+        prefix: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+        since: float | None = None,
+        ended: bool | None = None,
+    ) -> builtins.list[Session]:
+        self.calls.append(
+            (
+                "list",
+                {"state": state, "prefix": prefix, "limit": limit, "before": before, "since": since, "ended": ended},
+            )
+        )
+        found = [
             s.model_copy()
-            for s in sorted(self.sessions.values(), key=lambda s: s.key)
-            if (state is None or s.state == state) and (prefix is None or s.label.startswith(prefix))
+            for s in sorted([*self.sessions.values(), *self.archive.values()], key=lambda s: s.key)
+            if (state is None or s.state == state)
+            and (prefix is None or s.label.startswith(prefix))
+            and (before is None or s.key < before)
+            and (since is None or s.updated_at >= since)
+            and (ended is None or s.state.terminal == ended)
         ]
+        return found if limit is None else found[max(0, len(found) - limit) :]
+
+    async def result(self, ref: str) -> Any:
+        return self._resolve(ref).result
+
+    async def older(self, before: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in [*self.sessions.values(), *self.archive.values()]:
+            if s.key < before and s.state.terminal:
+                counts[s.prefix] = counts.get(s.prefix, 0) + 1
+        return counts
 
     async def get(self, ref: str) -> Session:
         return self._resolve(ref).model_copy()

@@ -41,7 +41,9 @@ _EXEC_WRAPPER = (
     "    sys.stderr.write(f'cannot run {sys.argv[2]!r}: {exc.strerror or exc}\\n'); os._exit(127)\n"
 )
 
-MAX_RESULT_BYTES = 1 << 20
+# Over crewtui's own limit (16 MiB, crewtui.model.MAX_RESULT_BYTES: this module cannot import crewtui): such a
+# result is cut one byte past it, so the runtime sees it is too big and says so.
+MAX_RESULT_BYTES = (16 << 20) + 1
 _SEND_TIMEOUT = 30.0
 # After the agent exits, how long its output pipes may stay open (a grandchild holding them) before the
 # end is reported anyway.
@@ -212,10 +214,8 @@ class SessionActor:
     def _result(self) -> bytes | None:
         path = self.result_path
         try:
-            if os.path.getsize(path) > MAX_RESULT_BYTES:
-                return None
             with open(path, "rb") as fh:
-                return fh.read()
+                return fh.read(MAX_RESULT_BYTES)  # one byte too many tells the runtime it was too big
         except OSError:
             return None
 
