@@ -343,9 +343,11 @@ class Store:
             UNION SELECT key, data FROM sessions WHERE parent IN (SELECT key FROM sessions WHERE state IN ({live}))
             UNION SELECT key, data FROM sessions WHERE cron_run IN (SELECT id FROM cron_runs WHERE final = 0)
             UNION SELECT key, data FROM sessions WHERE key IN (SELECT substr(id, 4) FROM timers WHERE kind = 'watchdog')
-            UNION SELECT key, data FROM (SELECT key, data FROM sessions ORDER BY key DESC LIMIT ?)
+            UNION SELECT key, data FROM (
+                SELECT key, data FROM sessions WHERE state NOT IN ({live}) ORDER BY key DESC LIMIT ?
+            )
             """,
-            (*_LIVE, *_LIVE, max(0, recent)),
+            (*_LIVE, *_LIVE, *_LIVE, max(0, recent)),
         )
         loaded = {key: Session.model_validate_json(data) for key, data in rows}
         missing = {s.parent for s in loaded.values() if s.parent and s.parent not in loaded}

@@ -461,3 +461,69 @@ async def assert_restart_outcome(
 
     await kill_all_live(rt)
     assert_events_contiguous(db)
+
+
+def fill_history(data_dir: Path, ended: int, *, start: float | None = None, span: float = 365 * 86400.0) -> int:
+    """Write `ended` ended sessions straight into a data dir's store (made if needed), created over `span`
+    seconds before `start` (default: now), in a dozen groups: a year of history in seconds, not a year.
+    Returns the store's size in bytes."""
+    import random
+
+    from crewtui.clock import FakeClock, IdGen
+    from crewtui.model import Session
+    from crewtui.store import Store
+
+    dd = DataDir(data_dir).ensure()
+
+    async def create() -> None:
+        await (await Store.open(dd.store)).close()
+
+    if not dd.store.exists():
+        asyncio.run(create())
+    start = time.time() if start is None else start
+    clock = FakeClock(start - span)
+    ids = IdGen(clock, random.Random(7))
+    base = Session(key="s-0", label="x", state=SessionState.DONE, created_at=0.0, updated_at=0.0).model_dump(
+        mode="json"
+    )
+    groups = ("blog", "scout", "audit", "triage", "review", "ops", "seo", "lead", "notes", "sync", "digest", "mail")
+    step = span / max(1, ended)
+    rows = []
+    with sqlite3.connect(dd.store) as db:
+        for i in range(ended):
+            clock._now += step
+            key = ids.new()
+            group = groups[i % len(groups)]
+            failed = i % 17 == 0
+            t = clock.now()
+            data = {
+                **base,
+                "key": key,
+                "label": f"{group}-item{i % 997}-r{i // 997}",
+                "created_at": t,
+                "started_at": t + 1,
+                "ended_at": t + 30,
+                "updated_at": t + 30,
+                "state": "failed" if failed else "done",
+                "exit_code": 1 if failed else 0,
+                "reason": "exit code 1" if failed else None,
+                "result": None if failed else {"n": i},
+                "result_bytes": None if failed else len(json.dumps({"n": i})),
+                "output_dir": str(dd.session_dir(key)),
+                "argv": ["agent", "--task", f"item {i}"],
+            }
+            rows.append((key, data["label"], data["state"], None, None, t + 30, json.dumps(data)))
+            if len(rows) >= 10_000:
+                db.executemany(
+                    "INSERT INTO sessions (key, label, state, parent, cron_run, updated_at, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                rows.clear()
+        db.executemany(
+            "INSERT INTO sessions (key, label, state, parent, cron_run, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return dd.store.stat().st_size
