@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crewtui.config import parse_crew  # noqa: E402
-from crewtui.locations import DataDir  # noqa: E402
-from crewtui.model import SpawnRequest  # noqa: E402
-from crewtui.runtime.orchestrator import Orchestrator  # noqa: E402
-from crewtui.store import Store  # noqa: E402
-from tests.faults.helpers import ENV, Headless, fill_history  # noqa: E402
+from crewtui.config import parse_crew
+from crewtui.locations import DataDir
+from crewtui.model import SpawnRequest
+from crewtui.runtime.orchestrator import Orchestrator
+from crewtui.store import Store
+from tests.faults.helpers import ENV, Headless, fill_history
 
 CREW = "[crew]\nname = 'history'\nmax_concurrent = 2000\nkill_grace = '1s'\n"
 
