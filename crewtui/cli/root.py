@@ -93,7 +93,7 @@ def run(ctx: click.Context, crew_file: str | None, headless: bool, data_dir: str
 @click.option("--no-mouse", is_flag=True, help="Leave the mouse to the terminal (text selection over ssh).")
 @user_errors
 def demo(data_dir: str | None, headless: bool, no_mouse: bool) -> None:
-    """Open the dashboard on the built-in demo crew (about 50 sessions in eight groups)."""
+    """Open the dashboard on the built-in demo crew (about 50 sessions in seven groups)."""
     from crewtui.config import load_crew
     from crewtui.locations import demo_crew_path
 
