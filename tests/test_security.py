@@ -157,6 +157,8 @@ async def test_steer_text_only_ever_arrives_on_stdin(make_orch, tmp_path: Path) 
     canary = tmp_path / "pwned"
     orch = await make_orch()
     s = await orch.spawn(SpawnRequest(label="steered", argv=[PY, "-c", ECHO_AGENT]))
+    # Once it speaks the agent is itself (the shim starts it through `env`, which execs it a moment later).
+    await wait_for(lambda: orch.sessions[s.key].last_line == "ready", what="the agent")
     argv_before = _cmdline(s.agent_pid)  # type: ignore[arg-type]
     sent = [t for t in hostile(canary) if t and "\n" not in t and "\0" not in t]
     for text in sent:

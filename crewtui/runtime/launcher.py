@@ -21,7 +21,7 @@ from pathlib import Path
 
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig
-from crewtui.locations import DataDir
+from crewtui.locations import DataDir, SessionDir
 from crewtui.model import MAX_RESULT_BYTES, Session, SessionRetried, SessionState
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import Drivers, ExitInfo, LaunchSpec, SessionHandle
@@ -311,7 +311,7 @@ class Launcher:
                 # Kept or refused with a reason, never silently nothing.
                 reason = (
                     f"its result ({got.too_big / (1 << 20):.1f} MiB or more) is over the "
-                    f"{MAX_RESULT_BYTES >> 20} MiB limit and was not kept; the output is in stdout.log"
+                    f"{MAX_RESULT_BYTES >> 20} MiB limit and was not kept; the output is in {SessionDir.STDOUT}"
                 )
         else:
             new, reason = SessionState.FAILED, f"exit code {s.exit_code}{_or_signal(exit_info)}"

@@ -129,20 +129,19 @@ case ${1-} in
     *) env --default-signal=INT,QUIT --version >/dev/null 2>&1 && RESET_SIGNALS=1 ;;
 esac
 
-# The redirections happen in the background job before its body runs, so the logs are made owner-only; the
-# body then sets the agent's umask and replaces itself with the agent (exec: no extra process).
+# The logs are made here, owner-only; the agent's redirections below truncate them and keep their mode. The agent
+# starts with the user's umask (a plain command: the background job execs it at once), and the shim takes 077
+# back for its own records.
+: >"$DIR/stdout.log"
+: >"$DIR/stderr.log"
+umask "$AGENT_UMASK"
 if [ -n "$RESET_SIGNALS" ]; then
-    {
-        [ -z "$AGENT_UMASK" ] || umask "$AGENT_UMASK"
-        exec env --default-signal=INT,QUIT -- "$@"
-    } <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
+    env --default-signal=INT,QUIT -- "$@" <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
 else
-    {
-        [ -z "$AGENT_UMASK" ] || umask "$AGENT_UMASK"
-        exec "$@"
-    } <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
+    "$@" <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
 fi
 AGENT_PID=$!
+umask 077
 
 proc_start $$
 SHIM_START=${ST:-null}
