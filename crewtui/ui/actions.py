@@ -109,7 +109,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "open",
         "Transcript",
         "open",
-        "Open: focus the selected session's transcript (a group folds)",
+        "Open: focus the selected session's transcript (a group folds; older rows load a page)",
         show=False,
     ),
     ActionSpec(

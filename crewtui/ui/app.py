@@ -35,6 +35,7 @@ from crewtui.ui.book import SessionBook
 from crewtui.ui.calls import FAILED, call_runtime
 from crewtui.ui.commands import ActionsProvider
 from crewtui.ui.messages import RuntimeLost
+from crewtui.ui.older import WINDOW
 from crewtui.ui.screens.help import HelpScreen
 from crewtui.ui.screens.main import MainScreen
 from crewtui.ui.screens.quit import QuitChoice, QuitScreen
@@ -58,6 +59,7 @@ class CrewApp(App[None]):
         clock: ClockLike | None = None,
         attached: bool = False,
         on_quit: OnQuit | None = None,
+        window: int = WINDOW,
     ) -> None:
         super().__init__()
         self.runtime = runtime
@@ -73,7 +75,10 @@ class CrewApp(App[None]):
         self.freeze_gc = False
         self.exit_choice: QuitChoice | None = None
         self.connected = True
-        self.loaded = asyncio.Event()  # set once the first listing and schedule are shown
+        # The ended sessions listed at start and at each resync, beside every live one: never the whole history
+        # (older sessions are counted per group, and loaded a page at a time when asked; crewtui/ui/older.py).
+        self.window = window
+        self.loaded = asyncio.Event()  # set once the first listing (live + window) and schedule are shown
         # Made here rather than at compose, so a benchmark or a test can reach it before the app runs.
         self.main_screen = MainScreen(self)
         self._pending: list[Event] = []
@@ -330,6 +335,8 @@ def make_app(
     clock: ClockLike | None = None,
     attached: bool = False,
     on_quit: OnQuit | None = None,
+    window: int = WINDOW,
 ) -> CrewApp:
-    """The dashboard on `runtime`. `on_quit(kill_sessions)` runs before the app exits after `q`."""
-    return CrewApp(runtime, clock=clock, attached=attached, on_quit=on_quit)
+    """The dashboard on `runtime`. `on_quit(kill_sessions)` runs before the app exits after `q`; `window` is how
+    many recent ended sessions it lists (older ones are counted, and loaded when asked)."""
+    return CrewApp(runtime, clock=clock, attached=attached, on_quit=on_quit, window=window)

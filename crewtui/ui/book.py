@@ -2,7 +2,8 @@
 
 Pure Python (no Textual): the app feeds it the events buffered since the last tick, and it answers what
 changed, so the widgets repaint only those rows. Keeping this apart from the widgets also lets the tests and
-the benchmark drive it without a terminal.
+the benchmark drive it without a terminal. It holds the live sessions, a window of recent ended ones and what
+the user opened of older history; the rest of that history is only counted (`older`, crewtui/ui/older.py).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from crewtui.model import (
     TimelineItem,
     timeline_mark,
 )
-from crewtui.ui.grouping import GroupNode, LeafNode, build_forest
+from crewtui.ui.grouping import Item, build_forest
 from crewtui.ui.label_filter import LabelFilter
+from crewtui.ui.older import OlderHistory
 
 RETRYABLE = frozenset({SessionState.FAILED, SessionState.LOST, SessionState.KILLED, SessionState.TIMED_OUT})
 
@@ -57,6 +59,7 @@ class SessionBook:
         self.marked: set[str] = set()
         self.pattern: LabelFilter | None = None
         self.state_filter: SessionState | None = None
+        self.older = OlderHistory()  # what is older than the window loaded (crewtui/ui/older.py)
 
     # ------------------------------------------------------------------------------------ loading
 
@@ -169,8 +172,13 @@ class SessionBook:
     def visible_items(self) -> list[tuple[str, str]]:
         return [(k, s.label) for k, s in self.sessions.items() if self.visible(s)]
 
-    def forest(self) -> list[GroupNode | LeafNode]:
-        return build_forest(self.visible_items())
+    @property
+    def filtered(self) -> bool:
+        return self.pattern is not None or self.state_filter is not None
+
+    def forest(self) -> list[Item]:
+        # A filter cannot say which older sessions it would show: their rows wait until it is cleared.
+        return build_forest(self.visible_items(), () if self.filtered else self.older.left, self.older.groups)
 
     # ------------------------------------------------------------------------------------ summaries
 

@@ -2,7 +2,9 @@
 
 `blog-publisher-superada-2026-04-02` and `blog-publisher-openclaw-guide-2026-04-02` share the group
 `blog-publisher`; a group with a single child folds into its parent's path (no chains of one-child
-groups), and a "group" of a single session is just that session. The result is a plain description of the
+groups), and a "group" of a single session is just that session. A group with older history the dashboard
+has not loaded (`crewtui.ui.older`) is always a group of its own at the top, its last row an `OlderNode`. The
+result is a plain description of the
 wanted tree (ids, parents, order) that the tree widget reconciles against what it shows, changing only the
 difference.
 """
@@ -10,6 +12,7 @@ difference.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 _DIGITS = re.compile(r"(\d+)")
@@ -25,7 +28,7 @@ class GroupNode:
     """A group: every session whose label starts with `prefix` + "-" (or equals it)."""
 
     prefix: str
-    children: list[GroupNode | LeafNode] = field(default_factory=list)
+    children: list[GroupNode | LeafNode | OlderNode] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -51,14 +54,33 @@ class LeafNode:
 
 
 @dataclass
+class OlderNode:
+    """The row of a top-level group's older ended sessions, not loaded: opening it loads the next page."""
+
+    prefix: str
+
+    @property
+    def id(self) -> str:
+        return "o:" + self.prefix
+
+
+Item = GroupNode | LeafNode | OlderNode
+
+
+@dataclass
 class _Trie:
     children: dict[str, _Trie] = field(default_factory=dict)
     sessions: list[tuple[str, str]] = field(default_factory=list)  # (key, label) ending exactly here
     size: int = 0  # sessions in this subtree
+    top: bool = False  # a top-level group that stays one (it has, or had, older history)
+    older: bool = False  # its older history is not all loaded: it ends with an `OlderNode`
 
 
-def build_forest(items: list[tuple[str, str]]) -> list[GroupNode | LeafNode]:
-    """The top-level rows for (key, label) pairs: groups first, then sessions, each in natural order."""
+def build_forest(items: list[tuple[str, str]], older: Iterable[str] = (), tops: Iterable[str] = ()) -> list[Item]:
+    """The top-level rows for (key, label) pairs: groups first, then sessions, each in natural order. Each
+    prefix in `older` (a label's first part) gets a top-level group ending with its `OlderNode`, even with no
+    session loaded; one in `tops` stays a top-level group of its own while it has sessions (once its older
+    history is loaded, its rows keep their place instead of folding into a longer prefix)."""
     root = _Trie()
     for key, label in items:
         node = root
@@ -67,10 +89,16 @@ def build_forest(items: list[tuple[str, str]]) -> list[GroupNode | LeafNode]:
             node = node.children.setdefault(token, _Trie())
             node.size += 1
         node.sessions.append((key, label))
+    for prefix in tops:
+        if prefix in root.children:
+            root.children[prefix].top = True
+    for prefix in older:
+        node = root.children.setdefault(prefix, _Trie())
+        node.top = node.older = True
     return _children_of(root, [], None)
 
 
-def _children_of(node: _Trie, path: list[str], group: str | None) -> list[GroupNode | LeafNode]:
+def _children_of(node: _Trie, path: list[str], group: str | None) -> list[Item]:
     groups: list[GroupNode] = []
     leaves = [LeafNode(k, lbl, group) for k, lbl in node.sessions] if path and group == "-".join(path) else []
     for token in sorted(node.children, key=natural_key):
@@ -79,11 +107,14 @@ def _children_of(node: _Trie, path: list[str], group: str | None) -> list[GroupN
             (groups if isinstance(item, GroupNode) else leaves).append(item)  # type: ignore[arg-type]
     groups.sort(key=lambda g: natural_key(g.prefix))
     leaves.sort(key=lambda s: (natural_key(s.label), s.key))
-    return [*groups, *leaves]
+    return [*groups, *leaves, *([OlderNode(group)] if node.older and group is not None else [])]
 
 
-def _fold(node: _Trie, path: list[str], group: str | None) -> list[GroupNode | LeafNode]:
+def _fold(node: _Trie, path: list[str], group: str | None) -> list[Item]:
     """What a trie node becomes under its parent group: a leaf, a group, or (folded) its only child."""
+    if node.top:
+        prefix = "-".join(path)
+        return [GroupNode(prefix, _children_of(node, path, prefix))]
     if node.size == 1:
         key, label = _only_session(node)
         return [LeafNode(key, label, group)]
@@ -102,11 +133,11 @@ def _only_session(node: _Trie) -> tuple[str, str]:
     return node.sessions[0]
 
 
-def walk(forest: list[GroupNode | LeafNode]) -> list[tuple[str | None, GroupNode | LeafNode]]:
+def walk(forest: list[Item]) -> list[tuple[str | None, Item]]:
     """Every node with its parent group's id (None at the top), parents before children."""
-    out: list[tuple[str | None, GroupNode | LeafNode]] = []
+    out: list[tuple[str | None, Item]] = []
 
-    def visit(parent: str | None, items: list[GroupNode | LeafNode]) -> None:
+    def visit(parent: str | None, items: list[Item]) -> None:
         for item in items:
             out.append((parent, item))
             if isinstance(item, GroupNode):

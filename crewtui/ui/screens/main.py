@@ -209,6 +209,8 @@ class MainScreen(MainView):
         ref = tree.current
         if ref is None:
             return
+        if ref.kind == "older":
+            return  # not loaded: nothing to mark
         if ref.kind == "session":
             changed = self.book.toggle_mark([ref.id])
             tree.action_cursor_down()  # htop: tag and move on, so a run of rows is quick to mark
@@ -282,6 +284,9 @@ class MainScreen(MainView):
             return
         if ref.kind == "group":
             self.session_tree.toggle_current()
+            return
+        if ref.kind == "older":
+            self.load_older(ref.id)  # the group's next page of older sessions
             return
         if self.layout_mode == "narrow":
             self._show_pane("detail")

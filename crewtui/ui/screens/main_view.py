@@ -2,7 +2,9 @@
 
 Header, sessions, detail and transcript, timeline and cron meters, footer. It shows the App's copy of the
 sessions (`app.book`) and keeps it current: the App's worker buffers the runtime's events, and ten times a
-second the buffer is applied and only the rows that changed are repainted, inside `batch_update()`. The
+second the buffer is applied and only the rows that changed are repainted, inside `batch_update()`. The copy
+holds the live sessions and a window of recent ended ones, listed at start and at each resync; older history
+is counted after the first paint and loaded a page at a time when its row is opened (crewtui/ui/older.py). The
 layout follows the terminal (wide; narrow, one pane at a time behind tabs; tiny, only a note), the schedule
 panes reload every few seconds, and the selection drives the detail pane and the transcript. The actions on
 sessions are `MainScreen`'s. What the runtime sends is foreign text: titles and notes show it through `plain`,
@@ -16,97 +18,55 @@ import contextlib
 import gc
 import logging
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
-from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static, Tab, Tabs
 
-from crewtui.api import RuntimeAPI, RuntimeInfo
-from crewtui.clock import ClockLike
-from crewtui.errors import CrewError
-from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session, SessionState
-from crewtui.text import clean
-from crewtui.ui.book import Changes, SessionBook, lacks_pids
+from crewtui.api import RuntimeInfo
+from crewtui.model import STATE_SYMBOLS, Session, SessionState
+from crewtui.ui.book import Changes, lacks_pids
 from crewtui.ui.calls import FAILED
 from crewtui.ui.format import clean_marks, plain
+from crewtui.ui.older import PAGE, fetch_page, fetch_window
+from crewtui.ui.screens.schedule_view import SCHEDULE_EVERY, Dashboard, ScheduleView
 from crewtui.ui.widgets.detail import SessionDetail, Transcript
 from crewtui.ui.widgets.footer import CrewFooter
 from crewtui.ui.widgets.header import StatusHeader
-from crewtui.ui.widgets.meters import HISTORY, CronMeters
+from crewtui.ui.widgets.meters import CronMeters
 from crewtui.ui.widgets.session_tree import RowRef, SessionTree
 from crewtui.ui.widgets.timeline import Timeline
 
 log = logging.getLogger("crewtui.ui")
 
 TICK = 0.1  # apply buffered events at most ten times a second
-SCHEDULE_EVERY = 5.0  # reload crons, runs and the timeline (live events fill in meanwhile)
-RESYNC_EVERY = 60.0  # re-list sessions: repairs anything a lagging event stream dropped (rare; a full list costs)
+RESYNC_EVERY = 60.0  # re-list live sessions and the window: repairs anything a lagging event stream dropped
 MIN_SIZE = (60, 16)  # below this the dashboard only says how big it needs to be
 WIDE_SIZE = (110, 30)  # below this, one pane at a time (tabs)
 PANES = ("sessions", "detail", "schedule")
 HISTORY_TAIL = 200
 
 
-class Dashboard(Protocol):
-    """What the main screen needs from the app it runs in (the App in app.py; a protocol, so this module
-    need not import it)."""
-
-    runtime: RuntimeAPI
-    clock: ClockLike
-    book: SessionBook
-    info: RuntimeInfo | None
-    attached: bool
-    connected: bool
-    cursor_blink: bool
-    freeze_gc: bool
-    loaded: asyncio.Event
-
-    @property
-    def exiting(self) -> bool: ...
-
-    async def call_runtime(self, name: str, *args: Any, what: str = "", quiet: bool = False, **kwargs: Any) -> Any: ...
-
-    async def connect(self) -> None: ...
-
-    def has_events(self) -> bool: ...
-
-    def take_events(self) -> list[Event]: ...
-
-    def main_screen_up(self) -> None: ...
-
-
-class MainView(Screen[None]):
+class MainView(ScheduleView):
     def __init__(self, dashboard: Dashboard) -> None:
-        super().__init__()
-        self.dashboard = dashboard
+        super().__init__(dashboard)
         self.layout_mode = "wide"
         self.pane = "sessions"
-        self.jobs: list[CronJobInfo] = []
-        self.runs: dict[str, list[CronRun]] = {}
         self._selected: RowRef | None = None
         self._history_key: str | None = None
         self._history_ready = False
         self._select_after: str | None = None
         self._fetching: set[str] = set()
         self._pids_asked: dict[str, tuple[int, SessionState]] = {}
-        self._schedule_timer: Any = None
         self._last_internal_error = float("-inf")
+        self.older_counted = asyncio.Event()  # set once older history is counted (or there is none, or it failed)
 
     # ------------------------------------------------------------------------------------ the app's state
-
-    @property
-    def book(self) -> SessionBook:
-        return self.dashboard.book
-
-    @property
-    def clock(self) -> ClockLike:
-        return self.dashboard.clock
 
     @property
     def info(self) -> RuntimeInfo | None:
@@ -164,10 +124,6 @@ class MainView(Screen[None]):
     @property
     def transcript(self) -> Transcript:
         return self.query_one("#transcript", Transcript)
-
-    @property
-    def meters(self) -> CronMeters:
-        return self.query_one("#meters", CronMeters)
 
     def on_mount(self) -> None:
         self.query_one("#left").border_title = "Sessions"
@@ -233,9 +189,7 @@ class MainView(Screen[None]):
     @work(exclusive=True, group="bootstrap", exit_on_error=False)
     async def _bootstrap(self) -> None:
         await self.dashboard.connect()  # the event stream first: nothing happens unseen between it and the listing
-        sessions = await self._call("list")
-        if sessions is not FAILED:
-            self._apply(self.book.load(sessions))
+        count = await self._list_window(quiet=False)
         if not self.book.sessions:
             self._select(None)
         self.update_header()
@@ -244,14 +198,95 @@ class MainView(Screen[None]):
         self.dashboard.loaded.set()
         if self.dashboard.freeze_gc:
             gc.freeze()
+        if count:  # after the first paint: on a year of history, counting it is the runtime's slowest read
+            self.call_after_refresh(self._count_older)
 
     @work(exclusive=True, group="resync", exit_on_error=False)
     async def resync(self) -> None:
         if not self.dashboard.connected:
             return
-        sessions = await self._call("list", quiet=True)
-        if sessions is not FAILED:
-            self._apply(self.book.load(sessions))
+        if await self._list_window(quiet=True):
+            self._count_older()
+
+    async def _list_window(self, *, quiet: bool) -> bool:
+        """The live sessions and the most recent ended ones, never the whole history. True when what is older
+        should be counted: there is some, not counted yet (or the book moved under it since)."""
+        live, ended = await fetch_window(self._call, self.dashboard.window, quiet=quiet)
+        if ended is not None:
+            self.book.older.window_listed(ended, self.dashboard.window)
+        if live is not None or ended is not None:
+            self._apply(self.book.load([*(live or ()), *(ended or ())]))
+        older = self.book.older
+        if older.horizon is None and ended is not None:
+            self.older_counted.set()  # nothing older than what is loaded
+        return older.horizon is not None and older.needs_count(self.book.sessions)
+
+    @work(exclusive=True, group="older-count", exit_on_error=False)
+    async def _count_older(self) -> None:
+        older = self.book.older
+        if older.horizon is None:
+            return
+        # Said once: a resync asks again, quietly.
+        counts = await self._call("older", older.horizon, what="counting older sessions", quiet=older.asked)
+        older.asked = True
+        if not self._live():
+            return
+        if counts is not FAILED:
+            older.set_counts(counts, self.book.sessions)
+        self._regroup_older()
+        self.older_counted.set()
+
+    def _regroup_older(self) -> None:
+        """Older rows came, went or changed: regroup (they are rows of the tree) and retitle."""
+        with self.app.batch_update():
+            self.session_tree.sync(self.book.forest())
+            self._update_titles()
+            self.update_header()
+        if self._selected is not None and self._selected.kind != "session":
+            self._show_detail(self._selected)  # a group's detail says what is older too
+
+    def load_older(self, prefix: str) -> None:
+        """Open a group's older row: its next page of older ended sessions."""
+        older = self.book.older
+        if older.horizon is None or prefix not in older.left or prefix in older.loading:
+            return
+        older.loading.add(prefix)
+        self.session_tree.refresh_older()
+        self._load_older(prefix, older.cursor_of(prefix))
+
+    @work(group="older-page", exit_on_error=False)
+    async def _load_older(self, prefix: str, before: str) -> None:
+        older = self.book.older
+        try:
+            page = await fetch_page(self._call, prefix, before)
+        finally:
+            older.loading.discard(prefix)
+        if not self._live():
+            return
+        if page is None:
+            self.session_tree.refresh_older()
+            return
+        # Only what the book lacks: its copy of a session it holds is as new as the events made it.
+        added = [s for s in page.sessions if s.key not in self.book.sessions]
+        older.paged(prefix, added, page)
+        tree = self.session_tree
+        on_row = tree.current is not None and tree.current.node_id == "o:" + prefix
+        ch = self.book.load(added)
+        ch.structure = True  # the older row moves below the new rows, or goes
+        self._apply(ch)
+        self._update_titles()
+        self.update_header()
+        row = tree.nodes.get("o:" + prefix)
+        if row is not None:
+            tree.refresh_older()
+            if on_row:
+                tree.call_after_refresh(tree.move_cursor, row)  # in view again: enter loads the next page
+        elif on_row:
+            # All loaded, the row gone: the cursor goes to the newest of the page (else the group).
+            if not (added and tree.select_key(added[-1].key)):
+                tree.select_row("g:" + prefix)
+        if self._selected is not None and self._selected.kind != "session":
+            self._show_detail(self._selected)  # a group's detail says what is older too
 
     @work(group="fetch", exit_on_error=False)
     async def _fetch_sessions(self, keys: set[str]) -> None:
@@ -357,6 +392,7 @@ class MainView(Screen[None]):
         if self.book.state_filter is not None:
             filters.append(f"{STATE_SYMBOLS[self.book.state_filter]} {self.book.state_filter.value}")
         app = self.dashboard
+        older = self.book.older
         self.query_one("#status", StatusHeader).show(
             info=app.info,
             attached=app.attached,
@@ -365,69 +401,20 @@ class MainView(Screen[None]):
             nodes=self.book.node_counts(),
             marked=len(self.book.marked),
             filters=" ".join(filters),
+            older=older.summary,
             now=self.clock.now(),
         )
 
     def _update_titles(self) -> None:
+        """ "Sessions 50", "Sessions 12 of 50" under a filter; with older history not loaded, "Sessions 1,500
+        loaded · 998,500 older" (or "12 of 1,500 loaded · …"): what the pane shows is not all there is."""
         shown = sum(1 for node_id in self.session_tree.nodes if node_id.startswith("s:"))
         total = len(self.book.sessions)
-        left = self.query_one("#left")
-        left.border_title = f"Sessions {shown}" if shown == total else f"Sessions {shown} of {total}"
+        title = f"Sessions {shown:,}" if shown == total else f"Sessions {shown:,} of {total:,}"
+        summary = self.book.older.summary
+        self.query_one("#left").border_title = f"{title} loaded · {summary}" if summary else title
 
     # ------------------------------------------------------------------------------------ schedule
-
-    def _schedule_soon(self) -> None:
-        if self._schedule_timer is None:
-            self._schedule_timer = self.set_timer(0.5, self.reload_schedule)
-
-    def reload_schedule(self) -> None:
-        self._schedule_timer = None
-        self._schedule_worker()
-
-    @work(exclusive=True, group="schedule", exit_on_error=False)
-    async def _schedule_worker(self) -> None:
-        await self._load_schedule()
-
-    async def _load_schedule(self) -> None:
-        """Cron jobs with their recent runs, and the timeline; a runtime without them gets a short note."""
-        if not self.dashboard.connected:
-            return
-        runtime = self.dashboard.runtime
-        now = self.clock.now()
-        note: str | None = None
-        try:
-            jobs = await runtime.cron_list()
-            runs: dict[str, list[CronRun]] = {}
-            for job in jobs:
-                if job.payload == "spawn":
-                    runs[job.name] = await runtime.runs(job.name, limit=HISTORY)
-            self.jobs, self.runs = jobs, runs
-            self.meters.set_data(jobs, runs, self.book, now)
-            if not jobs:
-                note = "no cron jobs in this crew ([[cron]] in the crew file, or crewtui ctl cron add)"
-        except (NotImplementedError, AttributeError):
-            note = "cron jobs are not available in this runtime yet"
-        except CrewError as exc:
-            note = exc.message
-        except Exception as exc:
-            log.exception("loading cron jobs failed")
-            note = f"could not load the cron jobs: {exc}"
-        meters_note = self.query_one("#meters-note", Static)
-        meters_note.update(plain(note))
-        meters_note.set_class(note is not None, "-shown")
-        self.meters.display = bool(self.jobs)
-        timeline = self.query_one("#timeline", Timeline)
-        try:
-            items = await runtime.timeline(*timeline.window(now))
-            timeline.set_items(clean_marks(items), now)
-            self._show_timeline_span()  # an unzoomed timeline fits its span to the marks
-        except (NotImplementedError, AttributeError):
-            timeline.set_note("the timeline is not available in this runtime yet")
-        except CrewError as exc:
-            timeline.set_note(clean(exc.message))
-        except Exception as exc:
-            log.exception("loading the timeline failed")
-            timeline.set_note(clean(f"could not load the timeline: {exc}"))
 
     def zoom_timeline(self, step: int) -> None:
         """`-` (+1) and `+` (-1): the timeline's next longer or shorter span; a longer one is fetched at once."""
@@ -442,9 +429,6 @@ class MainView(Screen[None]):
         if step > 0:
             self.reload_schedule()
 
-    def _show_timeline_span(self) -> None:
-        self.query_one("#timeline-pane").border_title = self.query_one("#timeline", Timeline).title
-
     # ------------------------------------------------------------------------------------ selection
 
     @on(SessionTree.RowHighlighted, "#sessions")
@@ -456,7 +440,7 @@ class MainView(Screen[None]):
         detail = self.query_one("#detail", SessionDetail)
         if ref is None:
             self._history_key = None
-            if self.book.sessions:
+            if self.book.sessions or self.book.older.left:
                 detail.show_nothing("no session matches the filter (escape clears it)")
             else:
                 detail.show_nothing("no sessions yet: press n to spawn one")
@@ -467,6 +451,10 @@ class MainView(Screen[None]):
             self._history_key = None
             self.transcript.show_note("a group: select one of its sessions to see its transcript")
             self.query_one("#right").border_title = plain(f"Group {ref.id}")
+        elif ref.kind == "older":
+            self._history_key = None
+            self.transcript.show_note(f"older ended sessions of {ref.id}: enter loads them, {PAGE} at a time")
+            self.query_one("#right").border_title = plain(f"Group {ref.id} · older")
         else:
             if ref.id != self._history_key or not self._history_ready:
                 s = self.book.sessions.get(ref.id)
@@ -511,7 +499,13 @@ class MainView(Screen[None]):
     def _show_detail(self, ref: RowRef) -> None:
         detail = self.query_one("#detail", SessionDetail)
         if ref.kind == "group":
-            detail.show_group(ref.id, self.session_tree.group_counts(ref.id))
+            detail.show_group(ref.id, self.session_tree.group_counts(ref.id), self.book.older.left.get(ref.id, 0))
+            return
+        if ref.kind == "older":
+            older = self.book.older
+            edge = self.book.sessions.get(older.horizon or "")
+            left, loading = older.left.get(ref.id, 0), ref.id in older.loading
+            detail.show_older(ref.id, left, loading, edge.created_at if edge else None, PAGE)
             return
         s = self.book.sessions.get(ref.id)
         if s is not None:

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual import events, on
 from textual.widgets import RichLog, Static
 
-from crewtui.formatting import age, clock_time
+from crewtui.formatting import age, clock_time, date_time
 from crewtui.model import History, Session, SessionState
 from crewtui.ui.book import completion_rate
 from crewtui.ui.format import DIM, STATE_COLORS, plain, rate_text, rollup, state_text
@@ -93,7 +93,7 @@ class SessionDetail(Static):
             rows.insert(4, ("cron run", plain(s.cron_run)))
         self._show(tuple(str(v) for _, v in rows), _kv(rows))
 
-    def show_group(self, prefix: str, counts: dict[SessionState, int]) -> None:
+    def show_group(self, prefix: str, counts: dict[SessionState, int], older: int = 0) -> None:
         total = sum(counts.values())
         live = sum(n for st, n in counts.items() if st.live)
         rate = rate_text(completion_rate(counts), 0)
@@ -105,7 +105,20 @@ class SessionDetail(Static):
             ("rate", rate),
             ("keys", Text("k kills the group · space marks it", style=DIM)),
         ]
+        if older:
+            rows.insert(2, ("older", Text(f"{older:,} ended, not loaded (its last row loads them)", style=DIM)))
         self._show(("group", prefix, *(str(v) for _, v in rows)), _kv(rows))
+
+    def show_older(self, prefix: str, left: int, loading: bool, before: float | None, page: int) -> None:
+        """A group's older row: how many of its ended sessions are older than what is loaded."""
+        what = "them" if left <= page else f"the next {page}"
+        rows: list[tuple[str, RenderableType]] = [
+            ("group", plain(prefix, "bold #56b6c2")),
+            ("older", Text(f"{left:,} ended session{'' if left == 1 else 's'}, not loaded")),
+            ("created", Text(f"before {date_time(before)}" if before is not None else "-", style=DIM)),
+            ("keys", Text("loading…" if loading else f"enter loads {what}, newest first", style=DIM)),
+        ]
+        self._show(("older", prefix, *(str(v) for _, v in rows)), _kv(rows))
 
     def show_nothing(self, note: str) -> None:
         self._show(("note", note), plain(note, NOTE_STYLE))

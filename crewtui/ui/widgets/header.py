@@ -1,5 +1,8 @@
 """The one-line header: which runtime, how many sessions in which state, the overall rate, the filters.
 
+The counts are of the sessions the dashboard holds (the live ones, a recent window of ended ones and what was
+opened of older history); what is older and not loaded follows them ("· 998,500 older"), never mixed in.
+
 The crew's name, the node names and the filter the user typed are foreign text: shown cleaned, never markup.
 """
 
@@ -32,6 +35,7 @@ class StatusHeader(Static):
         marked: int,
         filters: str,
         now: float,
+        older: str = "",
     ) -> None:
         # Most telling first: a narrow terminal cuts the end of the line.
         t = Text(no_wrap=True, overflow="ellipsis")
@@ -40,11 +44,13 @@ class StatusHeader(Static):
             t.append(" disconnected ", style="bold #282c34 on #e06c75")
         t.append(" ")
         total = sum(counts.values())
-        t.append(f"{total} sessions", style="bold")
+        t.append(f"{total:,} {'loaded' if older else 'sessions'}", style="bold")
         for state in STATE_ORDER:
             n = counts.get(state, 0)
             if n:
                 t.append(f" {STATE_SYMBOLS[state]}{n}", style=STATE_COLORS[state])
+        if older:
+            t.append(f" · {older}", style=DIM)
         t.append(*SEP)
         t.append("done ", style=DIM)
         t.append_text(rate_text(completion_rate(counts), 0))

@@ -4,7 +4,8 @@ Live, with 1,000 sessions: the tree keeps a dict id -> node and changes only wha
 (spawns, filters) is reconciled against the nodes it has (remove the gone, insert the new in place); a
 changed session gets `set_label` only when its rendered row differs. Never `clear()` and rebuild: that
 loses the cursor, the scroll position and what the user folded. Names and last lines are foreign text: cleaned
-(`crewtui.text.clean`) before they are cut to their column, and never read as markup.
+(`crewtui.text.clean`) before they are cut to their column, and never read as markup. A top-level group with
+older history not loaded ends with a row that says how much (`crewtui.ui.older`); opening it loads a page.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from crewtui.model import Session, SessionState
 from crewtui.text import clean
 from crewtui.ui.book import SessionBook, completion_rate
 from crewtui.ui.format import DIM, plain, rate_text, rollup, state_text
-from crewtui.ui.grouping import GroupNode, LeafNode, walk
+from crewtui.ui.grouping import GroupNode, Item, LeafNode, walk
+from crewtui.ui.older import PAGE
 
 STATE_W = 11  # "◷ timed_out"
 ATTEMPT_W = 3
@@ -35,16 +37,22 @@ MARK = "● "
 
 @dataclass(frozen=True)
 class RowRef:
-    """What a tree row stands for: a group (by prefix) or a session (by key)."""
+    """What a tree row stands for: a group (by prefix), a session (by key), or a group's older history (by the
+    group's prefix)."""
 
-    kind: Literal["group", "session"]
+    kind: Literal["group", "session", "older"]
     id: str
     depth: int
     name: str  # what the row shows as its name (a leaf's label without its group's prefix)
 
     @property
     def node_id(self) -> str:
-        return ("g:" if self.kind == "group" else "s:") + self.id
+        return {"group": "g:", "session": "s:", "older": "o:"}[self.kind] + self.id
+
+    @property
+    def signature_id(self) -> str:
+        """Under what id the tree caches the row's rendering (a session's by its key, as rows are refreshed)."""
+        return self.id if self.kind == "session" else self.node_id
 
 
 class SessionTree(Tree[RowRef], inherit_bindings=False):
@@ -175,6 +183,8 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         total = sum(counts.values())
         text = Text(no_wrap=True, overflow="crop")
         text.append(fit(clean(ref.name), name_w), style="bold #56b6c2")
+        if not total:
+            return text  # a group only in older history: its older row says the rest
         text.append(f"{total:>4}", style="bold")
         text.append(" ")
         text.append_text(rate_text(completion_rate(counts), 4))
@@ -194,6 +204,32 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         if force or old is None or old[0] != sig:
             self._signatures[key] = (sig, text)
             node.set_label(text)
+
+    def _older_label(self, ref: RowRef) -> tuple[tuple[object, ...], Text]:
+        older = self.book.older
+        n, loading = older.left.get(ref.id, 0), ref.id in older.loading
+        width = max(30, self._width) - ref.depth * self.guide_depth
+        sig = (n, loading, width)
+        text = Text(no_wrap=True, overflow="crop")
+        text.append("  ")
+        if loading:
+            text.append(f"loading older {ref.id} sessions…", style=f"italic {DIM}")
+        else:
+            text.append(f"{n:,} older ended session{'' if n == 1 else 's'}", style="italic #abb2bf")
+            text.append(f"  enter loads {'them' if n <= PAGE else f'the next {PAGE}'}", style=DIM)
+        text.truncate(width)
+        return sig, text
+
+    def refresh_older(self, force: bool = False) -> None:
+        """Relabel the older rows whose count changed, or that started or stopped loading."""
+        for node_id, node in self.nodes.items():
+            if not node_id.startswith("o:") or node.data is None:
+                continue
+            old = self._signatures.get(node_id)
+            sig, text = self._older_label(node.data)
+            if force or old is None or old[0] != sig:
+                self._signatures[node_id] = (sig, text)
+                node.set_label(text)
 
     def refresh_rows(self, keys: set[str] | list[str], force: bool = False) -> None:
         now = self.clock.now()
@@ -229,6 +265,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
                 text = self._group_label(node.data, c, m)
                 self._signatures[node_id] = (sig, text)
                 node.set_label(text)
+        self.refresh_older(force)
 
     def refresh_all(self, force: bool = False) -> None:
         """Re-render every row (a resize), or only the rows on screen (ages, once a second: a row scrolled
@@ -251,7 +288,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
 
     # ------------------------------------------------------------------------------------ structure
 
-    def sync(self, forest: list[GroupNode | LeafNode]) -> None:
+    def sync(self, forest: list[Item]) -> None:
         """Make the tree show `forest`, touching only the rows that differ."""
         wanted = {item.id: parent for parent, item in walk(forest)}
         need = self._measure(forest, 0, None)
@@ -271,7 +308,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         self.refresh_groups()
         self.call_after_refresh(self._check_cursor)
 
-    def _measure(self, items: list[GroupNode | LeafNode], depth: int, parent: str | None) -> int:
+    def _measure(self, items: list[Item], depth: int, parent: str | None) -> int:
         need = 10
         for item in items:
             if isinstance(item, GroupNode):
@@ -279,7 +316,7 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
                 need = max(
                     need, depth * self.guide_depth + 2 + len(name), self._measure(item.children, depth + 1, item.prefix)
                 )
-            else:
+            elif isinstance(item, LeafNode):
                 need = max(need, depth * self.guide_depth + len(MARK) + len(item.name))
         return need
 
@@ -289,11 +326,11 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
             n = stack.pop()
             if n.data is not None:
                 self.nodes.pop(n.data.node_id, None)
-                self._signatures.pop(n.data.node_id if n.data.kind == "group" else n.data.id, None)
+                self._signatures.pop(n.data.signature_id, None)
             stack.extend(n.children)
         node.remove()
 
-    def _fill(self, parent: TreeNode[RowRef], items: list[GroupNode | LeafNode], depth: int) -> None:
+    def _fill(self, parent: TreeNode[RowRef], items: list[Item], depth: int) -> None:
         now = self.clock.now()
         for i, item in enumerate(items):
             node = self.nodes.get(item.id)
@@ -304,11 +341,17 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
                     ref = RowRef("group", item.prefix, depth, name)
                     node = parent.add(plain(name), ref, before=before, expand=item.prefix not in self.collapsed)
                     self.nodes[item.id] = node
-                else:
+                elif isinstance(item, LeafNode):
                     ref = RowRef("session", item.key, depth, item.name)
                     s = self.book.sessions[item.key]
                     sig, text = self._session_label(ref, s, now)
                     self._signatures[item.key] = (sig, text)
+                    node = parent.add_leaf(text, ref, before=before)
+                    self.nodes[item.id] = node
+                else:
+                    ref = RowRef("older", item.prefix, depth, "")
+                    sig, text = self._older_label(ref)
+                    self._signatures[item.id] = (sig, text)
                     node = parent.add_leaf(text, ref, before=before)
                     self.nodes[item.id] = node
             if isinstance(item, GroupNode):
@@ -323,7 +366,11 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
 
     def select_key(self, key: str) -> bool:
         """Put the cursor on a session's row (unfolding its groups); False if it is not shown."""
-        node = self.nodes.get("s:" + key)
+        return self.select_row("s:" + key)
+
+    def select_row(self, node_id: str) -> bool:
+        """Put the cursor on a row by its id (`s:KEY`, `g:PREFIX`, `o:PREFIX`), unfolding its groups."""
+        node = self.nodes.get(node_id)
         if node is None:
             return False
         parent = node.parent
