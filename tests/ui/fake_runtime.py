@@ -161,6 +161,50 @@ def make_sessions(now: float) -> list[Session]:
     return out
 
 
+ENDED = sum(1 for _, st, *_ in _SESSIONS if st.terminal)  # a window of this many holds every ended one above
+
+
+def make_archive(now: float = T0) -> list[Session]:
+    """Older history for `FakeRuntime(archive=...)`: 406 ended sessions of the days before the 50, created
+    before them (their keys sort first): yesterday's blog and research runs, a month of digests (a group only
+    in older history) and `blogger-*` (a prefix listing of `blog` matches it too; it is not blog's)."""
+    labels: list[str] = [f"digest-2026-03-{day:02d}" for day in range(1, 32)]
+    labels += [f"blogger-weekly-{week}" for week in range(1, 16)]
+    labels += [
+        f"research-scout-{item}-r{run}"
+        for run in range(1, 31)
+        for item in ("llm-evals", "agent-memory", "rate-limits", "tooling")
+    ]
+    labels += [
+        f"blog-publisher-{item}-2026-04-01-r{run}"
+        for run in range(1, 81)
+        for item in ("superada", "openclaw-guide", "ada-lovelace")
+    ]
+    out = []
+    start = now - 3 * 86400
+    for n, label in enumerate(labels, start=1):
+        created = start + n * 300
+        failed = n % 7 == 0
+        out.append(
+            Session(
+                key=f"s-01jqarch{n:018d}",
+                label=label,
+                state=S.FAILED if failed else S.DONE,
+                agent=_agent_for(label),
+                task=f"work on {label}",
+                created_at=created,
+                started_at=created + 2,
+                ended_at=created + 200,
+                updated_at=created + 200,
+                exit_code=1 if failed else 0,
+                result=None if failed else {"ok": True},
+                reason="exit code 1: tool output was not valid JSON" if failed else None,
+                last_line="tool output was not valid JSON" if failed else "ok",
+            )
+        )
+    return out
+
+
 JOBS = [
     ("ads-auditor", "every 30m", "spawn", 30),
     ("blog-publisher", "every 15m", "spawn", 15),
@@ -283,6 +327,7 @@ class FakeRuntime(RuntimeAPI):
         return self._resolve(ref).result
 
     async def older(self, before: str) -> dict[str, int]:
+        self.calls.append(("older", before))
         counts: dict[str, int] = {}
         for s in [*self.sessions.values(), *self.archive.values()]:
             if s.key < before and s.state.terminal:
