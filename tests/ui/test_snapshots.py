@@ -13,7 +13,8 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from tests.ui.conftest import fake_app, settle
+from tests.ui.conftest import fake_app, opened, settle
+from tests.ui.fake_runtime import ENDED, make_archive
 
 WIDE = (140, 42)
 NARROW = (80, 24)
@@ -216,3 +217,37 @@ def test_agent_escapes_are_shown_as_text(snap_compare: Snap) -> None:
     s.last_line = "done\x1b]0;owned\x07 \x1b[2J\x1b[31mred\x1b[0m bell\x07 rtl\u202eabc lone\x1b"
     s.reason = "exit code 1: \x9b2J wiped"
     assert snap_compare(app, terminal_size=WIDE, run_before=steps(select=RUNNING))
+
+
+def older_app() -> Any:
+    """The 50 sessions with a year-like history behind them: the window holds the fake's own ended sessions, and
+    the archive's 406 are only counted (blog 240, research 120, blogger 15, digest 31: a group only there)."""
+    return fake_app(archive=make_archive(), window=ENDED)
+
+
+def on_row(node_id: str, *keys: str, wait: str | None = None) -> Callable[[Pilot[None]], Any]:
+    """Put the cursor on a row by its id, press `keys`, and wait for the older page they asked for."""
+
+    async def run(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        pilot.app.main_screen.session_tree.select_row(node_id)  # type: ignore[attr-defined]
+        await pilot.pause()
+        await pilot.pause()
+        if keys:
+            await pilot.press(*keys)
+        if wait is not None:
+            await opened(pilot, wait)
+
+    return run
+
+
+def test_older_history_rows(snap_compare: Snap) -> None:
+    # Each top-level group with older history ends with a row saying how much; a group only in older history
+    # (digest) has just that row; the title and the header say what is loaded and what is older.
+    assert snap_compare(older_app(), terminal_size=WIDE, run_before=on_row("o:digest"))
+
+
+def test_older_history_after_opening_a_page(snap_compare: Snap) -> None:
+    # Enter on blog's older row: its 200 newest older sessions join the tree, the row (still under the cursor,
+    # scrolled into view) says the 40 left, the title counts 250 loaded and 206 older.
+    assert snap_compare(older_app(), terminal_size=WIDE, run_before=on_row("o:blog", "enter", wait="blog"))
