@@ -77,8 +77,21 @@ class BenchRuntime:
     async def info(self) -> RuntimeInfo:
         return RuntimeInfo(pid=1, data_dir="/tmp/bench", crew="bench", agents=["a"], started_at=0, max_concurrent=2000)
 
-    async def list(self, state: Any = None, prefix: Any = None) -> list[Session]:
-        return [s.model_copy() for s in self.sessions.values()]
+    async def list(
+        self,
+        state: Any = None,
+        prefix: Any = None,
+        limit: int | None = None,
+        before: str | None = None,
+        since: float | None = None,
+        ended: bool | None = None,
+    ) -> list[Session]:
+        found = [
+            s.model_copy()
+            for s in sorted(self.sessions.values(), key=lambda s: s.key)
+            if ended is None or s.state.terminal == ended
+        ]
+        return found if limit is None else found[max(0, len(found) - limit) :]
 
     async def get(self, ref: str) -> Session:
         return self.sessions[ref].model_copy()

@@ -76,12 +76,15 @@ class SessionDetail(Static):
             style="" if s.exit_code in (None, 0) else STATE_COLORS[SessionState.FAILED],
         )
         result = None if s.result is None else json.dumps(s.result, ensure_ascii=False, separators=(",", ":"))
+        if result is None and "result" in s.trimmed:  # a listing carried only its size
+            result = f"{s.result_bytes or 0:,} bytes: crewtui ctl result {s.label}"
         rows: list[tuple[str, RenderableType]] = [
             ("key", plain(s.key, "bold")),
             ("label", plain(s.label, "bold")),
             ("state", state),
             ("parent", plain(s.parent, missing="-")),
             ("runs on", plain(where)),
+            *([("cwd", plain(s.cwd))] if s.cwd else []),
             *([("node", plain(s.node))] if s.node else []),
             ("pids", Text(pids)),
             ("exit", exit_text),
