@@ -9,6 +9,7 @@ spawns the store never recorded are stopped (nobody could see or stop them other
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -66,9 +67,10 @@ class Recovery:
         counts = Reconciled()
         sessions = self.table.sessions.values()
         pending = sorted((s for s in sessions if s.state == SessionState.PENDING), key=lambda s: s.created_at)
-        for s in list(sessions):
-            if s.state in (SessionState.RUNNING, SessionState.YIELDED):
-                await self._reconcile_running(s, counts)
+        # All at once: each asks its driver (files, /proc, a pidfd: a worker thread each for the process driver),
+        # and a thousand one after the other would cost a start most of a second.
+        running = [s for s in sessions if s.state in (SessionState.RUNNING, SessionState.YIELDED)]
+        await asyncio.gather(*(self._reconcile_running(s, counts) for s in running))
         for s in pending:
             driver = self.drivers.get(s.driver)
             # A launch leaves evidence (pid.json, exit.json, a named actor); a pending session with some was
