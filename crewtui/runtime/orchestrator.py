@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import os
 import random
 from pathlib import Path
@@ -40,6 +41,7 @@ from crewtui.model import (
     SessionSteered,
     SpawnRequest,
     SweepItem,
+    SystemEvent,
     TimelineItem,
     YieldResult,
     listed,
@@ -59,6 +61,9 @@ from crewtui.runtime.supervision import RetryCause, Supervisor
 from crewtui.runtime.tail import tail_lines
 from crewtui.runtime.yields import Yields
 from crewtui.store import Store
+from crewtui.store.schema import check_in_background, needs_background_check
+
+log = logging.getLogger("crewtui.orchestrator")
 
 
 class Orchestrator:
@@ -162,6 +167,8 @@ class Orchestrator:
         self.retention.on_forget.append(lambda key: self.supervisor.final_kills.pop(key, None))
         self.launcher.on_reset.append(self.retention.session_reset)
         self.launcher.pump()
+        if needs_background_check(self.store.path):
+            self.yields.in_background(self._check_store())
         # Retention starts now that the scheduler knows its watchdogs and open runs (it must not evict those).
         self.retention.start()
 
@@ -193,6 +200,13 @@ class Orchestrator:
     def running(self) -> bool:
         """Started and not stopped."""
         return self._running
+
+    async def _check_store(self) -> None:
+        """A store too big to check before the start is checked now; a damaged one is said on the timeline."""
+        problem = await asyncio.to_thread(check_in_background, self.store.path)
+        if problem is not None:
+            log.error("%s", problem)
+            self.bus.publish(SystemEvent(level="error", text=problem))
 
     def _merge_result(self, s: Session) -> None:
         """The parent owns shared writes: a done session's result goes into the crew's registry."""

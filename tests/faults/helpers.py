@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -479,7 +480,10 @@ def fill_history(data_dir: Path, ended: int, *, start: float | None = None, span
         await (await Store.open(dd.store)).close()
 
     if not dd.store.exists():
-        asyncio.run(create())
+        # In a thread of its own: the caller may be an async test, whose loop is running.
+        maker = threading.Thread(target=asyncio.run, args=(create(),))
+        maker.start()
+        maker.join()
     start = time.time() if start is None else start
     clock = FakeClock(start - span)
     ids = IdGen(clock, random.Random(7))

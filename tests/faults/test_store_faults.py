@@ -3,6 +3,7 @@ case ends in one clear line, loses nothing already written and leaves no half st
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from crewtui.errors import StoreError
-from crewtui.model import SessionState, SpawnRequest
+from crewtui.model import SessionState, SpawnRequest, SystemEvent
 from tests.faults.helpers import (
     ENV,
     PY,
@@ -25,6 +26,7 @@ from tests.faults.helpers import (
     assert_events_contiguous,
     call,
     cli_main,
+    fill_history,
     kill_group,
     kill_leftover_sessions,
     proc_alive,
@@ -306,6 +308,38 @@ def test_damaged_store_is_refused_in_one_line_and_left_unchanged(populated: Path
     assert len(line) < 500
     assert db.read_bytes() == before
     assert not (d / "control.sock").exists()
+
+
+async def test_a_store_too_big_to_check_before_the_start_is_checked_after_it_and_damage_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A year of history is a gigabyte: reading every page before the start would cost it seconds (20 s from disk).
+    # Such a store is checked after the start, in the background; damage is then said on the timeline.
+    from crewtui.runtime.orchestrator import Orchestrator
+    from crewtui.store import schema
+
+    d = tmp_path / "data"
+    db = d / "crewtui.db"
+    fill_history(d, 3000, span=86400)
+    data = bytearray(db.read_bytes())  # pages of old sessions, which a start never reads
+    pages = len(data) // 4096
+    for page in range(pages // 5, pages // 5 + 3):
+        data[page * 4096 : (page + 1) * 4096] = b"\x00\x01" * 2048
+    db.write_bytes(bytes(data))
+    monkeypatch.setattr(schema, "CHECK_AT_OPEN_BYTES", 0)  # "too big": every store, for this test
+    orch = await Orchestrator.open(d)
+    events = orch.watch()
+    try:
+        await orch.start()  # not refused: the check comes after
+        said = None
+        async with asyncio.timeout(30):
+            async for event in events:
+                if isinstance(event, SystemEvent) and event.level == "error":
+                    said = event.text
+                    break
+        assert said is not None and str(db) in said and "is damaged" in said and ".recover" in said
+    finally:
+        await orch.stop()
 
 
 # ------------------------------------------------------------------------------------------------ two runtimes
