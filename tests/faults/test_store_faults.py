@@ -176,11 +176,11 @@ def mount_tmpfs(where: Path, size: str) -> bool:
 
 def fill(fs: Path) -> Path:
     filler = fs / "filler"
-    with open(filler, "wb") as f:
+    # Unbuffered: a buffered file would keep the part of a write that did not fit and raise ENOSPC at close.
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler
