@@ -170,6 +170,13 @@ class RuntimeAPI(Protocol):
         """Steer a running session: one line to its stdin."""
         raise unimplemented(self)
 
+    @verb()
+    async def answer(
+        self, ref: SessionRef, allow: bool, request: str | None = None, message: str | None = None
+    ) -> Session:
+        """Answer what a waiting session asked: allow (approve) or deny a permission, or answer a question."""
+        raise unimplemented(self)
+
     @verb(read_only=True)
     async def list(
         self,

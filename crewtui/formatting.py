@@ -56,3 +56,23 @@ def fit(text: str, width: int) -> str:
     if len(text) > width:
         return text[: max(0, width - 1)] + "…"
     return text.ljust(width)
+
+
+def money(usd: float | None) -> str:
+    """Dollars as a person reads them: $0.0042, $1.27, $1,234 (— when unknown)."""
+    if usd is None:
+        return "—"
+    if usd < 1:
+        return f"${usd:.4f}"
+    if usd < 1000:
+        return f"${usd:.2f}"
+    return f"${usd:,.0f}"
+
+
+def tokens_short(n: int) -> str:
+    """A token count in a few characters: 950, 12.3k, 4.1M."""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"

@@ -71,6 +71,7 @@ DriverKind = Literal["process", "callable", "ray"]
 class SessionState(str, Enum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"  # on a person: a permission request or a question (never stale, never swept)
     YIELDED = "yielded"
     DONE = "done"
     FAILED = "failed"
@@ -86,11 +87,17 @@ class SessionState(str, Enum):
     def live(self) -> bool:
         return self not in TERMINAL_STATES
 
+    @property
+    def active(self) -> bool:
+        """Its agent process runs (running, or waiting on a person): it holds a slot and its output is read."""
+        return self in (SessionState.RUNNING, SessionState.WAITING)
+
 
 # One symbol per state, shared by `crewtui ctl list` and the dashboard so both speak the same language.
 STATE_SYMBOLS: dict[SessionState, str] = {
     SessionState.PENDING: "…",
     SessionState.RUNNING: "▶",
+    SessionState.WAITING: "!",
     SessionState.YIELDED: "‖",
     SessionState.DONE: "✔",
     SessionState.FAILED: "✘",
@@ -128,11 +135,25 @@ TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
             SessionState.KILLED,
             SessionState.LOST,
             SessionState.PENDING,  # a rate-limited attempt waits for its retry
+            SessionState.WAITING,
+        }
+    ),
+    SessionState.WAITING: frozenset(
+        {
+            SessionState.RUNNING,
+            SessionState.YIELDED,
+            SessionState.DONE,
+            SessionState.FAILED,
+            SessionState.TIMED_OUT,
+            SessionState.KILLED,
+            SessionState.LOST,
+            SessionState.PENDING,
         }
     ),
     SessionState.YIELDED: frozenset(
         {
             SessionState.RUNNING,
+            SessionState.WAITING,
             SessionState.DONE,
             SessionState.FAILED,
             SessionState.TIMED_OUT,
@@ -169,6 +190,21 @@ class SpawnRequest(BaseModel):
     # Where it runs: an absolute directory (`crewtui ctl spawn` sends the directory it was called from). None:
     # the agent's `cwd`, else the directory the runtime was started in.
     cwd: str | None = None
+
+
+class TokenCounts(BaseModel):
+    """Tokens a session's agent used, as it reported them (or the gateway measured them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write
 
 
 class Session(BaseModel):
@@ -215,6 +251,15 @@ class Session(BaseModel):
     node: str | None = None
     rate_limited: int = 0  # how many times this attempt was rate limited and retried with backoff
     next_try_at: float | None = None  # a rate-limited session waits as pending until then
+    # What its agent says (sessions of an agent with a preset: crewtui/adapters), folded from its output.
+    preset: str | None = None
+    activity: str | None = None  # one line: what it does now
+    agent_session: str | None = None  # the agent's own conversation id (Claude's session id, Codex's thread id)
+    turns: int = 0
+    tokens: TokenCounts | None = None
+    cost_usd: float | None = None  # reported by the agent, else its tokens priced by the crew file
+    needs: dict[str, Any] | None = None  # what it waits for: {"kind": "permission", "tool", "input", "id"} | question
+    unparsed: int = 0  # output lines its preset could not read (kept in the transcript)
     # Fields a listing cut short in this copy ("result", "task", "argv"); get the session for all of them.
     trimmed: list[str] = Field(default_factory=list)
 
@@ -309,12 +354,21 @@ class TimelineItem(BaseModel):
     future: bool = False
 
 
+class Turn(BaseModel):
+    """One readable turn of an agent's conversation: its text, a tool call and what it gave, a permission."""
+
+    role: Literal["user", "assistant", "tool", "tool_result", "permission", "answer", "system", "error"]
+    text: str
+    name: str | None = None  # the tool, for tool calls and permissions
+
+
 class History(BaseModel):
     key: str
     label: str
     state: SessionState
     lines: list[str]
     stderr: list[str] = Field(default_factory=list)
+    turns: list[Turn] | None = None  # sessions of a preset agent: the conversation, read from the lines
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -375,6 +429,27 @@ class SessionOutput(_EventBase):
 class SessionSteered(_EventBase):
     kind: Literal["session_steered"] = "session_steered"
     text: str
+
+
+class SessionAgentUpdate(_EventBase):
+    """What a session's agent reported since the last update (coalesced per read of its output)."""
+
+    kind: Literal["session_agent"] = "session_agent"
+    activity: str | None = None
+    agent_session: str | None = None
+    turns: int = 0
+    tokens: TokenCounts | None = None
+    cost_usd: float | None = None
+    needs: dict[str, Any] | None = None
+
+
+class SessionAnswered(_EventBase):
+    """A person answered what a session waited for (a permission, a question)."""
+
+    kind: Literal["session_answered"] = "session_answered"
+    request: str
+    allow: bool
+    message: str | None = None
 
 
 class SessionYielded(_EventBase):
@@ -449,6 +524,8 @@ Event = Annotated[
         | SessionStateChanged
         | SessionOutput
         | SessionSteered
+        | SessionAgentUpdate
+        | SessionAnswered
         | SessionYielded
         | YieldDelivered
         | RegistryMerged

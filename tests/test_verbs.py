@@ -46,6 +46,7 @@ OPS = {
     "info",
     "spawn",
     "send",
+    "answer",
     "list",
     "get",
     "history",

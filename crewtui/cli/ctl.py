@@ -19,7 +19,7 @@ from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_asyn
 from crewtui.cli.cron import cron
 from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line
 from crewtui.errors import BadInput
-from crewtui.model import SessionState, SpawnRequest, parse_duration
+from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
 from crewtui.text import clean
 
 
@@ -112,6 +112,40 @@ def send(ctx: click.Context, ref: str, message: str) -> None:
     """Steer a session: send MESSAGE as one line to its stdin."""
     s = run_async(remote(ctx).send(ref, message))
     echo(f"sent to {s.key} ({s.label})")
+
+
+def _answered(s: Session, verb: str, as_json: bool) -> None:
+    if as_json:
+        echo_json(s)
+    elif s.needs:
+        echo(f"{verb} for {s.key} ({s.label}); it still waits on {s.needs.get('id')}")
+    else:
+        echo(f"{verb} for {s.key} ({s.label}); it is {s.state.value}")
+
+
+@ctl.command()
+@click.argument("ref")
+@click.argument("request", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def approve(ctx: click.Context, ref: str, request: str | None, as_json: bool) -> None:
+    """Allow what a waiting session asks (REQUEST: its id, needed only when it waits on several)."""
+    s = run_async(remote(ctx).answer(ref, True, request=request))
+    _answered(s, "approved", as_json)
+
+
+@ctl.command()
+@click.argument("ref")
+@click.argument("request", required=False)
+@click.option("--message", default=None, help="Why, or what to do instead: the agent reads it.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@user_errors
+def deny(ctx: click.Context, ref: str, request: str | None, message: str | None, as_json: bool) -> None:
+    """Refuse what a waiting session asks (REQUEST: its id, needed only when it waits on several)."""
+    s = run_async(remote(ctx).answer(ref, False, request=request, message=message))
+    _answered(s, "denied", as_json)
 
 
 @ctl.command("list")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from crewtui.formatting import age, clock_time, date_time, percent
+from crewtui.formatting import age, clock_time, date_time, money, percent
 from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session
 from crewtui.text import clean, json_safe
 
@@ -32,8 +32,16 @@ def session_line(s: Session, node_width: int = 0) -> str:
     node = f"{clean(s.node or 'local'):<{node_width}}  " if node_width else ""
     return (
         f"{clean(s.key)}  {clean(s.label):<44} {sym} {s.state.value:<9} {s.attempt:>2}  "
-        f"{age(s.created_at, time.time()):>5}  {node}{clean(s.last_line or '')[:60]}"
+        f"{age(s.created_at, time.time()):>5}  {node}{clean(what_it_does(s))[:60]}"
     )
+
+
+def what_it_does(s: Session) -> str:
+    """The last column: an agent's activity and cost (sessions of a preset), else its last output line."""
+    if s.preset is None:
+        return s.last_line or ""
+    cost = f"{money(s.cost_usd)} " if s.cost_usd is not None else ""
+    return cost + (s.activity or "")
 
 
 def job_header() -> str:

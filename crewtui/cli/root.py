@@ -15,6 +15,7 @@ import click
 
 from crewtui.cli.common import fail, resolve_data_dir, run_async, say, user_errors
 from crewtui.cli.ctl import ctl
+from crewtui.cli.importer import import_group
 from crewtui.errors import BadInput
 from crewtui.locations import DataDir
 
@@ -40,6 +41,7 @@ def main(ctx: click.Context, data_dir: str | None) -> None:
 
 
 main.add_command(ctl)
+main.add_command(import_group)
 
 
 def load_crew_or_default(crew_file: str | None) -> CrewConfig:

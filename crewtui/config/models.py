@@ -19,6 +19,9 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from crewtui.adapters import get_preset
+from crewtui.adapters.base import AgentOptions, Permissions
+from crewtui.config.pricing import PriceConfig
 from crewtui.config.problems import describe, fail, toml_key
 from crewtui.config.templates import SAMPLE_COMMAND_VALUES, SAMPLE_VALUES, TemplateError, render_fields
 from crewtui.errors import BadInput
@@ -93,6 +96,10 @@ class CrewSettings(_Strict):
     max_children: int = Field(default=10, ge=1, strict=True)
     kill_grace: Duration = 5.0
     watchdog_after: OptPositiveDuration = None
+
+
+def _optional_argv(value: Any) -> Any:
+    return None if value is None else _argv(value)
 
 
 def _argv(value: Any) -> Any:
@@ -171,9 +178,18 @@ class AgentResources(_Strict):
 
 
 class AgentConfig(_Strict):
-    """`[agents.NAME]`: how to run a task; argv elements may use COMMAND_FIELDS."""
+    """`[agents.NAME]`: how to run a task; argv elements may use COMMAND_FIELDS.
 
-    command: Annotated[list[str], BeforeValidator(_argv)]
+    Either a `command` (any program: the task goes where `{task}` is), or a `preset` (an agent CLI crewtui
+    speaks to: crewtui/adapters), whose `command` is only the program (default: the preset's usual name) and
+    `args` extra arguments passed through."""
+
+    command: Annotated[list[str] | None, BeforeValidator(_optional_argv)] = None
+    preset: str | None = None
+    args: list[str] = Field(default_factory=list)
+    permissions: Permissions | None = None  # ask (a person decides) | allow | deny; preset agents only
+    price: PriceConfig | None = None
+    model: str | None = None
     pool: str | None = None
     resources: AgentResources | None = None
     env: dict[str, str] = Field(default_factory=dict)
@@ -182,9 +198,37 @@ class AgentConfig(_Strict):
     description: str = ""
     cwd: str | None = None  # where its sessions run (relative to the crew file); default: the runtime's directory
 
+    @model_validator(mode="after")
+    def _preset(self) -> AgentConfig:
+        if self.preset is None:
+            for key in ("args", "permissions", "model"):
+                if getattr(self, key):
+                    raise fail(f"{key} applies only to an agent with a preset (or put it in command)", key)
+            if self.command is None:
+                raise fail("required key is missing", "command")  # as for any required key; a preset is the other way
+            return self
+        try:
+            get_preset(self.preset).check(self.options())
+        except BadInput as exc:
+            key = "permissions" if "permissions" in str(exc) else "preset"
+            raise fail(str(exc), key) from None
+        return self
+
+    def options(self) -> AgentOptions:
+        """What a preset needs to know of this agent."""
+        return AgentOptions(
+            command=tuple(self.command or ()),
+            args=tuple(self.args),
+            permissions=self.permissions or "ask",
+            price=self.price.price() if self.price else None,
+            model=self.model,
+        )
+
     @field_validator("command")
     @classmethod
-    def _command_fields(cls, command: list[str]) -> list[str]:
+    def _command_fields(cls, command: list[str] | None) -> list[str] | None:
+        if command is None:
+            return None
         for i, element in enumerate(command):
             try:
                 render_fields(element, SAMPLE_COMMAND_VALUES)

@@ -10,7 +10,9 @@ the registry merged, the scheduler told, retention) happens in `after_end`, thro
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import random
 import shutil
 import signal
@@ -19,16 +21,19 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from crewtui.adapters import get_preset
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig
+from crewtui.errors import BadInput
 from crewtui.locations import DataDir, SessionDir
 from crewtui.model import MAX_RESULT_BYTES, Session, SessionRetried, SessionState
+from crewtui.runtime.agents import AgentLinks
 from crewtui.runtime.bus import EventBus
-from crewtui.runtime.drivers import Drivers, ExitInfo, LaunchSpec, SessionHandle
+from crewtui.runtime.drivers import Drivers, ExitInfo, LaunchSpec, SessionHandle, validate_argv
 from crewtui.runtime.limits import Pools, backoff_delay, is_rate_limited
 from crewtui.runtime.output import OutputTailer
 from crewtui.runtime.sessions import SessionTable
-from crewtui.runtime.tail import read_result, tail_lines
+from crewtui.runtime.tail import read_lines_upto, read_result, tail_lines
 
 log = logging.getLogger("crewtui.launcher")
 
@@ -71,6 +76,7 @@ class Launcher:
         self.data_dir = data_dir
         self.drivers = drivers
         self.tailer = tailer
+        self.agents: AgentLinks | None = None  # the conversations of preset agents (the orchestrator's)
         self.rng = rng
         self.socket_path = socket_path
         self.kill_grace = crew.crew.kill_grace
@@ -129,8 +135,8 @@ class Launcher:
         running = len(self.launching)
         per_pool: dict[str, int] = {}
         for other in self.table.sessions.values():
-            if other.state == SessionState.RUNNING or other.key in self.launching:
-                if other.state == SessionState.RUNNING:
+            if other.state.active or other.key in self.launching:
+                if other.state.active:  # a session waiting on a person keeps its slot: its agent is alive
                     running += 1
                 if other.pool:
                     per_pool[other.pool] = per_pool.get(other.pool, 0) + 1
@@ -228,6 +234,14 @@ class Launcher:
             resources=agent.resources if agent else None,
         )
 
+    @staticmethod
+    def _check_agent_cli(preset: str, spec: LaunchSpec) -> None:
+        """An agent CLI that is not installed fails its session at once, saying how to install it."""
+        try:
+            validate_argv(spec.argv, env={**os.environ, **spec.env}, cwd=spec.cwd)
+        except BadInput:
+            raise BadInput(f"{spec.argv[0]} not found on PATH; install: {get_preset(preset).install}") from None
+
     def _mark_owner(self, spec: LaunchSpec) -> None:
         """Say in the session dir which store launched it, before anything runs there."""
         spec.dir.path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -237,6 +251,8 @@ class Launcher:
         s = self.table.sessions[key]
         try:
             spec = self._spec(s)
+            if s.preset is not None and s.driver == "process":
+                self._check_agent_cli(s.preset, spec)
             await asyncio.to_thread(self._mark_owner, spec)
             handle = await self.drivers.require(s.driver).start(spec)
         except Exception as exc:  # a launch failure is the session's failure, never the runtime's
@@ -252,6 +268,8 @@ class Launcher:
         self.adopt(s, handle)
         s.started_at = self.clock.now()
         self.table.transition(s, SessionState.RUNNING, reason=None)
+        if self.agents is not None:
+            self.agents.open(s)
 
     def adopt(self, s: Session, handle: SessionHandle) -> None:
         """Hold a running session's handle: watch for its end and follow its output."""
@@ -288,8 +306,11 @@ class Launcher:
         s = self.table.sessions[key]
         if s.state.terminal:
             return
-        self.tailer.tail(s)  # the last lines, before the end is announced
         sd = self.data_dir.session(key)
+        agents = self.agents if s.preset is not None else None
+        if agents is not None and s.key not in agents.links:  # it ended while no runtime was watching
+            agents.open(s, replay=await asyncio.to_thread(read_lines_upto, sd.stdout, s.stdout_offset))
+        self.tailer.tail(s)  # the last lines, before the end is announced
         killing = self.killing.pop(key, None)
         s.ended_at = exit_info.ended_at if exit_info and exit_info.ended_at else self.clock.now()
         if exit_info is not None:
@@ -297,11 +318,24 @@ class Launcher:
                 exit_info.code if exit_info.code is not None else (128 + exit_info.signal if exit_info.signal else None)
             )
         rate_limited = False
+        said = agents.outcome(s) if agents is not None else None
         reason: str | None
         if killing is not None:
             reason, new = killing
         elif exit_info is None:
             new, reason = SessionState.LOST, s.reason or "the process vanished without an exit record"
+        elif said is not None and (said[0] or said[2] is not None):
+            # An agent with a preset says how its work went: its last turn's answer is the result, a failed turn
+            # fails the session (whatever the exit code), one that ran out of rate-limit retries is rate limited.
+            has_result, value, failure, rate_limited = said
+            if has_result:
+                s.result, s.result_bytes = value, len(json.dumps(value, default=str))
+            if failure is None and exit_info.code == 0:
+                new, reason = SessionState.DONE, None
+            else:
+                new = SessionState.FAILED
+                reason = failure or f"exit code {s.exit_code}{_or_signal(exit_info)}"
+                rate_limited = rate_limited and self.pools.get(s.pool) is not None
         elif exit_info.code == 0:
             new, reason = SessionState.DONE, None
             got = await asyncio.to_thread(read_result, sd)
@@ -328,6 +362,8 @@ class Launcher:
 
     def after_end(self, s: Session) -> None:
         """A session has ended: release what it held, wake whoever waits on it, and admit the next."""
+        if self.agents is not None:
+            self.agents.close(s.key)
         self.table.release(s)
         self.tailer.unfollow(s.key)
         self.env_extra.pop(s.key, None)  # a session killed before its launch (or run in-process) never took it

@@ -53,6 +53,9 @@ class Pool:
         self.name = name
         self.config = config
         self.running = 0
+        # Model calls of its sessions refused for rate and retried (reported by the agents: Claude Code's
+        # api_retry, Codex's "Reconnecting... 429"), besides the sessions crewtui itself retried with backoff.
+        self.rate_limit_retries = 0
         self._clock: ClockLike = clock or Clock()
         rate = config.rate
         self._capacity = float(rate.count) if rate else 0.0

@@ -46,6 +46,7 @@ from crewtui.model import (
     YieldResult,
     listed,
 )
+from crewtui.runtime.agents import AgentLinks, conversation_turns
 from crewtui.runtime.bus import EventBus, Subscription
 from crewtui.runtime.drivers import AgentFn, CallableDriver, Drivers, ProcessDriver
 from crewtui.runtime.launcher import Launcher
@@ -58,7 +59,7 @@ from crewtui.runtime.scheduler import Scheduler
 from crewtui.runtime.sessions import SessionTable
 from crewtui.runtime.spawning import Spawner
 from crewtui.runtime.supervision import RetryCause, Supervisor
-from crewtui.runtime.tail import tail_lines
+from crewtui.runtime.tail import tail_agent_lines, tail_lines
 from crewtui.runtime.yields import Yields
 from crewtui.store import Store
 from crewtui.store.schema import check_in_background, needs_background_check
@@ -108,6 +109,8 @@ class Orchestrator:
             rng or random.Random(),
             socket_path,
         )
+        self.agents = AgentLinks(self.table, self.bus, self.crew, self.launcher.pools, self.launcher.handles.get)
+        self.launcher.agents = self.tailer.agents = self.agents
         self.retention = Retention(self.table, self.launcher, store, keep_ended)
         self.yields = Yields(self.table, self.launcher, self.bus)
         self.recovery = Recovery(self.table, self.launcher, self.yields, self.drivers, self.bus, self.clock, data_dir)
@@ -273,7 +276,11 @@ class Orchestrator:
             raise BadInput(f"--tail must be between 1 and 100000, got {tail}")
         sd = self.data_dir.session(s.key)
         lines, err = await asyncio.to_thread(lambda: (tail_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
-        return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err)
+        turns = None
+        if s.preset is not None:
+            raw = await asyncio.to_thread(tail_agent_lines, sd.stdout, tail)
+            turns = conversation_turns(s.preset, raw)
+        return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err, turns=turns)
 
     async def registry(self) -> dict[str, Any]:
         if self._registry is None:
@@ -325,8 +332,23 @@ class Orchestrator:
             raise Conflict(
                 f"session {self.describe(s.key)} is {s.state.value} and not started yet; steer it once it runs"
             )
-        await handle.send(text)
+        # An agent with a preset is steered in its own protocol (a stream-json user message, a turn/steer request).
+        if not self.agents.steer(s, text):
+            await handle.send(text)
         self.bus.publish(SessionSteered(session=s.key, label=s.label, text=text[:500]))
+        return s.model_copy(deep=True)
+
+    async def answer(self, ref: str, allow: bool, request: str | None = None, message: str | None = None) -> Session:
+        """Answer what a waiting session asked (a permission, a question): allow or deny, with an optional message."""
+        s = await self.table.find(ref)
+        if message is not None:
+            if len(message.encode("utf-8", errors="replace")) > MAX_STEER_BYTES:
+                raise BadInput("the message is over the 64 KiB limit")
+            if any(c in message for c in "\n\r\0"):
+                raise BadInput("the message must be one line (no newline or NUL characters)")
+        if s.state != SessionState.WAITING:
+            raise Conflict(f"session {self.describe(s.key)} is {s.state.value}, not waiting for an answer")
+        self.agents.answer(s, request, allow, message)
         return s.model_copy(deep=True)
 
     async def kill(

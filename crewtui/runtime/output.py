@@ -13,9 +13,10 @@ import logging
 from crewtui.clock import ClockLike
 from crewtui.locations import DataDir
 from crewtui.model import Session, SessionOutput, SessionState
+from crewtui.runtime.agents import AgentLinks
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.sessions import SessionTable
-from crewtui.runtime.tail import read_new
+from crewtui.runtime.tail import AGENT_LINE_BYTES, MAX_LINE_CHARS, read_new
 from crewtui.runtime.watcher import OutputWatcher
 from crewtui.store import Store
 
@@ -43,6 +44,8 @@ class OutputTailer:
         self.dirty_offsets: set[str] = set()
         self._last_persist = 0.0
         self._task: asyncio.Task[None] | None = None
+        # Sessions of a preset agent: every stdout line goes to its conversation (see agents.py).
+        self.agents: AgentLinks | None = None
 
     def start(self) -> None:
         self.watcher.start()
@@ -84,7 +87,7 @@ class OutputTailer:
                     s = self.table.sessions.get(key)
                     if (
                         s is not None
-                        and s.state in (SessionState.RUNNING, SessionState.YIELDED)
+                        and s.state in (SessionState.RUNNING, SessionState.WAITING, SessionState.YIELDED)
                         and key in self.following
                     ):
                         self.tail(s)
@@ -100,13 +103,21 @@ class OutputTailer:
     def tail(self, s: Session) -> None:
         """Publish what a session wrote since the last look (bounded reads; never blocks on a long line)."""
         sd = self.data_dir.session(s.key)
+        agents = self.agents if s.preset is not None and self.agents is not None else None
         for stream in ("stdout", "stderr"):
             offset = s.stdout_offset if stream == "stdout" else s.stderr_offset
-            lines, new_offset, nbytes = read_new(sd.stream(stream), offset)
+            if stream == "stdout" and agents is not None:
+                # Whole lines (a JSON event may be long): the conversation reads them, the transcript shows them cut.
+                lines, new_offset, nbytes = read_new(sd.stream(stream), offset, AGENT_LINE_BYTES, AGENT_LINE_BYTES)
+            else:
+                lines, new_offset, nbytes = read_new(sd.stream(stream), offset)
             if nbytes == 0:
                 continue
             if stream == "stdout":
                 s.stdout_offset = new_offset
+                if agents is not None and lines:
+                    agents.feed(s, lines)
+                    lines = [line[:MAX_LINE_CHARS] for line in lines]
             else:
                 s.stderr_offset = new_offset
             if lines:

@@ -20,6 +20,7 @@ from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import AdoptSpec, Drivers, ExitInfo, LaunchInfo, Lost, SessionHandle, unavailable
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.sessions import SessionTable
+from crewtui.runtime.tail import read_lines_upto
 from crewtui.runtime.yields import Yields
 
 log = logging.getLogger("crewtui.recovery")
@@ -69,7 +70,7 @@ class Recovery:
         pending = sorted((s for s in sessions if s.state == SessionState.PENDING), key=lambda s: s.created_at)
         # All at once: each asks its driver (files, /proc, a pidfd: a worker thread each for the process driver),
         # and a thousand one after the other would cost a start most of a second.
-        running = [s for s in sessions if s.state in (SessionState.RUNNING, SessionState.YIELDED)]
+        running = [s for s in sessions if s.state.active or s.state == SessionState.YIELDED]
         await asyncio.gather(*(self._reconcile_running(s, counts) for s in running))
         for s in pending:
             driver = self.drivers.get(s.driver)
@@ -120,6 +121,10 @@ class Recovery:
         else:
             counts.readopted += 1
             self.launcher.adopt(s, found)
+            if s.preset is not None and self.launcher.agents is not None:
+                # Read again what it said before, so its conversation knows where it stands (pending requests).
+                lines = await asyncio.to_thread(read_lines_upto, self.data_dir.session(s.key).stdout, s.stdout_offset)
+                self.launcher.agents.open(s, replay=lines)
             if s.state == SessionState.YIELDED and s.yield_on:
                 # The yield outlived the runtime: deliver the children's results when they end.
                 self.yields.in_background(self.yields.deliver(s.key, list(s.yield_on), to_stdin=True))

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from crewtui.adapters import get_preset
 from crewtui.clock import ClockLike, IdGen
 from crewtui.config import AgentConfig, CrewConfig, render_command
 from crewtui.errors import BadInput, NotFound
@@ -86,6 +88,7 @@ class Spawner:
             updated_at=now,
             output_dir=str(self.data_dir.session_dir(key)),
             cwd=cwd if driver == "process" else None,
+            preset=agent.preset if agent is not None else None,
         )
         # Claims first, before any await: a concurrent spawn now sees them.
         self.table.add(session)
@@ -146,6 +149,12 @@ class Spawner:
             known = ", ".join(sorted(set(self.crew.agents) | set(self.drivers.callable.names()))) or "none"
             raise NotFound(f"unknown agent {req.agent!r}; known agents: {known}")
         values = {"task": req.task or "", "label": req.label, "key": key, "python": sys.executable}
+        if agent.preset is not None:
+            # A missing agent CLI is the session's failure at launch (it says how to install it), not a refusal.
+            options = agent.options()
+            options = replace(options, command=tuple(render_command(list(options.command), values)))
+            return remote, get_preset(agent.preset).argv(options, req.task)
+        assert agent.command is not None  # the crew file's check: a command or a preset
         argv = render_command(agent.command, values)
         validate_argv(argv, cwd=Path(cwd), local=local)
         return remote, argv

@@ -163,7 +163,7 @@ class Supervisor:
         limit = self.crew.crew.stale_after
         out = []
         for s in self.table.sessions.values():
-            if s.state != SessionState.RUNNING:  # yielded sessions wait on children: quiet is expected
+            if s.state != SessionState.RUNNING:  # yielded ones wait on children, waiting ones on a person
                 continue
             since = s.last_output_at or s.started_at or s.created_at
             idle = now - since

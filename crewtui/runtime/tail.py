@@ -22,20 +22,28 @@ _MAX_LINE_BYTES = MAX_LINE_CHARS * 4
 _BLOCK = 8192
 
 
-def _decode(raw: bytes) -> str:
-    text = raw[:_MAX_LINE_BYTES].decode("utf-8", errors="replace")[:MAX_LINE_CHARS]
+# Lines of agents that speak JSON (presets) are read whole up to this, so a long tool result still parses.
+AGENT_LINE_BYTES = 4 << 20
+
+
+def _decode(raw: bytes, line_bytes: int = _MAX_LINE_BYTES) -> str:
+    text = raw[:line_bytes].decode("utf-8", errors="replace")
+    if line_bytes == _MAX_LINE_BYTES:
+        text = text[:MAX_LINE_CHARS]
     # CRLF output reads better without the CR; nothing else is changed.
     return text[:-1] if text.endswith("\r") else text
 
 
-def read_new(path: Path, offset: int, max_bytes: int = 1 << 20) -> tuple[list[str], int, int]:
+def read_new(
+    path: Path, offset: int, max_bytes: int = 1 << 20, line_bytes: int = _MAX_LINE_BYTES
+) -> tuple[list[str], int, int]:
     """Return (complete new lines after `offset`, the offset just after the last of them, bytes consumed).
 
     A partial last line waits for its newline, except that a pending line longer than `max_bytes` is
     emitted truncated (lines are capped at 4096 characters anyway) and the rest of it is skipped when it
     arrives. An offset past the end of the file means the file was truncated (a new attempt): reading
     starts again at 0, so the returned offset, not offset + consumed, is the one to keep.
-    A missing file gives ([], offset, 0).
+    A missing file gives ([], offset, 0). `line_bytes` (default: 4096 characters' worth) caps each line.
     """
     max_bytes = max(1, max_bytes)
     try:
@@ -71,14 +79,28 @@ def read_new(path: Path, offset: int, max_bytes: int = 1 << 20) -> tuple[list[st
     last_nl = data.rfind(b"\n")
     if last_nl == -1:
         if consumed == 0 and len(data) >= max_bytes:
-            lines.append(_decode(data))
+            lines.append(_decode(data, line_bytes))
             consumed = len(data)
         # After a skipped tail the pending line may be short only because the read stopped: next call.
         return lines, offset + consumed, consumed
     for raw in data[:last_nl].split(b"\n"):
-        lines.append(_decode(raw))
+        lines.append(_decode(raw, line_bytes))
     consumed += last_nl + 1
     return lines, offset + consumed, consumed
+
+
+def read_lines_upto(path: Path, end: int) -> list[str]:
+    """Every complete line of an agent's log before offset `end` (each up to AGENT_LINE_BYTES): what a restarted
+    runtime feeds its conversation again to know where it stands."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max(0, end))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    last_nl = data.rfind(b"\n")
+    if last_nl == -1:
+        return []
+    return [_decode(raw, AGENT_LINE_BYTES) for raw in data[:last_nl].split(b"\n")]
 
 
 def _tail_raw(path: Path, n: int, max_bytes: int) -> list[bytes]:
@@ -119,6 +141,11 @@ def tail_lines(path: Path, n: int, max_bytes: int = 256 << 10) -> list[str]:
     """The last `n` lines of a file (decoded, each capped at 4096 characters), reading at most `max_bytes`
     from the end. A missing file has no lines."""
     return [_decode(raw) for raw in _tail_raw(path, n, max_bytes)]
+
+
+def tail_agent_lines(path: Path, n: int, max_bytes: int = 8 << 20) -> list[str]:
+    """The last `n` lines of an agent's log, each whole up to AGENT_LINE_BYTES (JSON events can be long)."""
+    return [_decode(raw, AGENT_LINE_BYTES) for raw in _tail_raw(path, n, max_bytes)]
 
 
 def _json_container(raw: bytes) -> tuple[bool, Any]:

@@ -53,7 +53,7 @@ class Yields:
     ) -> YieldResult | None:
         table = self.table
         p = await table.find(parent) if parent else None
-        if p is not None and p.state not in (SessionState.RUNNING, SessionState.YIELDED):
+        if p is not None and not (p.state.active or p.state == SessionState.YIELDED):
             raise Conflict(f"session {table.describe(p.key)} is {p.state.value}; only a running session can yield")
         known: dict[str, Session] = {}  # children as found, some maybe only in the store (ended long ago)
         if children:
@@ -62,7 +62,7 @@ class Yields:
                 kid = await table.find(c)
                 known[kid.key] = kid
                 kids.append(kid.key)
-            if p is not None and p.state not in (SessionState.RUNNING, SessionState.YIELDED):  # changed meanwhile
+            if p is not None and not (p.state.active or p.state == SessionState.YIELDED):  # changed meanwhile
                 raise Conflict(f"session {table.describe(p.key)} is {p.state.value}; only a running session can yield")
         elif p is not None:
             # Every child not yet handed to an earlier yield: one that finished before the parent

@@ -297,6 +297,18 @@ class FakeRuntime(RuntimeAPI):
             raise Conflict(f"session {s.key} ({s.label}) has ended ({s.state.value}); it cannot be steered")
         return s.model_copy()
 
+    async def answer(self, ref: str, allow: bool, request: str | None = None, message: str | None = None) -> Session:
+        self.calls.append(("answer", (ref, allow, request, message)))
+        s = self._resolve(ref)
+        if s.state != SessionState.WAITING or not s.needs:
+            raise Conflict(f"session {s.key} ({s.label}) is {s.state.value}, not waiting for an answer")
+        if request is not None and request != s.needs.get("id"):
+            raise BadInput(f"no pending request {request!r} (stale?); pending: {s.needs.get('id')}")
+        s.needs = None
+        s.state = SessionState.RUNNING
+        s.activity = "thinking" if allow else "denied"
+        return s.model_copy()
+
     async def list(
         self,
         state: SessionState | None = None,

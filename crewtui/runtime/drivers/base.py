@@ -111,6 +111,9 @@ class SessionHandle(ABC):
     async def send(self, line: str) -> None:
         """Write one line to the session's input; Conflict if it has ended."""
 
+    async def close_input(self) -> None:  # noqa: B027 - optional: a handle without an input has nothing to close
+        """Close the session's input, so an agent that reads turns until end of input finishes and exits."""
+
     @abstractmethod
     async def terminate(self, grace: float) -> None:
         """Stop the session: politely, then by force after `grace` seconds; return once it is gone."""

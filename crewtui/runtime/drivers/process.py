@@ -186,6 +186,19 @@ class ProcessHandle(SessionHandle):
             finally:
                 os.close(fd)
 
+    async def close_input(self) -> None:
+        """Ask the shim to close its end of stdin.fifo (SIGUSR1 to the shim alone): once the runtime holds no
+        writer either, the agent reads end of input after the lines already written."""
+        self.watch()
+        info = self.info
+        if info is None or not self.alive():
+            return
+        async with self._send_lock:  # after a steer being written
+            try:
+                os.kill(info.shim_pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+
     async def _write_all(self, fd: int, data: bytes) -> None:
         """Write one steer line whole, or nothing of it.
 

@@ -44,7 +44,10 @@ fi
 # The runtime kills sessions by signalling the whole process group; those signals are meant for the agent.
 # Catching them (never ignoring them: an ignored signal would be inherited by the agent) keeps the shim
 # alive to record how the agent ended. dash resets caught signals to default in the children it starts.
-trap ':' HUP INT QUIT TERM USR1 USR2 ALRM
+trap ':' HUP INT QUIT TERM USR2 ALRM
+# USR1 (sent to the shim alone, never to the group) closes the shim's end of stdin.fifo: an agent that reads
+# turns until end of input (Claude Code, Codex's app-server) then finishes and exits.
+trap 'exec 3<&-' USR1
 
 shift
 DIR=$1
@@ -118,7 +121,9 @@ umask 077
 if [ ! -p "$DIR/stdin.fifo" ]; then
     mkfifo -m 600 "$DIR/stdin.fifo"
 fi
-# Read-write, so opening never blocks and the agent never sees EOF while the shim can still be steered.
+# The shim holds the fifo read-write, so opening never blocks and the agent never sees end of input while the
+# shim holds it. The agent gets a read-only end of its own (opening it does not block: fd 3 is a writer), so
+# when the shim lets go of fd 3 (USR1, above) the agent reads end of input after what was written.
 exec 3<>"$DIR/stdin.fifo"
 
 # A background job of a non-interactive sh starts with SIGINT and SIGQUIT ignored, and a shell cannot undo
@@ -136,9 +141,9 @@ esac
 : >"$DIR/stderr.log"
 umask "$AGENT_UMASK"
 if [ -n "$RESET_SIGNALS" ]; then
-    env --default-signal=INT,QUIT -- "$@" <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
+    env --default-signal=INT,QUIT -- "$@" <"$DIR/stdin.fifo" >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
 else
-    "$@" <&3 >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
+    "$@" <"$DIR/stdin.fifo" >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
 fi
 AGENT_PID=$!
 umask 077

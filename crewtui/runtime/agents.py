@@ -1,0 +1,304 @@
+"""Agents with a preset: the runtime's side of each conversation (crewtui/adapters holds the agents' side).
+
+For every running session of a preset agent this keeps its `Conversation`: writes the lines it starts with,
+feeds it every stdout line the tailer reads, and folds the events into the session (activity, tokens, cost,
+turns, its agent's session id, what it waits for). A request for a person moves the session to `waiting`;
+the answer (`approve` / `deny`) moves it back to `running`. When every turn asked of an agent that reads turns
+from stdin has ended, its stdin is closed so it exits like a finished program. Writes to an agent go through
+one task per session, in order; nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crewtui.adapters import get_preset
+from crewtui.adapters.base import (
+    Activity,
+    AgentEvent,
+    AgentOptions,
+    AgentSession,
+    Answered,
+    Conversation,
+    Cost,
+    Needs,
+    Price,
+    RateLimited,
+    Reply,
+    Said,
+    Totals,
+    TurnEnded,
+    Unparsed,
+    Usage,
+    one_line,
+)
+from crewtui.config import CrewConfig
+from crewtui.errors import Conflict
+from crewtui.model import Session, SessionAgentUpdate, SessionAnswered, SessionState, TokenCounts, Turn
+from crewtui.runtime.bus import EventBus
+from crewtui.runtime.drivers import SessionHandle
+from crewtui.runtime.limits import Pools
+from crewtui.runtime.sessions import SessionTable
+
+log = logging.getLogger("crewtui.agents")
+
+
+@dataclass
+class Link:
+    """One session's conversation and what the runtime knows of it."""
+
+    conversation: Conversation
+    price: Price | None
+    totals: Totals = field(default_factory=Totals)
+    last_turn: TurnEnded | None = None
+    closed: bool = False  # its stdin was closed
+    writes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class AgentLinks:
+    """The conversations of the running preset sessions."""
+
+    def __init__(
+        self,
+        table: SessionTable,
+        bus: EventBus,
+        crew: CrewConfig,
+        pools: Pools,
+        handles: Callable[[str], SessionHandle | None],
+    ) -> None:
+        self.table = table
+        self.bus = bus
+        self.crew = crew
+        self.pools = pools
+        self.handles = handles
+        self.links: dict[str, Link] = {}
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    def open(self, s: Session, replay: list[str] | None = None) -> None:
+        """Start the conversation of a session that now runs. `replay`: the lines it printed before a restart
+        of the runtime, fed again (without acting on them) so the conversation knows where it stands."""
+        if s.preset is None or s.key in self.links:
+            return
+        agent = self.crew.agents.get(s.agent) if s.agent else None
+        options = agent.options() if agent is not None else AgentOptions()  # an agent gone from the crew file
+        preset = get_preset(s.preset)
+        conversation = preset.conversation(options, s.task)
+        price = options.price
+        link = Link(conversation, price)
+        self.links[s.key] = link
+        first = conversation.start()
+        if replay is not None:
+            for line in replay:
+                for ev in conversation.feed(line):
+                    if isinstance(ev, TurnEnded):
+                        link.last_turn = ev
+            return
+        if first:
+            self._write(s.key, link, first)
+
+    def close(self, key: str) -> Link | None:
+        """The session ended: forget its conversation (its last turn is returned for the record)."""
+        return self.links.pop(key, None)
+
+    def last_turn(self, key: str) -> TurnEnded | None:
+        link = self.links.get(key)
+        return link.last_turn if link else None
+
+    # ------------------------------------------------------------------------------------ output
+
+    def feed(self, s: Session, lines: list[str]) -> None:
+        """Fold what a session printed into it (called by the tailer with every new stdout line)."""
+        link = self.links.get(s.key)
+        if link is None:
+            return
+        events: list[AgentEvent] = []
+        for line in lines:
+            try:
+                events.extend(link.conversation.feed(line))
+            except Exception:  # a parser bug must not stop the runtime: the line stays in the transcript
+                log.exception("the %s parser failed on a line of %s", s.preset, s.key)
+                events.append(Unparsed(line))
+        if events:
+            self._apply(s, link, events)
+
+    def _apply(self, s: Session, link: Link, events: list[AgentEvent]) -> None:
+        replies: list[str] = []
+        changed = False
+        for ev in events:
+            link.totals.apply(ev)
+            if isinstance(ev, Activity):
+                s.activity = ev.text
+                changed = True
+            elif isinstance(ev, AgentSession):
+                s.agent_session = ev.id
+                changed = True
+            elif isinstance(ev, (Usage, Cost, TurnEnded)):
+                changed = True
+                if isinstance(ev, TurnEnded):
+                    link.last_turn = ev
+            elif isinstance(ev, RateLimited):
+                pool = self.pools.get(s.pool)
+                if pool is not None:
+                    pool.rate_limit_retries += 1
+            elif isinstance(ev, Reply):
+                replies.append(ev.line)
+            elif isinstance(ev, Unparsed):
+                s.unparsed += 1
+            elif isinstance(ev, (Needs, Answered, Said)):
+                pass
+        self._fold(s, link)
+        needs = self._needs(link)
+        if needs != s.needs:
+            s.needs = needs
+            changed = True
+        self._wait_state(s, link)
+        if replies:
+            self._write(s.key, link, replies)
+        if changed:
+            self.publish(s)
+        self._maybe_close(s, link)
+
+    def _fold(self, s: Session, link: Link) -> None:
+        t = link.totals
+        s.turns = t.turns
+        if t.tokens.input or t.tokens.output or t.tokens.cache_read or t.tokens.cache_write:
+            s.tokens = TokenCounts(**t.tokens.as_dict())
+        if t.cost_usd is not None:
+            s.cost_usd = t.cost_usd
+        elif link.price is not None and s.tokens is not None:
+            s.cost_usd = link.price.cost(t.tokens)
+
+    @staticmethod
+    def _needs(link: Link) -> dict[str, Any] | None:
+        pending = link.conversation.pending
+        if not pending:
+            return None
+        first = next(iter(pending.values()))
+        out = first.as_dict()
+        if len(pending) > 1:
+            out["more"] = len(pending) - 1
+        return out
+
+    def _wait_state(self, s: Session, link: Link) -> None:
+        if link.conversation.pending and s.state == SessionState.RUNNING:
+            what = s.needs.get("tool") or s.needs.get("kind") if s.needs else "a person"
+            self.table.transition(s, SessionState.WAITING, reason=f"waiting on a person: {what}")
+        elif not link.conversation.pending and s.state == SessionState.WAITING:
+            self.table.transition(s, SessionState.RUNNING, reason=None)
+
+    def publish(self, s: Session) -> None:
+        self.bus.publish(
+            SessionAgentUpdate(
+                session=s.key,
+                label=s.label,
+                activity=s.activity,
+                agent_session=s.agent_session,
+                turns=s.turns,
+                tokens=s.tokens,
+                cost_usd=s.cost_usd,
+                needs=s.needs,
+            )
+        )
+
+    # ------------------------------------------------------------------------------------ input
+
+    def steer_mode(self, s: Session) -> str | None:
+        link = self.links.get(s.key)
+        return link.conversation.steer_mode if link else None
+
+    def steer(self, s: Session, text: str) -> bool:
+        """Put `text` before a preset session's agent; False if the session has no conversation (plain argv)."""
+        link = self.links.get(s.key)
+        if link is None:
+            return False
+        if link.closed:
+            raise Conflict(f"session {self.table.describe(s.key)} has finished its turns and is ending")
+        lines = link.conversation.steer(text)
+        self._write(s.key, link, lines)
+        return True
+
+    def answer(self, s: Session, request: str | None, allow: bool, message: str | None) -> str:
+        """Answer what a waiting session asked; returns the request id answered."""
+        link = self.links.get(s.key)
+        if link is None or not link.conversation.pending:
+            raise Conflict(f"session {self.table.describe(s.key)} is {s.state.value}, not waiting for an answer")
+        pending = dict(link.conversation.pending)
+        if request is None and len(pending) == 1:
+            request = next(iter(pending))
+        lines = link.conversation.answer(request, allow, message)
+        answered = next(k for k in pending if k not in link.conversation.pending)
+        self.bus.publish(SessionAnswered(session=s.key, label=s.label, request=answered, allow=allow, message=message))
+        self._write(s.key, link, lines)
+        s.needs = self._needs(link)
+        s.activity = "thinking" if allow else one_line(f"denied: {message}" if message else "denied")
+        self._wait_state(s, link)
+        self.publish(s)
+        return answered
+
+    def _write(self, key: str, link: Link, lines: list[str]) -> None:
+        async def write() -> None:
+            async with link.writes:  # FIFO: lines reach the agent in the order they were asked for
+                handle = self.handles(key)
+                if handle is None:
+                    return
+                for line in lines:
+                    try:
+                        await handle.send(line)
+                    except Exception as exc:
+                        log.warning("could not write to %s: %s", key, exc)
+                        return
+
+        task = asyncio.create_task(write(), name=f"agent-write-{key}")
+        link.tasks.add(task)
+        task.add_done_callback(link.tasks.discard)
+
+    def _maybe_close(self, s: Session, link: Link) -> None:
+        c = link.conversation
+        if link.closed or not c.closes_stdin or not c.finished:
+            return
+        link.closed = True
+
+        async def close() -> None:
+            async with link.writes:  # after every line already asked for
+                handle = self.handles(s.key)
+                if handle is not None:
+                    await handle.close_input()
+
+        task = asyncio.create_task(close(), name=f"agent-close-{s.key}")
+        link.tasks.add(task)
+        task.add_done_callback(link.tasks.discard)
+
+    # ------------------------------------------------------------------------------------ the end
+
+    def outcome(self, s: Session) -> tuple[bool, Any, str | None, bool]:
+        """(has a result, the result, why it failed or None, failed on an exhausted rate limit) of a session whose
+        agent process ended, from its last turn."""
+        turn = self.last_turn(s.key)
+        if turn is None:
+            return False, None, None, False
+        result = turn.result if turn.result is not None else turn.text
+        if turn.is_error:
+            return result is not None, result, turn.error or "its last turn failed", turn.rate_limited
+        return result is not None, result, None, False
+
+
+def conversation_turns(preset: str, lines: list[str], max_chars: int = 4000) -> list[Turn]:
+    """The readable turns in an agent's output lines (read by a fresh parser of its preset)."""
+    conversation = get_preset(preset).conversation(AgentOptions(), None)
+    turns: list[Turn] = []
+    for line in lines:
+        try:
+            events = conversation.feed(line)
+        except Exception:
+            continue
+        for ev in events:
+            if isinstance(ev, Said):
+                text = ev.text if len(ev.text) <= max_chars else ev.text[: max_chars - 1] + "…"
+                turns.append(Turn(role=ev.role, text=text, name=ev.name))
+    return turns

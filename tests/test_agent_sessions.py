@@ -1,0 +1,186 @@
+"""Sessions of preset agents in a real runtime: their output read into activity, tokens, cost, `waiting` and the
+answer, steering in the agent's protocol, and stdin closed once every turn asked has ended.
+
+The agents here are small Python programs speaking each protocol (crewtui's `jsonl`, Claude Code's stream-json),
+so these run everywhere; tests/test_real_agents.py runs the real CLIs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from crewtui.errors import BadInput, Conflict
+from crewtui.model import SessionState, SpawnRequest
+from tests.conftest import crew_from, wait_for
+
+PY = sys.executable
+
+# A jsonl agent: says who it is, spends tokens, asks to run a tool and waits for the answer on stdin, then ends.
+JSONL_AGENT = textwrap.dedent(
+    """
+    import json, sys
+    def say(**kw): print(json.dumps(kw), flush=True)
+    say(type="session", id="conv-1")
+    say(type="activity", text="thinking")
+    say(type="usage", input=100, output=20, cache_read=50)
+    say(type="tool", name="Bash", input={"command": "rm -rf build"})
+    say(type="needs", kind="permission", id="p1", tool="Bash", input={"command": "rm -rf build"})
+    print("plain output is kept too", flush=True)
+    answer = json.loads(sys.stdin.readline())
+    say(type="usage", input=10, output=5)
+    if answer.get("allow"):
+        say(type="tool_result", text="removed")
+        say(type="result", result={"ok": True, "task": sys.argv[1]}, text="cleaned")
+    else:
+        say(type="result", is_error=True, error="not allowed: " + str(answer.get("message")), text="gave up")
+    """
+)
+
+# Claude Code's stream-json, as far as these tests need it: a result per user message on stdin, exit at end of
+# input (the real CLI behaves so; tests/test_real_agents.py checks it).
+FAKE_CLAUDE = textwrap.dedent(
+    """
+    import json, sys
+    def say(**kw): print(json.dumps(kw), flush=True)
+    say(type="system", subtype="init", session_id="sess-42", model="fake")
+    turns = 0
+    cost = 0.0
+    for line in sys.stdin:
+        msg = json.loads(line)
+        text = msg["message"]["content"]
+        if text.startswith("slow"):
+            import time; time.sleep(1.5)
+        turns += 1
+        cost += 0.01
+        say(type="assistant", message={"content": [{"type": "tool_use", "name": "Bash", "id": "t1", "input": {"command": "echo " + text}}]})
+        say(type="user", message={"content": [{"type": "tool_result", "tool_use_id": "t1", "content": text}]})
+        say(type="result", subtype="success", is_error=False, result="did: " + text, num_turns=1, session_id="sess-42",
+            total_cost_usd=cost, usage={"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 7,
+                                        "cache_creation_input_tokens": 3})
+    print(json.dumps({"type": "note", "stdin": "closed", "turns": turns}), file=sys.stderr, flush=True)
+    """
+)
+
+
+def write(tmp_path: Path, name: str, code: str) -> str:
+    path = tmp_path / name
+    path.write_text(code)
+    return str(path)
+
+
+def crew(tmp_path: Path) -> str:
+    jsonl = write(tmp_path, "jsonl_agent.py", JSONL_AGENT)
+    claude = write(tmp_path, "fake_claude.py", FAKE_CLAUDE)
+    return f"""
+        [crew]
+        name = "t"
+
+        [agents.mine]
+        preset = "jsonl"
+        command = ["{PY}", "{jsonl}", "{{task}}"]
+        price = {{ input = 3.0, output = 15.0, cache_read = 0.3 }}
+
+        [agents.coder]
+        preset = "claude-code"
+        command = ["{PY}", "{claude}"]
+
+        [agents.missing]
+        preset = "claude-code"
+        command = ["claude-not-installed-here"]
+        """
+
+
+async def test_a_jsonl_agent_waits_for_a_person_and_goes_on_when_approved(make_orch, tmp_path: Path) -> None:
+    orch = await make_orch(crew_from(crew(tmp_path)))
+    s = await orch.spawn(SpawnRequest(label="clean-1", agent="mine", task="clean up"))
+    await wait_for(lambda: orch.table.sessions[s.key].state == SessionState.WAITING, what="waiting")
+    live = orch.table.sessions[s.key]
+    assert live.needs == {"kind": "permission", "id": "p1", "tool": "Bash", "input": {"command": "rm -rf build"}}
+    assert live.activity == "waiting: Bash: rm -rf build"
+    assert live.agent_session == "conv-1"
+    assert live.tokens is not None and (live.tokens.input, live.tokens.output, live.tokens.cache_read) == (100, 20, 50)
+    # Priced by the crew file: $3/M input, $15/M output, $0.3/M cache reads.
+    assert live.cost_usd == pytest.approx((100 * 3 + 20 * 15 + 50 * 0.3) / 1e6)
+
+    with pytest.raises(BadInput, match="no pending request 'p9'"):
+        await orch.answer("clean-1", True, request="p9")
+    assert orch.table.sessions[s.key].state == SessionState.WAITING  # a stale id changes nothing
+
+    await orch.answer("clean-1", True)
+    await wait_for(lambda: orch.table.sessions[s.key].state == SessionState.DONE, what="done")
+    done = orch.table.sessions[s.key]
+    assert done.result == {"ok": True, "task": "clean up"}
+    assert done.needs is None and done.turns == 1
+    assert done.tokens is not None and (done.tokens.input, done.tokens.output) == (110, 25)
+    kinds = [e.kind for e in await orch.events()]
+    assert "session_answered" in kinds and "session_agent" in kinds
+    history = await orch.history("clean-1")
+    assert history.turns is not None
+    assert [(t.role, t.text) for t in history.turns] == [
+        ("tool", '{"command":"rm -rf build"}'),
+        ("permission", "Bash: rm -rf build"),
+        ("tool_result", "removed"),
+    ]
+
+
+async def test_a_denied_request_fails_the_session_with_the_agents_reason(make_orch, tmp_path: Path) -> None:
+    orch = await make_orch(crew_from(crew(tmp_path)))
+    s = await orch.spawn(SpawnRequest(label="clean-2", agent="mine", task="x"))
+    await wait_for(lambda: orch.table.sessions[s.key].state == SessionState.WAITING, what="waiting")
+    await orch.answer("clean-2", False, message="not today")
+    await wait_for(lambda: orch.table.sessions[s.key].state.terminal, what="the end")
+    end = orch.table.sessions[s.key]
+    assert end.state == SessionState.FAILED
+    assert end.reason == "not allowed: not today"
+
+
+async def test_answering_a_session_that_does_not_wait_is_refused(make_orch, tmp_path: Path) -> None:
+    orch = await make_orch(crew_from(crew(tmp_path)))
+    s = await orch.spawn(SpawnRequest(label="plain", argv=["sleep", "30"]))
+    with pytest.raises(Conflict, match="is running, not waiting for an answer"):
+        await orch.answer("plain", True)
+    assert orch.table.sessions[s.key].state == SessionState.RUNNING
+
+
+async def test_a_claude_session_takes_its_task_and_steers_on_stdin_and_ends_when_its_turns_are_done(
+    make_orch, tmp_path: Path
+) -> None:
+    orch = await make_orch(crew_from(crew(tmp_path)))
+    s = await orch.spawn(SpawnRequest(label="code-1", agent="coder", task="slow start"))
+    await wait_for(lambda: orch.table.sessions[s.key].agent_session == "sess-42", what="its session id")
+    # Steered while its first turn runs: a second turn in the same process, then its stdin is closed and it exits.
+    await orch.send("code-1", "also this")
+    await wait_for(lambda: orch.table.sessions[s.key].state.terminal, what="the end")
+    end = orch.table.sessions[s.key]
+    assert end.state == SessionState.DONE, end.reason
+    assert end.result == "did: also this"
+    assert end.turns == 2 and end.agent_session == "sess-42"
+    assert end.tokens is not None and end.tokens.model_dump() == {
+        "input": 200,
+        "output": 20,
+        "cache_read": 14,
+        "cache_write": 6,
+    }
+    assert end.cost_usd == pytest.approx(0.02)  # its own running total, not priced by crewtui
+    with pytest.raises(Conflict, match="has ended"):
+        await orch.send("code-1", "too late")
+    note = json.loads((Path(end.output_dir or "") / "stderr.log").read_text().splitlines()[-1])
+    assert note == {"type": "note", "stdin": "closed", "turns": 2}
+
+
+async def test_an_agent_cli_that_is_not_installed_fails_at_once_saying_how_to_install_it(
+    make_orch, tmp_path: Path
+) -> None:
+    orch = await make_orch(crew_from(crew(tmp_path)))
+    s = await orch.spawn(SpawnRequest(label="nope", agent="missing", task="x"))
+    await wait_for(lambda: orch.table.sessions[s.key].state.terminal, what="the end")
+    end = orch.table.sessions[s.key]
+    assert end.state == SessionState.FAILED
+    assert end.reason == (
+        "could not start: claude-not-installed-here not found on PATH; install: npm install -g @anthropic-ai/claude-code"
+    )

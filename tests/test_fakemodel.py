@@ -1,0 +1,308 @@
+"""The fake model server, and the real agent CLIs (Claude Code, Codex) driven against it, offline.
+
+The first tests check the fake itself over HTTP (always run). The others run the real `claude` and `codex`
+installed by `bash scripts/install-agents.sh` into `.agents/` and are skipped, saying so, when they are missing.
+Every CLI gets a HOME (and CODEX_HOME) in tmp_path, talks only to the fake on 127.0.0.1, and is killed (its
+process group) if the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agentcli import (
+    AgentProcess,
+    claude_bin,
+    claude_env,
+    codex_bin,
+    codex_env,
+    run_agent,
+)
+from tests.fakemodel import FakeModel, Usage, error, fixtures, run_command, text, tool_use
+
+fake_model = fixtures.fake_model  # the fixture, for this module
+
+CLAUDE_PRINT = ["-p", "--output-format", "stream-json", "--verbose"]
+CLAUDE_STDIN = ["-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+CODEX_EXEC = ["exec", "--json", "--skip-git-repo-check"]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def post(fake: FakeModel, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+    req = urllib.request.Request(
+        fake.url + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def sse(raw: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in raw.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+# -- the fake on its own -------------------------------------------------------------------------------------------
+
+
+def test_anthropic_stream_carries_text_tool_use_and_exact_usage(fake_model: FakeModel) -> None:
+    fake_model.script(
+        text("hello world", usage=Usage(input=11, output=7, cache_read=5, cache_write=3)),
+        tool_use("Read", {"file_path": "/x"}, usage=Usage(input=2, output=4), preamble="reading"),
+    )
+    status, _, raw = post(fake_model, "/v1/messages?beta=true", {"model": "m", "stream": True, "messages": []})
+    assert status == 200
+    events = sse(raw)
+    names = [name for name, _ in events]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+    assert events[0][1]["message"]["usage"] == {
+        "input_tokens": 11,
+        "cache_creation_input_tokens": 3,
+        "cache_read_input_tokens": 5,
+        "output_tokens": 1,
+    }
+    assert "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta") == "hello world"
+    assert events[-2][1]["usage"]["output_tokens"] == 7 and events[-2][1]["delta"]["stop_reason"] == "end_turn"
+
+    status, _, raw = post(fake_model, "/v1/messages", {"model": "m", "stream": True, "messages": []})
+    events = sse(raw)
+    starts = [d["content_block"] for n, d in events if n == "content_block_start"]
+    assert [b["type"] for b in starts] == ["text", "tool_use"] and starts[1]["name"] == "Read"
+    partial = "".join(d["delta"].get("partial_json", "") for n, d in events if n == "content_block_delta")
+    assert json.loads(partial) == {"file_path": "/x"}
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    assert fake_model.total_usage() == Usage(input=13, output=11, cache_read=5, cache_write=3)
+
+
+def test_anthropic_non_streaming_errors_count_tokens_and_default_reply(fake_model: FakeModel) -> None:
+    fake_model.script(error(429, retry_after=0), error(529), text("plain", usage=Usage(input=1, output=2)))
+    status, headers, raw = post(fake_model, "/v1/messages", {"model": "m", "messages": []})
+    assert status == 429 and headers["retry-after"] == "0"
+    assert json.loads(raw)["error"]["type"] == "rate_limit_error"
+    status, headers, raw = post(fake_model, "/v1/messages", {"model": "m", "messages": []})
+    assert status == 529 and "retry-after" not in headers and json.loads(raw)["error"]["type"] == "overloaded_error"
+    status, _, raw = post(fake_model, "/v1/messages", {"model": "m", "stream": False, "messages": []})
+    message = json.loads(raw)
+    assert message["content"] == [{"type": "text", "text": "plain"}] and message["usage"]["output_tokens"] == 2
+    status, _, raw = post(fake_model, "/v1/messages/count_tokens", {"messages": [{"role": "user", "content": "x"}]})
+    assert status == 200 and json.loads(raw)["input_tokens"] > 0
+    _, _, raw = post(fake_model, "/v1/messages", {"model": "m", "messages": []})
+    assert json.loads(raw)["content"][0]["text"] == "ok"  # the script is empty: the default reply
+    assert [r.path for r in fake_model.requests].count("/v1/messages") == 4
+    assert fake_model.requests[-1].body == {"model": "m", "messages": []}
+
+
+def test_responses_stream_text_and_command_call_in_the_offered_tool_shape(fake_model: FakeModel) -> None:
+    fake_model.script(
+        text("hi there", usage=Usage(input=10, output=4, cache_read=6, reasoning=2)),
+        run_command("echo hi"),
+        run_command("echo hi"),
+    )
+    _, _, raw = post(fake_model, "/v1/responses", {"model": "m", "stream": True, "input": []})
+    events = sse(raw)
+    types = [d["type"] for _, d in events]
+    assert types[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert types[-1] == "response.completed"
+    assert "".join(d["delta"] for _, d in events if d["type"] == "response.output_text.delta") == "hi there"
+    assert events[-1][1]["response"]["usage"] == {
+        "input_tokens": 16,
+        "input_tokens_details": {"cached_tokens": 6, "cache_write_tokens": 0},
+        "output_tokens": 4,
+        "output_tokens_details": {"reasoning_tokens": 2},
+        "total_tokens": 20,
+    }
+    tools = [{"type": "function", "name": "exec_command"}]
+    _, _, raw = post(fake_model, "/v1/responses", {"model": "m", "stream": True, "input": [], "tools": tools})
+    done = [d["item"] for _, d in sse(raw) if d["type"] == "response.output_item.done"]
+    assert done[0]["type"] == "function_call" and done[0]["name"] == "exec_command"
+    assert json.loads(done[0]["arguments"]) == {"cmd": "echo hi"}
+    _, _, raw = post(fake_model, "/v1/responses", {"model": "m", "stream": True, "input": [], "tools": []})
+    done = [d["item"] for _, d in sse(raw) if d["type"] == "response.output_item.done"]
+    assert done[0]["name"] == "shell" and json.loads(done[0]["arguments"]) == {"command": ["bash", "-lc", "echo hi"]}
+
+
+def test_unknown_paths_are_recorded_and_refused(fake_model: FakeModel) -> None:
+    status, _, _ = post(fake_model, "/v1/chat/completions", {"x": 1})
+    assert status == 404
+    assert fake_model.requests[0].path == "/v1/chat/completions" and fake_model.model_requests() == []
+    assert fake_model.pending() == 0 and fake_model.served == []
+
+
+# -- Claude Code ---------------------------------------------------------------------------------------------------
+
+
+def served_anthropic_usage(fake: FakeModel) -> dict[str, int]:
+    total = fake.total_usage()
+    return {
+        "input_tokens": total.input,
+        "output_tokens": total.output,
+        "cache_read_input_tokens": total.cache_read,
+        "cache_creation_input_tokens": total.cache_write,
+    }
+
+
+def test_claude_print_result_usage_equals_what_the_fake_served(
+    fake_model: FakeModel, home: Path, project: Path
+) -> None:
+    claude = claude_bin()
+    fake_model.script(text("Hello from the fake", usage=Usage(input=123, output=45, cache_read=67, cache_write=8)))
+    agent = run_agent([claude, *CLAUDE_PRINT, "say hi"], claude_env(fake_model, home), project)
+    assert agent.proc.returncode == 0, agent.stderr
+    result = [e for e in agent.events() if e.get("type") == "result"]
+    assert len(result) == 1 and result[0]["result"] == "Hello from the fake" and result[0]["is_error"] is False
+    usage = result[0]["usage"]
+    assert {k: usage[k] for k in served_anthropic_usage(fake_model)} == served_anthropic_usage(fake_model)
+    assert "say hi" in fake_model.model_requests()[0].text()
+
+
+def test_claude_stdio_permission_allow_runs_the_tool_and_its_result_reaches_the_model(
+    fake_model: FakeModel, home: Path, project: Path
+) -> None:
+    claude = claude_bin()
+    fake_model.script(
+        run_command("echo allowed > marker.txt && echo tool-output-42", usage=Usage(input=100, output=20)),
+        text("finished", usage=Usage(input=150, output=5)),
+    )
+    argv = [claude, *CLAUDE_STDIN, "--permission-prompt-tool", "stdio"]
+    with AgentProcess(argv, claude_env(fake_model, home), project) as agent:
+        agent.send({"type": "user", "message": {"role": "user", "content": "run the command"}})
+        ask = agent.wait_for(lambda e: e.get("type") == "control_request")
+        assert ask["request"]["subtype"] == "can_use_tool" and ask["request"]["tool_name"] == "Bash"
+        assert not (project / "marker.txt").exists()  # it waits for the answer
+        allow = {"behavior": "allow", "updatedInput": ask["request"]["input"]}
+        response = {"subtype": "success", "request_id": ask["request_id"], "response": allow}
+        agent.send({"type": "control_response", "response": response})
+        result = agent.wait_for(lambda e: e.get("type") == "result")
+        agent.close_stdin()
+        assert agent.wait_exit() == 0
+    assert (project / "marker.txt").read_text() == "allowed\n"
+    assert result["result"] == "finished" and result["num_turns"] == 2
+    assert result["usage"]["input_tokens"] == 250 and result["usage"]["output_tokens"] == 25
+    second = fake_model.model_requests()[1].body
+    results = [
+        b for m in second["messages"] for b in m["content"] if isinstance(b, dict) and b["type"] == "tool_result"
+    ]
+    assert [r["tool_use_id"] for r in results] == [fake_model.served[0].tool_call["id"]]
+    assert "tool-output-42" in json.dumps(results[0]["content"]) and not results[0].get("is_error")
+
+
+def test_claude_retries_a_429_with_api_retry_then_succeeds(fake_model: FakeModel, home: Path, project: Path) -> None:
+    claude = claude_bin()
+    fake_model.script(error(429, retry_after=0), text("after the retry", usage=Usage(input=9, output=3)))
+    agent = run_agent([claude, *CLAUDE_PRINT, "hi"], claude_env(fake_model, home, max_retries=2), project)
+    assert agent.proc.returncode == 0, agent.stderr
+    retries = [e for e in agent.events() if e.get("type") == "system" and e.get("subtype") == "api_retry"]
+    assert [(r["attempt"], r["max_retries"], r["error_status"], r["error"]) for r in retries] == [
+        (1, 2, 429, "rate_limit")
+    ]
+    result = agent.events()[-1]
+    assert (
+        result["type"] == "result" and result["result"] == "after the retry" and result["usage"]["output_tokens"] == 3
+    )
+    assert len(fake_model.model_requests()) == 2
+
+
+# -- Codex ---------------------------------------------------------------------------------------------------------
+
+
+def test_codex_exec_turn_completed_usage_equals_what_the_fake_served(
+    fake_model: FakeModel, home: Path, project: Path
+) -> None:
+    codex = codex_bin()
+    fake_model.script(text("Hi from responses", usage=Usage(input=201, output=21, cache_read=50, reasoning=3)))
+    agent = run_agent([codex, *CODEX_EXEC, "say hi"], codex_env(fake_model, home), project)
+    assert agent.proc.returncode == 0, agent.stderr
+    events = agent.events()
+    messages = [e["item"]["text"] for e in events if e.get("item", {}).get("type") == "agent_message"]
+    assert messages == ["Hi from responses"]
+    wire = fake_model.served_ok()[0].wire_usage
+    assert events[-1] == {
+        "type": "turn.completed",
+        "usage": {
+            "input_tokens": wire["input_tokens"],
+            "cached_input_tokens": wire["input_tokens_details"]["cached_tokens"],
+            "cache_write_input_tokens": 0,
+            "output_tokens": wire["output_tokens"],
+            "reasoning_output_tokens": wire["output_tokens_details"]["reasoning_tokens"],
+        },
+    }
+    assert wire["input_tokens"] == 251
+    assert "say hi" in fake_model.model_requests()[0].text()
+
+
+def test_codex_exec_runs_the_scripted_command(fake_model: FakeModel, home: Path, project: Path) -> None:
+    codex = codex_bin()
+    fake_model.script(run_command("echo from-codex > made.txt && echo printed-77"), text("done"))
+    agent = run_agent([codex, *CODEX_EXEC, "run it"], codex_env(fake_model, home), project)
+    assert agent.proc.returncode == 0, agent.stderr
+    assert (project / "made.txt").read_text() == "from-codex\n"
+    done = [e["item"] for e in agent.events() if e["type"] == "item.completed"]
+    command = [i for i in done if i["type"] == "command_execution"]
+    assert len(command) == 1 and command[0]["exit_code"] == 0 and "printed-77" in command[0]["aggregated_output"]
+    call = fake_model.served[0].tool_call
+    outputs = [i for i in fake_model.model_requests()[1].body["input"] if i.get("type") == "function_call_output"]
+    assert call["name"] == "exec_command" and [o["call_id"] for o in outputs] == [call["id"]]
+    assert "printed-77" in outputs[0]["output"]
+
+
+def test_codex_app_server_turn_with_command_approval_and_steer(
+    fake_model: FakeModel, home: Path, project: Path
+) -> None:
+    codex = codex_bin()
+    fake_model.script(run_command("touch approved.txt", preamble="touching"), text("all done"))
+    with AgentProcess([codex, "app-server"], codex_env(fake_model, home), project) as agent:
+        agent.send(
+            {"id": 1, "method": "initialize", "params": {"clientInfo": {"name": "crewtui-test", "version": "0"}}}
+        )
+        assert "userAgent" in agent.wait_for(lambda e: e.get("id") == 1)["result"]
+        agent.send({"method": "initialized"})
+        start = {"cwd": str(project), "approvalPolicy": "untrusted", "sandbox": "danger-full-access"}
+        agent.send({"id": 2, "method": "thread/start", "params": start})
+        thread_id = agent.wait_for(lambda e: e.get("id") == 2)["result"]["thread"]["id"]
+        first = [{"type": "text", "text": "touch the file", "text_elements": []}]
+        agent.send({"id": 3, "method": "turn/start", "params": {"threadId": thread_id, "input": first}})
+        turn_id = agent.wait_for(lambda e: e.get("id") == 3)["result"]["turn"]["id"]
+        ask = agent.wait_for(lambda e: e.get("method") == "item/commandExecution/requestApproval")
+        assert ask["params"]["threadId"] == thread_id and ask["params"]["turnId"] == turn_id
+        assert "touch approved.txt" in ask["params"]["command"] and not (project / "approved.txt").exists()
+        steer = [{"type": "text", "text": "steer: also say Y", "text_elements": []}]
+        agent.send(
+            {
+                "id": 4,
+                "method": "turn/steer",
+                "params": {"threadId": thread_id, "expectedTurnId": turn_id, "input": steer},
+            }
+        )
+        assert agent.wait_for(lambda e: e.get("id") == 4)["result"] == {"turnId": turn_id}
+        agent.send({"id": ask["id"], "result": {"decision": "accept"}})
+        done = agent.wait_for(lambda e: e.get("method") == "turn/completed")
+        agent.close_stdin()
+        assert agent.wait_exit() == 0
+    assert done["params"]["turn"]["status"] == "completed"
+    assert (project / "approved.txt").exists()
+    second = fake_model.model_requests()[1]
+    assert "steer: also say Y" in second.text() and "function_call_output" in second.text()
