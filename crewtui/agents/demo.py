@@ -143,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='subagents to spawn via `crewtui ctl` (default: "spawn N" in the task, else 0)',
     )
+    parser.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="also speak crewtui's jsonl protocol: activity, token usage, a permission request, the result",
+    )
+    parser.add_argument(
+        "--ask-rate",
+        type=_rate,
+        default=0.0,
+        help="with --jsonl: probability of asking a person's permission (to push) halfway, and waiting for it",
+    )
     return parser
 
 
@@ -207,6 +218,15 @@ class Agent:
         # Set when the yield result arrives or stdin closes for good: the main thread sleeps on it, no polling.
         self.wake = threading.Event()
         self.finished = False
+        self.jsonl = False
+        # A jsonl answer to our permission request: set by the stdin thread, waited on by the main one.
+        self.answer: dict[str, Any] | None = None
+        self.answered = threading.Event()
+
+    def emit(self, **event: Any) -> None:
+        """One jsonl protocol line (only with --jsonl)."""
+        if self.jsonl:
+            self.say(json.dumps(event, ensure_ascii=False))
 
     def say(self, line: str) -> None:
         # One lock for both threads so a steer echo never splits a progress line.
@@ -221,6 +241,12 @@ class Agent:
                 self.yield_result = message
             self.wake.set()
             return
+        if message is not None and message.get("type") == "answer":
+            self.answer = message
+            self.answered.set()
+            return
+        if message is not None and message.get("type") == "user" and isinstance(message.get("text"), str):
+            line = message["text"]  # a steer in the jsonl protocol
         with self.lock:
             if self.finished:
                 return
@@ -228,8 +254,9 @@ class Agent:
             _write(sys.stdout, f"steered: {line}")
 
     def on_stdin_closed(self) -> None:
-        # Wakes a yielded agent so it fails loudly: no result can ever arrive on a closed stdin.
+        # Wakes a yielded agent so it fails loudly: no result can ever arrive on a closed stdin (nor an answer).
         self.wake.set()
+        self.answered.set()
 
 
 def _write(stream: Any, line: str) -> None:
@@ -388,7 +415,12 @@ def run(argv: list[str] | None = None) -> int:
     fail_after = max(1, steps // 2)
 
     agent = Agent()
+    agent.jsonl = args.jsonl
+    # Tokens and the permission request draw from their own source, so a fate never depends on --jsonl.
+    extra = seeded_rng(f"{args.seed}/jsonl" if args.seed is not None else None, try_number())
+    ask_at = max(1, steps // 2) if extra.random() < args.ask_rate else None
     quoted_task = json.dumps(task, ensure_ascii=False)  # quotes it and keeps a multi-line task on one line
+    agent.emit(type="session", id=f"demo-{label or os.getpid()}-{try_number()}")
     agent.say(f"start: {quoted_task} ({steps} steps, label {label or '-'})")
     # Started after the start line so a steer queued before launch is echoed after it, not above it.
     threading.Thread(target=_read_stdin, args=(agent,), name="stdin-steering", daemon=True).start()
@@ -404,9 +436,18 @@ def run(argv: list[str] | None = None) -> int:
             time.sleep(delay)
         else:
             next_at = time.monotonic()  # fell behind (e.g. while yielded): resume the pace, don't burst
-        agent.say(f"step {step}/{steps}: {_VERBS[(step - 1) % len(_VERBS)]} {quoted_task}")
+        verb = _VERBS[(step - 1) % len(_VERBS)]
+        agent.emit(type="activity", text=f"{verb} {task}")
+        agent.say(f"step {step}/{steps}: {verb} {quoted_task}")
+        agent.emit(type="usage", input=extra.randint(800, 4000), output=extra.randint(50, 600))
         if step == 1 and fate == "rate_limited":
+            agent.emit(type="rate_limited", attempt=3, max=3, status=429)
             _fail("error: 429 rate limit exceeded (model provider)", EXIT_RATE_LIMITED)
+        if step == ask_at and agent.jsonl:
+            if not _ask_permission(agent, label or "demo"):
+                agent.emit(type="result", is_error=True, error="a person denied the push", text="stopped: push denied")
+                return 1
+            next_at = time.monotonic()
         if step == 1 and n_children:
             children = _spawn_and_yield(
                 agent,
@@ -423,6 +464,7 @@ def run(argv: list[str] | None = None) -> int:
             while True:
                 time.sleep(3600)
         if fate == "fail" and step == fail_after:
+            agent.emit(type="result", is_error=True, error=f"tool call failed: {reason}")
             _fail(f"error: tool call failed: {reason}", args.exit_code)
 
     with agent.lock:
@@ -441,8 +483,23 @@ def run(argv: list[str] | None = None) -> int:
             "children": children,
             "summary": summary,
         }
-        _write(sys.stdout, json.dumps(result, ensure_ascii=False))
+        if agent.jsonl:
+            _write(sys.stdout, json.dumps({"type": "result", "result": result, "text": summary}, ensure_ascii=False))
+        else:
+            _write(sys.stdout, json.dumps(result, ensure_ascii=False))
     return 0
+
+
+def _ask_permission(agent: Agent, label: str) -> bool:
+    """Ask a person (jsonl `needs`) to let it push, and wait for the answer on stdin: True if allowed."""
+    command = f"git push origin {label}"
+    agent.emit(type="tool", name="Bash", input={"command": command})
+    agent.emit(type="needs", kind="permission", id="push-1", tool="Bash", input={"command": command})
+    agent.answered.wait()
+    answer = agent.answer or {}
+    allowed = bool(answer.get("allow"))
+    agent.emit(type="tool_result", text="pushed" if allowed else f"denied: {answer.get('message') or 'no reason'}")
+    return allowed
 
 
 def main() -> NoReturn:
