@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.agentcli import claude_bin, claude_env
+from tests.agentcli import claude_bin, claude_env, codex_bin, codex_env
 from tests.fakemodel import fixtures
 from tests.fakemodel.server import FakeModel, Usage, error, run_command, slow, text
 from tests.faults.helpers import ENV, PY, Headless, call, kill_leftover_sessions, wait_until
@@ -205,3 +205,116 @@ def test_claude_code_rate_limit_exhausted_fails_saying_so(
     s = session(h.data_dir, "rl-2")
     assert s["state"] == "failed"
     assert "429" in s["reason"], s["reason"]
+
+
+# -- Codex (its app-server: JSON-RPC on stdio) -------------------------------------------------------------------
+
+CODEX_PRICE = {"input": 1.25, "output": 10.0, "cache_read": 0.125, "cache_write": 0.0}
+
+
+@pytest.fixture
+def codex_crew(tmp_path: Path, fake_model: FakeModel) -> Iterator[tuple[Headless, Path]]:
+    """A headless runtime whose crew has `coder`, a codex agent (permissions: ask, priced) in tmp_path/project."""
+    codex = codex_bin()
+    project = tmp_path / "project"
+    project.mkdir()
+    env = codex_env(fake_model, tmp_path / "home")
+    env = {k: v for k, v in env.items() if k not in ("PATH", "TERM", "LANG", "TMPDIR")}
+    price = ", ".join(f"{k} = {v}" for k, v in CODEX_PRICE.items())
+    crew = tmp_path / "crew.toml"
+    crew.write_text(
+        f"""
+[crew]
+name = "real"
+
+[agents.coder]
+preset = "codex"
+command = [{json.dumps(str(codex))}]
+permissions = "ask"
+price = {{ {price} }}
+cwd = {json.dumps(str(project))}
+env = {toml_table(env)}
+"""
+    )
+    data = tmp_path / "data"
+    h = Headless(data, crew)
+    try:
+        yield h, project
+    finally:
+        stop(h)
+        kill_leftover_sessions(data)
+
+
+def test_codex_task_to_result_with_the_tokens_served_and_priced(
+    codex_crew: tuple[Headless, Path], fake_model: FakeModel
+) -> None:
+    h, _ = codex_crew
+    fake_model.script(text("Forty-two.", usage=Usage(input=900, output=120, cache_read=300, cache_write=0)))
+    assert ctl(h.data_dir, "spawn", "--label", "cx-1", "--agent", "coder", "--task", "six times seven?").returncode == 0
+    wait_until(lambda: session(h.data_dir, "cx-1")["state"] in ("done", "failed"), 60, "the session to end")
+    s = session(h.data_dir, "cx-1")
+    assert s["state"] == "done", s["reason"]
+    assert s["result"] == "Forty-two."
+    assert (
+        s["tokens"] == served_tokens(fake_model) == {"input": 900, "output": 120, "cache_read": 300, "cache_write": 0}
+    )
+    expected = sum(s["tokens"][k] * rate for k, rate in CODEX_PRICE.items()) / 1e6
+    assert s["cost_usd"] == pytest.approx(expected, rel=1e-9)
+    assert s["turns"] == 1 and s["agent_session"] and s["exit_code"] == 0
+    assert "six times seven?" in fake_model.model_requests()[0].text()
+
+
+def test_codex_asks_approval_through_ctl_runs_the_command(
+    codex_crew: tuple[Headless, Path], fake_model: FakeModel
+) -> None:
+    h, project = codex_crew
+    fake_model.script(
+        run_command("touch approved-marker.txt", usage=Usage(input=200, output=30)),
+        text("Touched it.", usage=Usage(input=260, output=8)),
+    )
+    assert ctl(h.data_dir, "spawn", "--label", "cx-2", "--agent", "coder", "--task", "touch a marker").returncode == 0
+    wait_until(lambda: session(h.data_dir, "cx-2")["state"] == "waiting", 60, "the approval request")
+    s = session(h.data_dir, "cx-2")
+    assert s["needs"]["kind"] == "permission" and "touch approved-marker.txt" in json.dumps(s["needs"])
+    assert not (project / "approved-marker.txt").exists()
+    ok = ctl(h.data_dir, "approve", "cx-2")
+    assert ok.returncode == 0, ok.stderr
+    wait_until(lambda: session(h.data_dir, "cx-2")["state"] in ("done", "failed"), 60, "the session to end")
+    s = session(h.data_dir, "cx-2")
+    assert s["state"] == "done", s["reason"]
+    assert (project / "approved-marker.txt").exists()
+    assert s["result"] == "Touched it."
+    assert s["tokens"]["input"] == 460 and s["tokens"]["output"] == 38
+
+
+def test_codex_steered_mid_turn_the_steer_reaches_the_model(
+    codex_crew: tuple[Headless, Path], fake_model: FakeModel
+) -> None:
+    h, _ = codex_crew
+    fake_model.script(
+        run_command("sleep 2; echo slow-done", usage=Usage(input=100, output=10)),
+        text("Done, with the steer.", usage=Usage(input=150, output=12)),
+    )
+    assert ctl(h.data_dir, "spawn", "--label", "cx-3", "--agent", "coder", "--task", "start slowly").returncode == 0
+    fake_model.wait_for_requests(1, timeout=60)
+    wait_until(lambda: session(h.data_dir, "cx-3")["state"] in ("running", "waiting"), 30, "it to run")
+    if session(h.data_dir, "cx-3")["state"] == "waiting":  # `sleep` may need approval under "untrusted"
+        assert ctl(h.data_dir, "approve", "cx-3").returncode == 0
+    p = ctl(h.data_dir, "send", "cx-3", "also mention the weather")
+    assert p.returncode == 0, p.stderr
+    wait_until(lambda: session(h.data_dir, "cx-3")["state"] in ("done", "failed"), 60, "the session to end")
+    s = session(h.data_dir, "cx-3")
+    assert s["state"] == "done", s["reason"]
+    assert any("also mention the weather" in r.text() for r in fake_model.model_requests()[1:])
+
+
+def test_codex_rate_limited_turn_fails_as_rate_limited(
+    codex_crew: tuple[Headless, Path], fake_model: FakeModel
+) -> None:
+    h, _ = codex_crew
+    fake_model.script(error(429, retry_after=0), error(429, retry_after=0), error(429, retry_after=0))
+    assert ctl(h.data_dir, "spawn", "--label", "cx-4", "--agent", "coder", "--task", "hi").returncode == 0
+    wait_until(lambda: session(h.data_dir, "cx-4")["state"] in ("done", "failed"), 60, "the session to end")
+    s = session(h.data_dir, "cx-4")
+    assert s["state"] == "failed"
+    assert "429" in s["reason"] or "rate limit" in s["reason"].lower(), s["reason"]
