@@ -67,6 +67,28 @@ FAKE_CLAUDE = textwrap.dedent(
 )
 
 
+# Claude Code when the model's rate limit outlasts its retries (the real stream: tests/fixtures/agent-streams), on a
+# first try; a later try (the runtime moved the first one's files to tries/1) gets through.
+RATE_LIMITED_CLAUDE = textwrap.dedent(
+    """
+    import json, os, sys
+    def say(**kw): print(json.dumps(kw), flush=True)
+    first = not os.path.isdir(os.path.join(os.environ["CREWTUI_OUTPUT_DIR"], "tries"))
+    say(type="system", subtype="init", session_id="s-rl", model="fake")
+    for line in sys.stdin:
+        if first:
+            say(type="system", subtype="api_retry", attempt=1, max_retries=1, retry_delay_ms=10, error_status=429,
+                error="rate_limit")
+            say(type="result", subtype="success", is_error=True, api_error_status=429, num_turns=1,
+                result="API Error: Request rejected (429)", total_cost_usd=0, usage={})
+        else:
+            say(type="result", subtype="success", is_error=False, result="through", num_turns=1, total_cost_usd=0.5,
+                usage={"input_tokens": 10, "output_tokens": 1})
+    sys.exit(1 if first else 0)
+    """
+)
+
+
 def write(tmp_path: Path, name: str, code: str) -> str:
     path = tmp_path / name
     path.write_text(code)
@@ -88,6 +110,14 @@ def crew(tmp_path: Path) -> str:
         [agents.coder]
         preset = "claude-code"
         command = ["{PY}", "{claude}"]
+
+        [agents.limited]
+        preset = "claude-code"
+        command = ["{PY}", "{write(tmp_path, "rl_claude.py", RATE_LIMITED_CLAUDE)}"]
+        pool = "model"
+
+        [pools.model]
+        backoff = {{ base = "10ms", max = "20ms" }}
 
         [agents.missing]
         preset = "claude-code"
@@ -184,3 +214,37 @@ async def test_an_agent_cli_that_is_not_installed_fails_at_once_saying_how_to_in
     assert end.reason == (
         "could not start: claude-not-installed-here not found on PATH; install: npm install -g @anthropic-ai/claude-code"
     )
+
+
+async def test_a_turn_that_ran_out_of_rate_limit_retries_is_retried_by_the_pools_backoff(
+    make_orch, tmp_path: Path
+) -> None:
+    orch = await make_orch(crew_from(crew(tmp_path)))
+    s = await orch.spawn(SpawnRequest(label="limited-1", agent="limited", task="x"))
+    await wait_for(lambda: orch.table.sessions[s.key].state.terminal, timeout=20, what="the end")
+    end = orch.table.sessions[s.key]
+    assert end.state == SessionState.DONE, end.reason
+    assert end.result == "through" and end.rate_limited == 1
+    assert orch.launcher.pools["model"].rate_limit_retries == 1  # the agent's own retry, seen in the pool's figures
+    retried = [e for e in await orch.events() if e.kind == "session_retried"]
+    assert [(e.cause, e.attempt) for e in retried] == [("rate_limit", 1)]
+
+
+async def test_a_waiting_session_outlives_its_runtime_and_is_answered_by_the_next(make_orch, tmp_path: Path) -> None:
+    crew_text = crew(tmp_path)
+    first = await make_orch(crew_from(crew_text))
+    s = await first.spawn(SpawnRequest(label="clean-3", agent="mine", task="keep going"))
+    await wait_for(lambda: first.table.sessions[s.key].state == SessionState.WAITING, what="waiting")
+    await first.flush()
+    await first.stop(kill_sessions=False)
+
+    second = await make_orch(crew_from(crew_text))
+    again = second.table.sessions[s.key]
+    assert again.state == SessionState.WAITING and again.needs is not None and again.needs["id"] == "p1"
+    await second.answer("clean-3", True)
+    await wait_for(lambda: second.table.sessions[s.key].state == SessionState.DONE, what="done")
+    done = second.table.sessions[s.key]
+    assert done.result == {"ok": True, "task": "keep going"}
+    # What it said before the restart is counted once, not again when the new runtime read it back.
+    assert done.tokens is not None and (done.tokens.input, done.tokens.output, done.tokens.cache_read) == (110, 25, 50)
+    assert done.turns == 1

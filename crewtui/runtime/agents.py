@@ -30,6 +30,7 @@ from crewtui.adapters.base import (
     RateLimited,
     Reply,
     Said,
+    Tokens,
     Totals,
     TurnEnded,
     Unparsed,
@@ -54,6 +55,10 @@ class Link:
     conversation: Conversation
     price: Price | None
     totals: Totals = field(default_factory=Totals)
+    # What earlier attempts of the session used (a retry starts a new process and conversation: spend adds up).
+    base_tokens: Tokens = field(default_factory=Tokens)
+    base_cost: float = 0.0
+    base_turns: int = 0
     last_turn: TurnEnded | None = None
     closed: bool = False  # its stdin was closed
     writes: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -93,11 +98,28 @@ class AgentLinks:
         link = Link(conversation, price)
         self.links[s.key] = link
         first = conversation.start()
+        before = Tokens(**s.tokens.model_dump()) if s.tokens is not None else Tokens()
+        cost_before = s.cost_usd or 0.0
         if replay is not None:
             for line in replay:
                 for ev in conversation.feed(line):
+                    link.totals.apply(ev)
                     if isinstance(ev, TurnEnded):
                         link.last_turn = ev
+            # The session's figures already hold what this attempt said before: the rest is earlier attempts'.
+            t = link.totals
+            before = Tokens(
+                max(0, before.input - t.tokens.input),
+                max(0, before.output - t.tokens.output),
+                max(0, before.cache_read - t.tokens.cache_read),
+                max(0, before.cache_write - t.tokens.cache_write),
+            )
+            cost_before = max(0.0, cost_before - self._cost(link, t.tokens, t.cost_usd))
+            link.base_turns = max(0, s.turns - t.turns)
+        else:
+            link.base_turns = s.turns
+        link.base_tokens, link.base_cost = before, cost_before
+        if replay is not None:
             return
         if first:
             self._write(s.key, link, first)
@@ -166,13 +188,20 @@ class AgentLinks:
 
     def _fold(self, s: Session, link: Link) -> None:
         t = link.totals
-        s.turns = t.turns
-        if t.tokens.input or t.tokens.output or t.tokens.cache_read or t.tokens.cache_write:
-            s.tokens = TokenCounts(**t.tokens.as_dict())
-        if t.cost_usd is not None:
-            s.cost_usd = t.cost_usd
-        elif link.price is not None and s.tokens is not None:
-            s.cost_usd = link.price.cost(t.tokens)
+        s.turns = link.base_turns + t.turns
+        tokens = link.base_tokens + t.tokens
+        if tokens.input or tokens.output or tokens.cache_read or tokens.cache_write:
+            s.tokens = TokenCounts(**tokens.as_dict())
+        cost = self._cost(link, t.tokens, t.cost_usd)
+        if cost or link.base_cost or t.cost_usd is not None:
+            s.cost_usd = link.base_cost + cost
+
+    @staticmethod
+    def _cost(link: Link, tokens: Tokens, reported: float | None) -> float:
+        """This attempt's cost: what the agent reported, else its tokens priced by the crew file (else 0)."""
+        if reported is not None:
+            return reported
+        return link.price.cost(tokens) if link.price is not None else 0.0
 
     @staticmethod
     def _needs(link: Link) -> dict[str, Any] | None:

@@ -376,6 +376,9 @@ class Launcher:
 
     def reset_for_try(self, s: Session) -> None:
         """Clear an attempt's traces so a new one starts clean (its files move to tries/N)."""
+        if self.agents is not None:
+            self.agents.close(s.key)  # the next attempt is a new process: a new conversation
+        s.needs = None
         self._rotate_outputs(s)
         s.shim_pid = s.agent_pid = s.shim_start = s.agent_start = None
         s.node = None
