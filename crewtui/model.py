@@ -490,7 +490,7 @@ class SessionRetried(_EventBase):
 
     kind: Literal["session_retried"] = "session_retried"
     attempt: int
-    cause: Literal["watchdog", "rate_limit", "user", "lost"] = "user"
+    cause: Literal["watchdog", "rate_limit", "user", "lost", "steer"] = "user"
     next_try_at: float | None = None
 
 

@@ -248,3 +248,69 @@ async def test_a_waiting_session_outlives_its_runtime_and_is_answered_by_the_nex
     # What it said before the restart is counted once, not again when the new runtime read it back.
     assert done.tokens is not None and (done.tokens.input, done.tokens.output, done.tokens.cache_read) == (110, 25, 50)
     assert done.turns == 1
+
+
+# Gemini CLI's stream-json, as far as this needs it: `-p TEXT` runs one turn, `-r ID -p TEXT` continues session ID.
+FAKE_GEMINI = textwrap.dedent(
+    """
+    import json, sys, time
+    def say(**kw): print(json.dumps(kw), flush=True)
+    args = sys.argv[1:]
+    text = args[args.index("-p") + 1]
+    session = args[args.index("-r") + 1] if "-r" in args else "gem-7"
+    say(type="init", session_id=session, model="fake")
+    if text == "take your time":
+        time.sleep(1.5)
+    say(type="message", role="assistant", content="re: " + text, delta=True)
+    say(type="result", status="success", stats={"input_tokens": 40, "output_tokens": 4, "input": 40, "cached": 0})
+    """
+)
+
+
+async def test_an_agent_that_cannot_be_steered_live_continues_its_conversation_with_the_steer(
+    make_orch, tmp_path: Path
+) -> None:
+    gemini = write(tmp_path, "fake_gemini.py", FAKE_GEMINI)
+    orch = await make_orch(
+        crew_from(
+            f"""
+            [crew]
+            name = "t"
+
+            [agents.g]
+            preset = "gemini"
+            command = ["{PY}", "{gemini}"]
+            """
+        )
+    )
+    s = await orch.spawn(SpawnRequest(label="gem-1", agent="g", task="take your time"))
+    await wait_for(lambda: orch.table.sessions[s.key].agent_session == "gem-7", what="its session id")
+    await orch.send("gem-1", "and one more thing")  # queued: it takes it on its next run
+    await wait_for(lambda: orch.table.sessions[s.key].state.terminal, timeout=20, what="the end")
+    end = orch.table.sessions[s.key]
+    assert end.state == SessionState.DONE, end.reason
+    assert end.result == "re: and one more thing"
+    at = end.argv.index("-r")
+    assert end.argv[at : at + 4] == ["-r", "gem-7", "-p", "and one more thing"]  # the same conversation, continued
+    assert end.turns == 2 and end.tokens is not None and end.tokens.input == 80  # both runs counted
+    retried = [e for e in await orch.events() if e.kind == "session_retried"]
+    assert [e.cause for e in retried] == ["steer"]
+
+
+async def test_a_steer_for_an_agent_that_cannot_continue_is_refused_in_one_line(make_orch, tmp_path: Path) -> None:
+    orch = await make_orch(
+        crew_from(
+            f"""
+            [crew]
+            name = "t"
+
+            [agents.a]
+            preset = "aider"
+            command = ["{PY}", "-c", "import time; time.sleep(30)"]
+            """
+        )
+    )
+    s = await orch.spawn(SpawnRequest(label="aid-1", agent="a", task="x"))
+    with pytest.raises(BadInput, match="aider cannot continue a conversation"):
+        await orch.send("aid-1", "more")
+    assert orch.table.sessions[s.key].state == SessionState.RUNNING

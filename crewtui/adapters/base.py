@@ -287,6 +287,12 @@ class Preset(ABC):
         """The argv that continues conversation `agent_session` with `text` (for `next_turn` steering)."""
         raise BadInput(f"{self.name} cannot continue a conversation")
 
+    @property
+    def default_permissions(self) -> Permissions:
+        """When the crew file says none: a person decides if the agent can ask; else it is refused what needs
+        approval; else allowed (aider and OpenClaw cannot run headless any other way)."""
+        return next(p for p in ("ask", "deny", "allow") if p in self.permissions)
+
     def check(self, options: AgentOptions) -> None:
         """Raise BadInput (one line, naming the key) for a setting this preset cannot honour."""
         if options.permissions not in self.permissions:

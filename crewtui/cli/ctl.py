@@ -15,6 +15,7 @@ from datetime import datetime
 
 import click
 
+from crewtui.adapters import PRESETS
 from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_async, user_errors
 from crewtui.cli.cron import cron
 from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line
@@ -111,7 +112,10 @@ def spawn(
 def send(ctx: click.Context, ref: str, message: str) -> None:
     """Steer a session: send MESSAGE as one line to its stdin."""
     s = run_async(remote(ctx).send(ref, message))
-    echo(f"sent to {s.key} ({s.label})")
+    if s.preset is not None and s.preset in PRESETS and PRESETS[s.preset].steer_mode == "next_turn":
+        echo(f"queued for {s.key} ({s.label}): {s.preset} takes it when this run ends, continuing its conversation")
+    else:
+        echo(f"sent to {s.key} ({s.label})")
 
 
 def _answered(s: Session, verb: str, as_json: bool) -> None:

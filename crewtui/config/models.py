@@ -219,7 +219,7 @@ class AgentConfig(_Strict):
         return AgentOptions(
             command=tuple(self.command or ()),
             args=tuple(self.args),
-            permissions=self.permissions or "ask",
+            permissions=self.permissions or (get_preset(self.preset).default_permissions if self.preset else "ask"),
             price=self.price.price() if self.price else None,
             model=self.model,
         )

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crewtui.adapters import get_preset
@@ -37,7 +38,7 @@ from crewtui.adapters.base import (
     Usage,
     one_line,
 )
-from crewtui.config import CrewConfig
+from crewtui.config import CrewConfig, render_command
 from crewtui.errors import Conflict
 from crewtui.model import Session, SessionAgentUpdate, SessionAnswered, SessionState, TokenCounts, Turn
 from crewtui.runtime.bus import EventBus
@@ -82,6 +83,8 @@ class AgentLinks:
         self.pools = pools
         self.handles = handles
         self.links: dict[str, Link] = {}
+        # Steers for agents that take them only on their next run, in the order sent (lost if the runtime stops).
+        self.queued: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -90,8 +93,7 @@ class AgentLinks:
         of the runtime, fed again (without acting on them) so the conversation knows where it stands."""
         if s.preset is None or s.key in self.links:
             return
-        agent = self.crew.agents.get(s.agent) if s.agent else None
-        options = agent.options() if agent is not None else AgentOptions()  # an agent gone from the crew file
+        options = self._options(s)  # an agent gone from the crew file: the preset's defaults
         preset = get_preset(s.preset)
         conversation = preset.conversation(options, s.task)
         price = options.price
@@ -242,15 +244,42 @@ class AgentLinks:
         return link.conversation.steer_mode if link else None
 
     def steer(self, s: Session, text: str) -> bool:
-        """Put `text` before a preset session's agent; False if the session has no conversation (plain argv)."""
+        """Put `text` before a preset session's agent; False if the session has no conversation (plain argv).
+
+        An agent that cannot be steered while it runs (`next_turn`) gets it when this run has ended: the session
+        continues its conversation (the preset's resume argv, with the agent's session id) as its next run."""
         link = self.links.get(s.key)
         if link is None:
             return False
+        if link.conversation.steer_mode == "next_turn":
+            preset = get_preset(s.preset or "")
+            preset.resume_argv(self._options(s), s.agent_session or "?", text)  # BadInput if it cannot continue
+            self.queued.setdefault(s.key, []).append(text)
+            return True
         if link.closed:
             raise Conflict(f"session {self.table.describe(s.key)} has finished its turns and is ending")
         lines = link.conversation.steer(text)
         self._write(s.key, link, lines)
         return True
+
+    def continuation(self, s: Session) -> list[str] | None:
+        """The argv of the run that continues a `next_turn` session with the steers sent while it ran (taken)."""
+        texts = self.queued.pop(s.key, None)
+        if not texts or s.preset is None:
+            return None
+        if not s.agent_session:
+            log.warning("%s cannot continue: its agent never said its session id", s.key)
+            return None
+        text = "\n\n".join(texts)
+        return get_preset(s.preset).resume_argv(self._options(s), s.agent_session, text)
+
+    def _options(self, s: Session) -> AgentOptions:
+        agent = self.crew.agents.get(s.agent) if s.agent else None
+        if agent is None:
+            return AgentOptions()
+        options = agent.options()
+        values = {"task": s.task or "", "label": s.label, "key": s.key, "python": sys.executable}
+        return replace(options, command=tuple(render_command(list(options.command), values)))
 
     def answer(self, s: Session, request: str | None, allow: bool, message: str | None) -> str:
         """Answer what a waiting session asked; returns the request id answered."""

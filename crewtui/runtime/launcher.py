@@ -357,6 +357,9 @@ class Launcher:
         if rate_limited and s.rate_limited < MAX_RATE_LIMIT_RETRIES:
             self._retry_after_rate_limit(s, reason or "rate limited")
             return
+        if new == SessionState.DONE and agents is not None and (argv := agents.continuation(s)) is not None:
+            self._continue(s, argv)
+            return
         self.table.transition(s, new, reason=reason)
         self.after_end(s)
 
@@ -404,6 +407,14 @@ class Launcher:
             if (sd.path / name).exists():
                 shutil.move(str(sd.path / name), str(dest / name))
         s.stdout_offset = s.stderr_offset = 0
+
+    def _continue(self, s: Session, argv: list[str]) -> None:
+        """A `next_turn` agent was steered while it ran: its next run continues the conversation with that."""
+        self.reset_for_try(s)
+        s.argv = argv
+        self.table.transition(s, SessionState.PENDING, reason="continues its conversation with the steer sent")
+        self.bus.publish(SessionRetried(session=s.key, label=s.label, attempt=s.attempt, cause="steer"))
+        self.enqueue(s.key)
 
     def _retry_after_rate_limit(self, s: Session, reason: str) -> None:
         pool = self.pools.get(s.pool)
