@@ -48,6 +48,7 @@ FAKE_CLAUDE = textwrap.dedent(
     import json, sys
     def say(**kw): print(json.dumps(kw), flush=True)
     say(type="system", subtype="init", session_id="sess-42", model="fake")
+    print("Warning: not JSON, as CLIs sometimes print", flush=True)
     turns = 0
     cost = 0.0
     for line in sys.stdin:
@@ -197,6 +198,8 @@ async def test_a_claude_session_takes_its_task_and_steers_on_stdin_and_ends_when
         "cache_write": 6,
     }
     assert end.cost_usd == pytest.approx(0.02)  # its own running total, not priced by crewtui
+    assert end.unparsed == 1  # the line that was not JSON: counted, kept in the transcript, and the session went on
+    assert "Warning: not JSON, as CLIs sometimes print" in (await orch.history("code-1")).lines
     with pytest.raises(Conflict, match="has ended"):
         await orch.send("code-1", "too late")
     note = json.loads((Path(end.output_dir or "") / "stderr.log").read_text().splitlines()[-1])
