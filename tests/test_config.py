@@ -440,3 +440,29 @@ def test_render_template_refuses_stray_braces(template: str) -> None:
 def test_template_values() -> None:
     when = datetime(2026, 4, 2, 9, 5)
     assert template_values("a", when, 7) == {"item": "a", "date": "2026-04-02", "time": "0905", "run": "7"}
+
+
+def test_agent_presets_are_checked_naming_the_key() -> None:
+    assert crew_error('[agents.a]\npreset = "clod"\n') == (
+        "crew.toml: agents.a.preset: unknown preset 'clod': use one of aider, claude-code, codex, gemini, jsonl, "
+        "openclaw, opencode"
+    )
+    assert crew_error('[agents.a]\npreset = "aider"\npermissions = "ask"\n') == (
+        "crew.toml: agents.a.permissions: permissions = 'ask' does not apply to preset aider (use 'allow')"
+    )
+    assert crew_error('[agents.a]\ncommand = ["x"]\nargs = ["--fast"]\n') == (
+        "crew.toml: agents.a.args: args applies only to an agent with a preset (or put it in command)"
+    )
+    assert crew_error('[agents.a]\npreset = "jsonl"\n') == (
+        "crew.toml: agents.a.command: preset jsonl needs a command (the program that speaks the protocol)"
+    )
+    assert "price.input" in crew_error('[agents.a]\npreset = "codex"\nprice = { input = -1 }\n')
+
+
+def test_a_preset_agent_needs_no_command_and_gets_the_safest_permissions_it_can_honour() -> None:
+    crew = parse_crew(
+        '[agents.c]\npreset = "claude-code"\n[agents.g]\npreset = "gemini"\n[agents.a]\npreset = "aider"\n',
+        "crew.toml",
+    )
+    assert [crew.agents[n].options().permissions for n in "cga"] == ["ask", "deny", "allow"]
+    assert crew.agents["c"].command is None

@@ -132,6 +132,10 @@ class Jsonl(Preset):
     install = "write your agent to print crewtui's jsonl protocol (README: The jsonl protocol)"
     steer_mode = "live"
 
+    def check(self, options: AgentOptions) -> None:
+        super().check(options)
+        self.command(options)
+
     def command(self, options: AgentOptions) -> list[str]:
         if not options.command:
             raise BadInput("preset jsonl needs a command (the program that speaks the protocol)")

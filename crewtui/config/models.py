@@ -210,7 +210,7 @@ class AgentConfig(_Strict):
         try:
             get_preset(self.preset).check(self.options())
         except BadInput as exc:
-            key = "permissions" if "permissions" in str(exc) else "preset"
+            key = next((k for k in ("permissions", "command") if k in str(exc)), "preset")
             raise fail(str(exc), key) from None
         return self
 
