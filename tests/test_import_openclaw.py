@@ -316,10 +316,6 @@ def test_loader_accepts_preset_agents_with_args(path: Path) -> None:
         assert ops.args == ["--model", "anthropic/claude-opus-4-6", "--thinking", "high", "--timeout", "900"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the `openclaw` preset (crewtui/adapters) is not registered yet: the loader says unknown preset 'openclaw'",
-)
 @pytest.mark.parametrize("path", [JOBS_JSON, AUTOMATIONS], ids=lambda p: p.name)
 def test_loader_accepts_the_whole_file(path: Path) -> None:
     conv = convert_openclaw(load(path), source=path.name)
