@@ -68,12 +68,16 @@ command = ["{sys.executable}", "{agent}", "{rate}", "{seconds + 3}"]
         for i in range(sessions):
             await orch.spawn(SpawnRequest(label=f"s-{i}", agent="streamer", task="x"))
         await asyncio.sleep(2.0)  # every agent started and streaming
-        before = sum(s.stdout_offset for s in orch.table.sessions.values())
+        before = {s.key: s.stdout_offset for s in orch.table.sessions.values()}
         c0, t0 = cpu(), time.monotonic()
         await asyncio.sleep(seconds)
         c1, t1 = cpu(), time.monotonic()
-        after = sum(s.stdout_offset for s in orch.table.sessions.values())
-        lines = (after - before) / 60  # about 60 bytes a line
+        after = {s.key: s.stdout_offset for s in orch.table.sessions.values()}
+        lines = 0  # counted after the window, so the counting is not in the figure
+        for key, start in before.items():
+            with open(data / "sessions" / key / "stdout.log", "rb") as f:
+                f.seek(start)
+                lines += f.read(after[key] - start).count(b"\n")
         while any(s.state in (SessionState.RUNNING, SessionState.PENDING) for s in orch.table.sessions.values()):
             await asyncio.sleep(0.2)
         if preset:
