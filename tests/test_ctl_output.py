@@ -89,3 +89,39 @@ def test_json_output_is_the_exact_text_with_terminal_controls_escaped(runtime: R
     listed = json.loads(outputs["list --json"])
     assert next(x for x in listed if x["key"] == s["key"])["last_line"] == LINES[-1]
     assert json.loads(outputs["watch --json"])["text"] == steer
+
+
+def test_an_agents_conversation_prints_as_turns_cleaned_of_escapes(tmp_path) -> None:
+    """`ctl history` of a preset agent: who said what, one line each, never the raw JSON (--raw gives that)."""
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        textwrap.dedent(
+            """
+            import json
+            def say(**kw): print(json.dumps(kw), flush=True)
+            say(type="say", text="I will \\x1b[31mclean\\x1b[0m up")
+            say(type="tool", name="Bash", input={"command": "rm -rf build"})
+            say(type="tool_result", text="removed\\nall of it")
+            say(type="result", result={"ok": True}, text="done")
+            """
+        )
+    )
+    crew = tmp_path / "crew.toml"
+    crew.write_text(f'[agents.mine]\npreset = "jsonl"\ncommand = ["{PY}", "{agent}"]\n')
+    rt = Runtime(tmp_path / "data", crew)
+    try:
+        assert ctl(rt.data_dir, "spawn", "--label", "conv-1", "--agent", "mine", "--task", "x").returncode == 0
+        deadline = time.time() + 20
+        while json.loads(ctl(rt.data_dir, "info", "conv-1").stdout)["state"] != "done":
+            assert time.time() < deadline, "the session did not end"
+            time.sleep(0.1)
+        out = ctl(rt.data_dir, "history", "conv-1").stdout.splitlines()
+        assert out[1:] == [
+            " agent I will clean up",  # the colour codes gone, as in every line ctl prints
+            '  tool Bash {"command":"rm -rf build"}',
+            "    -> removed all of it",
+        ]
+        raw = ctl(rt.data_dir, "history", "conv-1", "--raw").stdout
+        assert '"type": "tool"' in raw
+    finally:
+        rt.stop()

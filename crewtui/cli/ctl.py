@@ -18,7 +18,7 @@ import click
 from crewtui.adapters import PRESETS
 from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_async, user_errors
 from crewtui.cli.cron import cron
-from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line
+from crewtui.cli.printers import event_line, turn_line, node_width, run_header, run_line, session_header, session_line
 from crewtui.errors import BadInput
 from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
 from crewtui.text import clean
@@ -224,17 +224,23 @@ def _since(text: str | None) -> float | None:
 @click.argument("ref")
 @click.option("--tail", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--raw", is_flag=True, help="An agent's output lines as it printed them, not its conversation.")
 @click.pass_context
 @user_errors
-def history(ctx: click.Context, ref: str, tail: int, as_json: bool) -> None:
-    """Show a session's transcript tail (stdout, then stderr)."""
+def history(ctx: click.Context, ref: str, tail: int, as_json: bool, raw: bool) -> None:
+    """Show a session's transcript tail (stdout, then stderr); an agent's conversation as turns."""
     h = run_async(remote(ctx).history(ref, tail))
     if as_json:
         echo_json(h)
         return
     echo(f"# {h.key} {h.label} ({h.state.value})")
-    for line in h.lines:
-        echo(line)
+    if h.turns is not None and not raw:
+        # An agent with a preset: its conversation as a person reads it (--raw for the JSON lines it printed).
+        for turn in h.turns:
+            echo(turn_line(turn))
+    else:
+        for line in h.lines:
+            echo(line)
     if h.stderr:
         echo("# stderr")
         for line in h.stderr:

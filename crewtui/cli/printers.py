@@ -11,7 +11,7 @@ import json
 import time
 
 from crewtui.formatting import age, clock_time, date_time, money, percent
-from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session
+from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session, Turn
 from crewtui.text import clean, json_safe
 
 
@@ -80,3 +80,22 @@ def event_line(ev: Event) -> str:
     }
     whose = clean(ev.label or ev.session or "")
     return f"{clock_time(ev.ts)} {ev.kind:<22} {whose:<40} {json_safe(json.dumps(detail, ensure_ascii=False))}"
+
+
+_ROLE_MARKS = {
+    "user": "you",
+    "assistant": "agent",
+    "tool": "tool",
+    "tool_result": "  ->",
+    "permission": "asks",
+    "answer": "answer",
+    "system": "note",
+    "error": "  !!",
+}
+
+
+def turn_line(turn: Turn) -> str:
+    """`ctl history`: one turn of an agent's conversation, marked by who said it (its text cleaned, one line)."""
+    name = f"{clean(turn.name)} " if turn.name else ""
+    text = clean(" ".join(turn.text.split()))  # one line: newlines folded first, then what remains made visible
+    return f"{_ROLE_MARKS.get(turn.role, turn.role):>6} {name}{text[:300]}"
