@@ -25,8 +25,8 @@ STREAMS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "agent
 SOURCES: dict[str, list[str]] = {
     "claude-code": ["claude-tool-permission-allow.jsonl", "claude-two-turns-stdin.jsonl", "claude-429-then-ok.jsonl"],
     "codex": ["codex-app-server-turn.jsonl"],
-    "gemini": ["hand/gemini-tool.jsonl"],
-    "opencode": ["hand/opencode-tool.jsonl"],
+    "gemini": ["gemini-tool-yolo.jsonl", "gemini-hi.jsonl"],
+    "opencode": ["opencode-bash-allow.jsonl", "opencode-hi.jsonl"],
     "aider": ["hand/aider-edit.txt"],
     "openclaw": ["hand/openclaw-result.jsonl"],
 }

@@ -9,6 +9,7 @@ process group) if the test fails.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_anthropic_stream_carries_text_tool_use_and_exact_usage(fake_model: Fake
     partial = "".join(d["delta"].get("partial_json", "") for n, d in events if n == "content_block_delta")
     assert json.loads(partial) == {"file_path": "/x"}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    served_after(fake_model, 2)  # the second reply is recorded just after its last byte
     assert fake_model.total_usage() == Usage(input=13, output=11, cache_read=5, cache_write=3)
 
 
@@ -143,6 +145,85 @@ def test_responses_stream_text_and_command_call_in_the_offered_tool_shape(fake_m
     _, _, raw = post(fake_model, "/v1/responses", {"model": "m", "stream": True, "input": [], "tools": []})
     done = [d["item"] for _, d in sse(raw) if d["type"] == "response.output_item.done"]
     assert done[0]["name"] == "shell" and json.loads(done[0]["arguments"]) == {"command": ["bash", "-lc", "echo hi"]}
+
+
+def served_after(fake: FakeModel, count: int) -> list[Any]:
+    """fake.served once it holds `count` entries (a reply is recorded just after its last byte is sent)."""
+    deadline = time.monotonic() + 5
+    while len(fake.served) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(fake.served)
+
+
+def gemini_sse(raw: str) -> list[dict[str, Any]]:
+    """The `data:` chunks of a Gemini API SSE stream (no `event:` lines; blocks end with CRLF CRLF)."""
+    chunks = []
+    for block in raw.replace("\r\n", "\n").strip().split("\n\n"):
+        assert block.startswith("data: ")
+        chunks.append(json.loads(block[len("data: ") :]))
+    return chunks
+
+
+def test_gemini_stream_text_then_function_call_with_exact_usage(fake_model: FakeModel) -> None:
+    fake_model.script(
+        text("hello gemini", usage=Usage(input=11, output=7, cache_read=5, reasoning=2)),
+        run_command("echo hi", usage=Usage(input=20, output=3), preamble="running"),
+    )
+    path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    tools = [{"functionDeclarations": [{"name": "run_shell_command"}, {"name": "read_file"}]}]
+    status, headers, raw = post(fake_model, path, {"contents": [], "tools": tools})
+    assert status == 200 and {k.lower(): v for k, v in headers.items()}["content-type"].startswith("text/event-stream")
+    chunks = gemini_sse(raw)
+    text_parts = [p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"]]
+    assert "".join(text_parts) == "hello gemini" and len(chunks) > 1
+    assert all(c["modelVersion"] == "gemini-2.5-flash" for c in chunks)
+    assert [c["candidates"][0].get("finishReason") for c in chunks][-1] == "STOP"
+    assert [("usageMetadata" in c) for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert chunks[-1]["usageMetadata"] == {
+        "promptTokenCount": 16,  # cached tokens are inside the prompt count
+        "candidatesTokenCount": 7,
+        "cachedContentTokenCount": 5,
+        "thoughtsTokenCount": 2,
+        "totalTokenCount": 25,
+    }
+    _, _, raw = post(fake_model, path, {"contents": [], "tools": tools})
+    parts = [p for c in gemini_sse(raw) for p in c["candidates"][0]["content"]["parts"]]
+    assert "".join(p.get("text", "") for p in parts) == "running"
+    calls = [p["functionCall"] for p in parts if "functionCall" in p]
+    assert calls == [
+        {"name": "run_shell_command", "args": {"command": "echo hi", "description": "Run the scripted command"}}
+    ]
+    served = served_after(fake_model, 2)
+    assert served[1].tool_call == calls[0] and served[1].api == "gemini"
+    assert fake_model.model_requests()[1].tool_names() == ["run_shell_command", "read_file"]
+    served_after(fake_model, 2)
+    assert fake_model.total_usage() == Usage(input=31, output=10, cache_read=5, reasoning=2)
+
+
+def test_gemini_generate_content_count_tokens_and_429(fake_model: FakeModel) -> None:
+    fake_model.script(error(429, retry_after=0), text("plain", usage=Usage(input=4, output=2)))
+    status, _, raw = post(fake_model, "/v1beta/models/m:countTokens", {"contents": [{"parts": [{"text": "x"}]}]})
+    assert status == 200 and json.loads(raw)["totalTokens"] > 0 and fake_model.pending() == 2  # took no reply
+    status, _, raw = post(fake_model, "/v1beta/models/m:streamGenerateContent?alt=sse", {"contents": []})
+    assert status == 429
+    err = json.loads(raw)["error"]
+    assert (err["code"], err["status"]) == (429, "RESOURCE_EXHAUSTED")
+    assert err["details"] == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}]
+    status, _, raw = post(fake_model, "/v1beta/models/m:generateContent", {"contents": []})
+    body = json.loads(raw)
+    assert status == 200 and body["candidates"][0]["content"]["parts"] == [{"text": "plain"}]
+    assert body["usageMetadata"]["candidatesTokenCount"] == 2 and body["candidates"][0]["finishReason"] == "STOP"
+    assert [s.status for s in served_after(fake_model, 2)] == [429, 200]
+    assert [r.api for r in fake_model.requests] == [None, "gemini", "gemini"]
+
+
+def test_anthropic_command_call_uses_the_offered_shell_tool_name(fake_model: FakeModel) -> None:
+    fake_model.script(run_command("echo a"), run_command("echo b"))
+    for offered, wanted in (([{"name": "bash"}, {"name": "read"}], "bash"), ([{"name": "Bash"}], "Bash")):
+        _, _, raw = post(fake_model, "/v1/messages", {"model": "m", "stream": True, "messages": [], "tools": offered})
+        starts = [d["content_block"] for n, d in sse(raw) if n == "content_block_start"]
+        assert starts[-1]["name"] == wanted  # OpenCode offers `bash`, Claude Code `Bash`
+    assert [s.tool_call["name"] for s in served_after(fake_model, 2) if s.tool_call] == ["bash", "Bash"]
 
 
 def test_unknown_paths_are_recorded_and_refused(fake_model: FakeModel) -> None:

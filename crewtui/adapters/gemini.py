@@ -1,22 +1,31 @@
 """Gemini CLI (`gemini`): one task per run, stream-json out, continued by resuming its session.
 
-Based on gemini-cli's `packages/core/src/output/types.ts` and `stream-json-formatter.ts` (google-gemini/gemini-cli,
-2026 sources; not run here). Run as `gemini -p TASK -o stream-json`; one JSON object per stdout line:
+Checked against gemini-cli 0.61.0 run against the project's fake model server (Gemini API on 127.0.0.1; the
+streams in tests/fixtures/agent-streams/gemini-*.jsonl, recorded by scripts/record-agent-streams.py --others).
+Run as `gemini -p TASK -o stream-json`; one JSON object per stdout line:
 
     {"type":"init","timestamp":…,"session_id":"…","model":"…"}
     {"type":"message","role":"user"|"assistant","content":"…","delta":true}   assistant text comes in deltas
     {"type":"tool_use","tool_name":"run_shell_command","tool_id":"…","parameters":{…}}
     {"type":"tool_result","tool_id":"…","status":"success"|"error","output":"…","error":{"type","message"}}
     {"type":"error","severity":"warning"|"error","message":"…"}
-    {"type":"result","status":"success"|"error","error":{…},"stats":{"total_tokens","input_tokens",
-     "output_tokens","cached","input","duration_ms","tool_calls"}}
+    {"type":"result","status":"success"|"error","error":{"type","message"},"stats":{"total_tokens",
+     "input_tokens","output_tokens","cached","input","duration_ms","tool_calls","models":{MODEL:{…}}}}
 
 `stats` are the run's totals over every model: `input_tokens` is the prompt INCLUDING the cached part, `cached`
-that part, `input` the rest (uncached), so Tokens(input=input, cache_read=cached, output=output_tokens). Gemini
-reports no cost. It cannot be steered while it runs: a steer resumes the session (`-r SESSION`) once the run
-has ended. Permissions: `allow` → `--approval-mode yolo`; `deny` → the default, under which headless gemini does
-not run tools that need approval. It cannot ask on stdio. (On a piped stdin gemini waits up to 500 ms for piped
-input before it starts; the task goes in the argv.)
+that part, `input` the rest (uncached), so Tokens(input=input, cache_read=cached, output=output_tokens + thinking).
+The thinking tokens (the API's `thoughtsTokenCount`, billed as output) are in `total_tokens` but not in
+`output_tokens`: thinking = total_tokens - input_tokens - output_tokens. Gemini reports no cost. It cannot be
+steered while it runs: a steer resumes the session (`-r SESSION`) once the run has ended.
+
+Rate limits: gemini retries a 429 by itself (settings `general.maxAttempts`, default 10, with a backoff
+from 5 s) and says so on stderr only; an exhausted one is a `result` with status error and the API's message
+("Resource has been exhausted …"), exit code 173.
+
+Permissions: `allow` → `--approval-mode yolo`; `deny` → the default, under which headless gemini does not even
+offer the model the tools that need approval (a call to one comes back as a tool_result error
+`tool_not_registered`). It cannot ask on stdio. (On a piped stdin gemini waits up to 500 ms for piped input
+before it starts; the task goes in the argv.)
 """
 
 from __future__ import annotations
@@ -45,7 +54,15 @@ from crewtui.adapters.base import (
 )
 from crewtui.errors import BadInput
 
-_RATE_WORDS = ("429", "resource_exhausted", "rate limit", "ratelimit", "too many requests", "quota")
+_RATE_WORDS = (
+    "429",
+    "resource_exhausted",
+    "resource has been exhausted",
+    "rate limit",
+    "ratelimit",
+    "too many requests",
+    "quota",
+)
 
 
 def _rate_limited(text: str) -> bool:
@@ -121,9 +138,12 @@ class GeminiConversation(Conversation):
         if isinstance(stats, dict):
             cached = as_int(stats.get("cached"))
             uncached = stats.get("input")
+            prompt, output = as_int(stats.get("input_tokens")), as_int(stats.get("output_tokens"))
+            # total_tokens also holds the thinking tokens, which output_tokens leaves out: billed as output.
+            thoughts = max(0, as_int(stats.get("total_tokens")) - prompt - output) if "total_tokens" in stats else 0
             tokens = Tokens(
-                input=as_int(uncached) if uncached is not None else max(0, as_int(stats.get("input_tokens")) - cached),
-                output=as_int(stats.get("output_tokens")),
+                input=as_int(uncached) if uncached is not None else max(0, prompt - cached),
+                output=output + thoughts,
                 cache_read=cached,
             )
             out.append(Usage(tokens))

@@ -18,7 +18,7 @@ import click
 from crewtui.adapters import PRESETS
 from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_async, user_errors
 from crewtui.cli.cron import cron
-from crewtui.cli.printers import event_line, turn_line, node_width, run_header, run_line, session_header, session_line
+from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line, turn_line
 from crewtui.errors import BadInput
 from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
 from crewtui.text import clean

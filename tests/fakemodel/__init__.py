@@ -1,6 +1,9 @@
-"""A scripted fake model server (Anthropic Messages + OpenAI Responses) for driving real agent CLIs offline."""
+"""A scripted fake model server (Anthropic Messages, OpenAI Responses, Gemini API) for driving real agent CLIs offline."""
 
 from tests.fakemodel.server import (
+    ANTHROPIC,
+    GEMINI,
+    RESPONSES,
     ErrorReply,
     FakeModel,
     RecordedRequest,
@@ -16,6 +19,9 @@ from tests.fakemodel.server import (
 )
 
 __all__ = [
+    "ANTHROPIC",
+    "GEMINI",
+    "RESPONSES",
     "ErrorReply",
     "FakeModel",
     "RecordedRequest",

@@ -1,4 +1,5 @@
-"""A scripted fake model server speaking Anthropic Messages and OpenAI Responses, for driving real agent CLIs.
+"""A scripted fake model server speaking Anthropic Messages, OpenAI Responses and the Gemini API, for driving real
+agent CLIs.
 
 The server (aiohttp) listens on 127.0.0.1 on a free port and runs in a thread of its own with its own event loop,
 so sync tests, async tests and plain scripts can all use it::
@@ -8,10 +9,11 @@ so sync tests, async tests and plain scripts can all use it::
         ...  # point a CLI at fake.anthropic_base_url or fake.openai_base_url
         assert fake.model_requests()[1].body ...
 
-The script is ONE shared FIFO of replies: each model request (`POST /v1/messages`, `POST /v1/responses`) takes
-the next reply, whichever API asked, and the reply is written in that API's shape. When the script is empty
-the server answers `default_reply` (text "ok"). `HEAD /`, `GET /` and `POST /v1/messages/count_tokens` take no
-reply. Every request (model or not, even unknown paths, which get 404) is recorded in `fake.requests`.
+The script is ONE shared FIFO of replies: each model request (`POST /v1/messages`, `POST /v1/responses`,
+`POST /v1beta/models/{model}:streamGenerateContent` or `:generateContent`) takes the next reply, whichever API
+asked, and the reply is written in that API's shape. When the script is empty the server answers
+`default_reply` (text "ok"). `HEAD /`, `GET /`, `POST /v1/messages/count_tokens` and
+`POST /v1beta/models/{model}:countTokens` take no reply. Every request (model or not, even unknown paths, which get 404) is recorded in `fake.requests`.
 
 Usage numbers are explicit per reply (`Usage(input, output, cache_read, cache_write, reasoning)`), with
 `input` meaning the uncached input tokens (Anthropic's `input_tokens`). On the wire:
@@ -23,6 +25,13 @@ Usage numbers are explicit per reply (`Usage(input, output, cache_read, cache_wr
   `input_tokens_details.cached_tokens=cache_read`, `input_tokens_details.cache_write_tokens=cache_write`,
   `output_tokens=output`, `output_tokens_details.reasoning_tokens=reasoning`, `total_tokens=input+output`
   (wire values).
+- Gemini: `usageMetadata` on the last chunk only: `promptTokenCount=input+cache_read+cache_write` (Gemini counts
+  cached tokens inside the prompt), `cachedContentTokenCount=cache_read`, `candidatesTokenCount=output`,
+  `thoughtsTokenCount=reasoning` (only when non-zero), `totalTokenCount` = their sum (prompt+candidates+thoughts).
+  Streaming (`:streamGenerateContent?alt=sse`) sends `data: {GenerateContentResponse}` chunks: the text in
+  pieces, then any `functionCall` part, the last chunk with `finishReason: STOP` and the usage. A "run this
+  command" call is `run_shell_command` `{command, description}` (gemini-cli's shell tool). Errors are
+  `{"error": {"code", "message", "status"}}` (429: `RESOURCE_EXHAUSTED`).
 
 `fake.served` lists what each model request got, in the order the replies finished (`completed` is False when
 the client hung up mid-stream, e.g. codex steered during a model call: it drops that stream and asks again) (`Served.wire_usage` is the usage object exactly as sent), so a
@@ -34,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
@@ -45,6 +55,9 @@ from typing import Any
 from aiohttp import web
 
 __all__ = [
+    "ANTHROPIC",
+    "GEMINI",
+    "RESPONSES",
     "ErrorReply",
     "FakeModel",
     "RecordedRequest",
@@ -61,6 +74,8 @@ __all__ = [
 
 ANTHROPIC = "anthropic"
 RESPONSES = "responses"
+GEMINI = "gemini"
+_GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/(?P<model>[^/:]+):(?P<method>[A-Za-z]+)$")
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,18 @@ class Usage:
             "output_tokens_details": {"reasoning_tokens": self.reasoning},
             "total_tokens": total_input + self.output,
         }
+
+    def gemini(self) -> dict[str, int]:
+        prompt = self.input + self.cache_read + self.cache_write
+        usage = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": self.output,
+            "cachedContentTokenCount": self.cache_read,
+            "totalTokenCount": prompt + self.output + self.reasoning,
+        }
+        if self.reasoning:
+            usage["thoughtsTokenCount"] = self.reasoning
+        return usage
 
 
 DEFAULT_USAGE = Usage()
@@ -165,7 +192,14 @@ class RecordedRequest:
             return ANTHROPIC
         if self.method == "POST" and self.path == "/v1/responses":
             return RESPONSES
+        if self.method == "POST" and self.gemini_method() in ("generateContent", "streamGenerateContent"):
+            return GEMINI
         return None
+
+    def gemini_method(self) -> str | None:
+        """`generateContent`, `streamGenerateContent`, `countTokens`… for a Gemini API path, else None."""
+        m = _GEMINI_PATH.match(self.path)
+        return m.group("method") if m else None
 
     def text(self) -> str:
         """The body as JSON text, for substring checks ("did the steer text reach the model?")."""
@@ -173,7 +207,15 @@ class RecordedRequest:
 
     def tool_names(self) -> list[str]:
         tools = self.body.get("tools", []) if isinstance(self.body, dict) else []
-        return [t.get("name") or t.get("function", {}).get("name", "") for t in tools if isinstance(t, dict)]
+        names: list[str] = []
+        for t in tools:
+            if not isinstance(t, dict):
+                continue
+            if isinstance(t.get("functionDeclarations"), list):  # Gemini: [{functionDeclarations: [{name}]}]
+                names += [d.get("name", "") for d in t["functionDeclarations"] if isinstance(d, dict)]
+            else:
+                names.append(t.get("name") or t.get("function", {}).get("name", ""))
+        return names
 
 
 @dataclass(frozen=True)
@@ -182,7 +224,7 @@ class Served:
     reply: Reply
     status: int
     wire_usage: dict[str, Any] | None  # the usage object exactly as sent (None for errors)
-    tool_call: dict[str, Any] | None = None  # {"name", "input"/"arguments", "id"} as sent, for tool replies
+    tool_call: dict[str, Any] | None = None  # {"name", "input"/"arguments"/"args", "id"} as sent, for tool replies
     completed: bool = True  # False when the client hung up mid-stream (codex does so when steered mid-request)
 
 
@@ -276,6 +318,10 @@ class FakeModel:
     def openai_base_url(self) -> str:
         return f"{self.url}/v1"  # the client appends /responses
 
+    @property
+    def gemini_base_url(self) -> str:
+        return self.url  # the client appends /v1beta/models/{model}:streamGenerateContent
+
     # -- script --------------------------------------------------------------------------------------------------
 
     def script(self, *replies: Reply) -> FakeModel:
@@ -360,6 +406,8 @@ class FakeModel:
             return web.Response(text="fake model server\n")
         if request.method == "POST" and request.path == "/v1/messages/count_tokens":
             return web.json_response({"input_tokens": max(1, len(raw) // 4)})
+        if request.method == "POST" and rec.gemini_method() == "countTokens":
+            return web.json_response({"totalTokens": max(1, len(raw) // 4)})
         if rec.api is None:
             return web.json_response(
                 {"type": "error", "error": {"type": "not_found_error", "message": f"fake: no {request.path}"}},
@@ -373,6 +421,8 @@ class FakeModel:
         try:
             if rec.api == ANTHROPIC:
                 return await self._anthropic(request, body, reply)
+            if rec.api == GEMINI:
+                return await self._gemini(request, rec, body, reply)
             return await self._responses(request, body, reply)
         except ConnectionResetError:  # the client hung up mid-stream: its reply was consumed but not completed
             self._record_served(Served(rec.api, reply, 200, None, None, completed=False))
@@ -391,6 +441,17 @@ class FakeModel:
             kind = {429: "rate_limit_error", 529: "overloaded_error", 500: "api_error"}.get(reply.status, "api_error")
             message = reply.message or f"fake {kind}"
             payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+        elif api == GEMINI:
+            kind = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 529: "UNAVAILABLE"}.get(
+                reply.status, "UNKNOWN"
+            )
+            message = reply.message or (
+                "Resource has been exhausted (e.g. check quota)." if reply.status == 429 else f"fake {kind}"
+            )
+            payload = {"error": {"code": reply.status, "message": message, "status": kind}}
+            if reply.retry_after is not None:  # google.rpc.RetryInfo, which Google's clients read for the delay
+                retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{reply.retry_after:g}s"}
+                payload["error"]["details"] = [retry]
         else:
             kind = {429: "rate_limit_exceeded", 500: "server_error", 529: "server_error"}.get(reply.status, "error")
             message = reply.message or f"fake {kind}"
@@ -408,7 +469,9 @@ class FakeModel:
         if reply.preamble:
             blocks.append({"type": "text", "text": reply.preamble})
         if reply.command is not None:
-            name, args = "Bash", {"command": reply.command, "description": "Run the scripted command"}
+            names = RecordedRequest("POST", "", {}, {}, body, 0).tool_names()
+            name = "bash" if "bash" in names and "Bash" not in names else "Bash"  # OpenCode: bash; Claude: Bash
+            args = {"command": reply.command, "description": "Run the scripted command"}
         else:
             name, args = reply.name, reply.input
         call = {"type": "tool_use", "id": _id("toolu"), "name": name, "input": args}
@@ -637,6 +700,55 @@ class FakeModel:
         )
         await resp.write_eof()
         self._record_served(Served(RESPONSES, reply, 200, usage, call))
+        return resp
+
+    # -- Gemini API ----------------------------------------------------------------------------------------------
+
+    async def _gemini(
+        self, request: web.Request, rec: RecordedRequest, body: dict[str, Any], reply: TextReply | ToolUseReply
+    ) -> web.StreamResponse:
+        usage = reply.usage.gemini()
+        model = _GEMINI_PATH.match(rec.path)
+        version = model.group("model") if model else self.model
+        value = reply.text if isinstance(reply, TextReply) else reply.preamble or ""
+        call: dict[str, Any] | None = None
+        if isinstance(reply, ToolUseReply):
+            if reply.command is not None:
+                name, args = "run_shell_command", {"command": reply.command, "description": "Run the scripted command"}
+            else:
+                name, args = reply.name, reply.input
+            call = {"name": name, "args": args}  # the real API sends no id: the client makes its own
+        response_id = _id("resp")
+
+        def chunk(parts: list[dict[str, Any]], last: bool) -> dict[str, Any]:
+            candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+            out: dict[str, Any] = {"candidates": [candidate], "modelVersion": version, "responseId": response_id}
+            if last:
+                candidate["finishReason"] = "STOP"
+                out["usageMetadata"] = usage
+            return out
+
+        pieces: list[list[dict[str, Any]]] = [[{"text": p}] for p in _chunks(value)] if value else []
+        if call is not None:
+            pieces.append([{"functionCall": call}])
+        if not pieces:
+            pieces = [[{"text": ""}]]
+        served = Served(GEMINI, reply, 200, usage, call)
+        if rec.gemini_method() == "generateContent":
+            parts = [p for piece in pieces for p in piece]
+            merged = [{"text": value}] if value else []
+            merged += [p for p in parts if "functionCall" in p]
+            self._record_served(served)
+            return web.json_response(chunk(merged or [{"text": ""}], last=True))
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for index, parts in enumerate(pieces):
+            if index:
+                await self._sleep(reply.delay)
+            data = chunk(parts, last=index == len(pieces) - 1)
+            await resp.write(f"data: {json.dumps(data)}\r\n\r\n".encode())
+        await resp.write_eof()
+        self._record_served(served)
         return resp
 
     # -- pacing --------------------------------------------------------------------------------------------------
