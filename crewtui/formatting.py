@@ -76,3 +76,20 @@ def tokens_short(n: int) -> str:
     if n < 1_000_000:
         return f"{n / 1000:.1f}k"
     return f"{n / 1_000_000:.1f}M"
+
+
+def day_start(ts: float) -> float:
+    """The local midnight that began the day of `ts` (what "today" means for the crew's spend)."""
+    t = time.localtime(ts)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+def money_short(usd: float | None) -> str:
+    """Dollars to the cent, for sums in a narrow column: $0.18, $12.34, $1,234; <$0.01 for less (— unknown)."""
+    if usd is None:
+        return "—"
+    if usd < 0.01:
+        return "<$0.01" if usd > 0 else "$0"
+    if usd < 1000:
+        return f"${usd:.2f}"
+    return f"${usd:,.0f}"

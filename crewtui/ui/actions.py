@@ -42,7 +42,8 @@ class ActionSpec:
 
 _STATE_GROUP = Binding.Group("state", compact=True)
 
-# 1 = every state; 2..9 = one state each, in the order the issue gives them.
+# 1 = every state; 2..9 = one state each, in the order the issue gives them; 0 (after 9 on the keyboard) =
+# waiting, which came later: added at the end so the keys people know keep their states.
 STATE_KEYS: tuple[tuple[str, SessionState | None], ...] = (
     ("1", None),
     ("2", SessionState.RUNNING),
@@ -53,11 +54,26 @@ STATE_KEYS: tuple[tuple[str, SessionState | None], ...] = (
     ("7", SessionState.TIMED_OUT),
     ("8", SessionState.KILLED),
     ("9", SessionState.LOST),
+    ("0", SessionState.WAITING),
 )
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("n", "spawn", "Spawn", "spawn", "Spawn a session: label, agent, task, domain and watchdog"),
     ActionSpec("s", "steer", "Steer", "steer", "Steer: send a line to the selected session, or to every marked one"),
+    ActionSpec(
+        "a",
+        "approve",
+        "Approve",
+        "approve",
+        "Approve: say yes to the selected waiting session (the marked ones after a confirm)",
+    ),
+    ActionSpec(
+        "d",
+        "deny",
+        "Deny",
+        "deny",
+        "Deny: say no to the selected (or marked) waiting sessions, optionally saying why",
+    ),
     ActionSpec("k", "kill", "Kill", "kill", "Kill: the marked sessions, the selected one, or the selected group"),
     ActionSpec(
         "x", "sweep", "Sweep", "sweep", "Sweep stale sessions: preview the ones with no recent output, then kill them"
@@ -128,12 +144,14 @@ ACTIONS: tuple[ActionSpec, ...] = (
 BINDINGS: list[BindingType] = [a.binding() for a in ACTIONS]
 
 # What the footer keeps when the terminal is too narrow for every key, most needed first (action ids; "state"
-# is the 1-9 group). `?` lists every key, so it and `q` go last.
+# is the 1-9, 0 group). `?` lists every key, so it and `q` go last.
 FOOTER_PRIORITY: tuple[str, ...] = (
     "quit",
     "help",
     "next-pane",
     "spawn",
+    "approve",
+    "deny",
     "kill",
     "steer",
     "filter",

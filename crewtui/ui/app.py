@@ -214,6 +214,12 @@ class CrewApp(App[None]):
     def action_steer(self) -> None:
         self.main_screen.action_steer()
 
+    def action_approve(self) -> None:
+        self.main_screen.action_approve()
+
+    def action_deny(self) -> None:
+        self.main_screen.action_deny()
+
     def action_kill(self) -> None:
         self.main_screen.action_kill()
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from crewtui.formatting import day_start
 from crewtui.model import (
     CronFired,
     Event,
     RunClosed,
     RuntimeStopped,
     Session,
+    SessionAgentUpdate,
+    SessionAnswered,
     SessionOutput,
     SessionRetried,
     SessionSpawned,
@@ -31,6 +34,7 @@ from crewtui.ui.grouping import Item, build_forest
 from crewtui.ui.label_filter import LabelFilter
 from crewtui.ui.older import OlderHistory
 
+ANSWERS_KEPT = 50
 RETRYABLE = frozenset({SessionState.FAILED, SessionState.LOST, SessionState.KILLED, SessionState.TIMED_OUT})
 
 
@@ -43,6 +47,9 @@ class Changes:
     structure: bool = False  # a session appeared (or its label did): regroup
     output: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)  # key -> [(stream, lines)]
     steered: dict[str, list[str]] = field(default_factory=dict)
+    agent: set[str] = field(default_factory=set)  # what a session's agent says changed (activity, tokens, needs)
+    answered: dict[str, list[SessionAnswered]] = field(default_factory=dict)
+    usage: bool = False  # some session's tokens or cost moved: group and run sums, the header's spend
     retried: set[str] = field(default_factory=set)  # a new attempt starts with fresh output files
     marks: list[TimelineItem] = field(default_factory=list)
     schedule: bool = False  # a cron fired or a run closed: reload the jobs and runs
@@ -50,7 +57,16 @@ class Changes:
     stopped: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.rows or self.structure or self.output or self.marks or self.schedule or self.stopped)
+        return bool(
+            self.rows
+            or self.structure
+            or self.output
+            or self.marks
+            or self.schedule
+            or self.stopped
+            or self.agent
+            or self.answered
+        )
 
 
 class SessionBook:
@@ -59,6 +75,7 @@ class SessionBook:
         self.marked: set[str] = set()
         self.pattern: LabelFilter | None = None
         self.state_filter: SessionState | None = None
+        self.answers: dict[str, list[SessionAnswered]] = {}  # per session, the last answers seen
         self.older = OlderHistory()  # what is older than the window loaded (crewtui/ui/older.py)
 
     # ------------------------------------------------------------------------------------ loading
@@ -74,6 +91,8 @@ class SessionBook:
                 ch.rows.add(s.key)
             if old is None or old.state != s.state:
                 ch.states = True
+                if old is not None and SessionState.WAITING in (old.state, s.state):
+                    ch.structure = True  # a waiting session sorts to the top of its group
             self.sessions[s.key] = s
         return ch
 
@@ -119,6 +138,10 @@ class SessionBook:
             ch.unknown.add(key)
             return
         if isinstance(ev, SessionStateChanged):
+            if SessionState.WAITING in (s.state, ev.new) and s.state != ev.new:
+                ch.structure = True  # a waiting session sorts to the top of its group
+            if ev.new.terminal:
+                s.needs = None
             s.state = ev.new
             s.reason = ev.reason
             s.attempt = ev.attempt
@@ -156,6 +179,22 @@ class SessionBook:
             ch.rows.add(key)
         elif isinstance(ev, SessionSteered):
             ch.steered.setdefault(key, []).append(ev.text)
+        elif isinstance(ev, SessionAgentUpdate):
+            s.activity = ev.activity
+            s.agent_session = ev.agent_session
+            s.turns = ev.turns
+            s.tokens = ev.tokens
+            s.cost_usd = ev.cost_usd
+            s.needs = ev.needs
+            ch.rows.add(key)
+            ch.agent.add(key)
+            ch.usage = True
+        elif isinstance(ev, SessionAnswered):
+            # The agent's output says what it asked, not the answer: kept here for the conversation's turns.
+            answers = self.answers.setdefault(key, [])
+            answers.append(ev)
+            del answers[:-ANSWERS_KEPT]
+            ch.answered.setdefault(key, []).append(ev)
 
     # ------------------------------------------------------------------------------------ filters
 
@@ -178,7 +217,10 @@ class SessionBook:
 
     def forest(self) -> list[Item]:
         # A filter cannot say which older sessions it would show: their rows wait until it is cleared.
-        return build_forest(self.visible_items(), () if self.filtered else self.older.left, self.older.groups)
+        first = {k for k, s in self.sessions.items() if s.state == SessionState.WAITING}
+        return build_forest(
+            self.visible_items(), () if self.filtered else self.older.left, self.older.groups, first=first
+        )
 
     # ------------------------------------------------------------------------------------ summaries
 
@@ -187,6 +229,25 @@ class SessionBook:
         for s in self.sessions.values():
             out[s.state] = out.get(s.state, 0) + 1
         return out
+
+    def waiting(self) -> int:
+        """Sessions waiting on a person: the header's "need you"."""
+        return sum(1 for s in self.sessions.values() if s.state == SessionState.WAITING)
+
+    def has_agents(self) -> bool:
+        """Some session is of an agent with a preset (it reports activity, tokens and cost)."""
+        return any(s.preset is not None or s.cost_usd is not None for s in self.sessions.values())
+
+    def cost_today(self, now: float) -> float | None:
+        """What the sessions started today (local time) cost, of those that report a cost; None when none does.
+        Of the sessions loaded: the live ones and the recent window, which holds today's in all but the busiest
+        crews."""
+        since = day_start(now)
+        total: float | None = None
+        for s in self.sessions.values():
+            if s.cost_usd is not None and (s.started_at or s.created_at) >= since:
+                total = (total or 0.0) + s.cost_usd
+        return total
 
     def node_counts(self) -> dict[str, int]:
         """Live sessions per node, for crews that run on other machines (Ray); empty when all are local."""
@@ -217,6 +278,18 @@ class SessionBook:
         else:
             self.marked.update(keys)
         return set(keys)
+
+
+def usage(sessions: Iterable[Session]) -> tuple[int, float | None]:
+    """(tokens, cost) summed over sessions: a group's or a cron run's spend; cost None when none reports one."""
+    tokens = 0
+    cost: float | None = None
+    for s in sessions:
+        if s.tokens is not None:
+            tokens += s.tokens.total
+        if s.cost_usd is not None:
+            cost = (cost or 0.0) + s.cost_usd
+    return tokens, cost
 
 
 def lacks_pids(s: Session) -> bool:

@@ -10,16 +10,21 @@ Foreign text (what agents print, labels, reasons, names, what a user typed) reac
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from rich.text import Text
 
-from crewtui.formatting import percent
-from crewtui.model import STATE_SYMBOLS, SessionState, TimelineItem
+from crewtui.formatting import money, money_short, percent, tokens_short
+from crewtui.model import STATE_SYMBOLS, SessionState, TimelineItem, TokenCounts
 from crewtui.text import clean
 
 # One Dark-like colours: distinct on dark and light backgrounds, and failures stand out from the calm ones.
 STATE_COLORS: dict[SessionState, str] = {
     SessionState.PENDING: "#e5c07b",
     SessionState.RUNNING: "#61afef",
+    # It waits on a person: bold and a colour no other state has, so it is found at a glance.
+    SessionState.WAITING: "bold #ff9e64",
     SessionState.YIELDED: "#c678dd",
     SessionState.DONE: "#98c379",
     SessionState.FAILED: "#e06c75",
@@ -31,6 +36,7 @@ STATE_COLORS: dict[SessionState, str] = {
 # The order states are listed in (roll-ups, header, filters): live first, then the endings.
 STATE_ORDER: tuple[SessionState, ...] = (
     SessionState.RUNNING,
+    SessionState.WAITING,
     SessionState.PENDING,
     SessionState.YIELDED,
     SessionState.DONE,
@@ -120,3 +126,64 @@ def sparkline(rates: list[float | None]) -> Text:
             idx = max(0, min(len(SPARK_CHARS) - 1, round(r * (len(SPARK_CHARS) - 1))))
             out.append(SPARK_CHARS[idx], style=rate_color(r))
     return out
+
+
+WAITING_COLOR = "#ff9e64"
+COST_COLOR = "#98c379"
+
+
+def compact_json(value: Any, limit: int = 400) -> str:
+    """A value as one line of compact JSON (a tool's input), cut to `limit` characters. Still foreign text: show
+    it through `plain`."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def needs_summary(needs: dict[str, Any] | None) -> str:
+    """What a waiting session asks, in one line: "Bash {"command":"rm -rf build"}", or the question."""
+    if not needs:
+        return ""
+    if needs.get("kind") == "question":
+        return str(needs.get("text") or "a question")
+    tool = str(needs.get("tool") or "a tool")
+    return f"{tool} {compact_json(needs['input'], 200)}" if needs.get("input") is not None else tool
+
+
+def cost_text(usd: float | None, width: int = 0) -> Text:
+    """ "$0.0042", right-aligned in `width` cells; empty when there is no cost."""
+    if usd is None:
+        return Text(" " * width)
+    return Text(money(usd).rjust(width), style=COST_COLOR)
+
+
+def usage_text(tokens: int, usd: float | None, *, short: bool = False) -> Text:
+    """ "45.2k tok $1.2700": the summed tokens and cost of a group; `short` ("45.2k $1.27") for a narrow column (a
+    cron run's). Empty when there are none."""
+    out = Text()
+    if tokens:
+        out.append(tokens_short(tokens) if short else f"{tokens_short(tokens)} tok", style=DIM)
+    if usd is not None:
+        if out:
+            out.append(" ")
+        out.append(money_short(usd) if short else money(usd), style=COST_COLOR)
+    return out
+
+
+def tokens_detail(tokens: TokenCounts | None) -> str:
+    """ "12.3k in · 1.1k out · 40.0k cache read · 2.0k cache write" (the parts that are not zero)."""
+    if tokens is None:
+        return "-"
+    parts = [
+        f"{tokens_short(n)} {what}"
+        for n, what in (
+            (tokens.input, "in"),
+            (tokens.output, "out"),
+            (tokens.cache_read, "cache read"),
+            (tokens.cache_write, "cache write"),
+        )
+        if n
+    ]
+    return " · ".join(parts) or "0"

@@ -12,7 +12,7 @@ difference.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
 _DIGITS = re.compile(r"(\d+)")
@@ -76,8 +76,15 @@ class _Trie:
     older: bool = False  # its older history is not all loaded: it ends with an `OlderNode`
 
 
-def build_forest(items: list[tuple[str, str]], older: Iterable[str] = (), tops: Iterable[str] = ()) -> list[Item]:
-    """The top-level rows for (key, label) pairs: groups first, then sessions, each in natural order. Each
+def build_forest(
+    items: list[tuple[str, str]],
+    older: Iterable[str] = (),
+    tops: Iterable[str] = (),
+    *,
+    first: set[str] | frozenset[str] = frozenset(),
+) -> list[Item]:
+    """The top-level rows for (key, label) pairs: groups first, then sessions, each in natural order; the
+    sessions whose keys are in `first` (waiting on a person) come before both, at the top of their group. Each
     prefix in `older` (a label's first part) gets a top-level group ending with its `OlderNode`, even with no
     session loaded; one in `tops` stays a top-level group of its own while it has sessions (once its older
     history is loaded, its rows keep their place instead of folding into a longer prefix)."""
@@ -95,35 +102,38 @@ def build_forest(items: list[tuple[str, str]], older: Iterable[str] = (), tops: 
     for prefix in older:
         node = root.children.setdefault(prefix, _Trie())
         node.top = node.older = True
-    return _children_of(root, [], None)
+    return _children_of(root, [], None, first)
 
 
-def _children_of(node: _Trie, path: list[str], group: str | None) -> list[Item]:
+def _children_of(node: _Trie, path: list[str], group: str | None, first: Set[str]) -> list[Item]:
     groups: list[GroupNode] = []
     leaves = [LeafNode(k, lbl, group) for k, lbl in node.sessions] if path and group == "-".join(path) else []
     for token in sorted(node.children, key=natural_key):
         child = node.children[token]
-        for item in _fold(child, [*path, token], group):
+        for item in _fold(child, [*path, token], group, first):
             (groups if isinstance(item, GroupNode) else leaves).append(item)  # type: ignore[arg-type]
     groups.sort(key=lambda g: natural_key(g.prefix))
     leaves.sort(key=lambda s: (natural_key(s.label), s.key))
-    return [*groups, *leaves, *([OlderNode(group)] if node.older and group is not None else [])]
+    top = [s for s in leaves if s.key in first] if first else []
+    if top:
+        leaves = [s for s in leaves if s.key not in first]
+    return [*top, *groups, *leaves, *([OlderNode(group)] if node.older and group is not None else [])]
 
 
-def _fold(node: _Trie, path: list[str], group: str | None) -> list[Item]:
+def _fold(node: _Trie, path: list[str], group: str | None, first: Set[str]) -> list[Item]:
     """What a trie node becomes under its parent group: a leaf, a group, or (folded) its only child."""
     if node.top:
         prefix = "-".join(path)
-        return [GroupNode(prefix, _children_of(node, path, prefix))]
+        return [GroupNode(prefix, _children_of(node, path, prefix, first))]
     if node.size == 1:
         key, label = _only_session(node)
         return [LeafNode(key, label, group)]
     if not node.sessions and len(node.children) == 1:
         token, child = next(iter(node.children.items()))
-        return _fold(child, [*path, token], group)
+        return _fold(child, [*path, token], group, first)
     prefix = "-".join(path)
     g = GroupNode(prefix)
-    g.children = _children_of(node, path, prefix)
+    g.children = _children_of(node, path, prefix, first)
     return [g]
 
 

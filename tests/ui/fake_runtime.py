@@ -24,11 +24,16 @@ from crewtui.model import (
     Event,
     History,
     Session,
+    SessionAgentUpdate,
+    SessionAnswered,
     SessionSpawned,
     SessionState,
+    SessionStateChanged,
     SpawnRequest,
     SweepItem,
     TimelineItem,
+    TokenCounts,
+    Turn,
     YieldResult,
     validate_label,
 )
@@ -161,6 +166,136 @@ def make_sessions(now: float) -> list[Session]:
     return out
 
 
+# Sessions of agents with a preset (`FakeRuntime(agents=True)`): label -> (preset, state, activity, turns,
+# tokens (input, output, cache read, cache write), cost, needs). The code reviews are Claude Code's, two of them
+# waiting on a person; a triage agent (jsonl) asks a question; blog's current run spends too.
+AGENT_SESSIONS: dict[str, tuple[str, SessionState, str | None, int, tuple[int, int, int, int], float | None, Any]] = {
+    "code-review-pr-101": ("claude-code", S.DONE, "idle", 3, (12_400, 1_830, 40_200, 2_100), 0.1834, None),
+    "code-review-pr-102": ("claude-code", S.DONE, "idle", 2, (9_100, 1_240, 31_000, 1_900), 0.1402, None),
+    "code-review-pr-103": (
+        "claude-code",
+        S.RUNNING,
+        "Bash: pytest tests/api -q",
+        1,
+        (4_210, 620, 18_300, 1_200),
+        0.0931,
+        None,
+    ),
+    "code-review-pr-104": (
+        "claude-code",
+        S.WAITING,
+        "waiting: Bash: rm -rf build && npm run build",
+        1,
+        (3_050, 410, 12_800, 900),
+        0.0412,
+        {
+            "kind": "permission",
+            "id": "toolu_01HfR3",
+            "tool": "Bash",
+            "input": {"command": "rm -rf build && npm run build", "description": "Clean rebuild"},
+        },
+    ),
+    "code-review-pr-105": ("claude-code", S.FAILED, "idle", 1, (2_000, 150, 0, 0), 0.0150, None),
+    "code-review-pr-106": ("claude-code", S.KILLED, "thinking", 0, (310, 12, 0, 0), 0.0021, None),
+    "code-review-pr-107": ("claude-code", S.PENDING, None, 0, (0, 0, 0, 0), None, None),
+    "code-review-pr-108": (
+        "claude-code",
+        S.RUNNING,
+        "rate limited, retry 2/10 in 4s",
+        0,
+        (1_200, 40, 0, 0),
+        0.0044,
+        None,
+    ),
+    "triage-email-2": (
+        "jsonl",
+        S.WAITING,
+        "waiting: Which label should escalations get: urgent or p1?",
+        0,
+        (820, 95, 0, 0),
+        0.0031,
+        {"kind": "question", "id": "q1", "text": "Which label should escalations get: urgent or p1?"},
+    ),
+    "ops-deploy-api": (
+        "codex",
+        S.WAITING,
+        "waiting: may it run kubectl rollout restart deploy/api?",
+        2,
+        (15_300, 2_050, 60_100, 0),
+        0.3120,
+        {
+            "kind": "permission",
+            "id": "call_7",
+            "tool": "Bash",
+            "input": {"command": ["kubectl", "rollout", "restart", "deploy/api"]},
+            "more": 1,
+        },
+    ),
+    "blog-publisher-superada-2026-04-02-r4": (
+        "claude-code",
+        S.RUNNING,
+        "editing drafts/superada.md",
+        1,
+        (6_400, 2_900, 22_000, 1_500),
+        0.1177,
+        None,
+    ),
+    "blog-publisher-openclaw-guide-2026-04-02-r4": (
+        "claude-code",
+        S.RUNNING,
+        "WebFetch: https://docs.openclaw.ai/guide",
+        1,
+        (5_100, 700, 15_000, 1_100),
+        0.0663,
+        None,
+    ),
+}
+
+# The conversation of a preset session, as `history(...).turns` reads it from its agent's lines.
+AGENT_TURNS: list[Turn] = [
+    Turn(role="user", text="Review PR 104: the build script changes"),
+    Turn(role="assistant", text="I'll look at the diff first, then run the tests."),
+    Turn(role="tool", text='{"command":"git diff origin/main --stat"}', name="Bash"),
+    Turn(role="tool_result", text=" scripts/build.sh | 12 ++++++------\n package.json     |  2 +-\n 2 files changed"),
+    Turn(role="tool", text='{"command":"pytest tests/api -q"}', name="Bash"),
+    Turn(role="permission", text="Bash: pytest tests/api -q", name="Bash"),
+    Turn(role="tool_result", text="42 passed in 3.1s"),
+    Turn(role="assistant", text="Tests pass. The build output may be stale; a clean rebuild will tell."),
+    Turn(role="tool", text='{"command":"rm -rf build && npm run build"}', name="Bash"),
+    Turn(role="permission", text="Bash: rm -rf build && npm run build", name="Bash"),
+]
+
+
+def agent_lines(label: str) -> list[str]:
+    """The raw lines a preset session's agent printed (JSON): what the dashboard must not show as they are."""
+    return [
+        '{"type":"system","subtype":"init","session_id":"5f0c1e2a-agent","model":"claude-sonnet"}',
+        '{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash","input":{"command":"ls"}}]}}',
+        f'{{"type":"user","message":{{"content":"review {label}"}}}}',
+    ]
+
+
+def make_agents(sessions: dict[str, Session]) -> None:
+    """Turn the sessions named in AGENT_SESSIONS into sessions of preset agents (in place)."""
+    for s in sessions.values():
+        spec = AGENT_SESSIONS.get(s.label)
+        if spec is None:
+            continue
+        preset, state, activity, turns, (i, o, cr, cw), cost, needs = spec
+        s.preset = preset
+        s.state = state
+        s.activity = activity
+        s.turns = turns
+        s.tokens = TokenCounts(input=i, output=o, cache_read=cr, cache_write=cw) if i or o or cr or cw else None
+        s.cost_usd = cost
+        s.needs = needs
+        s.agent_session = f"5f0c1e2a-{s.label.rsplit('-', 1)[-1]}" if state != S.PENDING else None
+        if state == S.WAITING:
+            s.reason = f"waiting on a person: {(needs or {}).get('tool') or (needs or {}).get('kind')}"
+        if state.live and state != S.PENDING:
+            s.last_line = agent_lines(s.label)[-1]
+
+
 ENDED = sum(1 for _, st, *_ in _SESSIONS if st.terminal)  # a window of this many holds every ended one above
 
 
@@ -225,6 +360,7 @@ class FakeRuntime(RuntimeAPI):
         sessions: bool = True,
         ray_nodes: tuple[str, ...] = (),
         archive: builtins.list[Session] = (),  # type: ignore[assignment]
+        agents: bool = False,
     ) -> None:
         self.clock = clock or FakeClock(T0)
         # Ended sessions of long ago: listed and counted like a runtime's store, never loaded by the dashboard
@@ -232,6 +368,8 @@ class FakeRuntime(RuntimeAPI):
         self.archive: dict[str, Session] = {s.key: s for s in archive}
         now = self.clock.now()
         self.sessions: dict[str, Session] = {s.key: s for s in make_sessions(now)} if sessions else {}
+        if agents:
+            make_agents(self.sessions)
         self.ray_nodes = ray_nodes
         if ray_nodes:
             # As on the Ray backend: every session that started ran on one of the nodes, and has no local pids.
@@ -242,6 +380,7 @@ class FakeRuntime(RuntimeAPI):
         self.scheduler = scheduler
         self._queues: builtins.list[asyncio.Queue[Event | None]] = []
         self.calls: builtins.list[tuple[str, Any]] = []
+        self.answered: set[str] = set()
         self._next = 1000
 
     # ------------------------------------------------------------------ sessions
@@ -304,9 +443,30 @@ class FakeRuntime(RuntimeAPI):
             raise Conflict(f"session {s.key} ({s.label}) is {s.state.value}, not waiting for an answer")
         if request is not None and request != s.needs.get("id"):
             raise BadInput(f"no pending request {request!r} (stale?); pending: {s.needs.get('id')}")
+        now = self.clock.now()
+        request = str(s.needs.get("id"))
+        self.answered.add(s.key)
+        self.emit(SessionAnswered(session=s.key, label=s.label, ts=now, request=request, allow=allow, message=message))
         s.needs = None
         s.state = SessionState.RUNNING
-        s.activity = "thinking" if allow else "denied"
+        s.activity = "thinking" if allow else (f"denied: {message}" if message else "denied")
+        s.reason = None
+        self.emit(
+            SessionStateChanged(session=s.key, label=s.label, ts=now, old=S.WAITING, new=S.RUNNING, attempt=s.attempt)
+        )
+        self.emit(
+            SessionAgentUpdate(
+                session=s.key,
+                label=s.label,
+                ts=now,
+                activity=s.activity,
+                agent_session=s.agent_session,
+                turns=s.turns,
+                tokens=s.tokens,
+                cost_usd=s.cost_usd,
+                needs=None,
+            )
+        )
         return s.model_copy()
 
     async def list(
@@ -358,6 +518,11 @@ class FakeRuntime(RuntimeAPI):
         if s.last_line:
             lines.append(s.last_line)
         err = ["warning: slow response from model-a (4.2s)"] if s.state == S.FAILED else []
+        if s.preset is not None:
+            turns = list(AGENT_TURNS)
+            if s.state != S.WAITING and s.key not in self.answered:
+                turns = turns[:-2]  # it never asked for the clean rebuild
+            return History(key=s.key, label=s.label, state=s.state, lines=agent_lines(s.label), stderr=err, turns=turns)
         return History(key=s.key, label=s.label, state=s.state, lines=lines[-tail:], stderr=err)
 
     async def kill(self, ref: str | None = None, prefix: str | None = None) -> builtins.list[Session]:
@@ -401,7 +566,11 @@ class FakeRuntime(RuntimeAPI):
     async def sweep(self, dry_run: bool = False) -> builtins.list[SweepItem]:
         self._need()
         self.calls.append(("sweep", dry_run))
-        stale = [s for s in self.sessions.values() if s.label in ("code-review-pr-104", "ops-sync-dns")]
+        stale = [
+            s
+            for s in self.sessions.values()
+            if s.label in ("code-review-pr-104", "ops-sync-dns") and s.state == S.RUNNING  # waiting: never stale
+        ]
         return [
             SweepItem(
                 key=s.key, label=s.label, idle_for=idle, reason=f"stale: no output for {idle:.0f}s (stale_after 600s)"

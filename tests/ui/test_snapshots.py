@@ -251,3 +251,66 @@ def test_older_history_after_opening_a_page(snap_compare: Snap) -> None:
     # Enter on blog's older row: its 200 newest older sessions join the tree, the row (still under the cursor,
     # scrolled into view) says the 40 left, the title counts 250 loaded and 206 older.
     assert snap_compare(older_app(), terminal_size=WIDE, run_before=on_row("o:blog", "enter", wait="blog"))
+
+
+# Sessions of agents with a preset (the fake's `agents=True`): activity instead of their JSON lines, a cost
+# column, tokens and cost per group and per cron run, three waiting on a person ("3 need you", "today $…").
+WAITING = "code-review-pr-104"
+
+
+def test_agent_sessions_waiting_on_a_person(snap_compare: Snap) -> None:
+    # The waiting session at the top of its group, selected: what it asks and the keys to answer it, its spend,
+    # and its conversation as turns.
+    assert snap_compare(fake_app(agents=True), terminal_size=WIDE, run_before=steps(select=WAITING))
+
+
+def test_agent_conversation_turns(snap_compare: Snap) -> None:
+    # A running Claude Code session: its turns (assistant text, tool calls with their results, a permission asked
+    # and how it was answered), never the raw JSON lines.
+    async def run(pilot: Pilot[None]) -> None:
+        await steps(select=WAITING)(pilot)
+        await pilot.press("a")
+        await pilot.pause(0.1)
+        pilot.app.main_screen.flush_events()  # type: ignore[attr-defined]
+        await pilot.pause(0.7)  # the conversation is read again
+        pilot.app.clear_notifications()  # no timed toast in a snapshot
+        await pilot.pause()
+
+    assert snap_compare(fake_app(agents=True), terminal_size=WIDE, run_before=run)
+
+
+def test_state_filter_waiting(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(agents=True), terminal_size=WIDE, run_before=steps("0", select=WAITING))
+
+
+def test_approve_marked_confirm(snap_compare: Snap) -> None:
+    async def run(pilot: Pilot[None]) -> None:
+        await settle(pilot)
+        app = pilot.app
+        for label in (WAITING, "ops-deploy-api", "code-review-pr-103"):
+            key = next(k for k, s in app.book.sessions.items() if s.label == label)  # type: ignore[attr-defined]
+            app.book.marked.add(key)  # type: ignore[attr-defined]
+        await pilot.press("a")
+        await pilot.pause()
+
+    assert snap_compare(fake_app(agents=True), terminal_size=WIDE, run_before=run)
+
+
+def test_deny_message_prompt(snap_compare: Snap) -> None:
+    assert snap_compare(
+        fake_app(agents=True),
+        terminal_size=WIDE,
+        run_before=steps("d", select=WAITING, type_into=("#answer-text", "not on the shared runner")),
+    )
+
+
+def test_steer_prompt_of_a_preset_agent(snap_compare: Snap) -> None:
+    assert snap_compare(
+        fake_app(agents=True),
+        terminal_size=WIDE,
+        run_before=steps("s", select="code-review-pr-103", type_into=("#steer-text", "also check the docs")),
+    )
+
+
+def test_agent_sessions_narrow(snap_compare: Snap) -> None:
+    assert snap_compare(fake_app(agents=True), terminal_size=NARROW, run_before=steps(select=WAITING))

@@ -20,6 +20,17 @@ from crewtui.ui.widgets.timeline import mark_symbol
 KEY_STYLE = "bold #e5c07b"
 
 
+def key_span(keys: list[str]) -> str:
+    """ "1-9,0": runs of consecutive keys as first-last, the rest listed."""
+    runs: list[list[str]] = []
+    for key in keys:
+        if runs and len(key) == 1 and len(runs[-1][-1]) == 1 and ord(key) == ord(runs[-1][-1]) + 1:
+            runs[-1].append(key)
+        else:
+            runs.append([key])
+    return ",".join(r[0] if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
 def keys_table() -> Table:
     table = Table(box=None, show_header=False, expand=True, pad_edge=False)
     table.add_column(width=7, no_wrap=True)
@@ -32,7 +43,7 @@ def keys_table() -> Table:
                 continue
             grouped.add(spec.group.description)
             members = [a for a in ACTIONS if a.group == spec.group]
-            keys = f"{key_label(members[0])}-{key_label(members[-1])}"
+            keys = key_span([key_label(a) for a in members])
             body = Text("State filter: ")
             body.append(" · ".join(f"{key_label(a)} {a.description}" for a in members), style=DIM)
             table.add_row(Text(keys, style=KEY_STYLE), body)
@@ -49,7 +60,11 @@ def legend() -> Text:
     for st in STATE_ORDER:
         t.append(f"{STATE_SYMBOLS[st]} {st.value}  ", style=STATE_COLORS[st])
     t.append("\nrows    ", style=f"bold {DIM}")
-    t.append("label · state · #attempt · age · last output;  a group: sessions · done/ended rate · states\n", style=DIM)
+    t.append(
+        "label · state · #attempt · age · activity or last output · cost;  a group: sessions · done/ended rate · "
+        "states · tokens and cost\n",
+        style=DIM,
+    )
     t.append("marks   ", style=f"bold {DIM}")
     for kind, outcome, words in (
         ("cron", "ran", "fired"),

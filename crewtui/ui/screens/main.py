@@ -1,6 +1,7 @@
 """The main screen: `MainView` (main_view.py: panes, layout, live events, selection) and the actions on sessions.
 
-Spawn, steer, kill, sweep, retry, trigger, marks, filters and panes. The keys are the App's bindings (one
+Spawn, steer, approve and deny (what waiting sessions ask), kill, sweep, retry, trigger, marks, filters and
+panes. The keys are the App's bindings (one
 registry, ui/actions.py), which bring them here, so a key still works while a modal is on top, as the
 palette does. Each action says in one line what it did or why it could not, and never raises at the user.
 Those lines name sessions and quote what the user typed: notifications are plain text (the App's `notify`),
@@ -9,21 +10,27 @@ and what is drawn here goes through `plain`.
 
 from __future__ import annotations
 
+import logging
+
 from rich.text import Text
 from textual import on, work
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
+from crewtui.errors import CrewError
 from crewtui.model import Session, SessionState
 from crewtui.ui.book import RETRYABLE
 from crewtui.ui.calls import FAILED
 from crewtui.ui.format import DIM, plain
 from crewtui.ui.label_filter import FilterError
+from crewtui.ui.screens.answer import AnswerScreen, asks_list
 from crewtui.ui.screens.confirm import ConfirmScreen
 from crewtui.ui.screens.main_view import PANES, MainView
 from crewtui.ui.screens.spawn import SpawnScreen
 from crewtui.ui.screens.steer import SteerScreen
 from crewtui.ui.screens.sweep import SweepScreen
+
+log = logging.getLogger("crewtui.ui")
 
 
 class MainScreen(MainView):
@@ -76,6 +83,121 @@ class MainScreen(MainView):
             label = self.book.sessions[keys[0]].label if len(keys) == 1 and keys[0] in self.book.sessions else None
             what = f" ({len(lines)} lines)" if len(lines) > 1 else ""
             self.notify(f"steered {label}{what}" if label else f"steered {sent} of {len(keys)} sessions{what}")
+
+    # ------------------------------------------------------------------------------------ approve, deny
+
+    def _waiting_targets(self, verb: str) -> tuple[list[Session], int] | None:
+        """The waiting sessions `a` / `d` answer (the marked ones, else the selected one) and how many marked ones
+        are not waiting; None, after saying why in one line, when there is none."""
+        marked = self.book.marked_sessions()
+        if not marked:
+            s = self._selected_session()
+            if s is None:
+                self.notify(f"select a waiting session to {verb} (or mark several with space)", severity="warning")
+                return None
+            if s.state != SessionState.WAITING:
+                self.notify(f"{s.label} is {s.state.value}, not waiting for an answer", severity="warning")
+                return None
+            return [s], 0
+        waiting = [s for s in marked if s.state == SessionState.WAITING]
+        if not waiting:
+            n = len(marked)
+            self.notify(
+                f"none of the {n} marked session{'s' if n != 1 else ''} waits for an answer", severity="warning"
+            )
+            return None
+        return waiting, len(marked) - len(waiting)
+
+    def action_approve(self) -> None:
+        found = self._waiting_targets("approve")
+        if found is None:
+            return
+        targets, skipped = found
+        if len(targets) == 1 and not self.book.marked:
+            s = targets[0]
+            if (s.needs or {}).get("kind") == "question":
+                self._ask_answer(s)  # a question needs words, not a yes
+            else:
+                self._answer([(s.key, (s.needs or {}).get("id"))], allow=True, message=None)
+            return
+        questions = [s for s in targets if (s.needs or {}).get("kind") == "question"]
+        targets = [s for s in targets if s not in questions]
+        notes = []
+        if skipped:
+            notes.append(f"{skipped} marked session{'s' if skipped != 1 else ''} not waiting: left alone")
+        if questions:
+            notes.append(f"{len(questions)} question{'s' if len(questions) != 1 else ''}: answer each on its own")
+        if not targets:
+            self.notify("the marked sessions wait on questions: answer each on its own (a)", severity="warning")
+            return
+        body = asks_list(targets)
+        for note in notes:
+            body.append(f"\n{note}", style="#d19a66")
+        n = len(targets)
+        title = f"Approve what {n} waiting session{'s' if n != 1 else ''} ask{'' if n != 1 else 's'}?"
+        answers = [(s.key, (s.needs or {}).get("id")) for s in targets]
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._answer(answers, allow=True, message=None)
+
+        self.app.push_screen(
+            ConfirmScreen(title, body, confirm=f"Approve {n}", danger=False, id="approve-confirm"), confirmed
+        )
+
+    def action_deny(self) -> None:
+        found = self._waiting_targets("deny")
+        if found is None:
+            return
+        targets, skipped = found
+        note = f"({skipped} marked session{'s' if skipped != 1 else ''} not waiting: left alone)" if skipped else ""
+        answers = [(s.key, (s.needs or {}).get("id")) for s in targets]
+
+        def chosen(message: str | None) -> None:
+            if message is not None:
+                self._answer(answers, allow=False, message=message or None)
+
+        self.app.push_screen(AnswerScreen(targets, "deny", note), chosen)
+
+    def _ask_answer(self, s: Session) -> None:
+        def chosen(text: str | None) -> None:
+            if text:
+                self._answer([(s.key, (s.needs or {}).get("id"))], allow=True, message=text)
+
+        self.app.push_screen(AnswerScreen([s], "answer"), chosen)
+
+    @work(group="commands", exit_on_error=False)
+    async def _answer(self, answers: list[tuple[str, str | None]], *, allow: bool, message: str | None) -> None:
+        """Answer each session's request by its id, the one the user saw: one answered meanwhile (stale) is
+        refused by the runtime rather than another request answered in its place. One line says how it went."""
+        verb = "approved" if allow else "denied"
+        if len(answers) == 1:
+            key, request = answers[0]
+            s = await self._call("answer", key, allow, request=request, message=message)
+            if s is not FAILED:
+                self.notify(f"{verb} {s.label}" + (f": {message}" if message and not allow else ""))
+                self.book.marked.discard(key)
+            return
+        done: list[str] = []
+        refused: list[str] = []
+        for key, request in answers:
+            try:
+                await self.dashboard.runtime.answer(key, allow, request=request, message=message)
+            except CrewError as exc:
+                refused.append(exc.message)
+            except Exception as exc:  # a broken connection: said in the line below, the trace in the log
+                log.exception("answering %s failed", key)
+                refused.append(f"{type(exc).__name__}: {exc}")
+            else:
+                done.append(key)
+        self.book.marked.difference_update(done)
+        self.session_tree.refresh_rows(done)
+        self.session_tree.refresh_groups()
+        self.update_header()
+        line = f"{verb} {len(done)} of {len(answers)} sessions"
+        if refused:
+            line += f"; {len(refused)} refused: {refused[0]}"
+        self.notify(line, severity="warning" if refused else "information")
 
     # ------------------------------------------------------------------------------------ kill, sweep
 

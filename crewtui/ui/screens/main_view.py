@@ -50,6 +50,7 @@ MIN_SIZE = (60, 16)  # below this the dashboard only says how big it needs to be
 WIDE_SIZE = (110, 30)  # below this, one pane at a time (tabs)
 PANES = ("sessions", "detail", "schedule")
 HISTORY_TAIL = 200
+TURNS_EVERY = 0.5  # a preset session's conversation is read again at most this often while it talks
 
 
 class MainView(ScheduleView):
@@ -62,6 +63,7 @@ class MainView(ScheduleView):
         self._history_ready = False
         self._select_after: str | None = None
         self._fetching: set[str] = set()
+        self._turns_timer: Any = None
         self._pids_asked: dict[str, tuple[int, SessionState]] = {}
         self._last_internal_error = float("-inf")
         self.older_counted = asyncio.Event()  # set once older history is counted (or there is none, or it failed)
@@ -345,7 +347,7 @@ class MainView(ScheduleView):
                     self._select_after = None
             if ch.rows:
                 tree.refresh_rows(ch.rows)
-                if ch.states:  # output alone moves no count
+                if ch.states or ch.usage:  # output alone moves no count nor sum
                     tree.refresh_groups()
                     self.update_header()
                     self.meters.refresh_cells(self.book, self.clock.now())
@@ -355,10 +357,16 @@ class MainView(ScheduleView):
                         self._want_pids(sel.id)  # e.g. it started running: now it has processes
             transcript = self.transcript
             if self._history_ready and transcript.key is not None:
-                for stream, lines in ch.output.get(transcript.key, ()):
-                    transcript.append(stream, lines)
-                for text in ch.steered.get(transcript.key, ()):
-                    transcript.append_steer(text)
+                key = transcript.key
+                if transcript.turns:
+                    # Its agent's lines are JSON: the conversation is read again from them, at most twice a second.
+                    if key in ch.output or key in ch.agent or key in ch.answered or key in ch.steered:
+                        self._turns_soon(key)
+                else:
+                    for stream, lines in ch.output.get(key, ()):
+                        transcript.append(stream, lines)
+                    for text in ch.steered.get(key, ()):
+                        transcript.append_steer(text)
             if ch.marks:
                 self.query_one("#timeline", Timeline).add_marks(clean_marks(ch.marks))
         if ch.schedule:
@@ -371,6 +379,15 @@ class MainView(ScheduleView):
             self._fetch_sessions(new)
         if ch.stopped and not self.dashboard.exiting:
             self.notify("the runtime is stopping", severity="warning")
+
+    def _turns_soon(self, key: str) -> None:
+        if self._turns_timer is None:
+            self._turns_timer = self.set_timer(TURNS_EVERY, lambda: self._reload_turns(key))
+
+    def _reload_turns(self, key: str) -> None:
+        self._turns_timer = None
+        if self._history_key == key and self._history_ready:
+            self._load_history(key, quietly=True)
 
     def _tick_second(self) -> None:
         """Ages, the clock and relative times move even when no event comes."""
@@ -393,6 +410,7 @@ class MainView(ScheduleView):
             filters.append(f"{STATE_SYMBOLS[self.book.state_filter]} {self.book.state_filter.value}")
         app = self.dashboard
         older = self.book.older
+        now = self.clock.now()
         self.query_one("#status", StatusHeader).show(
             info=app.info,
             attached=app.attached,
@@ -402,7 +420,10 @@ class MainView(ScheduleView):
             marked=len(self.book.marked),
             filters=" ".join(filters),
             older=older.summary,
-            now=self.clock.now(),
+            now=now,
+            waiting=self.book.waiting(),
+            agents=self.book.has_agents(),
+            cost_today=self.book.cost_today(now),
         )
 
     def _update_titles(self) -> None:
@@ -512,18 +533,21 @@ class MainView(ScheduleView):
             detail.show_session(s, self.clock.now())
 
     @work(exclusive=True, group="history", exit_on_error=False)
-    async def _load_history(self, key: str) -> None:
-        # Live lines that arrive while the tail loads are already in the files it reads; they are not added.
+    async def _load_history(self, key: str, quietly: bool = False) -> None:
+        """The transcript's tail (`quietly`: read again, the old one stays until the new one is there). Live lines
+        that arrive while the tail loads are already in the files it reads; they are not added."""
         self._history_key = key
-        self._history_ready = False
-        self.transcript.show_note("loading the transcript…")
+        if not quietly:
+            self._history_ready = False
+            self.transcript.show_note("loading the transcript…")
         history = await self._call("history", key, tail=HISTORY_TAIL, quiet=True)
         if self._history_key != key:
             return
         if history is FAILED:
-            self.transcript.show_note("the transcript could not be read")
+            if not quietly:
+                self.transcript.show_note("the transcript could not be read")
             return
-        self.transcript.show_history(history)
+        self.transcript.show_history(history, self.book.answers.get(key, ()))
         self._history_ready = True
 
     def _selected_session(self) -> Session | None:

@@ -2,8 +2,10 @@
 
 A steer is one line on the session's stdin, and the runtime takes at most 64 KiB with its newline. What is
 typed is one line; a paste may bring several, and each non-blank line is then sent as its own steer, in
-order, which the prompt says before anything is sent. A line over the limit, or a NUL the runtime cannot write,
-is refused in the prompt, which stays open with the text: nothing typed or pasted is lost to a refusal.
+order, which the prompt says before anything is sent. So does how it is taken: a plain session reads it on
+its stdin, a preset agent mid-run or, for presets that cannot be steered while they run, on its next turn. A
+line over the limit, or a NUL the runtime cannot write, is refused in the prompt, which stays open with the
+text: nothing typed or pasted is lost to a refusal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static, TextArea
 
+from crewtui.adapters import PRESETS
+from crewtui.adapters.base import SteerMode
 from crewtui.model import MAX_STEER_BYTES, Session
+from crewtui.text import clean
 from crewtui.ui.format import DIM, plain
 
 # The runtime writes a steer with its newline, and refuses one whose bytes (newline included) pass 64 KiB.
@@ -46,6 +51,40 @@ def steer_problem(lines: list[str]) -> str | None:
         if "\0" in line:
             return f"{which} holds a NUL character, which cannot be written to a session"
     return None
+
+
+def steer_mode(s: Session) -> SteerMode | None:
+    """How a steer reaches a preset session's agent ("live" or "next_turn"), None for a plain argv (stdin)."""
+    preset = PRESETS.get(s.preset) if s.preset is not None else None
+    return preset.steer_mode if preset is not None else None
+
+
+def how_steered(targets: list[Session]) -> str:
+    """What will happen to a steer, said before it is sent: a plain session reads it on stdin; a preset agent
+    takes it mid-run (it joins the running turn), or only on its next turn (it cannot be steered mid-run)."""
+    modes = {(s.preset, steer_mode(s)) for s in targets}
+    if len(modes) > 1:
+        live = sum(1 for s in targets if steer_mode(s) == "live")
+        nxt = sum(1 for s in targets if steer_mode(s) == "next_turn")
+        parts = [
+            f"{what} by {n}"
+            for n, what in (
+                (live, "mid-run"),
+                (nxt, "on their next turn"),
+                (len(targets) - live - nxt, "on stdin"),
+            )
+            if n
+        ]
+        return "Taken " + ", ".join(parts) + "; 64 KiB a line."
+    preset, mode = next(iter(modes))
+    if mode == "live":
+        return f"{clean(preset or '')} takes this mid-run (joins the running turn); 64 KiB a line."
+    if mode == "next_turn":
+        return (
+            f"{clean(preset or '')} cannot be steered mid-run: this continues the conversation on its next turn; "
+            "64 KiB a line."
+        )
+    return "Lines go to the session's stdin, 64 KiB each."
 
 
 class SteerText(TextArea):
@@ -77,7 +116,7 @@ class SteerScreen(ModalScreen["list[str] | None"]):
             else:
                 title = f"Steer {len(self._targets)} marked sessions (broadcast)"
             yield Label(plain(title), classes="dialog-title")
-            note = Text("Lines go to the session's stdin, 64 KiB each. ", style=DIM)
+            note = Text(how_steered(self._targets) + " ", style=DIM)
             if len(self._targets) > 1:
                 shown = ", ".join(s.label for s in self._targets[:4]) + (" …" if len(self._targets) > 4 else "")
                 note.append_text(plain(shown))

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Sequence
 
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import events, on
 from textual.widgets import RichLog, Static
 
-from crewtui.formatting import age, clock_time, date_time
-from crewtui.model import History, Session, SessionState
+from crewtui.formatting import age, clock_time, date_time, money
+from crewtui.model import History, Session, SessionAnswered, SessionState, Turn
 from crewtui.ui.book import completion_rate
-from crewtui.ui.format import DIM, STATE_COLORS, plain, rate_text, rollup, state_text
+from crewtui.ui.format import (
+    COST_COLOR,
+    DIM,
+    STATE_COLORS,
+    WAITING_COLOR,
+    compact_json,
+    plain,
+    rate_text,
+    rollup,
+    state_text,
+    tokens_detail,
+)
 
 STDERR_STYLE = "#e06c75"
 NOTE_STYLE = f"italic {DIM}"
@@ -31,6 +43,41 @@ def _kv(rows: list[tuple[str, RenderableType]]) -> Table:
     for name, value in rows:
         grid.add_row(name, value)
     return grid
+
+
+def needs_block(s: Session) -> Text | None:
+    """What a waiting session asks, set apart above its facts, with the keys that answer it; None otherwise."""
+    if s.state != SessionState.WAITING:
+        return None
+    needs = s.needs or {}
+    question = needs.get("kind") == "question"
+    head = Text(" ! ", style="bold #282c34 on #ff9e64")
+    if not needs:
+        head.append(" waits for you", style=f"bold {WAITING_COLOR}")
+    elif question:
+        head.append(" asks you", style=f"bold {WAITING_COLOR}")
+    else:
+        head.append(" asks to use ", style=f"bold {WAITING_COLOR}")
+        head.append_text(plain(str(needs.get("tool") or "a tool"), "bold"))
+    if needs.get("more"):
+        head.append(f"  (+{needs['more']} more pending)", style=DIM)
+    if needs.get("id"):
+        head.append("  request ", style=DIM)
+        head.append_text(plain(str(needs["id"]), DIM))
+    body = Text()
+    if question:
+        body.append_text(plain(str(needs.get("text") or ""), "bold", newlines=True))
+    elif needs.get("input") is not None:
+        body.append_text(plain(compact_json(needs["input"], 240), "#e5c07b"))
+    keys = Text()
+    for key, words in (("a", "answer" if question else "approve"), ("d", "deny (with a message)")):
+        if keys:
+            keys.append(" · ", style=DIM)
+        keys.append(key, style="bold #e5c07b")
+        keys.append(f" {words}", style=DIM)
+    out = Text("\n").join([head, *([body] if body else []), keys])
+    out.append("\n")
+    return out
 
 
 class SessionDetail(Static):
@@ -94,7 +141,36 @@ class SessionDetail(Static):
         ]
         if s.cron_run:
             rows.insert(4, ("cron run", plain(s.cron_run)))
-        self._show(tuple(str(v) for _, v in rows), _kv(rows))
+        if s.preset is not None:
+            rows = self._agent_rows(s, rows)
+        block = needs_block(s)
+        renderable: RenderableType = _kv(rows) if block is None else Group(block, _kv(rows))
+        self._show((str(block), *(str(v) for _, v in rows)), renderable)
+
+    @staticmethod
+    def _agent_rows(s: Session, rows: list[tuple[str, RenderableType]]) -> list[tuple[str, RenderableType]]:
+        """A preset session's rows: what its agent does and spent instead of what is empty while it runs."""
+        keep = [
+            (name, value)
+            for name, value in rows
+            if not (
+                (name == "parent" and s.parent is None)
+                or (name in ("exit", "result") and s.state.live and str(value) == "-")
+            )
+        ]
+        agent = plain(s.preset, "bold")
+        agent.append(f" · {s.turns} turn{'' if s.turns == 1 else 's'}", style="")
+        if s.agent_session:
+            agent.append(" · conversation ", style=DIM)
+            agent.append_text(plain(s.agent_session))
+        if s.unparsed:
+            agent.append(f" · {s.unparsed} unparsed line{'' if s.unparsed == 1 else 's'}", style=DIM)
+        spend = Text(money(s.cost_usd), style=COST_COLOR if s.cost_usd is not None else DIM)
+        spend.append(f"  {tokens_detail(s.tokens)} tokens", style=DIM)
+        activity = plain(s.activity, WAITING_COLOR if s.state == SessionState.WAITING else "#abb2bf", missing="-")
+        at = next((i for i, (name, _) in enumerate(keep) if name == "state"), 2) + 1
+        keep[at:at] = [("doing", activity), ("agent", agent), ("spent", spend)]
+        return keep
 
     def show_group(self, prefix: str, counts: dict[SessionState, int], older: int = 0) -> None:
         total = sum(counts.values())
@@ -127,6 +203,52 @@ class SessionDetail(Static):
         self._show(("note", note), plain(note, NOTE_STYLE))
 
 
+TOOL_RESULT_LINES = 6  # a tool's output is shown cut to its first lines: the turns around it matter more
+
+# role -> (the mark before the text, its style, the text's style)
+_TURN_STYLE: dict[str, tuple[str, str, str]] = {
+    "user": ("› you ", "bold #c678dd", "#c678dd"),
+    "assistant": ("", "", ""),
+    "tool": ("⚙ ", "bold #61afef", "#61afef"),
+    "tool_result": ("  ↳ ", DIM, DIM),
+    "permission": ("! asks ", f"bold {WAITING_COLOR}", WAITING_COLOR),
+    "answer": ("» ", "bold #98c379", "#98c379"),
+    "system": ("· ", DIM, f"italic {DIM}"),
+    "error": ("✘ ", f"bold {STDERR_STYLE}", STDERR_STYLE),
+}
+
+
+def turn_text(turn: Turn) -> Text:
+    """One turn of a conversation, readable: the agent's words as they are, a tool call with its name and
+    input, its result cut to a few lines, a permission asked and how it was answered. Foreign text throughout:
+    cleaned, never markup."""
+    mark, mark_style, style = _TURN_STYLE.get(turn.role, ("", "", ""))
+    text = turn.text
+    if turn.role in ("tool_result", "error"):
+        lines = text.splitlines()
+        if len(lines) > TOOL_RESULT_LINES:
+            text = "\n".join(lines[:TOOL_RESULT_LINES]) + f"\n… {len(lines) - TOOL_RESULT_LINES} more lines"
+    out = Text(mark, style=mark_style)
+    if turn.name and turn.role == "tool":
+        out.append_text(plain(turn.name, "bold"))
+        out.append(" ")
+    body = plain(text, style, newlines=True)
+    if turn.role == "tool_result" and "\n" in text:
+        body = Text("\n    ").join(body.split("\n"))  # the result's lines stay under its arrow
+    out.append_text(body)
+    return out
+
+
+def answer_text(answer: SessionAnswered) -> Text:
+    """ "» approved" / "» denied: not now": how a person answered a request."""
+    out = Text("» ", style="bold #98c379" if answer.allow else f"bold {STDERR_STYLE}")
+    out.append("approved" if answer.allow else "denied", style="#98c379" if answer.allow else STDERR_STYLE)
+    if answer.message:
+        out.append(": ")
+        out.append_text(plain(answer.message))
+    return out
+
+
 class Transcript(RichLog):
     """The selected session's output: its history tail, then live lines as they come.
 
@@ -141,6 +263,7 @@ class Transcript(RichLog):
             id=id, max_lines=self.MAX_LINES, wrap=True, markup=False, highlight=False, auto_scroll=True, min_width=20
         )
         self.key: str | None = None
+        self.turns = False  # it shows a preset session's conversation (turns), which live lines do not extend
         self._entries: deque[Text] = deque(maxlen=self.MAX_LINES)
         self._wrapped_at = 0
 
@@ -166,12 +289,19 @@ class Transcript(RichLog):
 
     def show_note(self, note: str) -> None:
         self.key = None
+        self.turns = False
         self._reset()
         self._put(plain(note, NOTE_STYLE))
 
-    def show_history(self, history: History) -> None:
+    def show_history(self, history: History, answers: Sequence[SessionAnswered] = ()) -> None:
+        """The tail of a session's output; a preset session's as its conversation's turns, with the answers this
+        dashboard saw given to its permission requests."""
         self.key = history.key
+        self.turns = history.turns is not None
         self._reset()
+        if history.turns is not None:
+            self._show_turns(history, answers)
+            return
         if not history.lines and not history.stderr:
             self._put(Text("no output yet", style=NOTE_STYLE))
         for line in history.lines:
@@ -181,10 +311,34 @@ class Transcript(RichLog):
             for line in history.stderr:
                 self._put(plain(line, STDERR_STYLE))
 
+    def _show_turns(self, history: History, answers: Sequence[SessionAnswered]) -> None:
+        """A preset session's conversation as its turns, not the JSON lines its agent printed."""
+        turns = history.turns or []
+        if not turns:
+            self._put(Text("no turns yet", style=NOTE_STYLE))
+        # The agent's output says what it asked, not what it was told: the answers seen here go after the last
+        # requests that were answered (one still waits while the session does).
+        asked = [i for i, t in enumerate(turns) if t.role == "permission"]
+        if history.state == SessionState.WAITING and asked:
+            asked.pop()
+        n = min(len(asked), len(answers))
+        after = dict(zip(asked[len(asked) - n :], answers[len(answers) - n :], strict=True))
+        for i, turn in enumerate(turns):
+            self._put(turn_text(turn))
+            if i in after:
+                self._put(answer_text(after[i]))
+        if history.stderr:
+            self._put(Text(f"── stderr, last {len(history.stderr)} lines ──", style=NOTE_STYLE))
+            for line in history.stderr:
+                self._put(plain(line, STDERR_STYLE))
+
     def append(self, stream: str, lines: list[str]) -> None:
         style = STDERR_STYLE if stream == "stderr" else ""
         for line in lines:
             self._put(plain(line, style))
+
+    def append_answer(self, answer: SessionAnswered) -> None:
+        self._put(answer_text(answer))
 
     def append_steer(self, text: str) -> None:
         self._put(plain(f"» steered: {text}", "bold #c678dd"))

@@ -1,4 +1,5 @@
-"""The one-line header: which runtime, how many sessions in which state, the overall rate, the filters.
+"""The one-line header: which runtime, how many sessions in which state, how many need you (waiting on a person),
+the overall rate, what the crew spent today, the filters.
 
 The counts are of the sessions the dashboard holds (the live ones, a recent window of ended ones and what was
 opened of older history); what is older and not loaded follows them ("· 998,500 older"), never mixed in.
@@ -12,7 +13,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from crewtui.api import RuntimeInfo
-from crewtui.formatting import clock_time
+from crewtui.formatting import clock_time, money
 from crewtui.model import STATE_SYMBOLS, SessionState
 from crewtui.text import clean
 from crewtui.ui.book import completion_rate
@@ -36,6 +37,9 @@ class StatusHeader(Static):
         filters: str,
         now: float,
         older: str = "",
+        waiting: int = 0,
+        agents: bool = False,
+        cost_today: float | None = None,
     ) -> None:
         # Most telling first: a narrow terminal cuts the end of the line.
         t = Text(no_wrap=True, overflow="ellipsis")
@@ -51,9 +55,22 @@ class StatusHeader(Static):
                 t.append(f" {STATE_SYMBOLS[state]}{n}", style=STATE_COLORS[state])
         if older:
             t.append(f" · {older}", style=DIM)
+        if waiting or agents:
+            # Sessions waiting on a person: said on its own, loud while there are any.
+            t.append(*SEP)
+            if waiting:
+                t.append(
+                    f" {STATE_SYMBOLS[SessionState.WAITING]} {waiting:,} need you ", style="bold #282c34 on #ff9e64"
+                )
+            else:
+                t.append("0 need you", style=DIM)
         t.append(*SEP)
         t.append("done ", style=DIM)
         t.append_text(rate_text(completion_rate(counts), 0))
+        if agents or cost_today is not None:
+            t.append(*SEP)
+            t.append("today ", style=DIM)
+            t.append(money(cost_today or 0.0), style="bold #98c379")
         if nodes:
             # Live sessions per node, busiest first (the Ray backend); a long list is cut by the ellipsis.
             t.append(*SEP)

@@ -10,6 +10,7 @@ older history not loaded ends with a row that says how much (`crewtui.ui.older`)
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -25,13 +26,16 @@ from crewtui.formatting import age, fit
 from crewtui.model import Session, SessionState
 from crewtui.text import clean
 from crewtui.ui.book import SessionBook, completion_rate
-from crewtui.ui.format import DIM, plain, rate_text, rollup, state_text
+from crewtui.ui.format import DIM, WAITING_COLOR, cost_text, plain, rate_text, rollup, state_text, usage_text
 from crewtui.ui.grouping import GroupNode, Item, LeafNode, walk
 from crewtui.ui.older import PAGE
 
 STATE_W = 11  # "◷ timed_out"
 ATTEMPT_W = 3
 AGE_W = 4
+COST_W = 7  # "$0.0042", "$12,345": at the end of the row, where a group's tokens and cost end too
+MIN_LAST_W = 8  # the cost column is left out before the activity gets narrower than this
+FIXED_W = 1 + STATE_W + 1 + ATTEMPT_W + 1 + AGE_W + 2
 MARK = "● "
 
 
@@ -106,17 +110,19 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
 
     # ------------------------------------------------------------------------------------ layout
 
-    def _columns(self, depth: int) -> tuple[int, int]:
-        """(name width, last-output width) for a row at `depth`, so every column starts at the same x.
+    def _columns(self, depth: int) -> tuple[int, int, int]:
+        """(name width, last-output width, cost width) for a row at `depth`, so every column starts at the same
+        x. The cost is the last column, fixed (with its leading space), or 0 on a pane too narrow for it.
 
         The name column is as wide as the longest name shown needs (up to half the pane), so short
-        names leave the room to the last output line.
+        names leave the room to the activity or last output line.
         """
         width = max(30, self._width)
         name_end = max(16, min(self._name_need + 1, int(width * 0.5)))
         name_w = max(6, name_end - depth * self.guide_depth - len(MARK))
-        last_w = max(0, width - name_end - (1 + STATE_W + 1 + ATTEMPT_W + 1 + AGE_W + 2) - 1)
-        return name_w, last_w
+        room = max(0, width - name_end - FIXED_W - 1)
+        cost_w = COST_W + 1 if room >= COST_W + 1 + MIN_LAST_W else 0
+        return name_w, room - cost_w, cost_w
 
     def get_label_width(self, node: TreeNode[RowRef]) -> int:
         # Rows are cut to the pane's width already; answering without rendering keeps a rebuild of 1,000
@@ -144,11 +150,16 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
     # ------------------------------------------------------------------------------------ rendering
 
     def _session_label(self, ref: RowRef, s: Session, now: float) -> tuple[tuple[object, ...], Text]:
-        name_w, last_w = self._columns(ref.depth)
+        name_w, last_w, cost_w = self._columns(ref.depth)
         marked = s.key in self.book.marked
         age_s = age(s.created_at, now)
-        last = clean(s.last_line or "")[: last_w + 1]  # cleaned before the cut, which could split a sequence
-        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name, s.node)
+        # A preset session's last line is its agent's JSON: its activity says what it does in words.
+        line = s.activity if s.preset is not None else s.last_line
+        cost = s.cost_usd if cost_w else None
+        if cost is None:
+            last_w += cost_w  # the cost column is the last: a row without a cost gives it to its text
+        last = clean(line or "")[: last_w + 1]  # cleaned before the cut, which could split a sequence
+        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name, s.node, cost)
         cached = self._signatures.get(s.key)
         if cached is not None and cached[0] == sig:
             return sig, cached[1]  # type: ignore[return-value]
@@ -171,15 +182,28 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
                 if last_w > 0:
                     text.append(" ")
             if last_w > 0:
-                text.append(fit(last, last_w).rstrip(), style="#abb2bf")
+                style = WAITING_COLOR if s.state == SessionState.WAITING else "#abb2bf"
+                text.append(fit(last, last_w) if cost is not None else fit(last, last_w).rstrip(), style=style)
+            if cost is not None:
+                text.append(" ")
+                text.append_text(cost_text(cost, COST_W))
         return sig, text
 
-    def _group_signature(self, ref: RowRef, counts: dict[SessionState, int], marked: int) -> tuple[object, ...]:
-        name_w, _ = self._columns(ref.depth)
-        return (tuple(sorted((k.value, v) for k, v in counts.items())), marked, name_w, ref.name)
+    def _group_signature(
+        self, ref: RowRef, counts: dict[SessionState, int], marked: int, spend: tuple[int, float | None]
+    ) -> tuple[object, ...]:
+        return (
+            tuple(sorted((k.value, v) for k, v in counts.items())),
+            marked,
+            self._columns(ref.depth),
+            ref.name,
+            spend,
+        )
 
-    def _group_label(self, ref: RowRef, counts: dict[SessionState, int], marked: int) -> Text:
-        name_w, _ = self._columns(ref.depth)
+    def _group_label(
+        self, ref: RowRef, counts: dict[SessionState, int], marked: int, spend: tuple[int, float | None] = (0, None)
+    ) -> Text:
+        name_w, last_w, cost_w = self._columns(ref.depth)
         total = sum(counts.values())
         text = Text(no_wrap=True, overflow="crop")
         text.append(fit(clean(ref.name), name_w), style="bold #56b6c2")
@@ -192,6 +216,14 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         text.append_text(rollup(counts))
         if marked:
             text.append(f"  ●{marked}", style="bold #e5c07b")
+        spent = usage_text(*spend)
+        if spent and cost_w:
+            # Right-aligned to end where the sessions' cost column ends.
+            end = name_w + FIXED_W + last_w + cost_w
+            gap = end - len(text) - len(spent)
+            if gap >= 2:
+                text.append(" " * gap)
+                text.append_text(spent)
         return text
 
     def _render_session(self, key: str, now: float, force: bool = False) -> None:
@@ -240,29 +272,35 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         """Recount every group from its visible sessions (one pass) and relabel the ones that changed."""
         counts: dict[str, dict[SessionState, int]] = {}
         marked: dict[str, int] = {}
+        spend: dict[str, tuple[int, float | None]] = {}
         for node_id, node in self.nodes.items():
             if not node_id.startswith("s:"):
                 continue
             s = self.book.sessions.get(node_id[2:])
             if s is None:
                 continue
+            tokens = s.tokens.total if s.tokens is not None else 0
+            cost = s.cost_usd
             parent = node.parent
             while parent is not None and parent.data is not None:
                 c = counts.setdefault(parent.data.id, {})
                 c[s.state] = c.get(s.state, 0) + 1
                 if s.key in self.book.marked:
                     marked[parent.data.id] = marked.get(parent.data.id, 0) + 1
+                if tokens or cost is not None:
+                    t, usd = spend.get(parent.data.id, (0, None))
+                    spend[parent.data.id] = (t + tokens, usd if cost is None else (usd or 0.0) + cost)
                 parent = parent.parent
         self._group_counts = counts
         for node_id, node in self.nodes.items():
             if not node_id.startswith("g:") or node.data is None:
                 continue
             prefix = node.data.id
-            c, m = counts.get(prefix, {}), marked.get(prefix, 0)
-            sig = self._group_signature(node.data, c, m)
+            c, m, u = counts.get(prefix, {}), marked.get(prefix, 0), spend.get(prefix, (0, None))
+            sig = self._group_signature(node.data, c, m, u)
             old = self._signatures.get(node_id)
             if force or old is None or old[0] != sig:
-                text = self._group_label(node.data, c, m)
+                text = self._group_label(node.data, c, m, u)
                 self._signatures[node_id] = (sig, text)
                 node.set_label(text)
         self.refresh_older(force)
@@ -304,9 +342,21 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
             parent_id = parent.data.node_id if parent is not None and parent.data is not None else None
             if node_id not in wanted or wanted[node_id] != parent_id:
                 self._drop(node)
+        cursor = self.cursor_node
         self._fill(self.root, forest, 0)
         self.refresh_groups()
+        if cursor is not None and cursor.data is not None:
+            # The row under the cursor stays under it, though rows moved above it (a session that waits on a
+            # person goes to the top of its group) or it moved itself: the selection never jumps to another
+            # session, which `a` would then answer.
+            target = self.nodes.get(cursor.data.node_id)
+            if target is not None and self._tree_lines:  # the rows laid out now: the cursor moves before a frame
+                self._keep_cursor(target)
         self.call_after_refresh(self._check_cursor)
+
+    def _keep_cursor(self, node: TreeNode[RowRef]) -> None:
+        if self.cursor_node is not node and node.data is not None and self.nodes.get(node.data.node_id) is node:
+            self.move_cursor(node)
 
     def _measure(self, items: list[Item], depth: int, parent: str | None) -> int:
         need = 10
@@ -330,8 +380,25 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
             stack.extend(n.children)
         node.remove()
 
+    def _reorder(self, parent: TreeNode[RowRef], items: list[Item]) -> None:
+        """Drop the fewest rows under `parent` that stand out of the wanted order (`_fill` puts them back in
+        place): those outside the longest run already in order."""
+        children = parent.children
+        if len(children) < 2:
+            return
+        where = {id(child): i for i, child in enumerate(children)}
+        present = [self.nodes[item.id] for item in items if item.id in self.nodes]
+        seq = [where[id(node)] for node in present if id(node) in where]
+        if all(a < b for a, b in itertools.pairwise(seq)):
+            return
+        keep = set(_longest_increasing(seq))
+        for node in present:
+            if id(node) in where and where[id(node)] not in keep:
+                self._drop(node)
+
     def _fill(self, parent: TreeNode[RowRef], items: list[Item], depth: int) -> None:
         now = self.clock.now()
+        self._reorder(parent, items)
         for i, item in enumerate(items):
             node = self.nodes.get(item.id)
             if node is None:
@@ -429,3 +496,29 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         node = self.cursor_node
         if node is not None and node.allow_expand:
             node.toggle()
+
+
+def _longest_increasing(seq: list[int]) -> list[int]:
+    """The values of a longest strictly increasing subsequence of `seq` (patience sorting, n log n)."""
+    tails: list[int] = []  # index into seq of the smallest tail of a run of each length
+    prev: list[int] = [-1] * len(seq)
+    for i, v in enumerate(seq):
+        lo, hi = 0, len(tails)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if seq[tails[mid]] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo:
+            prev[i] = tails[lo - 1]
+        if lo == len(tails):
+            tails.append(i)
+        else:
+            tails[lo] = i
+    out: list[int] = []
+    i = tails[-1] if tails else -1
+    while i >= 0:
+        out.append(seq[i])
+        i = prev[i]
+    return out[::-1]
