@@ -360,6 +360,7 @@ class Turn(BaseModel):
     role: Literal["user", "assistant", "tool", "tool_result", "permission", "answer", "system", "error"]
     text: str
     name: str | None = None  # the tool, for tool calls and permissions
+    ref: str | None = None  # a permission's request id (its answer follows it as an `answer` turn)
 
 
 class History(BaseModel):

@@ -155,6 +155,7 @@ async def test_a_jsonl_agent_waits_for_a_person_and_goes_on_when_approved(make_o
     assert [(t.role, t.text) for t in history.turns] == [
         ("tool", '{"command":"rm -rf build"}'),
         ("permission", "Bash: rm -rf build"),
+        ("answer", "approved"),  # from the runtime's events: the agent's output does not hold what it was told
         ("tool_result", "removed"),
     ]
 
@@ -168,6 +169,8 @@ async def test_a_denied_request_fails_the_session_with_the_agents_reason(make_or
     end = orch.table.sessions[s.key]
     assert end.state == SessionState.FAILED
     assert end.reason == "not allowed: not today"
+    turns = (await orch.history("clean-2")).turns or []
+    assert ("answer", "denied: not today", "p1") in [(t.role, t.text, t.ref) for t in turns]
 
 
 async def test_answering_a_session_that_does_not_wait_is_refused(make_orch, tmp_path: Path) -> None:

@@ -182,6 +182,7 @@ class Said:
     role: Role
     text: str
     name: str | None = None  # the tool's name for `tool` / `tool_result`
+    ref: str | None = None  # a permission's request id, so its answer can be put beside it
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,7 +202,7 @@ class ClaudeConversation(Conversation):
         self.pending[rid] = needs
         return [
             needs,
-            Said("permission", tool_activity(tool, req.get("input")), name=tool),
+            Said("permission", tool_activity(tool, req.get("input")), name=tool, ref=rid),
             Activity(one_line(f"waiting: may it run {tool_activity(tool, req.get('input'))}?")),
         ]
 

@@ -486,13 +486,17 @@ class CodexConversation(Conversation):
         self.pending[rid] = needs
         if needs.kind == "question":
             what = one_line(needs.text or "a question")
-            return [needs, Said("permission", what), Activity(one_line(f"waiting: {what}"))]
+            return [needs, Said("permission", what, ref=rid), Activity(one_line(f"waiting: {what}"))]
         what = (
             _editing(needs.input["paths"])
             if needs.tool == "apply_patch"
             else tool_activity(needs.tool or "tool", needs.input)
         )
-        return [needs, Said("permission", what, name=needs.tool), Activity(one_line(f"waiting: may it run {what}?"))]
+        return [
+            needs,
+            Said("permission", what, name=needs.tool, ref=rid),
+            Activity(one_line(f"waiting: may it run {what}?")),
+        ]
 
 
 class Codex(Preset):

@@ -108,7 +108,11 @@ class JsonlConversation(Conversation):
             needs = Needs(msg["kind"], msg["id"], tool=msg.get("tool"), input=msg.get("input"), text=msg.get("text"))
             self.pending[needs.id] = needs
             what = tool_activity(needs.tool, needs.input) if needs.tool else one_line(needs.text or "a question")
-            return [needs, Said("permission", what, name=needs.tool), Activity(one_line(f"waiting: {what}"))]
+            return [
+                needs,
+                Said("permission", what, name=needs.tool, ref=needs.id),
+                Activity(one_line(f"waiting: {what}")),
+            ]
         if kind == "rate_limited":
             rl = RateLimited(
                 as_int(msg.get("attempt")) or None,

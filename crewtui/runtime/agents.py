@@ -358,5 +358,19 @@ def conversation_turns(preset: str, lines: list[str], max_chars: int = 4000) -> 
         for ev in events:
             if isinstance(ev, Said):
                 text = ev.text if len(ev.text) <= max_chars else ev.text[: max_chars - 1] + "…"
-                turns.append(Turn(role=ev.role, text=text, name=ev.name))
+                turns.append(Turn(role=ev.role, text=text, name=ev.name, ref=ev.ref))
     return turns
+
+
+def with_answers(turns: list[Turn], answers: list[SessionAnswered]) -> list[Turn]:
+    """The turns with each permission's answer after it (answers go to the agent's stdin, so its output does not
+    hold them; the runtime's events do)."""
+    by_request = {a.request: a for a in answers}
+    out: list[Turn] = []
+    for turn in turns:
+        out.append(turn)
+        answer = by_request.get(turn.ref) if turn.role == "permission" and turn.ref else None
+        if answer is not None:
+            text = "approved" if answer.allow else "denied" + (f": {answer.message}" if answer.message else "")
+            out.append(Turn(role="answer", text=text, ref=answer.request))
+    return out

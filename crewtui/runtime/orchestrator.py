@@ -37,6 +37,7 @@ from crewtui.model import (
     RuntimeStarted,
     RuntimeStopped,
     Session,
+    SessionAnswered,
     SessionState,
     SessionSteered,
     SpawnRequest,
@@ -46,7 +47,7 @@ from crewtui.model import (
     YieldResult,
     listed,
 )
-from crewtui.runtime.agents import AgentLinks, conversation_turns
+from crewtui.runtime.agents import AgentLinks, conversation_turns, with_answers
 from crewtui.runtime.bus import EventBus, Subscription
 from crewtui.runtime.drivers import AgentFn, CallableDriver, Drivers, ProcessDriver
 from crewtui.runtime.launcher import Launcher
@@ -279,7 +280,11 @@ class Orchestrator:
         turns = None
         if s.preset is not None:
             raw = await asyncio.to_thread(tail_agent_lines, sd.stdout, tail)
-            turns = conversation_turns(s.preset, raw)
+            await self.store.flush()
+            answers = await self.store.events(session=s.key, kind="session_answered")
+            turns = with_answers(
+                conversation_turns(s.preset, raw), [a for a in answers if isinstance(a, SessionAnswered)]
+            )
         return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err, turns=turns)
 
     async def registry(self) -> dict[str, Any]:

@@ -440,13 +440,18 @@ class Store:
         rows = await self._fetch("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(rows[0][0])
 
-    async def events(self, since_seq: int = 0, session: str | None = None, limit: int | None = None) -> list[Event]:
-        """Events with seq > since_seq (optionally of one session), in ascending seq, at most `limit`."""
+    async def events(
+        self, since_seq: int = 0, session: str | None = None, limit: int | None = None, kind: str | None = None
+    ) -> list[Event]:
+        """Events with seq > since_seq (optionally of one session, of one kind), in ascending seq, at most `limit`."""
         sql = "SELECT data FROM events WHERE seq > ?"
         params: list[Any] = [since_seq]
         if session is not None:
             sql += " AND session = ?"
             params.append(session)
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
         sql += " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"

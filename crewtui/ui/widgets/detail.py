@@ -316,8 +316,11 @@ class Transcript(RichLog):
         turns = history.turns or []
         if not turns:
             self._put(Text("no turns yet", style=NOTE_STYLE))
-        # The agent's output says what it asked, not what it was told: the answers seen here go after the last
-        # requests that were answered (one still waits while the session does).
+        # The agent's output says what it asked, not what it was told. The runtime puts each answer after its
+        # request (matched by id); from a runtime that does not, the answers seen here go after the last requests
+        # that were answered (one still waits while the session does).
+        if any(t.role == "answer" or t.ref for t in turns):
+            answers = ()
         asked = [i for i, t in enumerate(turns) if t.role == "permission"]
         if history.state == SessionState.WAITING and asked:
             asked.pop()
