@@ -1,7 +1,8 @@
 """Make the README's SVG screenshots of the dashboard, from the deterministic fake runtime at a fixed time.
 
 Run from the repository root: `python scripts/screenshots.py [OUT_DIR]` (default `screenshots/`). Writes
-main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg and ray-nodes.svg. The same fake runtime
+main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg, ray-nodes.svg, and agents-waiting.svg,
+agents-approve-marked.svg and agents-deny.svg (a crew of preset agents, some waiting on a person). The same fake runtime
 and key presses as the snapshot tests, so the pictures show what the tests check.
 """
 
@@ -24,6 +25,7 @@ from textual.pilot import Pilot  # noqa: E402
 from textual.widgets import Input, Select  # noqa: E402
 
 from tests.ui.conftest import fake_app, settle  # noqa: E402
+from tests.ui.test_snapshots import WAITING, steps  # noqa: E402
 
 Steps = Callable[[Pilot[None]], Awaitable[None]]
 
@@ -65,6 +67,15 @@ async def help_screen(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+async def approve_marked(pilot: Pilot[None]) -> None:
+    app = pilot.app
+    for label in (WAITING, "ops-deploy-api", "code-review-pr-103"):
+        key = next(k for k, s in app.book.sessions.items() if s.label == label)  # type: ignore[attr-defined]
+        app.book.marked.add(key)  # type: ignore[attr-defined]
+    await pilot.press("a")
+    await pilot.pause()
+
+
 # The crew on three Ray nodes, as tests/ui/test_snapshots.py::test_ray_backend_shows_nodes shows it.
 RAY_NODES = ("10.0.0.7/4f1a2b", "10.0.0.8/9c3d5e", "10.0.0.9/77e0aa")
 
@@ -76,6 +87,15 @@ SHOTS: list[tuple[str, tuple[int, int], Steps, dict[str, object]]] = [
     ("help.svg", (140, 42), help_screen, {}),
     ("narrow-80x24.svg", (80, 24), nothing, {}),
     ("ray-nodes.svg", (140, 42), running_session, {"ray_nodes": RAY_NODES}),
+    # The same crews and key presses as tests/ui/test_snapshots.py's test_agent_* and test_*_marked/_prompt.
+    ("agents-waiting.svg", (140, 42), steps(select=WAITING), {"agents": True}),
+    ("agents-approve-marked.svg", (140, 42), approve_marked, {"agents": True}),
+    (
+        "agents-deny.svg",
+        (140, 42),
+        steps("d", select=WAITING, type_into=("#answer-text", "not on the shared runner")),
+        {"agents": True},
+    ),
 ]
 
 
@@ -90,8 +110,8 @@ async def shoot(out: Path, name: str, size: tuple[int, int], steps: Steps, fake:
 
 async def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name, size, steps, fake in SHOTS:
-        await shoot(out, name, size, steps, fake)
+    for name, size, shot_steps, fake in SHOTS:
+        await shoot(out, name, size, shot_steps, fake)
         print(out / name)
 
 
