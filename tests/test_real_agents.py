@@ -180,6 +180,9 @@ def test_claude_code_steered_mid_turn_the_steer_reaches_the_model(
     assert s["state"] == "done", s["reason"]
     assert any("also mention the weather" in r.text() for r in fake_model.model_requests()[1:])
     assert s["turns"] == 2 and s["tokens"]["input"] == 220
+    turns = json.loads(ctl(h.data_dir, "history", "steer-1", "--json").stdout)["turns"]
+    said = [t["text"] for t in turns if t["role"] == "user"]
+    assert said == ["start slowly", "also mention the weather"]  # echoed back: the transcript shows both
 
 
 def test_claude_code_rate_limited_then_through(claude_crew: tuple[Headless, Path], fake_model: FakeModel) -> None:

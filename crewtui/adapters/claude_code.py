@@ -53,6 +53,10 @@ def _text_of(content: Any) -> str:
 class ClaudeConversation(Conversation):
     steer_mode = "live"
 
+    def __init__(self, options: AgentOptions, task: str | None) -> None:
+        super().__init__(options, task)
+        self.echoed = 0  # user messages it echoed back
+
     def start(self) -> list[str]:
         if self.task is None:
             return []
@@ -143,6 +147,11 @@ class ClaudeConversation(Conversation):
 
     def _user(self, msg: dict[str, Any]) -> list[AgentEvent]:
         content = (msg.get("message") or {}).get("content")
+        if msg.get("isReplay"):
+            # Our own message (the task, a steer) echoed back (--replay-user-messages): a runtime that reads the
+            # output again after a restart counts the turns it asked from these.
+            self.echoed += 1
+            self.asked = max(self.asked, self.echoed)
         if isinstance(content, str):
             return [Said("user", content)]
         out: list[AgentEvent] = []
@@ -228,6 +237,7 @@ class ClaudeCode(Preset):
             "--output-format",
             "stream-json",
             "--verbose",
+            "--replay-user-messages",  # the task and steers come back on stdout: the transcript shows them
             *self.permission_flags[options.permissions],
             *(["--model", options.model] if options.model else []),
             *options.args,

@@ -132,3 +132,24 @@ def test_replayed_user_lines_and_unparsed() -> None:
     assert c.feed("not json at all") == [Unparsed("not json at all")]
     assert c.feed('{"type":"brand_new_kind"}') == [Unparsed('{"type":"brand_new_kind"}')]
     assert c.feed('{"type":"keep_alive"}') == []
+
+
+def test_turns_asked_are_counted_from_the_echoed_messages_when_the_output_is_read_again() -> None:
+    """A restarted runtime reads a session's output again: the task and a steer it sent were echoed back
+    (--replay-user-messages), so one result is not yet the end and stdin stays open for the steer's turn."""
+
+    def user(text: str) -> str:
+        return json.dumps({"type": "user", "message": {"role": "user", "content": text}, "isReplay": True})
+
+    result = json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "one", "usage": {}})
+    again = conv("the task")  # a fresh conversation, as after a restart: it knows of the task only
+    for line in (user("the task"), result, user("a steer")):
+        again.feed(line)
+    assert not again.finished
+    again.feed(result)
+    assert again.finished
+    live = conv("the task")  # live, the echo of what was just sent changes nothing
+    live.steer("a steer")
+    for line in (user("the task"), result, user("a steer"), result):
+        live.feed(line)
+    assert live.asked == 2 and live.finished
