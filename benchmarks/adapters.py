@@ -1,6 +1,7 @@
 """Benchmark: how fast each preset's parser reads an agent's stdout, against plain `json.loads` of the same lines.
 
-Run by hand: `python benchmarks/adapters.py [LINES]` (default 200,000). For each preset a realistic stream (the
+Run by hand: `python benchmarks/adapters.py [LINES] [--parse-only]` (default 200,000); it then runs
+`benchmarks/agent_cpu.py` (the runtime's CPU with 100 sessions streaming events) unless `--parse-only`. For each preset a realistic stream (the
 streams recorded from the real CLIs in tests/fixtures/agent-streams/, or the hand-written ones in its `hand/`
 directory for CLIs that cannot run here) is repeated to about LINES lines and fed through a fresh conversation
 (the codex stream after its handshake, approvals answered as they come); the baseline is `json.loads` of the same
@@ -95,4 +96,14 @@ def main(n: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000))
+    args = [a for a in sys.argv[1:] if a != "--parse-only"]
+    code = main(int(args[0]) if args else 200_000)
+    if "--parse-only" not in sys.argv:
+        # The other half: the runtime's CPU with 100 real sessions streaming events, plain vs parsed.
+        import asyncio
+
+        from benchmarks import agent_cpu
+
+        print()
+        asyncio.run(agent_cpu.main(100, 20, 10))
+    sys.exit(code)
