@@ -1,12 +1,13 @@
 """Benchmark: how fast each preset's parser reads an agent's stdout, against plain `json.loads` of the same lines.
 
 Run by hand: `python benchmarks/adapters.py [LINES] [--parse-only]` (default 200,000); it then runs
-`benchmarks/agent_cpu.py` (the runtime's CPU with 100 sessions streaming events) unless `--parse-only`. For each preset a realistic stream (the
-streams recorded from the real CLIs in tests/fixtures/agent-streams/, or the hand-written ones in its `hand/`
-directory for CLIs that cannot run here) is repeated to about LINES lines and fed through a fresh conversation
-(the codex stream after its handshake, approvals answered as they come); the baseline is `json.loads` of the same
-lines (aider's are plain text: its baseline is `str.strip`). Printed: lines/s and events/s per preset, and the
-parser's cost relative to the baseline. Target: >= 50,000 events/s per preset.
+`benchmarks/agent_cpu.py` (the runtime's CPU with 100 sessions streaming events) unless `--parse-only`.
+
+For each preset a realistic stream (the streams recorded from the real CLIs in tests/fixtures/agent-streams/, or the
+hand-written ones in its `hand/` directory for CLIs that cannot run here) is repeated to about LINES lines and fed
+through a fresh conversation (the codex stream after its handshake, approvals answered as they come); the baseline
+is `json.loads` of the same lines (aider's are plain text: its baseline is `str.strip`). Printed: lines/s and
+events/s per preset, and the parser's cost relative to the baseline. Target: >= 50,000 events/s per preset.
 """
 
 from __future__ import annotations

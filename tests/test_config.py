@@ -466,3 +466,18 @@ def test_a_preset_agent_needs_no_command_and_gets_the_safest_permissions_it_can_
     )
     assert [crew.agents[n].options().permissions for n in "cga"] == ["ask", "deny", "allow"]
     assert crew.agents["c"].command is None
+
+
+def test_the_readmes_crew_file_of_every_preset_loads() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme[readme.index("[agents.coder]                 # Claude") :]
+    crew = parse_crew(block[: block.index("```")], "README.md")
+    assert {a.preset for a in crew.agents.values()} == {
+        "claude-code",
+        "codex",
+        "gemini",
+        "opencode",
+        "aider",
+        "openclaw",
+        "jsonl",
+    }
