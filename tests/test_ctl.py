@@ -262,39 +262,3 @@ def test_headless_stop_leaves_sessions_running_for_readoption(tmp_path):
         assert not pid_alive(s["agent_pid"])
     finally:
         rt2.stop()
-
-
-def test_data_dirs_a_socket_cannot_reach_are_one_line_not_a_traceback(tmp_path):
-    deep = tmp_path / ("x" * 60) / ("y" * 60)  # control.sock would be over the 108-byte limit of a Unix socket
-    deep.mkdir(parents=True)
-    assert_one_line_error(ctl(deep, "list"), "no crewtui runtime is listening", str(deep))
-    loop = tmp_path / "loop"
-    loop.symlink_to(loop)
-    assert_one_line_error(ctl(loop, "list"), "symbolic link loop")
-    assert_one_line_error(crewtui("run", "--headless", "--data-dir", str(loop)), "symbolic link loop")
-
-
-def test_two_runtimes_racing_for_a_new_data_dir_the_loser_names_the_winner(tmp_path):
-    for attempt in range(5):  # the race is a matter of milliseconds: each round starts both at once
-        d = tmp_path / f"race-{attempt}"
-        args = [PY, "-m", "crewtui", "run", "--headless", "--data-dir", str(d)]
-        procs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
-        deadline = time.time() + 30
-        while all(p.poll() is None for p in procs) and time.time() < deadline:
-            time.sleep(0.05)
-        loser = next(p for p in procs if p.poll() is not None)
-        winner = next(p for p in procs if p is not loser)
-        err = loser.stderr.read()
-        winner.send_signal(signal.SIGTERM)
-        winner.communicate(timeout=20)
-        assert loser.returncode == 2 and "Traceback" not in err, err
-        assert "already served" in err and f"pid {winner.pid}" in err, err
-
-
-def test_the_writability_probe_never_collides_with_another_runtimes(tmp_path):
-    # What the race above comes down to: another starting runtime's probe file at the same moment. A fixed probe
-    # name collides (its unlink finds the file gone: "not writable: No such file or directory").
-    d = tmp_path / "data"
-    d.mkdir()
-    (d / ".write-probe").mkdir()  # a probe of a fixed name can never be written now
-    DataDir(d).ensure()

@@ -11,6 +11,10 @@ SUITES = [
     *sorted((ROOT / "tests" / "faults").glob("test_*.py")),
     ROOT / "tests" / "test_properties.py",
     ROOT / "tests" / "test_security.py",
+    # Hardening items whose tests live beside the dashboard's and the demo's
+    ROOT / "tests" / "ui" / "test_crash_exit.py",
+    ROOT / "tests" / "ui" / "test_steer_paste.py",
+    ROOT / "tests" / "test_demo_first_minute.py",
 ]
 
 
