@@ -300,7 +300,8 @@ def other(name: str) -> Path:
 def preset_run(ctx: Ctx, preset: str, permissions: Permissions, env: dict[str, str], task: str, **extra: Any) -> Run:
     """Run the CLI with the argv crewtui's preset gives it (the program replaced by its path here)."""
     options = AgentOptions(command=(str(other(preset)),), permissions=permissions, **extra)
-    return one_shot(ctx, get_preset(preset).argv(options, task), env)
+    chosen = get_preset(preset)
+    return one_shot(ctx, chosen.argv(options, task), {**chosen.env(options), **env})
 
 
 def gemini_env(ctx: Ctx, max_attempts: int = 2) -> dict[str, str]:

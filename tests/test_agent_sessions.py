@@ -320,3 +320,44 @@ async def test_a_steer_for_an_agent_that_cannot_continue_is_refused_in_one_line(
     with pytest.raises(BadInput, match="aider cannot continue a conversation"):
         await orch.send("aid-1", "more")
     assert orch.table.sessions[s.key].state == SessionState.RUNNING
+
+
+# OpenCode's `run --format json`, as far as this needs it: it reads a piped stdin to its end before it starts.
+FAKE_OPENCODE = textwrap.dedent(
+    """
+    import json, os, sys
+    stdin = sys.stdin.read()  # never ends unless the runtime closes it
+    def say(**kw): print(json.dumps(dict(kw, sessionID="ses_1")), flush=True)
+    say(type="step_start", part={"type": "step-start"})
+    text = f"permission={os.environ.get('OPENCODE_PERMISSION')} stdin={stdin!r}"
+    say(type="text", part={"type": "text", "text": text})
+    say(type="step_finish", part={"type": "step-finish", "reason": "stop", "cost": 0.001,
+                                   "tokens": {"input": 10, "output": 2, "reasoning": 0, "cache": {"read": 0, "write": 0}}})
+    """
+)
+
+
+async def test_an_agent_that_takes_nothing_on_stdin_gets_it_closed_and_its_presets_environment(
+    make_orch, tmp_path: Path
+) -> None:
+    opencode = write(tmp_path, "fake_opencode.py", FAKE_OPENCODE)
+    orch = await make_orch(
+        crew_from(
+            f"""
+            [crew]
+            name = "t"
+
+            [agents.oc]
+            preset = "opencode"
+            command = ["{PY}", "{opencode}"]
+            permissions = "deny"
+            """
+        )
+    )
+    s = await orch.spawn(SpawnRequest(label="oc-1", agent="oc", task="x"))
+    await wait_for(lambda: orch.table.sessions[s.key].state.terminal, timeout=20, what="the end")
+    end = orch.table.sessions[s.key]
+    assert end.state == SessionState.DONE, end.reason
+    permission = '{"bash":"ask","edit":"ask","webfetch":"ask"}'
+    assert end.result == f"permission={permission} stdin=''"
+    assert end.cost_usd == pytest.approx(0.001)

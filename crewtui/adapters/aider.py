@@ -112,6 +112,7 @@ class Aider(Preset):
     program = "aider"
     install = "python -m pip install aider-install && aider-install"
     steer_mode = "next_turn"
+    reads_stdin = False  # its task is in its argv
     permissions: ClassVar[tuple[Permissions, ...]] = ("allow",)
     reports_cost = True
 

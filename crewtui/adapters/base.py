@@ -272,9 +272,16 @@ class Preset(ABC):
     steer_mode: ClassVar[SteerMode] = "live"
     permissions: ClassVar[tuple[Permissions, ...]] = ("ask", "allow", "deny")  # the settings it can honour
     reports_cost: ClassVar[bool] = False  # else tokens are priced with the crew file's `price`
+    # False: the agent takes nothing on stdin (its task is in its argv), and some wait for the end of a piped stdin
+    # before they start: the runtime closes it at once.
+    reads_stdin: ClassVar[bool] = True
 
     def command(self, options: AgentOptions) -> list[str]:
         return list(options.command) or [self.program]
+
+    def env(self, options: AgentOptions) -> dict[str, str]:
+        """Environment the agent needs for these options (the crew file's `env` can override it)."""
+        return {}
 
     @abstractmethod
     def argv(self, options: AgentOptions, task: str | None) -> list[str]:

@@ -169,6 +169,7 @@ class Gemini(Preset):
     program = "gemini"
     install = "npm install -g @google/gemini-cli"
     steer_mode = "next_turn"
+    reads_stdin = False  # its task is in its argv
     permissions: ClassVar[tuple[Permissions, ...]] = ("allow", "deny")
     reports_cost = False
 

@@ -112,6 +112,7 @@ class Openclaw(Preset):
     program = "openclaw"
     install = "npm install -g openclaw  (needs node >= 24.16)"
     steer_mode = "next_turn"
+    reads_stdin = False  # its task is in its argv
     permissions: ClassVar[tuple[Permissions, ...]] = ("allow",)
     reports_cost = True
 

@@ -26,13 +26,12 @@ The end of the run: 1.18.33 prints no end line, so the turn ends at the step_fin
 retry-after) and prints nothing while it does; only the final `error` (statusCode 429) says so.
 
 Permissions: `allow` → `--auto` (every permission not explicitly denied in its config is granted). `deny` →
-OPENCODE_PERMISSION={"bash":"ask","edit":"ask","webfetch":"ask"} (set by the `sh` wrapper below): `opencode run`
+OPENCODE_PERMISSION={"bash":"ask","edit":"ask","webfetch":"ask"} (in its environment): `opencode run`
 rejects every permission that asks, and bash/edit/webfetch are `allow` in its defaults, so without this it
 would run them. It cannot ask on stdio.
 
-stdin: `opencode run` reads a piped stdin to its end before it starts (and appends it to the message), and the
-runtime keeps an agent's stdin open, so the preset runs it with stdin from /dev/null
-(`sh -c 'exec "$@" </dev/null' sh opencode run …`).
+stdin: `opencode run` reads a piped stdin to its end before it starts (and appends it to the message), so the
+runtime closes its stdin at once (`reads_stdin = False`).
 """
 
 from __future__ import annotations
@@ -62,16 +61,8 @@ from crewtui.adapters.base import (
 )
 from crewtui.errors import BadInput
 
-NO_STDIN = ["sh", "-c", 'exec "$@" </dev/null', "sh"]
 # `deny`: the permissions that would otherwise be granted ask, and `opencode run` refuses whatever asks.
 DENY_PERMISSION = '{"bash":"ask","edit":"ask","webfetch":"ask"}'
-NO_STDIN_DENY = [
-    "sh",
-    "-c",
-    'OPENCODE_PERMISSION=$1; export OPENCODE_PERMISSION; shift; exec "$@" </dev/null',
-    "sh",
-    DENY_PERMISSION,
-]
 _RATE_WORDS = ("429", "rate limit", "rate_limit", "ratelimit", "too many requests", "overloaded", "529")
 _RATE_STATUS = (429, 529)
 _REFUSED = "rejected permission"  # PermissionRejectedError: "The user rejected permission to use this …"
@@ -225,6 +216,7 @@ class Opencode(Preset):
     steer_mode = "next_turn"
     permissions: ClassVar[tuple[Permissions, ...]] = ("allow", "deny")
     reports_cost = True
+    reads_stdin = False
 
     def _flags(self, options: AgentOptions) -> list[str]:
         return [
@@ -237,11 +229,10 @@ class Opencode(Preset):
 
     def argv(self, options: AgentOptions, task: str | None) -> list[str]:
         tail = ["--", task] if task is not None else []
-        return [*self._wrapper(options), *self.command(options), *self._flags(options), *options.args, *tail]
+        return [*self.command(options), *self._flags(options), *options.args, *tail]
 
-    @staticmethod
-    def _wrapper(options: AgentOptions) -> list[str]:
-        return NO_STDIN_DENY if options.permissions == "deny" else NO_STDIN
+    def env(self, options: AgentOptions) -> dict[str, str]:
+        return {"OPENCODE_PERMISSION": DENY_PERMISSION} if options.permissions == "deny" else {}
 
     def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
         return OpencodeConversation(options, task)
@@ -250,7 +241,6 @@ class Opencode(Preset):
         if not agent_session:
             raise BadInput("opencode: no session id to resume")
         return [
-            *self._wrapper(options),
             *self.command(options),
             *self._flags(options),
             "--session",

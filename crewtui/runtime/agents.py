@@ -121,6 +121,8 @@ class AgentLinks:
         else:
             link.base_turns = s.turns
         link.base_tokens, link.base_cost = before, cost_before
+        if not preset.reads_stdin:
+            self._close(s.key, link)  # it would wait for the end of its input (again, after a restart: no harm)
         if replay is not None:
             return
         if first:
@@ -320,15 +322,19 @@ class AgentLinks:
         c = link.conversation
         if link.closed or not c.closes_stdin or not c.finished:
             return
+        self._close(s.key, link)
+
+    def _close(self, key: str, link: Link) -> None:
+        """Close the agent's stdin, after every line already asked for."""
         link.closed = True
 
         async def close() -> None:
-            async with link.writes:  # after every line already asked for
-                handle = self.handles(s.key)
+            async with link.writes:
+                handle = self.handles(key)
                 if handle is not None:
                     await handle.close_input()
 
-        task = asyncio.create_task(close(), name=f"agent-close-{s.key}")
+        task = asyncio.create_task(close(), name=f"agent-close-{key}")
         link.tasks.add(task)
         task.add_done_callback(link.tasks.discard)
 

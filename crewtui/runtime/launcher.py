@@ -219,6 +219,8 @@ class Launcher:
         if self.socket_path is not None:
             env["CREWTUI_SOCKET"] = str(self.socket_path)
         agent = self.crew.agents.get(s.agent) if s.agent else None
+        if agent is not None and agent.preset is not None:
+            env.update(get_preset(agent.preset).env(agent.options()))  # what the preset needs; the crew file wins
         if agent is not None:
             env.update(agent.env)
         env.update(self.env_extra.pop(s.key, {}))
