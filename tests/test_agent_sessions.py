@@ -7,6 +7,7 @@ so these run everywhere; tests/test_real_agents.py runs the real CLIs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import textwrap
@@ -361,3 +362,22 @@ async def test_an_agent_that_takes_nothing_on_stdin_gets_it_closed_and_its_prese
     permission = '{"bash":"ask","edit":"ask","webfetch":"ask"}'
     assert end.result == f"permission={permission} stdin=''"
     assert end.cost_usd == pytest.approx(0.001)
+
+
+async def test_a_watchdog_never_kills_a_session_that_waits_on_a_person(make_orch, tmp_path: Path) -> None:
+    orch = await make_orch(crew_from(crew(tmp_path)))
+    s = await orch.spawn(SpawnRequest(label="clean-4", agent="mine", task="x", watchdog_after=0.3, max_attempts=3))
+    await wait_for(lambda: orch.table.sessions[s.key].state == SessionState.WAITING, what="waiting")
+
+    async def fired() -> list[str]:
+        return [e.reason or "" for e in await orch.events() if e.kind == "watchdog_fired"]
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(await fired()) < 2:  # it fired, looked again, and fired again
+        assert asyncio.get_running_loop().time() < deadline, await fired()
+        await asyncio.sleep(0.05)
+    assert all(r == "waiting on a person; looked at again in 0.3s" for r in await fired())
+    waiting = orch.table.sessions[s.key]
+    assert waiting.state == SessionState.WAITING and waiting.attempt == 1  # never killed, never retried
+    await orch.answer("clean-4", True)
+    await wait_for(lambda: orch.table.sessions[s.key].state == SessionState.DONE, what="done")

@@ -128,6 +128,10 @@ class Supervisor:
             outcome, reason = "noop", "done in time"
         elif s.state in (SessionState.KILLED, SessionState.TIMED_OUT):
             outcome, reason = "noop", f"already {s.state.value}"
+        elif s.state == SessionState.WAITING:
+            # It waits on a person, not on its work: never killed for that (as it is never stale). Look again later.
+            self.arm_watchdog(s)
+            outcome, reason = "noop", f"waiting on a person; looked at again in {after}"
         elif s.state.live:
             if attempt < limit:
                 await self.launcher.kill_keys(
