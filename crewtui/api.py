@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 
 from crewtui.errors import BadInput
 from crewtui.model import (
@@ -53,6 +53,8 @@ class RuntimeInfo(BaseModel):
     # How a kill finds every process of a session: "cgroup" where the machine allows, else "process group +
     # environment scan" (see crewtui/runtime/drivers/containment.py).
     containment: str = ""
+    # Per pool: sessions running now, and the model calls its agents said were refused for rate and retried.
+    pools: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- argument types

@@ -232,7 +232,8 @@ async def test_a_turn_that_ran_out_of_rate_limit_retries_is_retried_by_the_pools
     end = orch.table.sessions[s.key]
     assert end.state == SessionState.DONE, end.reason
     assert end.result == "through" and end.rate_limited == 1
-    assert orch.launcher.pools["model"].rate_limit_retries == 1  # the agent's own retry, seen in the pool's figures
+    # The agent's own retry, in the pool's figures (`ctl info`).
+    assert (await orch.info()).pools["model"] == {"running": 0, "rate_limit_retries": 1}
     retried = [e for e in await orch.events() if e.kind == "session_retried"]
     assert [(e.cause, e.attempt) for e in retried] == [("rate_limit", 1)]
 

@@ -236,6 +236,10 @@ class Orchestrator:
             max_concurrent=self.crew.crew.max_concurrent,
             backend="local" if ray is None else f"ray {self.crew.backend.address}",
             containment=containment.kind if (containment := self.drivers.process.containment) else "process group",
+            pools={
+                name: {"running": pool.running, "rate_limit_retries": pool.rate_limit_retries}
+                for name, pool in self.launcher.pools.items()
+            },
         )
 
     def resolve(self, ref: str) -> Session:
