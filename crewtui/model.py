@@ -260,6 +260,7 @@ class Session(BaseModel):
     cost_usd: float | None = None  # reported by the agent, else its tokens priced by the crew file
     needs: dict[str, Any] | None = None  # what it waits for: {"kind": "permission", "tool", "input", "id"} | question
     unparsed: int = 0  # output lines its preset could not read (kept in the transcript)
+    queued_steers: list[str] = Field(default_factory=list)  # for an agent that takes them on its next run
     # Fields a listing cut short in this copy ("result", "task", "argv"); get the session for all of them.
     trimmed: list[str] = Field(default_factory=list)
 

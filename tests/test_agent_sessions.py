@@ -269,6 +269,8 @@ FAKE_GEMINI = textwrap.dedent(
     say(type="init", session_id=session, model="fake")
     if text == "take your time":
         time.sleep(1.5)
+    if text == "take a long time":
+        time.sleep(4)
     say(type="message", role="assistant", content="re: " + text, delta=True)
     say(type="result", status="success", stats={"input_tokens": 40, "output_tokens": 4, "input": 40, "cached": 0})
     """
@@ -382,3 +384,27 @@ async def test_a_watchdog_never_kills_a_session_that_waits_on_a_person(make_orch
     assert waiting.state == SessionState.WAITING and waiting.attempt == 1  # never killed, never retried
     await orch.answer("clean-4", True)
     await wait_for(lambda: orch.table.sessions[s.key].state == SessionState.DONE, what="done")
+
+
+async def test_a_steer_queued_for_the_next_run_outlives_a_restart_of_the_runtime(make_orch, tmp_path: Path) -> None:
+    gemini = write(tmp_path, "fake_gemini.py", FAKE_GEMINI)
+    text = f"""
+        [crew]
+        name = "t"
+
+        [agents.g]
+        preset = "gemini"
+        command = ["{PY}", "{gemini}"]
+        """
+    first = await make_orch(crew_from(text))
+    s = await first.spawn(SpawnRequest(label="gem-2", agent="g", task="take a long time"))
+    await wait_for(lambda: first.table.sessions[s.key].agent_session == "gem-7", what="its session id")
+    await first.send("gem-2", "then this")
+    await first.flush()
+    await first.stop(kill_sessions=False)
+
+    second = await make_orch(crew_from(text))
+    await wait_for(lambda: second.table.sessions[s.key].state.terminal, timeout=20, what="the end")
+    end = second.table.sessions[s.key]
+    assert end.state == SessionState.DONE, end.reason
+    assert end.result == "re: then this" and end.queued_steers == []

@@ -83,8 +83,6 @@ class AgentLinks:
         self.pools = pools
         self.handles = handles
         self.links: dict[str, Link] = {}
-        # Steers for agents that take them only on their next run, in the order sent (lost if the runtime stops).
-        self.queued: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -256,7 +254,8 @@ class AgentLinks:
         if link.conversation.steer_mode == "next_turn":
             preset = get_preset(s.preset or "")
             preset.resume_argv(self._options(s), s.agent_session or "?", text)  # BadInput if it cannot continue
-            self.queued.setdefault(s.key, []).append(text)
+            s.queued_steers.append(text)  # stored: a runtime that restarts meanwhile still delivers it
+            self.table.store.put_session(s)
             return True
         if link.closed:
             raise Conflict(f"session {self.table.describe(s.key)} has finished its turns and is ending")
@@ -266,7 +265,7 @@ class AgentLinks:
 
     def continuation(self, s: Session) -> list[str] | None:
         """The argv of the run that continues a `next_turn` session with the steers sent while it ran (taken)."""
-        texts = self.queued.pop(s.key, None)
+        texts, s.queued_steers = s.queued_steers, []
         if not texts or s.preset is None:
             return None
         if not s.agent_session:
