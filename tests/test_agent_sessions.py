@@ -408,3 +408,12 @@ async def test_a_steer_queued_for_the_next_run_outlives_a_restart_of_the_runtime
     end = second.table.sessions[s.key]
     assert end.state == SessionState.DONE, end.reason
     assert end.result == "re: then this" and end.queued_steers == []
+
+
+async def test_a_task_too_long_for_the_agents_stdin_is_refused_at_spawn(make_orch, tmp_path: Path) -> None:
+    orch = await make_orch(crew_from(crew(tmp_path)))
+    with pytest.raises(BadInput, match=r"the task is 70000 bytes; claude-code takes it on stdin, at most 61440"):
+        await orch.spawn(SpawnRequest(label="big-1", agent="coder", task="x" * 70_000))
+    assert orch.table.sessions == {} or all(s.label != "big-1" for s in orch.table.sessions.values())
+    ok = await orch.spawn(SpawnRequest(label="big-2", agent="mine", task="x" * 70_000))  # jsonl: in its argv
+    assert ok.label == "big-2"

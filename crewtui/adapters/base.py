@@ -275,6 +275,7 @@ class Preset(ABC):
     # False: the agent takes nothing on stdin (its task is in its argv), and some wait for the end of a piped stdin
     # before they start: the runtime closes it at once.
     reads_stdin: ClassVar[bool] = True
+    task_on_stdin: ClassVar[bool] = False  # the task is written on stdin (one protocol line), not put in the argv
 
     def command(self, options: AgentOptions) -> list[str]:
         return list(options.command) or [self.program]

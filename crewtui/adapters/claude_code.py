@@ -220,6 +220,7 @@ class ClaudeCode(Preset):
     name = "claude-code"
     program = "claude"
     install = "npm install -g @anthropic-ai/claude-code"
+    task_on_stdin = True
     steer_mode = "live"
     reports_cost = True
     permission_flags: ClassVar[dict[str, list[str]]] = {

@@ -503,6 +503,7 @@ class Codex(Preset):
     name = "codex"
     program = "codex"
     install = "npm install -g @openai/codex"
+    task_on_stdin = True
     steer_mode = "live"
     reports_cost = False
 

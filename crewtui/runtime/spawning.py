@@ -17,12 +17,15 @@ from crewtui.clock import ClockLike, IdGen
 from crewtui.config import AgentConfig, CrewConfig, render_command
 from crewtui.errors import BadInput, NotFound
 from crewtui.locations import DataDir
-from crewtui.model import DriverKind, Session, SessionSpawned, SessionState, SpawnRequest
+from crewtui.model import MAX_STEER_BYTES, DriverKind, Session, SessionSpawned, SessionState, SpawnRequest
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import Drivers, validate_argv
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.sessions import SessionTable
 from crewtui.store import Store
+
+# A task a preset writes on the agent's stdin is one line of at most MAX_STEER_BYTES, protocol included.
+MAX_STDIN_TASK = MAX_STEER_BYTES - 4096
 
 
 class Spawner:
@@ -153,7 +156,12 @@ class Spawner:
             # A missing agent CLI is the session's failure at launch (it says how to install it), not a refusal.
             options = agent.options()
             options = replace(options, command=tuple(render_command(list(options.command), values)))
-            return remote, get_preset(agent.preset).argv(options, req.task)
+            preset = get_preset(agent.preset)
+            size = len((req.task or "").encode("utf-8", errors="replace"))
+            if preset.task_on_stdin and size > MAX_STDIN_TASK:
+                # It takes the task as one line on stdin (with the protocol around it): refused now, not lost later.
+                raise BadInput(f"the task is {size} bytes; {preset.name} takes it on stdin, at most {MAX_STDIN_TASK}")
+            return remote, preset.argv(options, req.task)
         assert agent.command is not None  # the crew file's check: a command or a preset
         argv = render_command(agent.command, values)
         validate_argv(argv, cwd=Path(cwd), local=local)
