@@ -72,6 +72,7 @@ async def approve_marked(pilot: Pilot[None]) -> None:
     for label in (WAITING, "ops-deploy-api", "code-review-pr-103"):
         key = next(k for k, s in app.book.sessions.items() if s.label == label)  # type: ignore[attr-defined]
         app.book.marked.add(key)  # type: ignore[attr-defined]
+    await pilot.pause(0.3)  # a refresh tick shows the marks before the confirm opens
     await pilot.press("a")
     await pilot.pause()
 

@@ -290,6 +290,7 @@ def test_approve_marked_confirm(snap_compare: Snap) -> None:
         for label in (WAITING, "ops-deploy-api", "code-review-pr-103"):
             key = next(k for k, s in app.book.sessions.items() if s.label == label)  # type: ignore[attr-defined]
             app.book.marked.add(key)  # type: ignore[attr-defined]
+        await pilot.pause(0.3)  # a refresh tick shows the marks (the header's "3 marked") before the confirm opens
         await pilot.press("a")
         await pilot.pause()
 
