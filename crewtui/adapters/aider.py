@@ -111,7 +111,7 @@ class Aider(Preset):
     name = "aider"
     program = "aider"
     install = "python -m pip install aider-install && aider-install"
-    steer_mode = "next_turn"
+    conversation_class = AiderConversation
     reads_stdin = False  # its task is in its argv
     permissions: ClassVar[tuple[Permissions, ...]] = ("allow",)
     reports_cost = True
@@ -126,6 +126,3 @@ class Aider(Preset):
             *(["--model", options.model] if options.model else []),
             *options.args,
         ]
-
-    def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
-        return AiderConversation(options, task)

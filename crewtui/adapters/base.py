@@ -269,7 +269,7 @@ class Preset(ABC):
     name: ClassVar[str]
     program: ClassVar[str]  # its usual name on PATH
     install: ClassVar[str]  # how to install it, for the "not found" message
-    steer_mode: ClassVar[SteerMode] = "live"
+    conversation_class: ClassVar[type[Conversation]]  # what each session's exchange with it is
     permissions: ClassVar[tuple[Permissions, ...]] = ("ask", "allow", "deny")  # the settings it can honour
     reports_cost: ClassVar[bool] = False  # else tokens are priced with the crew file's `price`
     # False: the agent takes nothing on stdin (its task is in its argv), and some wait for the end of a piped stdin
@@ -288,9 +288,14 @@ class Preset(ABC):
     def argv(self, options: AgentOptions, task: str | None) -> list[str]:
         """The whole argv for one session."""
 
-    @abstractmethod
+    @property
+    def steer_mode(self) -> SteerMode:
+        """How a steer reaches this agent (its conversations say)."""
+        return self.conversation_class.steer_mode
+
     def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
         """A fresh conversation for one session."""
+        return self.conversation_class(options, task)
 
     def resume_argv(self, options: AgentOptions, agent_session: str, text: str) -> list[str]:
         """The argv that continues conversation `agent_session` with `text` (for `next_turn` steering)."""

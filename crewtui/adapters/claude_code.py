@@ -221,7 +221,7 @@ class ClaudeCode(Preset):
     program = "claude"
     install = "npm install -g @anthropic-ai/claude-code"
     task_on_stdin = True
-    steer_mode = "live"
+    conversation_class = ClaudeConversation
     reports_cost = True
     permission_flags: ClassVar[dict[str, list[str]]] = {
         "ask": ["--permission-prompt-tool", "stdio"],
@@ -243,9 +243,6 @@ class ClaudeCode(Preset):
             *(["--model", options.model] if options.model else []),
             *options.args,
         ]
-
-    def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
-        return ClaudeConversation(options, task)
 
     def resume_argv(self, options: AgentOptions, agent_session: str, text: str) -> list[str]:
         if not agent_session:

@@ -504,11 +504,8 @@ class Codex(Preset):
     program = "codex"
     install = "npm install -g @openai/codex"
     task_on_stdin = True
-    steer_mode = "live"
+    conversation_class = CodexConversation
     reports_cost = False
 
     def argv(self, options: AgentOptions, task: str | None) -> list[str]:
         return [*self.command(options), "app-server", *options.args]
-
-    def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
-        return CodexConversation(options, task)

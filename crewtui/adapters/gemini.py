@@ -168,7 +168,7 @@ class Gemini(Preset):
     name = "gemini"
     program = "gemini"
     install = "npm install -g @google/gemini-cli"
-    steer_mode = "next_turn"
+    conversation_class = GeminiConversation
     reads_stdin = False  # its task is in its argv
     permissions: ClassVar[tuple[Permissions, ...]] = ("allow", "deny")
     reports_cost = False
@@ -188,9 +188,6 @@ class Gemini(Preset):
             *self._flags(options),
             *options.args,
         ]
-
-    def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
-        return GeminiConversation(options, task)
 
     def resume_argv(self, options: AgentOptions, agent_session: str, text: str) -> list[str]:
         if not agent_session:

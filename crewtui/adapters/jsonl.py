@@ -134,7 +134,7 @@ class Jsonl(Preset):
     name = "jsonl"
     program = ""
     install = "write your agent to print crewtui's jsonl protocol (README: The jsonl protocol)"
-    steer_mode = "live"
+    conversation_class = JsonlConversation
 
     def check(self, options: AgentOptions) -> None:
         super().check(options)
@@ -147,6 +147,3 @@ class Jsonl(Preset):
 
     def argv(self, options: AgentOptions, task: str | None) -> list[str]:
         return [*self.command(options), *options.args]
-
-    def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
-        return JsonlConversation(options, task)

@@ -111,7 +111,7 @@ class Openclaw(Preset):
     name = "openclaw"
     program = "openclaw"
     install = "npm install -g openclaw  (needs node >= 24.16)"
-    steer_mode = "next_turn"
+    conversation_class = OpenclawConversation
     reads_stdin = False  # its task is in its argv
     permissions: ClassVar[tuple[Permissions, ...]] = ("allow",)
     reports_cost = True
@@ -125,6 +125,3 @@ class Openclaw(Preset):
             "--json",
             *options.args,
         ]
-
-    def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
-        return OpenclawConversation(options, task)

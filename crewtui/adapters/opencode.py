@@ -213,7 +213,7 @@ class Opencode(Preset):
     name = "opencode"
     program = "opencode"
     install = "npm install -g opencode-ai"
-    steer_mode = "next_turn"
+    conversation_class = OpencodeConversation
     permissions: ClassVar[tuple[Permissions, ...]] = ("allow", "deny")
     reports_cost = True
     reads_stdin = False
@@ -233,9 +233,6 @@ class Opencode(Preset):
 
     def env(self, options: AgentOptions) -> dict[str, str]:
         return {"OPENCODE_PERMISSION": DENY_PERMISSION} if options.permissions == "deny" else {}
-
-    def conversation(self, options: AgentOptions, task: str | None) -> Conversation:
-        return OpencodeConversation(options, task)
 
     def resume_argv(self, options: AgentOptions, agent_session: str, text: str) -> list[str]:
         if not agent_session:

@@ -50,7 +50,8 @@ def _session_filter(
         clauses.append("state = ?")
         params.append(SessionState(state).value)
     if prefix:
-        # A range instead of LIKE: LIKE treats '_' (legal in labels) as a wildcard and ignores case.
+        # A range instead of LIKE: LIKE treats '_' (legal in labels) as a wildcard and ignores case, and a range
+        # can use the label index.
         clauses.append("label >= ? AND label < ?")
         params.extend([prefix, prefix + "\U0010ffff"])
     if ended is not None:
@@ -416,16 +417,7 @@ class Store:
         """Sessions in `state` (if given) whose label starts with `prefix` (if given), is `label` (if given) and
         whose parent is `parent` (if given), ordered by key. Rows whose key is in `exclude` are skipped unparsed
         (the runtime passes the sessions it holds in memory: its copy is newer)."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            clauses.append("state = ?")
-            params.append(SessionState(state).value)
-        if prefix:
-            # A range instead of LIKE: LIKE treats '_' (legal in labels) as a wildcard and ignores case,
-            # and a range can use the label index.
-            clauses.append("label >= ? AND label < ?")
-            params.extend([prefix, prefix + "\U0010ffff"])
+        clauses, params = _session_filter(state, prefix, ended=None, before=None, since=None)
         if label is not None:
             clauses.append("label = ?")
             params.append(label)
