@@ -59,13 +59,9 @@ def toml_table(values: dict[str, str]) -> str:
     return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + " }"
 
 
-@pytest.fixture
-def claude_crew(tmp_path: Path, fake_model: FakeModel) -> Iterator[tuple[Headless, Path]]:
-    """A headless runtime whose crew has `coder`, a claude-code agent (permissions: ask) in tmp_path/project."""
-    claude = claude_bin()
-    project = tmp_path / "project"
-    project.mkdir()
-    env = claude_env(fake_model, tmp_path / "home", max_retries=2)
+def run_crew(tmp_path: Path, preset: str, program: Path, env: dict[str, str], extra: str = "") -> Iterator[Headless]:
+    """A headless runtime whose crew has `coder`, an agent of `preset` (permissions: ask) in tmp_path/project, with
+    the environment that points it at the fake model (but the machine's PATH); its sessions are ended after."""
     env = {k: v for k, v in env.items() if k not in ("PATH", "TERM", "LANG", "TMPDIR")}
     crew = tmp_path / "crew.toml"
     crew.write_text(
@@ -74,20 +70,31 @@ def claude_crew(tmp_path: Path, fake_model: FakeModel) -> Iterator[tuple[Headles
 name = "real"
 
 [agents.coder]
-preset = "claude-code"
-command = [{json.dumps(str(claude))}]
+preset = "{preset}"
+command = [{json.dumps(str(program))}]
 permissions = "ask"
-cwd = {json.dumps(str(project))}
+cwd = {json.dumps(str(tmp_path / "project"))}
 env = {toml_table(env)}
+{extra}
 """
     )
     data = tmp_path / "data"
     h = Headless(data, crew)
     try:
-        yield h, project
+        yield h
     finally:
         stop(h)
         kill_leftover_sessions(data)
+
+
+@pytest.fixture
+def claude_crew(tmp_path: Path, fake_model: FakeModel) -> Iterator[tuple[Headless, Path]]:
+    """A headless runtime with `coder`, a claude-code agent, in tmp_path/project."""
+    claude = claude_bin()
+    (tmp_path / "project").mkdir()
+    env = claude_env(fake_model, tmp_path / "home", max_retries=2)
+    for h in run_crew(tmp_path, "claude-code", claude, env):
+        yield h, tmp_path / "project"
 
 
 def served_tokens(fake: FakeModel) -> dict[str, int]:
@@ -217,35 +224,13 @@ CODEX_PRICE = {"input": 1.25, "output": 10.0, "cache_read": 0.125, "cache_write"
 
 @pytest.fixture
 def codex_crew(tmp_path: Path, fake_model: FakeModel) -> Iterator[tuple[Headless, Path]]:
-    """A headless runtime whose crew has `coder`, a codex agent (permissions: ask, priced) in tmp_path/project."""
+    """A headless runtime with `coder`, a codex agent priced by the crew file, in tmp_path/project."""
     codex = codex_bin()
-    project = tmp_path / "project"
-    project.mkdir()
+    (tmp_path / "project").mkdir()
     env = codex_env(fake_model, tmp_path / "home")
-    env = {k: v for k, v in env.items() if k not in ("PATH", "TERM", "LANG", "TMPDIR")}
-    price = ", ".join(f"{k} = {v}" for k, v in CODEX_PRICE.items())
-    crew = tmp_path / "crew.toml"
-    crew.write_text(
-        f"""
-[crew]
-name = "real"
-
-[agents.coder]
-preset = "codex"
-command = [{json.dumps(str(codex))}]
-permissions = "ask"
-price = {{ {price} }}
-cwd = {json.dumps(str(project))}
-env = {toml_table(env)}
-"""
-    )
-    data = tmp_path / "data"
-    h = Headless(data, crew)
-    try:
-        yield h, project
-    finally:
-        stop(h)
-        kill_leftover_sessions(data)
+    price = "price = { " + ", ".join(f"{k} = {v}" for k, v in CODEX_PRICE.items()) + " }"
+    for h in run_crew(tmp_path, "codex", codex, env, extra=price):
+        yield h, tmp_path / "project"
 
 
 def test_codex_task_to_result_with_the_tokens_served_and_priced(
