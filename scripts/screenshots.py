@@ -69,10 +69,12 @@ async def help_screen(pilot: Pilot[None]) -> None:
 
 async def approve_marked(pilot: Pilot[None]) -> None:
     app = pilot.app
-    for label in (WAITING, "ops-deploy-api", "code-review-pr-103"):
-        key = next(k for k, s in app.book.sessions.items() if s.label == label)  # type: ignore[attr-defined]
-        app.book.marked.add(key)  # type: ignore[attr-defined]
-    await pilot.pause(0.3)  # a refresh tick shows the marks before the confirm opens
+    keys = [k for k, s in app.book.sessions.items() if s.label in (WAITING, "ops-deploy-api", "code-review-pr-103")]  # type: ignore[attr-defined]
+    screen = app.main_screen  # type: ignore[attr-defined]
+    # Marked as `space` marks them (rows, groups and the header's "3 marked" redrawn), without moving the cursor.
+    screen.session_tree.refresh_rows(screen.book.toggle_mark(keys))
+    screen.session_tree.refresh_groups()
+    screen.update_header()
     await pilot.press("a")
     await pilot.pause()
 
