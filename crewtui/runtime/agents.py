@@ -62,6 +62,7 @@ class Link:
     base_turns: int = 0
     last_turn: TurnEnded | None = None
     closed: bool = False  # its stdin was closed
+    answers: list[SessionAnswered] = field(default_factory=list)  # given by this runtime
     writes: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -129,6 +130,11 @@ class AgentLinks:
     def close(self, key: str) -> Link | None:
         """The session ended: forget its conversation (its last turn is returned for the record)."""
         return self.links.pop(key, None)
+
+    def answers(self, key: str) -> list[SessionAnswered]:
+        """The answers this runtime gave a running session (the store has them too, once written)."""
+        link = self.links.get(key)
+        return list(link.answers) if link else []
 
     def last_turn(self, key: str) -> TurnEnded | None:
         link = self.links.get(key)
@@ -292,7 +298,9 @@ class AgentLinks:
             request = next(iter(pending))
         lines = link.conversation.answer(request, allow, message)
         answered = next(k for k in pending if k not in link.conversation.pending)
-        self.bus.publish(SessionAnswered(session=s.key, label=s.label, request=answered, allow=allow, message=message))
+        event = SessionAnswered(session=s.key, label=s.label, request=answered, allow=allow, message=message)
+        link.answers.append(event)  # for a transcript read before the event writer has stored it
+        self.bus.publish(event)
         self._write(s.key, link, lines)
         s.needs = self._needs(link)
         s.activity = "thinking" if allow else one_line(f"denied: {message}" if message else "denied")

@@ -60,7 +60,7 @@ from crewtui.runtime.scheduler import Scheduler
 from crewtui.runtime.sessions import SessionTable
 from crewtui.runtime.spawning import Spawner
 from crewtui.runtime.supervision import RetryCause, Supervisor
-from crewtui.runtime.tail import tail_agent_lines, tail_lines
+from crewtui.runtime.tail import MAX_LINE_CHARS, tail_agent_lines, tail_lines
 from crewtui.runtime.yields import Yields
 from crewtui.store import Store
 from crewtui.store.schema import check_in_background, needs_background_check
@@ -280,15 +280,15 @@ class Orchestrator:
         if tail < 1 or tail > 100_000:
             raise BadInput(f"--tail must be between 1 and 100000, got {tail}")
         sd = self.data_dir.session(s.key)
-        lines, err = await asyncio.to_thread(lambda: (tail_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
-        turns = None
-        if s.preset is not None:
-            raw = await asyncio.to_thread(tail_agent_lines, sd.stdout, tail)
-            await self.store.flush()
-            answers = await self.store.events(session=s.key, kind="session_answered")
-            turns = with_answers(
-                conversation_turns(s.preset, raw), [a for a in answers if isinstance(a, SessionAnswered)]
-            )
+        if s.preset is None:
+            lines, err = await asyncio.to_thread(lambda: (tail_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
+            return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err)
+        # An agent's lines are read whole once: its conversation from them, the transcript's lines cut from them.
+        raw, err = await asyncio.to_thread(lambda: (tail_agent_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
+        stored = await self.store.events(session=s.key, kind="session_answered")  # earlier runtimes' answers
+        answers = [a for a in stored if isinstance(a, SessionAnswered)] + self.agents.answers(s.key)
+        turns = with_answers(conversation_turns(s.preset, raw), answers)
+        lines = [line[:MAX_LINE_CHARS] for line in raw]
         return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err, turns=turns)
 
     async def registry(self) -> dict[str, Any]:
