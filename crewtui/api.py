@@ -37,6 +37,7 @@ from crewtui.model import (
     TimelineItem,
     YieldResult,
 )
+from crewtui.spend import GatewayInfo, UsageBy, UsageRow
 
 
 class RuntimeInfo(BaseModel):
@@ -258,6 +259,23 @@ class RuntimeAPI(Protocol):
     @verb(read_only=True, cancel_on_hangup=True)
     async def acquire(self, pool: str) -> dict[str, Any]:
         """Wait until the pool's rate limit grants a permit."""
+        raise unimplemented(self)
+
+    # The model gateway
+
+    @verb(read_only=True)
+    async def gateway(self) -> GatewayInfo:
+        """The gateway's pools now: limits, line, pause, today's use against the budget."""
+        raise unimplemented(self)
+
+    @verb(read_only=True)
+    async def usage(self, by: UsageBy = "pool", since: float | None = None) -> builtins.list[UsageRow]:
+        """What model requests used since a time (default: today), by session, group, cron run, pool or day."""
+        raise unimplemented(self)
+
+    @verb()
+    async def resume(self, ref: SessionRef | None = None, pool: str | None = None, budget: float | None = None) -> str:
+        """Let a session (or a pool) paused over its budget go on: to `budget` dollars, else one budget more."""
         raise unimplemented(self)
 
     @verb(read_only=True)

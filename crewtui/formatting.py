@@ -93,3 +93,9 @@ def money_short(usd: float | None) -> str:
     if usd < 1000:
         return f"${usd:.2f}"
     return f"${usd:,.0f}"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

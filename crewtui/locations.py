@@ -75,6 +75,16 @@ class DataDir:
         return self.root / "crewtui.log"
 
     @property
+    def gateway_key(self) -> Path:
+        """The secret the model gateway derives session tokens from (0600)."""
+        return self.root / "gateway.key"
+
+    @property
+    def gateway_state(self) -> Path:
+        """The gateway's port, so a restarted runtime listens where its re-adopted sessions still call."""
+        return self.root / "gateway.json"
+
+    @property
     def sessions_root(self) -> Path:
         return self.root / "sessions"
 

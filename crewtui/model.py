@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from crewtui.errors import BadInput
+from crewtui.spend import TokenCounts, UsageTotals
 
 LABEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 MAX_STEER_BYTES = 64 * 1024
@@ -192,21 +193,6 @@ class SpawnRequest(BaseModel):
     cwd: str | None = None
 
 
-class TokenCounts(BaseModel):
-    """Tokens a session's agent used, as it reported them (or the gateway measured them)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: int = 0
-    output: int = 0
-    cache_read: int = 0
-    cache_write: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.input + self.output + self.cache_read + self.cache_write
-
-
 class Session(BaseModel):
     """One unit of agent work, as the store keeps it and every client sees it."""
 
@@ -257,7 +243,13 @@ class Session(BaseModel):
     agent_session: str | None = None  # the agent's own conversation id (Claude's session id, Codex's thread id)
     turns: int = 0
     tokens: TokenCounts | None = None
-    cost_usd: float | None = None  # reported by the agent, else its tokens priced by the crew file
+    # The figure of record: the gateway's measure when its model requests went through the gateway (`usage`),
+    # else what the agent reported (`reported_*`), else its tokens priced by the crew file.
+    cost_usd: float | None = None
+    reported_tokens: TokenCounts | None = None  # as its agent reported them (kept beside the gateway's)
+    reported_cost_usd: float | None = None
+    usage: UsageTotals | None = None  # measured by the model gateway (requests, tokens, dollars, refusals)
+    gateway_hold: str | None = None  # why its model requests wait in the gateway (its budget; its place in line)
     needs: dict[str, Any] | None = None  # what it waits for: {"kind": "permission", "tool", "input", "id"} | question
     unparsed: int = 0  # output lines its preset could not read (kept in the transcript)
     queued_steers: list[str] = Field(default_factory=list)  # for an agent that takes them on its next run
@@ -268,6 +260,17 @@ class Session(BaseModel):
     def prefix(self) -> str:
         """The label's first `-`-separated part, the top of its group."""
         return self.label.split("-", 1)[0]
+
+
+def of_record(s: Session) -> None:
+    """Set a session's `tokens` and `cost_usd` from the figure of record: the gateway's measure when it has one,
+    else what its agent reported."""
+    if s.usage is not None:
+        s.tokens = s.usage.tokens.model_copy()
+        s.cost_usd = s.usage.cost_usd
+    else:
+        s.tokens = s.reported_tokens
+        s.cost_usd = s.reported_cost_usd
 
 
 def listed(s: Session) -> Session:
@@ -443,6 +446,8 @@ class SessionAgentUpdate(_EventBase):
     tokens: TokenCounts | None = None
     cost_usd: float | None = None
     needs: dict[str, Any] | None = None
+    usage: UsageTotals | None = None  # the gateway's measure (when it went through the gateway)
+    gateway_hold: str | None = None  # why its model requests wait in the gateway
 
 
 class SessionAnswered(_EventBase):

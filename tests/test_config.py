@@ -481,3 +481,73 @@ def test_the_readmes_crew_file_of_every_preset_loads() -> None:
         "openclaw",
         "jsonl",
     }
+
+
+# ------------------------------------------------------------------------------------------ gateway pools
+
+GATEWAY_POOL = """
+[pools.anthropic]
+provider = "anthropic"
+max_concurrent_requests = 8
+requests = "50/min"
+input_tokens = "40000/min"
+output_tokens = "8000/min"
+budget_usd = { per_day = 25.0, per_session = 2.0 }
+on_budget = "pause"
+price = { input = 3.0, output = 15.0 }
+"""
+
+
+def test_a_gateway_pool_as_the_readme_shows_it() -> None:
+    crew = parse_crew(GATEWAY_POOL, "crew.toml")
+    pool = crew.pools["anthropic"]
+    assert pool.gateway and pool.upstream_url == "https://api.anthropic.com"
+    assert pool.max_concurrent_requests == 8
+    assert pool.requests is not None and pool.requests.per_second == pytest.approx(50 / 60)
+    assert pool.input_tokens is not None and pool.input_tokens.count == 40000
+    assert pool.budget_usd is not None and (pool.budget_usd.per_day, pool.budget_usd.per_session) == (25.0, 2.0)
+    assert pool.on_budget == "pause" and pool.max_retries == 8
+    openai = parse_crew('[pools.o]\nprovider = "openai"\nupstream = "http://127.0.0.1:9/v1/"\n').pools["o"]
+    assert openai.upstream_url == "http://127.0.0.1:9/v1"
+    # A crew written back out (as `ctl cron add` does) reads the same.
+    again = parse_crew(GATEWAY_POOL, "crew.toml").model_dump()
+    assert type(crew).model_validate(again).pools["anthropic"] == pool
+    assert type(crew).model_validate(parse_crew(BASE).model_dump()).pools["model-a"].gateway is False
+
+
+def test_a_gateway_key_on_a_pool_without_provider() -> None:
+    msg = crew_error("[pools.p]\nmax_concurrent_requests = 3\n")
+    assert msg == (
+        "crew.toml: pools.p.max_concurrent_requests: max_concurrent_requests applies only to a gateway pool "
+        '(set provider = "anthropic" or "openai")'
+    )
+
+
+def test_an_unknown_provider() -> None:
+    msg = crew_error('[pools.p]\nprovider = "mistral"\n')
+    assert msg.startswith("crew.toml: pools.p.provider: ") and "'anthropic'" in msg and "'openai'" in msg
+
+
+def test_a_budget_without_a_price() -> None:
+    msg = crew_error(
+        '[agents.w]\ncommand = ["x"]\npool = "p"\n[pools.p]\nprovider = "anthropic"\nbudget_usd = { per_day = 5.0 }\n'
+    )
+    assert (
+        msg
+        == "crew.toml: pools.p.budget_usd: a budget in dollars needs a price: set price on the pool (agent 'w' has none)"
+    )
+
+
+@pytest.mark.parametrize("bad", ['"api.anthropic.com"', '"ftp://x"', "3", '"http://"'])
+def test_a_bad_upstream(bad: str) -> None:
+    msg = crew_error(f'[pools.p]\nprovider = "anthropic"\nupstream = {bad}\n')
+    assert msg.startswith("crew.toml: pools.p.upstream: expected an http(s) URL like 'https://api.anthropic.com', got")
+
+
+def test_a_bad_budget_and_on_budget() -> None:
+    assert crew_error('[pools.p]\nprovider = "openai"\nbudget_usd = { per_day = -1 }\n').startswith(
+        "crew.toml: pools.p.budget_usd.per_day: "
+    )
+    assert crew_error('[pools.p]\nprovider = "openai"\non_budget = "shrug"\n').startswith(
+        "crew.toml: pools.p.on_budget: "
+    )

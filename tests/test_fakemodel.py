@@ -9,9 +9,12 @@ process group) if the test fails.
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from tests.agentcli import (
     codex_env,
     run_agent,
 )
-from tests.fakemodel import FakeModel, Usage, error, fixtures, run_command, text, tool_use
+from tests.fakemodel import FakeModel, Limit, Usage, error, fixtures, run_command, slow, text, tool_use
 
 fake_model = fixtures.fake_model  # the fixture, for this module
 
@@ -48,15 +51,20 @@ def project(tmp_path: Path) -> Path:
     return path
 
 
-def post(fake: FakeModel, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+def post(
+    fake: FakeModel, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
     req = urllib.request.Request(
-        fake.url + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}, method="POST"
+        fake.url + path,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **(headers or {})},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), resp.read().decode()
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read().decode()
 
 
 def sse(raw: str) -> list[tuple[str, dict[str, Any]]]:
@@ -231,6 +239,101 @@ def test_unknown_paths_are_recorded_and_refused(fake_model: FakeModel) -> None:
     assert status == 404
     assert fake_model.requests[0].path == "/v1/chat/completions" and fake_model.model_requests() == []
     assert fake_model.pending() == 0 and fake_model.served == []
+
+
+def test_concurrency_limit_refuses_at_once_without_taking_a_reply(fake_model: FakeModel) -> None:
+    fake_model.set_limit(Limit(concurrent=3))
+    fake_model.script(*[slow(text("abc"), 0.2) for _ in range(3)], text("fourth"))
+    body = {"model": "m", "stream": True, "messages": []}
+    with ThreadPoolExecutor(3) as pool:
+        slow_posts = [pool.submit(post, fake_model, "/v1/messages", body) for _ in range(3)]
+        fake_model.wait_for_requests(3)
+        assert fake_model.in_flight() == 3 and fake_model.pending() == 1
+        status, headers, raw = post(fake_model, "/v1/messages", body, {"x-api-key": "key-4"})
+        assert status == 429 and headers["retry-after"] == "1"
+        assert json.loads(raw)["error"]["type"] == "rate_limit_error"
+        assert fake_model.pending() == 1  # the refusal took no scripted reply
+        assert [f.result()[0] for f in slow_posts] == [200, 200, 200]
+    assert [(r.reason, r.headers["x-api-key"]) for r in fake_model.refused] == [("concurrency", "key-4")]
+    assert fake_model.max_in_flight == 3 and len(fake_model.accepted_times) == 3
+    assert len(served_after(fake_model, 3)) == 3
+    deadline = time.monotonic() + 2
+    while fake_model.in_flight() and time.monotonic() < deadline:  # out of flight just after the last byte
+        time.sleep(0.01)
+    assert fake_model.in_flight() == 0
+    _, _, raw = post(fake_model, "/v1/messages", {"model": "m", "messages": []})  # free again: the next reply
+    assert json.loads(raw)["content"][0]["text"] == "fourth" and fake_model.max_in_flight == 3
+
+
+def test_rate_limit_sliding_window_refuses_then_accepts_again(fake_model: FakeModel) -> None:
+    fake_model.set_limit(Limit(requests=2, per=1.0))
+    fake_model.script(text("one"), text("two"), text("three"))
+    body = {"model": "m", "stream": True, "input": []}
+    assert [post(fake_model, "/v1/responses", body)[0] for _ in range(2)] == [200, 200]
+    status, headers, raw = post(fake_model, "/v1/responses", body)
+    assert status == 429 and headers["retry-after"] == "1"
+    assert json.loads(raw)["error"] | {"message": ""} == {
+        "type": "rate_limit_exceeded",
+        "code": "rate_limit_exceeded",
+        "message": "",
+        "param": None,
+    }
+    assert fake_model.pending() == 1 and [r.reason for r in fake_model.refused] == ["rate"]
+    time.sleep(max(0.0, fake_model.accepted_times[0] + 1.0 - time.monotonic()) + 0.02)
+    status, _, raw = post(fake_model, "/v1/responses", body)  # the oldest left the window
+    assert status == 200 and "three" in raw and fake_model.pending() == 0
+    fake_model.set_limit(Limit(requests=0, per=5.0))  # nothing allowed: wait until the oldest leaves the window
+    status, headers, raw = post(fake_model, "/v1beta/models/m:generateContent", {"contents": []})
+    err = json.loads(raw)["error"]
+    assert status == 429 and (err["code"], err["status"]) == (429, "RESOURCE_EXHAUSTED")
+    wait = math.ceil(fake_model.accepted_times[0] + 5.0 - fake_model.refused[-1].at)
+    assert wait == 4 and headers["retry-after"] == "4" and err["details"][0]["retryDelay"] == "4s"
+    assert len(fake_model.accepted_times) == 3 and len(fake_model.refused) == 2
+    fake_model.set_limit(None)
+    assert post(fake_model, "/v1/messages", {"model": "m", "messages": []})[0] == 200  # no limit any more
+    fake_model.reset()
+    assert (fake_model.refused, fake_model.accepted_times, fake_model.max_in_flight) == ([], [], 0)
+
+
+def test_rate_limit_headers_when_enabled_streaming_too() -> None:
+    with FakeModel(limit=Limit(requests=5, per=60.0, headers=True)) as fake:
+        before = datetime.now(UTC)
+        status, headers, _ = post(fake, "/v1/messages", {"model": "m", "messages": []})
+        assert status == 200 and headers["anthropic-ratelimit-requests-limit"] == "5"
+        assert headers["anthropic-ratelimit-requests-remaining"] == "4"
+        reset = datetime.strptime(headers["anthropic-ratelimit-requests-reset"], "%Y-%m-%dT%H:%M:%SZ")
+        assert 58 <= (reset.replace(tzinfo=UTC) - before).total_seconds() <= 62
+        status, headers, raw = post(fake, "/v1/messages", {"model": "m", "stream": True, "messages": []})
+        assert status == 200 and sse(raw)[-1][0] == "message_stop"
+        assert headers["anthropic-ratelimit-requests-remaining"] == "3"
+        status, headers, _ = post(fake, "/v1/responses", {"model": "m", "stream": True, "input": []})
+        assert status == 200 and headers["x-ratelimit-limit-requests"] == "5"
+        assert headers["x-ratelimit-remaining-requests"] == "2"
+        reset_in = headers["x-ratelimit-reset-requests"]
+        assert reset_in.endswith("s") and 59 <= float(reset_in[:-1]) <= 60
+        assert not any(k.startswith("anthropic-ratelimit") for k in headers)
+        fake.set_limit(Limit(requests=5, per=60.0))  # headers off
+        _, headers, _ = post(fake, "/v1/messages", {"model": "m", "messages": []})
+        assert not any("ratelimit" in k for k in headers)
+
+
+def test_refusals_and_served_replies_carry_the_request_headers(fake_model: FakeModel) -> None:
+    fake_model.set_limit(Limit(requests=2, per=60.0))
+    fake_model.script(text("a", usage=Usage(input=5, output=1)), text("b", usage=Usage(input=7, output=2)))
+    body = {"model": "m", "messages": []}
+    for key in ("key-a", "key-b", "key-a", "key-b", "key-b"):
+        post(fake_model, "/v1/messages", body, {"X-Api-Key": key})
+    served = served_after(fake_model, 2)
+    assert [(s.request_headers or {})["x-api-key"] for s in served] == ["key-a", "key-b"]
+    assert served[0].request_headers["content-type"] == "application/json"
+    by_key: dict[str, int] = {}
+    for s in fake_model.served_ok():
+        key = (s.request_headers or {})["x-api-key"]
+        by_key[key] = by_key.get(key, 0) + s.wire_usage["input_tokens"]
+    assert by_key == {"key-a": 5, "key-b": 7}
+    assert [r.headers["x-api-key"] for r in fake_model.refused] == ["key-a", "key-b", "key-b"]
+    assert all(r.reason == "rate" for r in fake_model.refused)
+    assert len(fake_model.model_requests()) == 5  # refused requests are recorded too
 
 
 # -- Claude Code ---------------------------------------------------------------------------------------------------

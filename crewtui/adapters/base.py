@@ -284,6 +284,11 @@ class Preset(ABC):
         """Environment the agent needs for these options (the crew file's `env` can override it)."""
         return {}
 
+    def gateway_args(self, base_url: str) -> list[str]:
+        """Arguments that point the agent at the model gateway (`base_url` is its session's, without /v1), for
+        agents that read the endpoint from their config rather than ANTHROPIC_BASE_URL / OPENAI_BASE_URL."""
+        return []
+
     @abstractmethod
     def argv(self, options: AgentOptions, task: str | None) -> list[str]:
         """The whole argv for one session."""

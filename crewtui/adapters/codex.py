@@ -509,3 +509,12 @@ class Codex(Preset):
 
     def argv(self, options: AgentOptions, task: str | None) -> list[str]:
         return [*self.command(options), "app-server", *options.args]
+
+    def gateway_args(self, base_url: str) -> list[str]:
+        # A provider of its own: the built-in "openai" one tries a WebSocket first (5 reconnects, seconds lost,
+        # before it falls back to HTTPS), and a crew's custom one has its own base_url. The key stays the agent's.
+        provider = (
+            f'model_providers.crewtui={{ name = "crewtui gateway", base_url = "{base_url}/v1", '
+            'env_key = "OPENAI_API_KEY", wire_api = "responses" }'
+        )
+        return ["-c", 'model_provider="crewtui"', "-c", provider]

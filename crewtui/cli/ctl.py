@@ -18,6 +18,7 @@ import click
 from crewtui.adapters import PRESETS
 from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_async, user_errors
 from crewtui.cli.cron import cron
+from crewtui.cli.gateway import gateway, resume, usage
 from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line, turn_line
 from crewtui.errors import BadInput
 from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
@@ -43,6 +44,9 @@ def ctl(ctx: click.Context, ctl_data_dir: str | None, socket: str | None) -> Non
 
 
 ctl.add_command(cron)
+ctl.add_command(usage)
+ctl.add_command(resume)
+ctl.add_command(gateway)
 
 
 @ctl.command()

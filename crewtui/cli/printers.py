@@ -37,11 +37,13 @@ def session_line(s: Session, node_width: int = 0) -> str:
 
 
 def what_it_does(s: Session) -> str:
-    """The last column: an agent's activity and cost (sessions of a preset), else its last output line."""
-    if s.preset is None:
-        return s.last_line or ""
-    cost = f"{money(s.cost_usd)} " if s.cost_usd is not None else ""
-    return cost + (s.activity or "")
+    """The last column: its cost (an agent with a preset, or measured by the gateway), then why it waits in the
+    gateway, else an agent's activity, else its last output line."""
+    metered = s.preset is not None or s.usage is not None
+    cost = f"{money(s.cost_usd)} " if s.cost_usd is not None and metered else ""
+    if s.gateway_hold:
+        return cost + s.gateway_hold
+    return cost + ((s.activity or "") if s.preset is not None else (s.last_line or ""))
 
 
 def job_header() -> str:

@@ -28,15 +28,13 @@ from crewtui.config.models import (
     AgentConfig,
     AgentResources,
     BackendConfig,
-    Backoff,
     CrewConfig,
     CrewSettings,
     CronConfig,
-    PoolConfig,
-    Rate,
     ScheduleConfig,
     SpawnPayload,
 )
+from crewtui.config.pools import PROVIDER_UPSTREAMS, Backoff, BudgetConfig, PoolConfig, Rate
 from crewtui.config.templates import (
     COMMAND_FIELDS,
     SAMPLE_VALUES,
@@ -49,6 +47,7 @@ from crewtui.errors import ConfigError
 
 __all__ = [
     "COMMAND_FIELDS",
+    "PROVIDER_UPSTREAMS",
     "RAY_MISSING",
     "SAMPLE_VALUES",
     "TEMPLATE_FIELDS",
@@ -56,6 +55,7 @@ __all__ = [
     "AgentResources",
     "BackendConfig",
     "Backoff",
+    "BudgetConfig",
     "CrewConfig",
     "CrewSettings",
     "CronConfig",

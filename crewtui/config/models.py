@@ -10,76 +10,35 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from crewtui.adapters import get_preset
 from crewtui.adapters.base import AgentOptions, Permissions
+from crewtui.config.fields import (
+    Duration,
+    OptDateTime,
+    OptDuration,
+    OptPositiveDuration,
+    PositiveDuration,
+    _Strict,
+)
+from crewtui.config.pools import PoolConfig
 from crewtui.config.pricing import PriceConfig
 from crewtui.config.problems import describe, fail, toml_key
 from crewtui.config.templates import SAMPLE_COMMAND_VALUES, SAMPLE_VALUES, TemplateError, render_fields
 from crewtui.errors import BadInput
-from crewtui.model import MAX_ATTEMPTS, MIN_EVERY, parse_duration, validate_label
+from crewtui.model import MAX_ATTEMPTS, MIN_EVERY, validate_label
 
 _LABEL_RULE = "1-128 characters of a-z 0-9 . _ -, starting with a letter or digit"
 
 
 # ------------------------------------------------------------------------------------------ field types
-
-
-def _duration(value: Any) -> float:
-    try:
-        seconds = parse_duration(value)
-    except (ValueError, OverflowError) as exc:
-        msg = str(exc) if isinstance(exc, ValueError) else f"expected a duration like '15m', got {describe(value)}"
-        raise fail(msg) from None
-    # TOML has nan and inf, and 400 nines make an infinite float: a timer at nan or inf never fires (and nan
-    # breaks the ordering of the timer heap), so neither is a duration.
-    if not math.isfinite(seconds):
-        raise fail(f"expected a finite duration like '15m', got {describe(value)}")
-    return seconds
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = _duration(value)
-    if seconds <= 0:
-        raise fail(f"expected a duration greater than zero like '15m', got {describe(value)}")
-    return seconds
-
-
-def _optional(fn: Callable[[Any], float]) -> Callable[[Any], float | None]:
-    def check(value: Any) -> float | None:
-        return None if value is None else fn(value)
-
-    return check
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
-OptDuration = Annotated[float | None, BeforeValidator(_optional(_duration))]
-OptPositiveDuration = Annotated[float | None, BeforeValidator(_optional(_positive_duration))]
-
-
-def _datetime(value: Any) -> Any:
-    # pydantic would take a number as a Unix timestamp; in a crew file that is surely a mistake.
-    if value is None or isinstance(value, (datetime, str)):
-        return value
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day)
-    raise fail(f"expected a date-time like 2026-04-02T09:00:00, got {describe(value)}")
-
-
-OptDateTime = Annotated[datetime | None, BeforeValidator(_datetime)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -237,83 +196,6 @@ class AgentConfig(_Strict):
         if not command[0].strip():
             raise fail(f"expected the program to run as the first element, got {describe(command[0])}", "[0]")
         return command
-
-
-class Backoff(_Strict):
-    """Exponential backoff with full jitter between rate-limited retries."""
-
-    base: Duration = 2.0
-    max: Duration = 300.0
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Backoff:
-        if self.max < self.base:
-            raise fail(f"expected a duration of at least base ({self.base:g}s), got {self.max:g}s", "max")
-        return self
-
-
-_RATE_UNITS = {
-    "s": 1.0, "sec": 1.0, "second": 1.0,
-    "m": 60.0, "min": 60.0, "minute": 60.0,
-    "h": 3600.0, "hour": 3600.0,
-    "d": 86400.0, "day": 86400.0,
-}  # fmt: skip
-
-
-class Rate(BaseModel):
-    """A token-bucket start rate: `count` starts per `per` seconds ("30/min", "5/s", "10/15m")."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    count: int = Field(ge=1, strict=True)
-    per: float = Field(gt=0)
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.per
-
-    def __str__(self) -> str:
-        return f"{self.count}/{self.per:g}s"
-
-
-def _rate(value: Any) -> Any:
-    if value is None or isinstance(value, (dict, Rate)):
-        return value
-    expected = "expected a rate like '30/min', '5/s', '100/h' or '10/15m'"
-    if not isinstance(value, str) or value.count("/") != 1:
-        raise fail(f"{expected}, got {describe(value)}")
-    count_text, per_text = (part.strip().lower() for part in value.split("/"))
-    if not count_text.isdigit() or int(count_text) < 1:
-        raise fail(f"{expected} (a whole number of at least 1 before the '/'), got {describe(value)}")
-    per = _RATE_UNITS.get(per_text.removesuffix("s") if len(per_text) > 3 else per_text)
-    if per is None:
-        try:
-            per = parse_duration(per_text)
-        except ValueError:
-            raise fail(f"{expected}, got {describe(value)}") from None
-    if per <= 0:
-        raise fail(f"{expected} (a period greater than zero), got {describe(value)}")
-    return {"count": int(count_text), "per": per}
-
-
-class PoolConfig(_Strict):
-    """`[pools.NAME]`: a concurrency cap and start rate shared by every session that names the pool."""
-
-    max_concurrent: int | None = Field(default=None, ge=1, strict=True)
-    rate: Annotated[Rate | None, BeforeValidator(_rate)] = None
-    retry_on_exit: list[Annotated[int, Field(ge=0, le=255, strict=True)]] = Field(default_factory=lambda: [75])
-    retry_on_stderr: str | None = None
-    backoff: Backoff = Field(default_factory=Backoff)
-
-    @field_validator("retry_on_stderr")
-    @classmethod
-    def _regex(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise fail(f"expected a regular expression (Python re), got {describe(pattern)} ({exc})") from None
-        return pattern
 
 
 _CRON_FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week", "second", "year")
@@ -554,6 +436,13 @@ class CrewConfig(_Strict):
                 raise fail(
                     f"unknown pool {agent.pool!r}; known: {_known(self.pools, '[pools.NAME]')}",
                     f"agents.{toml_key(name)}.pool",
+                )
+        for name, pool in self.pools.items():
+            unpriced = [a for a, agent in self.agents.items() if agent.pool == name and agent.price is None]
+            if pool.budget_usd is not None and pool.price is None and unpriced:
+                raise fail(
+                    f"a budget in dollars needs a price: set price on the pool (agent {unpriced[0]!r} has none)",
+                    f"pools.{toml_key(name)}.budget_usd",
                 )
         names: dict[str, int] = {}
         for i, job in enumerate(self.cron):

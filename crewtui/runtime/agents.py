@@ -40,11 +40,12 @@ from crewtui.adapters.base import (
 )
 from crewtui.config import CrewConfig, render_command
 from crewtui.errors import Conflict
-from crewtui.model import Session, SessionAgentUpdate, SessionAnswered, SessionState, TokenCounts, Turn
+from crewtui.model import Session, SessionAgentUpdate, SessionAnswered, SessionState, Turn, of_record
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import SessionHandle
 from crewtui.runtime.limits import Pools
 from crewtui.runtime.sessions import SessionTable
+from crewtui.spend import TokenCounts
 
 log = logging.getLogger("crewtui.agents")
 
@@ -99,8 +100,12 @@ class AgentLinks:
         link = Link(conversation, price)
         self.links[s.key] = link
         first = conversation.start()
-        before = Tokens(**s.tokens.model_dump()) if s.tokens is not None else Tokens()
-        cost_before = s.cost_usd or 0.0
+        # Stored before the gateway existed, a session's reported figures were in tokens/cost_usd.
+        reported = s.reported_tokens if s.reported_tokens is not None else (s.tokens if s.usage is None else None)
+        before = Tokens(**reported.model_dump()) if reported is not None else Tokens()
+        cost_before = (
+            s.reported_cost_usd if s.reported_cost_usd is not None else (s.cost_usd or 0.0) if s.usage is None else 0.0
+        )
         if replay is not None:
             for line in replay:
                 for ev in conversation.feed(line):
@@ -199,10 +204,11 @@ class AgentLinks:
         s.turns = link.base_turns + t.turns
         tokens = link.base_tokens + t.tokens
         if tokens.input or tokens.output or tokens.cache_read or tokens.cache_write:
-            s.tokens = TokenCounts(**tokens.as_dict())
+            s.reported_tokens = TokenCounts(**tokens.as_dict())
         cost = self._cost(link, t.tokens, t.cost_usd)
         if cost or link.base_cost or t.cost_usd is not None:
-            s.cost_usd = link.base_cost + cost
+            s.reported_cost_usd = link.base_cost + cost
+        of_record(s)
 
     @staticmethod
     def _cost(link: Link, tokens: Tokens, reported: float | None) -> float:
@@ -240,6 +246,8 @@ class AgentLinks:
                 tokens=s.tokens,
                 cost_usd=s.cost_usd,
                 needs=s.needs,
+                usage=s.usage,
+                gateway_hold=s.gateway_hold,
             )
         )
 

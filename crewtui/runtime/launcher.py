@@ -90,6 +90,9 @@ class Launcher:
         self.env_extra: dict[str, dict[str, str]] = {}
         self.on_end: list[EndHook] = []  # called in order when a session has ended (see after_end)
         self.on_reset: list[EndHook] = []  # called when an ended session starts a new attempt
+        self.on_adopt: list[EndHook] = []  # called when a running session is held (launched or re-adopted)
+        # The model gateway's environment and extra arguments for a session (the orchestrator's Metering).
+        self.gateway_launch: Callable[[Session], tuple[dict[str, str], list[str]]] | None = None
         self.running = False
         self.store_id = ""  # written into each session dir at launch (see SessionDir.OWNER)
         self._wake_at: float | None = None
@@ -224,12 +227,17 @@ class Launcher:
         if agent is not None:
             env.update(agent.env)
         env.update(self.env_extra.pop(s.key, {}))
+        argv = list(s.argv)
+        if self.gateway_launch is not None:
+            gateway_env, gateway_args = self.gateway_launch(s)
+            env.update(gateway_env)  # metering is the point of the pool: the crew file's env does not bypass it
+            argv += gateway_args
         return LaunchSpec(
             key=s.key,
             label=s.label,
             attempt=s.attempt,
             dir=sd,
-            argv=list(s.argv),
+            argv=argv,
             env=env,
             cwd=Path(s.cwd) if s.cwd else sd.path,
             agent=s.agent,
@@ -285,6 +293,8 @@ class Launcher:
             s.agent_start = handle.info.agent_start
         self.waiters[s.key] = asyncio.create_task(self._wait_end(s.key, handle), name=f"wait-{s.key}")
         self.tailer.follow(s.key)
+        for hook in self.on_adopt:
+            hook(s)
 
     async def _wait_end(self, key: str, handle: SessionHandle) -> None:
         try:

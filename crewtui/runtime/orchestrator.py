@@ -37,7 +37,6 @@ from crewtui.model import (
     RuntimeStarted,
     RuntimeStopped,
     Session,
-    SessionAnswered,
     SessionState,
     SessionSteered,
     SpawnRequest,
@@ -47,12 +46,13 @@ from crewtui.model import (
     YieldResult,
     listed,
 )
-from crewtui.runtime.agents import AgentLinks, conversation_turns, with_answers
+from crewtui.runtime.agents import AgentLinks
 from crewtui.runtime.bus import EventBus, Subscription
 from crewtui.runtime.drivers import AgentFn, CallableDriver, Drivers, ProcessDriver
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.limits import Pools
-from crewtui.runtime.output import OutputTailer
+from crewtui.runtime.metering import Metering
+from crewtui.runtime.output import OutputTailer, read_history
 from crewtui.runtime.recovery import Recovery
 from crewtui.runtime.registry import RegistryWriter
 from crewtui.runtime.retention import KEEP_ENDED, Retention
@@ -60,8 +60,8 @@ from crewtui.runtime.scheduler import Scheduler
 from crewtui.runtime.sessions import SessionTable
 from crewtui.runtime.spawning import Spawner
 from crewtui.runtime.supervision import RetryCause, Supervisor
-from crewtui.runtime.tail import MAX_LINE_CHARS, tail_agent_lines, tail_lines
 from crewtui.runtime.yields import Yields
+from crewtui.spend import GatewayInfo, UsageBy, UsageRow
 from crewtui.store import Store
 from crewtui.store.schema import check_in_background, needs_background_check
 
@@ -119,6 +119,9 @@ class Orchestrator:
         self.spawner = Spawner(
             self.table, self.launcher, self.bus, store, self.clock, self.ids, self.crew, self.drivers, data_dir
         )
+        self.metering = Metering(
+            self.table, self.bus, store, self.crew, self.clock, data_dir, self.agents, self.launcher
+        )
         self.scheduler: Scheduler | None = None
         self._with_scheduler = scheduler
         self._registry: RegistryWriter | None = None
@@ -148,6 +151,7 @@ class Orchestrator:
         self.launcher.on_end.append(self._merge_result)
         if self.crew.backend.kind == "ray" or self.recovery.needs_ray():
             await self.drivers.connect_ray(self.crew.backend, self.data_dir)
+        await self.metering.start()  # before any session starts or is re-adopted: they are pointed at it
         self._running = self.launcher.running = True
         found = await self.recovery.reconcile()
         self.bus.publish(
@@ -191,6 +195,7 @@ class Orchestrator:
         tasks = [*self.launcher.stop(), *self.yields.stop(), *([evicting] if evicting else [])]
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.tailer.stop()  # records how far each live session's output was read, for the next runtime
+        await self.metering.stop()
         live_now = sum(1 for s in self.table.sessions.values() if s.state.live)
         self.bus.publish(RuntimeStopped(pid=os.getpid(), live_sessions=live_now))
         self.bus.close()
@@ -277,19 +282,7 @@ class Orchestrator:
 
     async def history(self, ref: str, tail: int = 50) -> History:
         s = await self.table.find(ref)
-        if tail < 1 or tail > 100_000:
-            raise BadInput(f"--tail must be between 1 and 100000, got {tail}")
-        sd = self.data_dir.session(s.key)
-        if s.preset is None:
-            lines, err = await asyncio.to_thread(lambda: (tail_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
-            return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err)
-        # An agent's lines are read whole once: its conversation from them, the transcript's lines cut from them.
-        raw, err = await asyncio.to_thread(lambda: (tail_agent_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
-        stored = await self.store.events(session=s.key, kind="session_answered")  # earlier runtimes' answers
-        answers = [a for a in stored if isinstance(a, SessionAnswered)] + self.agents.answers(s.key)
-        turns = with_answers(conversation_turns(s.preset, raw), answers)
-        lines = [line[:MAX_LINE_CHARS] for line in raw]
-        return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err, turns=turns)
+        return await read_history(s, self.data_dir.session(s.key), tail, self.store, self.agents)
 
     async def registry(self) -> dict[str, Any]:
         if self._registry is None:
@@ -408,11 +401,22 @@ class Orchestrator:
         return await self.supervisor.sweep(dry_run, cause)
 
     async def acquire(self, pool: str) -> dict[str, Any]:
-        """Block until the pool's rate limit grants a permit (for agents: `crewtui ctl acquire POOL`)."""
+        """Block until the pool's rate limit grants a permit (for agents: `crewtui ctl acquire POOL`); a gateway
+        pool's permit comes from the gateway's line and buckets, shared with its sessions' model requests."""
         p = self.launcher.pools[pool]
         t0 = self.clock.now()
-        await p.acquire()
+        if not await self.metering.acquire(pool):
+            await p.acquire()
         return {"pool": pool, "waited": round(self.clock.now() - t0, 3)}
+
+    async def gateway(self) -> GatewayInfo:
+        return self.metering.info()
+
+    async def usage(self, by: UsageBy = "pool", since: float | None = None) -> builtins.list[UsageRow]:
+        return await self.metering.usage(by, since)
+
+    async def resume(self, ref: str | None = None, pool: str | None = None, budget: float | None = None) -> str:
+        return self.metering.resume(ref, pool, budget)
 
     @property
     def pools(self) -> Pools:

@@ -11,12 +11,13 @@ import asyncio
 import logging
 
 from crewtui.clock import ClockLike
-from crewtui.locations import DataDir
-from crewtui.model import Session, SessionOutput, SessionState
-from crewtui.runtime.agents import AgentLinks
+from crewtui.errors import BadInput
+from crewtui.locations import DataDir, SessionDir
+from crewtui.model import History, Session, SessionAnswered, SessionOutput, SessionState
+from crewtui.runtime.agents import AgentLinks, conversation_turns, with_answers
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.sessions import SessionTable
-from crewtui.runtime.tail import AGENT_LINE_BYTES, MAX_LINE_CHARS, read_new
+from crewtui.runtime.tail import AGENT_LINE_BYTES, MAX_LINE_CHARS, read_new, tail_agent_lines, tail_lines
 from crewtui.runtime.watcher import OutputWatcher
 from crewtui.store import Store
 
@@ -133,3 +134,19 @@ class OutputTailer:
                     )
                 )
             self.dirty_offsets.add(s.key)
+
+
+async def read_history(s: Session, sd: SessionDir, tail: int, store: Store, agents: AgentLinks) -> History:
+    """The last `tail` lines of a session's stdout and stderr; for an agent with a preset, its conversation too."""
+    if tail < 1 or tail > 100_000:
+        raise BadInput(f"--tail must be between 1 and 100000, got {tail}")
+    if s.preset is None:
+        lines, err = await asyncio.to_thread(lambda: (tail_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
+        return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err)
+    # An agent's lines are read whole once: its conversation from them, the transcript's lines cut from them.
+    raw, err = await asyncio.to_thread(lambda: (tail_agent_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
+    stored = await store.events(session=s.key, kind="session_answered")  # earlier runtimes' answers
+    answers = [a for a in stored if isinstance(a, SessionAnswered)] + agents.answers(s.key)
+    turns = with_answers(conversation_turns(s.preset, raw), answers)
+    lines = [line[:MAX_LINE_CHARS] for line in raw]
+    return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err, turns=turns)

@@ -104,7 +104,18 @@ CREATE INDEX sessions_updated ON sessions(updated_at);
 CREATE INDEX sessions_top_key ON sessions({TOP_OF_LABEL}, key);
 """
 
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4]
+# v5: the model gateway's use per pool and day (requests, tokens, dollars, refusals), so a daily budget holds
+# across a restart and `ctl usage --by pool|day` reads a year without touching the sessions.
+_V5 = """
+CREATE TABLE usage_days (
+    day TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (day, pool)
+);
+"""
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4, _V5]
 
 UPSERT_SESSION = """
 INSERT INTO sessions (key, label, state, parent, cron_run, updated_at, data)

@@ -233,6 +233,27 @@ class Store:
     async def load_timers(self) -> list[tuple[str, str, float, str]]:
         return [tuple(r) for r in await self._fetch("SELECT id, kind, due, data FROM timers ORDER BY due")]
 
+    def put_usage_day(self, day: str, pool: str, data: str) -> None:
+        """A gateway pool's use on `day` (YYYY-MM-DD), as JSON (model.UsageTotals); the last write wins."""
+        self._check_open()
+        self.writer.put(
+            Exec(
+                f"usage:{day}:{pool}",
+                "INSERT OR REPLACE INTO usage_days (day, pool, data) VALUES (?, ?, ?)",
+                (day, pool, data),
+            )
+        )
+
+    async def load_usage_days(self, since: str = "") -> list[tuple[str, str, str]]:
+        """(day, pool, data JSON) from `since` (YYYY-MM-DD) on, oldest first."""
+        sql = "SELECT day, pool, data FROM usage_days WHERE day >= ? ORDER BY day, pool"
+        return [tuple(r) for r in await self._fetch(sql, (since,))]
+
+    async def metered_sessions(self, since: float) -> list[Session]:
+        """Sessions updated since `since` that the gateway measured (for `ctl usage` by session, group, run)."""
+        sql = "SELECT data FROM sessions WHERE updated_at >= ? AND instr(data, '\"usage\":{') > 0"
+        return [Session.model_validate_json(r[0]) for r in await self._fetch(sql, (since,))]
+
     async def set_meta(self, key: str, value: str) -> None:
         """Write one bookkeeping value directly; committed when this returns."""
         await self._direct_write(

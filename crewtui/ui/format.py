@@ -16,7 +16,8 @@ from typing import Any
 from rich.text import Text
 
 from crewtui.formatting import money, money_short, percent, tokens_short
-from crewtui.model import STATE_SYMBOLS, SessionState, TimelineItem, TokenCounts
+from crewtui.model import STATE_SYMBOLS, SessionState, TimelineItem
+from crewtui.spend import TokenCounts
 from crewtui.text import clean
 
 # One Dark-like colours: distinct on dark and light backgrounds, and failures stand out from the calm ones.

@@ -35,22 +35,43 @@ Usage numbers are explicit per reply (`Usage(input, output, cache_read, cache_wr
 
 `fake.served` lists what each model request got, in the order the replies finished (`completed` is False when
 the client hung up mid-stream, e.g. codex steered during a model call: it drops that stream and asks again) (`Served.wire_usage` is the usage object exactly as sent), so a
-test can compare a CLI's reported tokens with what the fake served, token for token.
+test can compare a CLI's reported tokens with what the fake served, token for token. `Served.request_headers` holds
+the request's (lower-cased) headers, so a test can sum what was served per API key.
+
+An optional upstream rate limit, enforced like a real provider, lets a test put a rate-limiting gateway in front
+of the fake: `FakeModel(limit=Limit(requests=50, per=60.0, concurrent=4, headers=True))`, or
+`fake.set_limit(Limit(...) | None)` at any time (from any thread). It applies to model requests only. A model
+request is refused at once with HTTP 429, without taking a scripted reply, when `concurrent` accepted model
+requests are already in flight (from arrival until the response is fully written or the client hung up), or
+when `requests` were accepted within the last `per` seconds (a sliding window of acceptance times). The 429
+carries `retry-after` in whole seconds (at least 1: the time until the oldest accepted request leaves the window;
+1 for a concurrency refusal) and the API's error body (Anthropic `rate_limit_error`, Responses
+`rate_limit_exceeded`, Gemini `RESOURCE_EXHAUSTED` with a RetryInfo). Refused requests are still recorded in
+`fake.requests`, not in `fake.served`, but in `fake.refused` (`Refusal(at, reason, headers)`, `at` on the
+`time.monotonic()` clock). With `headers=True` (and `requests` set), Anthropic answers carry
+`anthropic-ratelimit-requests-{limit,remaining,reset}` (reset: RFC 3339 UTC, whole seconds rounded up, when the
+oldest slot frees) and Responses answers `x-ratelimit-{limit,remaining,reset}-requests` (reset like "1.5s"), on
+streams too. Whatever the limit, `fake.accepted_times` (time.monotonic() of each accepted model request) and
+`fake.max_in_flight` (the most accepted model requests in flight at once) show the upstream's view; `reset()`
+clears them with the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import json
+import math
 import re
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -60,7 +81,9 @@ __all__ = [
     "RESPONSES",
     "ErrorReply",
     "FakeModel",
+    "Limit",
     "RecordedRequest",
+    "Refusal",
     "Served",
     "TextReply",
     "ToolUseReply",
@@ -226,6 +249,34 @@ class Served:
     wire_usage: dict[str, Any] | None  # the usage object exactly as sent (None for errors)
     tool_call: dict[str, Any] | None = None  # {"name", "input"/"arguments"/"args", "id"} as sent, for tool replies
     completed: bool = True  # False when the client hung up mid-stream (codex does so when steered mid-request)
+    request_headers: dict[str, str] | None = None  # the model request's headers, lower-cased names
+
+
+@dataclass(frozen=True)
+class Limit:
+    """An upstream rate limit on model requests: at most `requests` accepted within any `per` seconds (sliding
+    window) and at most `concurrent` in flight at once (None: no such limit). `headers`: send the provider's
+    rate-limit headers (Anthropic, Responses) on accepted answers and refusals, when `requests` is set."""
+
+    requests: int | None = None
+    per: float = 60.0
+    concurrent: int | None = None
+    headers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.per <= 0:
+            raise ValueError(f"Limit.per must be positive, not {self.per}")
+        if (self.requests is not None and self.requests < 0) or (self.concurrent is not None and self.concurrent < 0):
+            raise ValueError(f"Limit counts must not be negative: {self}")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A model request refused with 429 by the fake's own `Limit` (no scripted reply was taken)."""
+
+    at: float  # time.monotonic()
+    reason: Literal["concurrency", "rate"]
+    headers: dict[str, str]  # the request's headers, lower-cased names
 
 
 _ids = itertools.count(1)
@@ -233,6 +284,10 @@ _ids = itertools.count(1)
 
 def _id(prefix: str) -> str:
     return f"{prefix}_fake_{next(_ids):04d}{uuid.uuid4().hex[:8]}"
+
+
+def _lower(request: web.Request) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items()}
 
 
 def _chunks(value: str, parts: int = 3) -> list[str]:
@@ -245,11 +300,18 @@ def _chunks(value: str, parts: int = 3) -> list[str]:
 class FakeModel:
     """The fake server. Use as a context manager, or `start()` / `stop()`."""
 
-    def __init__(self, model: str = "fake-model", default_reply: Reply | None = None) -> None:
+    def __init__(
+        self, model: str = "fake-model", default_reply: Reply | None = None, limit: Limit | None = None
+    ) -> None:
         self.model = model
         self.default_reply: Reply = default_reply or text("ok")
         self.requests: list[RecordedRequest] = []
         self.served: list[Served] = []
+        self.limit: Limit | None = limit  # change it with set_limit()
+        self.refused: list[Refusal] = []
+        self.accepted_times: list[float] = []  # time.monotonic() of each accepted model request, ascending
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._script: deque[Reply] = deque()
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -380,6 +442,68 @@ class FakeModel:
             self.requests.clear()
             self.served.clear()
             self._script.clear()
+            self.refused.clear()
+            self.accepted_times.clear()
+            self.max_in_flight = 0  # requests still in flight count again when the next one arrives
+
+    # -- rate limit ----------------------------------------------------------------------------------------------
+
+    def set_limit(self, limit: Limit | None) -> FakeModel:
+        """Enforce `limit` on the model requests from now on (None: no limit). Safe from any thread."""
+        with self._cond:
+            self.limit = limit
+        return self
+
+    def in_flight(self) -> int:
+        """How many accepted model requests are in flight now."""
+        with self._cond:
+            return self._in_flight
+
+    def _window(self, now: float, per: float) -> list[float]:
+        """The acceptance times within the last `per` seconds, oldest first (under self._cond)."""
+        return self.accepted_times[bisect.bisect_right(self.accepted_times, now - per) :]
+
+    def _admit(self, rec: RecordedRequest, now: float) -> tuple[ErrorReply | None, dict[str, str]]:
+        """Accept a model request (counting it in flight) or refuse it; with the rate-limit headers to send.
+        Called under self._cond, in the same step that records the request."""
+        limit = self.limit
+        refusal: ErrorReply | None = None
+        if limit is not None and limit.concurrent is not None and self._in_flight >= limit.concurrent:
+            message = f"fake: {self._in_flight} requests already in flight (concurrency limit {limit.concurrent})"
+            refusal = ErrorReply(429, 1, message)
+            self.refused.append(Refusal(now, "concurrency", dict(rec.headers)))
+        elif limit is not None and limit.requests is not None:
+            window = self._window(now, limit.per)
+            if len(window) >= limit.requests:
+                wait = window[0] + limit.per - now if window else limit.per
+                message = f"fake: rate limit of {limit.requests} requests per {limit.per:g}s exceeded"
+                refusal = ErrorReply(429, max(1, math.ceil(wait)), message)
+                self.refused.append(Refusal(now, "rate", dict(rec.headers)))
+        if refusal is None:
+            self.accepted_times.append(now)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        return refusal, self._limit_headers(rec.api, now)
+
+    def _limit_headers(self, api: str | None, now: float) -> dict[str, str]:
+        limit = self.limit
+        if limit is None or not limit.headers or limit.requests is None or api not in (ANTHROPIC, RESPONSES):
+            return {}
+        window = self._window(now, limit.per)
+        remaining = max(0, limit.requests - len(window))
+        reset_in = max(0.0, window[0] + limit.per - now) if window else 0.0
+        if api == ANTHROPIC:
+            reset_at = datetime.fromtimestamp(math.ceil(time.time() + reset_in), UTC)
+            return {
+                "anthropic-ratelimit-requests-limit": str(limit.requests),
+                "anthropic-ratelimit-requests-remaining": str(remaining),
+                "anthropic-ratelimit-requests-reset": reset_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        return {
+            "x-ratelimit-limit-requests": str(limit.requests),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{reset_in:.3f}".rstrip("0").rstrip(".") + "s",
+        }
 
     # -- HTTP ----------------------------------------------------------------------------------------------------
 
@@ -395,12 +519,16 @@ class FakeModel:
             method=request.method,
             path=request.path,
             query=dict(request.query),
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=_lower(request),
             body=body,
             at=time.time(),
         )
+        refusal: ErrorReply | None = None
+        limit_headers: dict[str, str] = {}
         with self._cond:
             self.requests.append(rec)
+            if rec.api is not None:
+                refusal, limit_headers = self._admit(rec, time.monotonic())
             self._cond.notify_all()
         if request.method in ("HEAD", "GET") and request.path == "/":
             return web.Response(text="fake model server\n")
@@ -413,28 +541,50 @@ class FakeModel:
                 {"type": "error", "error": {"type": "not_found_error", "message": f"fake: no {request.path}"}},
                 status=404,
             )
-        body = body if isinstance(body, dict) else {}
-        reply = self._next_reply()
-        if isinstance(reply, ErrorReply):
-            self._record_served(Served(rec.api, reply, reply.status, None))
-            return self._error(rec.api, reply)
+        if refusal is not None:  # refused by the limit: no scripted reply taken, never in flight
+            return self._error(rec.api, refusal, limit_headers)
         try:
-            if rec.api == ANTHROPIC:
-                return await self._anthropic(request, body, reply)
-            if rec.api == GEMINI:
-                return await self._gemini(request, rec, body, reply)
-            return await self._responses(request, body, reply)
-        except ConnectionResetError:  # the client hung up mid-stream: its reply was consumed but not completed
-            self._record_served(Served(rec.api, reply, 200, None, None, completed=False))
-            return web.Response(status=499)
+            return await self._reply(request, rec, body if isinstance(body, dict) else {}, limit_headers)
+        finally:
+            with self._cond:
+                self._in_flight -= 1
 
-    def _record_served(self, served: Served) -> None:
+    async def _reply(
+        self, request: web.Request, rec: RecordedRequest, body: dict[str, Any], limit_headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Answer an accepted model request with the next scripted reply, the response written in full."""
+        assert rec.api is not None
+        reply = self._next_reply()
+        try:
+            if isinstance(reply, ErrorReply):
+                self._record_served(Served(rec.api, reply, reply.status, None), request)
+                resp: web.StreamResponse = self._error(rec.api, reply, limit_headers)
+            elif rec.api == ANTHROPIC:
+                resp = await self._anthropic(request, body, reply, limit_headers)
+            elif rec.api == GEMINI:
+                resp = await self._gemini(request, rec, body, reply)
+            else:
+                resp = await self._responses(request, body, reply, limit_headers)
+        except ConnectionResetError:  # the client hung up mid-stream: its reply was consumed but not completed
+            self._record_served(Served(rec.api, reply, 200, None, None, completed=False), request)
+            return web.Response(status=499)
+        if not resp.prepared:  # write a plain (not streamed) response here, so it counts in flight until written
+            try:
+                await resp.prepare(request)
+                await resp.write_eof()
+            except ConnectionResetError:  # the client is gone; what it was served is recorded already
+                pass
+        return resp
+
+    def _record_served(self, served: Served, request: web.Request | None = None) -> None:
+        if request is not None:
+            served = replace(served, request_headers=_lower(request))
         with self._cond:
             self.served.append(served)
             self._cond.notify_all()
 
-    def _error(self, api: str, reply: ErrorReply) -> web.Response:
-        headers = {"request-id": _id("req"), "x-request-id": _id("req")}
+    def _error(self, api: str, reply: ErrorReply, extra_headers: dict[str, str] | None = None) -> web.Response:
+        headers = {"request-id": _id("req"), "x-request-id": _id("req"), **(extra_headers or {})}
         if reply.retry_after is not None:
             headers["retry-after"] = f"{reply.retry_after:g}"
         if api == ANTHROPIC:
@@ -479,15 +629,19 @@ class FakeModel:
         return blocks, "tool_use", {"name": name, "input": args, "id": call["id"]}
 
     async def _anthropic(
-        self, request: web.Request, body: dict[str, Any], reply: TextReply | ToolUseReply
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        reply: TextReply | ToolUseReply,
+        limit_headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         blocks, stop_reason, call = self._anthropic_blocks(body, reply)
         usage = reply.usage.anthropic()
         model = body.get("model") or self.model
         msg_id = _id("msg")
-        headers = {"request-id": _id("req")}
+        headers = {"request-id": _id("req"), **(limit_headers or {})}
         if not body.get("stream"):
-            self._record_served(Served(ANTHROPIC, reply, 200, usage, call))
+            self._record_served(Served(ANTHROPIC, reply, 200, usage, call), request)
             message = {
                 "id": msg_id,
                 "type": "message",
@@ -556,7 +710,7 @@ class FakeModel:
         )
         await send("message_stop", {"type": "message_stop"})
         await resp.write_eof()
-        self._record_served(Served(ANTHROPIC, reply, 200, usage, call))
+        self._record_served(Served(ANTHROPIC, reply, 200, usage, call), request)
         return resp
 
     # -- OpenAI Responses ----------------------------------------------------------------------------------------
@@ -572,7 +726,11 @@ class FakeModel:
         return "shell", {"command": ["bash", "-lc", command]}
 
     async def _responses(
-        self, request: web.Request, body: dict[str, Any], reply: TextReply | ToolUseReply
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        reply: TextReply | ToolUseReply,
+        limit_headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         usage = reply.usage.responses()
         model = body.get("model") or self.model
@@ -608,7 +766,8 @@ class FakeModel:
                 }
             )
             call = {"name": name, "arguments": args, "id": call_id}
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "x-request-id": _id("req")})
+        headers = {"content-type": "text/event-stream", "x-request-id": _id("req"), **(limit_headers or {})}
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
         seq = itertools.count()
 
@@ -699,7 +858,7 @@ class FakeModel:
             {"type": "response.completed", "response": {**base, "status": "completed", "output": items, "usage": usage}}
         )
         await resp.write_eof()
-        self._record_served(Served(RESPONSES, reply, 200, usage, call))
+        self._record_served(Served(RESPONSES, reply, 200, usage, call), request)
         return resp
 
     # -- Gemini API ----------------------------------------------------------------------------------------------
@@ -738,7 +897,7 @@ class FakeModel:
             parts = [p for piece in pieces for p in piece]
             merged = [{"text": value}] if value else []
             merged += [p for p in parts if "functionCall" in p]
-            self._record_served(served)
+            self._record_served(served, request)
             return web.json_response(chunk(merged or [{"text": ""}], last=True))
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
@@ -748,7 +907,7 @@ class FakeModel:
             data = chunk(parts, last=index == len(pieces) - 1)
             await resp.write(f"data: {json.dumps(data)}\r\n\r\n".encode())
         await resp.write_eof()
-        self._record_served(served)
+        self._record_served(served, request)
         return resp
 
     # -- pacing --------------------------------------------------------------------------------------------------
