@@ -206,6 +206,9 @@ def test_a_session_over_its_budget_is_paused_then_resumed_with_ctl(tmp_path: Pat
             (pool,) = json.loads(ctl(data, "usage", "--by", "pool", "--json").stdout)
             assert pool["name"] == "anthropic" and pool["usage"]["requests"] == 3
             assert pool["usage"]["cost_usd"] == pytest.approx(1.00003)
+            for by, name in (("group", "spender"), ("run", "(no cron run)"), ("day", time.strftime("%Y-%m-%d"))):
+                (row,) = json.loads(ctl(data, "usage", "--by", by, "--json").stdout)
+                assert (row["name"], row["usage"]["requests"]) == (name, 3), by
             text_out = ctl(data, "usage").stdout
             assert "anthropic" in text_out and "$1.00" in text_out
             # Resuming what is not paused, or what is not there, is one line and exit 2.

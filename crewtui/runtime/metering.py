@@ -153,8 +153,8 @@ class Metering:
 
     def launch(self, s: Session) -> tuple[dict[str, str], list[str]]:
         """The environment and extra arguments that point a session of a gateway pool at the gateway."""
-        if self.gateway is None or not self.gateway.serves(s.pool):
-            return {}, []
+        if self.gateway is None or not self.gateway.serves(s.pool) or s.driver != "process":
+            return {}, []  # a session on a Ray node cannot reach this machine's loopback: it calls the provider
         env = self.open(s)
         base = self.gateway.base_url(s.key)
         extra = get_preset(s.preset).gateway_args(base) if s.preset is not None and base is not None else []
@@ -172,7 +172,8 @@ class Metering:
         return self.gateway.open_session(s.key, s.label, s.pool, price, spent)
 
     def adopted(self, s: Session) -> None:
-        if self.gateway is not None and self.gateway.serves(s.pool) and self.gateway.base_url(s.key) is None:
+        gateway = self.gateway
+        if gateway is not None and gateway.serves(s.pool) and s.driver == "process" and gateway.base_url(s.key) is None:
             self.open(s)
 
     def ended(self, s: Session) -> None:
