@@ -448,6 +448,8 @@ class SessionAgentUpdate(_EventBase):
     needs: dict[str, Any] | None = None
     usage: UsageTotals | None = None  # the gateway's measure (when it went through the gateway)
     gateway_hold: str | None = None  # why its model requests wait in the gateway
+    reported_tokens: TokenCounts | None = None  # what its agent reported (beside the gateway's figure)
+    reported_cost_usd: float | None = None
 
 
 class SessionAnswered(_EventBase):

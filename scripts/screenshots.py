@@ -2,7 +2,8 @@
 
 Run from the repository root: `python scripts/screenshots.py [OUT_DIR]` (default `screenshots/`). Writes
 main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg, ray-nodes.svg, and agents-waiting.svg,
-agents-approve-marked.svg and agents-deny.svg (a crew of preset agents, some waiting on a person). The same fake runtime
+agents-approve-marked.svg and agents-deny.svg (a crew of preset agents, some waiting on a person), gateway.svg and
+gateway-paused.svg (the model gateway's pools; a session paused over its budget). The same fake runtime
 and key presses as the snapshot tests, so the pictures show what the tests check.
 """
 
@@ -25,6 +26,8 @@ from textual.pilot import Pilot  # noqa: E402
 from textual.widgets import Input, Select  # noqa: E402
 
 from tests.ui.conftest import fake_app, settle  # noqa: E402
+from tests.ui.fake_gateway import PAUSED_LABEL  # noqa: E402
+from tests.ui.test_gateway import gateway_view, select  # noqa: E402
 from tests.ui.test_snapshots import WAITING, steps  # noqa: E402
 
 Steps = Callable[[Pilot[None]], Awaitable[None]]
@@ -79,6 +82,10 @@ async def approve_marked(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+async def paused_session(pilot: Pilot[None]) -> None:
+    await select(pilot.app, pilot, PAUSED_LABEL)  # type: ignore[arg-type]
+
+
 # The crew on three Ray nodes, as tests/ui/test_snapshots.py::test_ray_backend_shows_nodes shows it.
 RAY_NODES = ("10.0.0.7/4f1a2b", "10.0.0.8/9c3d5e", "10.0.0.9/77e0aa")
 
@@ -99,6 +106,9 @@ SHOTS: list[tuple[str, tuple[int, int], Steps, dict[str, object]]] = [
         steps("d", select=WAITING, type_into=("#answer-text", "not on the shared runner")),
         {"agents": True},
     ),
+    # As tests/ui/test_gateway.py's test_gateway_view and test_session_paused_in_the_gateway.
+    ("gateway.svg", (140, 42), gateway_view, {}),
+    ("gateway-paused.svg", (140, 42), paused_session, {"agents": True, "holds": True}),
 ]
 
 

@@ -38,6 +38,7 @@ from crewtui.model import (
     YieldResult,
 )
 from crewtui.runtime.orchestrator import Orchestrator
+from crewtui.spend import GatewayInfo, GatewayPoolInfo, UsageRow, UsageTotals
 from tests.ui.fake_runtime import FakeRuntime
 
 # What the socket served before the table existed (server.py's _ops, READ_ONLY_OPS and CANCEL_ON_HANGUP, and
@@ -67,6 +68,10 @@ OPS = {
     # Added by the issue "Hardening" (paged history): a session's whole result, and what older history holds.
     "result",
     "older",
+    # Added by the issue "Model gateway".
+    "gateway",
+    "usage",
+    "resume",
 }
 READ_ONLY = {
     "info",
@@ -81,6 +86,8 @@ READ_ONLY = {
     "acquire",
     "result",
     "older",
+    "gateway",
+    "usage",
 }
 CANCEL_ON_HANGUP = {"yield", "acquire"}
 
@@ -157,6 +164,11 @@ RESULTS: dict[Any, Any] = {
     CronRun: CronRun(id="j#1", job="j", number=1, nominal=1.0, started_at=1.5, sessions=["s-1"], final=True, rate=1.0),
     TimelineItem: TimelineItem(ts=1.0, kind="cron", name="j", outcome="ran"),
     dict: {"pool": "p", "waited": 0.25, "nested": {"x": [1, 2]}},
+    GatewayInfo: GatewayInfo(
+        url="http://127.0.0.1:9", pools=[GatewayPoolInfo(name="a", provider="anthropic", upstream="u")]
+    ),
+    UsageRow: UsageRow(by="pool", name="a", usage=UsageTotals(requests=3, cost_usd=0.5)),
+    str: "a: resumed",
 }
 EVENT = SystemEvent(seq=7, ts=1.0, text="hello", level="warning")
 
@@ -189,6 +201,8 @@ def sample_args(v: Verb) -> dict[str, Any]:
             out[name] = SpawnRequest(label="x", argv=["true"], watchdog_after=60.0, env={"A": "1"})
         elif tp is SessionState:
             out[name] = SessionState.RUNNING
+        elif typing.get_origin(tp) is typing.Literal:
+            out[name] = typing.get_args(tp)[-1]
         else:
             out[name] = {str: "x", int: 7, float: 2.5, bool: name != "wait"}[tp]
     return out

@@ -494,9 +494,9 @@ class Gateway:
             return
         config = self.pools[client.pool].limits.config
         reason = f"over its budget: spent ${client.spent_usd:.2f} of ${client.budget_usd:.2f}"
-        if config.on_budget == "pause":
-            client.held = reason
-            client.go.clear()
+        # Held either way: with "kill", no request of its goes out while the kill is on its way.
+        client.held = reason
+        client.go.clear()
         if act:
             self._sink.over_budget(client.key, client.pool, config.on_budget, reason)
 

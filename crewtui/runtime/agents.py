@@ -248,6 +248,8 @@ class AgentLinks:
                 needs=s.needs,
                 usage=s.usage,
                 gateway_hold=s.gateway_hold,
+                reported_tokens=s.reported_tokens,
+                reported_cost_usd=s.reported_cost_usd,
             )
         )
 

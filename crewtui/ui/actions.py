@@ -83,6 +83,21 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec("t", "trigger", "Trigger", "trigger", "Trigger the cron job selected in the meters pane now"),
     ActionSpec(
+        "g",
+        "gateway",
+        "Gateway",
+        "gateway",
+        "Gateway: each model pool's rates against its limits, its line, pause and spend today",
+    ),
+    ActionSpec(
+        "R",
+        "resume",
+        "Resume",
+        "resume",
+        "Resume: let the selected session, paused in the gateway over its budget, go on",
+        show=False,  # only for a paused session, which says so (R) in its detail
+    ),
+    ActionSpec(
         "plus",
         "zoom_in",
         "Zoom in",
@@ -159,6 +174,7 @@ FOOTER_PRIORITY: tuple[str, ...] = (
     "retry",
     "trigger",
     "mark",
+    "gateway",
     "zoom-in",
     "zoom-out",
     "state",

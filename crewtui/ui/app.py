@@ -36,6 +36,7 @@ from crewtui.ui.calls import FAILED, call_runtime
 from crewtui.ui.commands import ActionsProvider
 from crewtui.ui.messages import RuntimeLost
 from crewtui.ui.older import WINDOW
+from crewtui.ui.screens.gateway import GatewayScreen
 from crewtui.ui.screens.help import HelpScreen
 from crewtui.ui.screens.main import MainScreen
 from crewtui.ui.screens.quit import QuitChoice, QuitScreen
@@ -255,6 +256,13 @@ class CrewApp(App[None]):
 
     def action_zoom_out(self) -> None:
         self.main_screen.zoom_timeline(1)
+
+    def action_resume(self) -> None:
+        self.main_screen.action_resume()
+
+    def action_gateway(self) -> None:
+        if not isinstance(self.screen, GatewayScreen):  # open already: its own g closes it
+            self.push_screen(GatewayScreen(self.runtime))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

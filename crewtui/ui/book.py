@@ -184,8 +184,12 @@ class SessionBook:
             s.agent_session = ev.agent_session
             s.turns = ev.turns
             s.tokens = ev.tokens
-            s.cost_usd = ev.cost_usd
+            s.cost_usd = ev.cost_usd  # the figure of record: the gateway's measure when it has one
             s.needs = ev.needs
+            s.usage = ev.usage
+            s.gateway_hold = ev.gateway_hold
+            s.reported_tokens = ev.reported_tokens
+            s.reported_cost_usd = ev.reported_cost_usd
             ch.rows.add(key)
             ch.agent.add(key)
             ch.usage = True

@@ -131,6 +131,15 @@ def sparkline(rates: list[float | None]) -> Text:
 
 WAITING_COLOR = "#ff9e64"
 COST_COLOR = "#98c379"
+# A session whose model requests wait in the gateway: its place in line (amber), or paused over its budget until
+# someone resumes it (red: it needs a person, as a waiting session does).
+HOLD_COLOR = "#e5c07b"
+HOLD_PAUSED_COLOR = "#e06c75"
+
+
+def hold_style(hold: str) -> str:
+    """The colour of a session's `gateway_hold`: paused over its budget, or queued."""
+    return HOLD_PAUSED_COLOR if hold.startswith("paused") else HOLD_COLOR
 
 
 def compact_json(value: Any, limit: int = 400) -> str:

@@ -37,6 +37,8 @@ from crewtui.model import (
     YieldResult,
     validate_label,
 )
+from crewtui.spend import GatewayInfo, UsageBy, UsageRow
+from tests.ui.fake_gateway import gateway_info, make_holds, usage_rows
 
 T0 = 1_775_116_800.0 + 9 * 3600  # 2026-04-02 17:00:00 UTC: "now" in every snapshot
 
@@ -361,6 +363,8 @@ class FakeRuntime(RuntimeAPI):
         ray_nodes: tuple[str, ...] = (),
         archive: builtins.list[Session] = (),  # type: ignore[assignment]
         agents: bool = False,
+        gateway: bool = True,
+        holds: bool = False,
     ) -> None:
         self.clock = clock or FakeClock(T0)
         # Ended sessions of long ago: listed and counted like a runtime's store, never loaded by the dashboard
@@ -370,6 +374,9 @@ class FakeRuntime(RuntimeAPI):
         self.sessions: dict[str, Session] = {s.key: s for s in make_sessions(now)} if sessions else {}
         if agents:
             make_agents(self.sessions)
+        if holds:
+            make_holds(self.sessions)  # sessions whose model requests wait in the gateway
+        self.gateway_info = gateway_info() if gateway else GatewayInfo()  # a test may change it between reads
         self.ray_nodes = ray_nodes
         if ray_nodes:
             # As on the Ray backend: every session that started ran on one of the nodes, and has no local pids.
@@ -536,6 +543,41 @@ class FakeRuntime(RuntimeAPI):
 
     async def registry(self) -> dict[str, Any]:
         return {}
+
+    # ------------------------------------------------------------------ the model gateway
+
+    async def gateway(self) -> GatewayInfo:
+        self.calls.append(("gateway", None))
+        return self.gateway_info.model_copy(deep=True)
+
+    async def usage(self, by: UsageBy = "pool", since: float | None = None) -> builtins.list[UsageRow]:
+        return usage_rows() if self.gateway_info.url is not None else []
+
+    async def resume(self, ref: str | None = None, pool: str | None = None, budget: float | None = None) -> str:
+        """As the runtime's: a session paused over its budget goes on (its hold cleared, and an update says so)."""
+        self.calls.append(("resume", (ref, pool, budget)))
+        if ref is None:
+            raise BadInput("resume: only a session in the fake")
+        s = self._resolve(ref)
+        if not (s.gateway_hold or "").startswith("paused"):
+            raise BadInput(f"{s.label} is not paused over its budget")
+        s.gateway_hold = None
+        self.emit(
+            SessionAgentUpdate(
+                session=s.key,
+                label=s.label,
+                ts=self.clock.now(),
+                activity=s.activity,
+                agent_session=s.agent_session,
+                turns=s.turns,
+                tokens=s.tokens,
+                cost_usd=s.cost_usd,
+                needs=s.needs,
+                usage=s.usage,
+                gateway_hold=None,
+            )
+        )
+        return f"{s.label}: resumed, its budget now $4.00"
 
     def emit(self, event: Event) -> None:
         for q in self._queues:

@@ -61,8 +61,8 @@ def legend() -> Text:
         t.append(f"{STATE_SYMBOLS[st]} {st.value}  ", style=STATE_COLORS[st])
     t.append("\nrows    ", style=f"bold {DIM}")
     t.append(
-        "label · state · #attempt · age · activity or last output · cost;  a group: sessions · done/ended rate · "
-        "states · tokens and cost\n",
+        "label · state · #attempt · age · activity or last output (or where it waits in the model gateway) · cost;  "
+        "a group: sessions · done/ended rate · states · tokens and cost\n",
         style=DIM,
     )
     t.append("marks   ", style=f"bold {DIM}")

@@ -1,7 +1,7 @@
 """The main screen: `MainView` (main_view.py: panes, layout, live events, selection) and the actions on sessions.
 
-Spawn, steer, approve and deny (what waiting sessions ask), kill, sweep, retry, trigger, marks, filters and
-panes. The keys are the App's bindings (one
+Spawn, steer, approve and deny (what waiting sessions ask), kill, sweep, retry, trigger, resume (a session paused
+in the model gateway), marks, filters and panes. The keys are the App's bindings (one
 registry, ui/actions.py), which bring them here, so a key still works while a modal is on top, as the
 palette does. Each action says in one line what it did or why it could not, and never raises at the user.
 Those lines name sessions and quote what the user typed: notifications are plain text (the App's `notify`),
@@ -323,6 +323,27 @@ class MainScreen(MainView):
             refused = f", {len(run.refused)} refused" if run.refused else ""
             self.notify(f"fired {job}: run #{run.number}, {len(run.sessions)} sessions{refused}")
         self._schedule_soon()
+
+    # ------------------------------------------------------------------------------------ resume
+
+    def action_resume(self) -> None:
+        """Let the selected session, paused in the model gateway over its budget, go on (`ctl resume LABEL`)."""
+        s = self._selected_session()
+        if s is None:
+            self.notify("select a session paused in the gateway to resume it", severity="warning")
+            return
+        hold = s.gateway_hold or ""
+        if not hold.startswith("paused"):
+            why = f" ({hold})" if hold else ""
+            self.notify(f"{s.label} is not paused in the gateway{why}; nothing to resume", severity="warning")
+            return
+        self._resume(s.label)
+
+    @work(group="commands", exit_on_error=False)
+    async def _resume(self, label: str) -> None:
+        line = await self._call("resume", ref=label, what="resume")
+        if line is not FAILED:
+            self.notify(str(line))
 
     # ------------------------------------------------------------------------------------ marks and filters
 

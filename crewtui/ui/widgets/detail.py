@@ -22,9 +22,11 @@ from crewtui.ui.book import completion_rate
 from crewtui.ui.format import (
     COST_COLOR,
     DIM,
+    HOLD_PAUSED_COLOR,
     STATE_COLORS,
     WAITING_COLOR,
     compact_json,
+    hold_style,
     plain,
     rate_text,
     rollup,
@@ -78,6 +80,41 @@ def needs_block(s: Session) -> Text | None:
     out = Text("\n").join([head, *([body] if body else []), keys])
     out.append("\n")
     return out
+
+
+def paused_block(s: Session) -> Text | None:
+    """A session paused in the gateway over its budget, set apart above its facts (it needs a person, as a waiting
+    one does), with the key that lets it go on; None otherwise. The hold is the runtime's words: foreign text."""
+    hold = s.gateway_hold
+    if not hold or not hold.startswith("paused"):
+        return None
+    head = Text()
+    head.append(" $ ", style=f"bold #282c34 on {HOLD_PAUSED_COLOR}")  # over its budget
+    head.append(" paused in the model gateway", style=f"bold {HOLD_PAUSED_COLOR}")
+    head.append("  R", style="bold #e5c07b")
+    head.append(" resumes it", style=DIM)
+    out = Text("\n").join([head, plain(hold, hold_style(hold))])
+    out.append("\n")
+    return out
+
+
+def spend_rows(s: Session) -> list[tuple[str, RenderableType]]:
+    """What a session spent, of record: its cost and tokens; when the gateway measured them, how many requests it
+    counted, and what the agent itself reported when that differs."""
+    spend = Text(money(s.cost_usd), style=COST_COLOR if s.cost_usd is not None else DIM)
+    if s.usage is None:
+        spend.append(f"  {tokens_detail(s.tokens)} tokens", style=DIM)
+        return [("spent", spend)]
+    n = s.usage.requests
+    spend.append(f"  measured by the gateway: {n:,} request{'' if n == 1 else 's'}", style=DIM)
+    rows: list[tuple[str, RenderableType]] = [("spent", spend), ("tokens", Text(tokens_detail(s.tokens), style=DIM))]
+    if s.reported_cost_usd is not None and money(s.reported_cost_usd) != money(s.cost_usd):
+        said = Text(money(s.reported_cost_usd), style="#d19a66")
+        said.append(" by its agent's count", style=DIM)
+        if s.reported_tokens is not None:
+            said.append(f"  {tokens_detail(s.reported_tokens)}", style=DIM)
+        rows.append(("reported", said))
+    return rows
 
 
 class SessionDetail(Static):
@@ -143,9 +180,16 @@ class SessionDetail(Static):
             rows.insert(4, ("cron run", plain(s.cron_run)))
         if s.preset is not None:
             rows = self._agent_rows(s, rows)
-        block = needs_block(s)
-        renderable: RenderableType = _kv(rows) if block is None else Group(block, _kv(rows))
-        self._show((str(block), *(str(v) for _, v in rows)), renderable)
+        else:
+            # A plain argv agent whose model requests go through the gateway: what the gateway measured.
+            extra = spend_rows(s) if s.usage is not None else []
+            if s.gateway_hold and not s.gateway_hold.startswith("paused"):
+                extra.insert(0, ("gateway", plain(s.gateway_hold, hold_style(s.gateway_hold))))
+            at = next((i for i, (name, _) in enumerate(rows) if name == "state"), 2) + 1
+            rows[at:at] = extra
+        blocks = [b for b in (needs_block(s), paused_block(s)) if b is not None]
+        renderable: RenderableType = Group(*blocks, _kv(rows)) if blocks else _kv(rows)
+        self._show((*(str(b) for b in blocks), *(str(v) for _, v in rows)), renderable)
 
     @staticmethod
     def _agent_rows(s: Session, rows: list[tuple[str, RenderableType]]) -> list[tuple[str, RenderableType]]:
@@ -165,11 +209,12 @@ class SessionDetail(Static):
             agent.append_text(plain(s.agent_session))
         if s.unparsed:
             agent.append(f" · {s.unparsed} unparsed line{'' if s.unparsed == 1 else 's'}", style=DIM)
-        spend = Text(money(s.cost_usd), style=COST_COLOR if s.cost_usd is not None else DIM)
-        spend.append(f"  {tokens_detail(s.tokens)} tokens", style=DIM)
         activity = plain(s.activity, WAITING_COLOR if s.state == SessionState.WAITING else "#abb2bf", missing="-")
         at = next((i for i, (name, _) in enumerate(keep) if name == "state"), 2) + 1
-        keep[at:at] = [("doing", activity), ("agent", agent), ("spent", spend)]
+        hold: list[tuple[str, RenderableType]] = []
+        if s.gateway_hold and not s.gateway_hold.startswith("paused"):  # a paused one is a block above
+            hold.append(("gateway", plain(s.gateway_hold, hold_style(s.gateway_hold))))
+        keep[at:at] = [*hold, ("doing", activity), ("agent", agent), *spend_rows(s)]
         return keep
 
     def show_group(self, prefix: str, counts: dict[SessionState, int], older: int = 0) -> None:

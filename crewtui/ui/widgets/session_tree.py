@@ -26,7 +26,17 @@ from crewtui.formatting import age, fit
 from crewtui.model import Session, SessionState
 from crewtui.text import clean
 from crewtui.ui.book import SessionBook, completion_rate
-from crewtui.ui.format import DIM, WAITING_COLOR, cost_text, plain, rate_text, rollup, state_text, usage_text
+from crewtui.ui.format import (
+    DIM,
+    WAITING_COLOR,
+    cost_text,
+    hold_style,
+    plain,
+    rate_text,
+    rollup,
+    state_text,
+    usage_text,
+)
 from crewtui.ui.grouping import GroupNode, Item, LeafNode, walk
 from crewtui.ui.older import PAGE
 
@@ -153,13 +163,16 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         name_w, last_w, cost_w = self._columns(ref.depth)
         marked = s.key in self.book.marked
         age_s = age(s.created_at, now)
-        # A preset session's last line is its agent's JSON: its activity says what it does in words.
-        line = s.activity if s.preset is not None else s.last_line
+        # A preset session's last line is its agent's JSON: its activity says what it does in words. A session whose
+        # model requests wait in the gateway says that instead ("queued for anthropic (3rd)"), but one waiting on a
+        # person keeps what it asks.
+        hold = s.gateway_hold if s.state != SessionState.WAITING else None
+        line = hold or (s.activity if s.preset is not None else s.last_line)
         cost = s.cost_usd if cost_w else None
         if cost is None:
             last_w += cost_w  # the cost column is the last: a row without a cost gives it to its text
         last = clean(line or "")[: last_w + 1]  # cleaned before the cut, which could split a sequence
-        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name, s.node, cost)
+        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name, s.node, cost, bool(hold))
         cached = self._signatures.get(s.key)
         if cached is not None and cached[0] == sig:
             return sig, cached[1]  # type: ignore[return-value]
@@ -182,7 +195,10 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
                 if last_w > 0:
                     text.append(" ")
             if last_w > 0:
-                style = WAITING_COLOR if s.state == SessionState.WAITING else "#abb2bf"
+                if hold:
+                    style = hold_style(hold)
+                else:
+                    style = WAITING_COLOR if s.state == SessionState.WAITING else "#abb2bf"
                 text.append(fit(last, last_w) if cost is not None else fit(last, last_w).rstrip(), style=style)
             if cost is not None:
                 text.append(" ")
