@@ -195,6 +195,13 @@ class UsageMeter:
     # -- SSE -----------------------------------------------------------------------------------------------------
 
     def _feed_sse(self, chunk: bytes) -> None:
+        if (
+            not (self._skip_lf or self._partial or self._data or self._skip_line or self._skip_event)
+            and chunk.endswith(b"\n\n")
+            and b'"usage"' not in chunk
+            and (self._counts.model is not None or b'"model"' not in chunk)
+        ):
+            return  # whole events with nothing to take (text deltas, pings): most chunks of a stream
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":
