@@ -9,7 +9,7 @@ so the test takes seconds; the gateway knows neither figure beforehand (its pool
 from __future__ import annotations
 
 import json
-import subprocess
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,16 +19,12 @@ import pytest
 
 from tests.agentcli import claude_bin, claude_env, codex_bin, codex_env
 from tests.fakemodel import FakeModel, Limit, Usage, slow, text
-from tests.faults.helpers import ENV, PY, Headless, call, kill_leftover_sessions, wait_until
+from tests.faults.helpers import PY, Headless, call, ctl, kill_leftover_sessions, toml_table, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTS = 16
 CLAUDES = 4
 CLIENT_REQUESTS = 3
-
-
-def toml_table(values: dict[str, str]) -> str:
-    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + " }"
 
 
 def crew_file(tmp_path: Path, fake: FakeModel, claude: Path) -> Path:
@@ -130,6 +126,11 @@ def test_twenty_agents_share_a_rate_limited_provider_and_none_sees_a_429(tmp_pat
                 assert s["tokens"] == served[api_key]  # the figure of record
                 assert s["usage"]["requests"] >= 1
             assert sum(s["usage"]["requests"] for s in got.values()) == len(fake.served_ok())
+            # While they waited in the gateway, their rows said where in line.
+            holds = {
+                e.get("gateway_hold") for e in call(h.dd.socket, "events")["result"] if e["kind"] == "session_agent"
+            }
+            assert {"queued for anthropic (1st)", "queued for anthropic (2nd)"} <= holds, holds
         finally:
             for k in list(locals().get("keys", {}).values()):
                 call(h.dd.socket, "kill", ref=k)
@@ -158,16 +159,6 @@ cwd = {json.dumps(str(REPO))}
 """
     )
     return path
-
-
-def ctl(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PY, "-m", "crewtui", "ctl", "--data-dir", str(data_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=ENV,
-    )
 
 
 def test_a_session_over_its_budget_is_paused_then_resumed_with_ctl(tmp_path: Path) -> None:
@@ -319,3 +310,28 @@ env = {toml_table(env)}
         finally:
             h.stop()
             kill_leftover_sessions(data)
+
+
+def test_a_taken_port_at_restart_gives_another_said_on_the_timeline(tmp_path: Path) -> None:
+    with FakeModel() as fake:
+        crew = tmp_path / "crew.toml"
+        crew.write_text(f'[pools.anthropic]\nprovider = "anthropic"\nupstream = "{fake.url}"\n')
+        data = tmp_path / "data"
+        h = Headless(data, crew)
+        first = call(h.dd.socket, "gateway")["result"]
+        assert first["url"].startswith("http://127.0.0.1:")
+        port = int(first["url"].rsplit(":", 1)[1])
+        h.stop()
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            h = Headless(data, crew)
+            try:
+                info = call(h.dd.socket, "gateway")["result"]
+                assert info["url"] != first["url"] and info["port_changed_from"] == port
+                texts = [e.get("text", "") for e in call(h.dd.socket, "events")["result"]]
+                assert any(f"gateway: port {port} was taken" in t for t in texts), texts
+                p = ctl(data, "acquire", "anthropic")  # a permit from the gateway's line: no rate, at once
+                assert p.returncode == 0 and json.loads(p.stdout)["pool"] == "anthropic"
+            finally:
+                h.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,23 +20,13 @@ import pytest
 from tests.agentcli import claude_bin, claude_env, codex_bin, codex_env
 from tests.fakemodel import fixtures
 from tests.fakemodel.server import FakeModel, Usage, error, run_command, slow, text
-from tests.faults.helpers import ENV, PY, Headless, call, kill_leftover_sessions, wait_until
+from tests.faults.helpers import Headless, call, ctl, kill_leftover_sessions, toml_table, wait_until
 
 fake_model = fixtures.fake_model
 
 # Claude Code prices the model it runs (its default here is an Opus model) at $5 / $25 per million input / output
 # tokens, $0.50 for cache reads and $6.25 for cache writes: what it reports as total_cost_usd.
 CLAUDE_RATES = {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25}
-
-
-def ctl(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PY, "-m", "crewtui", "ctl", "--data-dir", str(data_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=ENV,
-    )
 
 
 def stop(h: Headless) -> None:
@@ -53,10 +42,6 @@ def session(data_dir: Path, label: str) -> dict[str, Any]:
     p = ctl(data_dir, "info", label, "--json")
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
-
-
-def toml_table(values: dict[str, str]) -> str:
-    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + " }"
 
 
 def run_crew(tmp_path: Path, preset: str, program: Path, env: dict[str, str], extra: str = "") -> Iterator[Headless]:

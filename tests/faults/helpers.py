@@ -531,3 +531,19 @@ def fill_history(data_dir: Path, ended: int, *, start: float | None = None, span
         db.commit()
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return dd.store.stat().st_size
+
+
+def ctl(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`crewtui ctl --data-dir DATA_DIR ARGS…` as a person runs it (text out, exit code)."""
+    return subprocess.run(
+        [PY, "-m", "crewtui", "ctl", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+    )
+
+
+def toml_table(values: dict[str, str]) -> str:
+    """An inline TOML table of strings (an agent's `env` in a crew file a test writes)."""
+    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items()) + " }"

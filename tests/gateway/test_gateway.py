@@ -409,3 +409,47 @@ async def test_a_session_that_ends_while_held_is_refused(fake: FakeModel, http: 
         assert (await asyncio.wait_for(held, 5))[0] == 403
     finally:
         await gw.stop()
+
+
+async def test_chat_completions_are_metered_too(http: aiohttp.ClientSession) -> None:
+    """An OpenAI upstream (a small aiohttp app here: the fake model server speaks Responses, not Chat): the
+    streamed chat answer's last chunk carries the usage (`stream_options.include_usage`); cached tokens are counted
+    inside prompt_tokens and come out as cache reads."""
+    chunks = [
+        {"id": "c1", "model": "gpt-test", "choices": [{"delta": {"content": "hel"}}], "usage": None},
+        {"id": "c1", "model": "gpt-test", "choices": [{"delta": {"content": "lo"}}], "usage": None},
+        {
+            "id": "c1",
+            "model": "gpt-test",
+            "choices": [],
+            "usage": {"prompt_tokens": 90, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 40}},
+        },
+    ]
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for c in chunks:
+            await resp.write(f"data: {json.dumps(c)}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    upstream = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    sink = Sink()
+    gw = await start({"openai": PoolConfig.model_validate({"provider": "openai", "upstream": upstream})}, sink)
+    try:
+        base = gw.open_session("s-1", "w", "openai", None)["OPENAI_BASE_URL"]
+        payload = {"model": "gpt-test", "stream": True, "stream_options": {"include_usage": True}, "messages": []}
+        async with http.post(f"{base}/chat/completions", json=payload, headers={"authorization": "Bearer k"}) as r:
+            raw = await r.read()
+        assert r.status == 200 and raw.endswith(b"data: [DONE]\n\n")
+        u = sink.done[0].usage
+        assert (u.input, u.cache_read, u.output, u.model, u.known) == (50, 40, 7, "gpt-test", True)
+    finally:
+        await gw.stop()
+        await runner.cleanup()
