@@ -261,6 +261,23 @@ class RuntimeAPI(Protocol):
         """Wait until the pool's rate limit grants a permit."""
         raise unimplemented(self)
 
+    # Workspaces
+
+    @verb(read_only=True)
+    async def diff(self, ref: SessionRef, stat: bool = False) -> str:
+        """What a session's branch changed against where it started (`stat`: per file counts)."""
+        raise unimplemented(self)
+
+    @verb()
+    async def merge(self, ref: SessionRef) -> Session:
+        """Put an ended session's branch in its repository's merge queue (one writer merges, one at a time)."""
+        raise unimplemented(self)
+
+    @verb()
+    async def discard(self, ref: SessionRef) -> Session:
+        """Throw away an ended session's branch and worktree (never one merged)."""
+        raise unimplemented(self)
+
     # The model gateway
 
     @verb(read_only=True)

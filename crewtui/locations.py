@@ -84,6 +84,14 @@ class DataDir:
         """The gateway's port, so a restarted runtime listens where its re-adopted sessions still call."""
         return self.root / "gateway.json"
 
+    def worktree(self, key: str) -> Path:
+        """A session's git worktree (its workspace)."""
+        return self.root / "worktrees" / key
+
+    def merge_worktree(self, repo_id: str) -> Path:
+        """The runtime's own worktree of a repository, where its merges happen (never the user's checkout)."""
+        return self.root / "merges" / repo_id
+
     @property
     def sessions_root(self) -> Path:
         return self.root / "sessions"

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from crewtui.durations import parse_duration as parse_duration
+from crewtui.durations import short_duration as short_duration
 from crewtui.errors import BadInput
 from crewtui.spend import TokenCounts, UsageTotals
 
@@ -33,36 +35,6 @@ def validate_label(label: str) -> str:
             f"invalid label {label!r}: use 1-128 characters of a-z 0-9 . _ -, starting with a letter or digit"
         )
     return label
-
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str | int | float) -> float:
-    """Parse "90s", "15m", "1h30m", "250ms" (or a bare number of seconds) into seconds.
-
-    Raises ValueError with a message that says what was expected.
-    """
-    if isinstance(text, bool):
-        raise ValueError(f"expected a duration like '15m', got {text!r}")
-    if isinstance(text, (int, float)):
-        if text < 0:
-            raise ValueError(f"expected a duration of zero or more, got {text!r}")
-        return float(text)
-    if not isinstance(text, str):
-        raise ValueError(f"expected a duration like '15m', got {text!r}")
-    s = text.strip().lower()
-    pos = 0
-    total = 0.0
-    for m in _DURATION_RE.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if not s or pos != len(s):
-        raise ValueError(f"expected a duration like '90s', '15m' or '1h30m', got {text!r}")
-    return total
 
 
 # How a session runs (see crewtui/runtime/drivers): a closed set, since a restarted runtime picks the driver by it.
@@ -106,18 +78,6 @@ STATE_SYMBOLS: dict[SessionState, str] = {
     SessionState.KILLED: "☠",
     SessionState.LOST: "?",
 }
-
-
-def short_duration(seconds: float) -> str:
-    """A short human duration: 42s, 5m, 3h, 2d (the coarsest unit that keeps 1-2 digits)."""
-    secs = max(0, int(seconds))
-    if secs < 120:
-        return f"{secs}s"
-    if secs < 7200:
-        return f"{secs // 60}m"
-    if secs < 172800:
-        return f"{secs // 3600}h"
-    return f"{secs // 86400}d"
 
 
 TERMINAL_STATES = frozenset(
@@ -191,6 +151,12 @@ class SpawnRequest(BaseModel):
     # Where it runs: an absolute directory (`crewtui ctl spawn` sends the directory it was called from). None:
     # the agent's `cwd`, else the directory the runtime was started in.
     cwd: str | None = None
+    repo: str | None = None  # a git repository: it runs in its own worktree of it (an agent's `workspace` says it too)
+    base: str | None = None  # the branch its worktree starts from (default: the agent's, else the one checked out)
+    best_of: str | None = None  # one of several tries of the same task (`ctl spawn --best-of N`): their group
+
+
+MergeState = Literal["none", "queued", "merging", "merged", "conflict", "check_failed", "discarded"]
 
 
 class Session(BaseModel):
@@ -253,6 +219,18 @@ class Session(BaseModel):
     needs: dict[str, Any] | None = None  # what it waits for: {"kind": "permission", "tool", "input", "id"} | question
     unparsed: int = 0  # output lines its preset could not read (kept in the transcript)
     queued_steers: list[str] = Field(default_factory=list)  # for an agent that takes them on its next run
+    # Its workspace (crewtui/workspaces): its own git worktree of `repo` on `branch`, started at `base_commit`.
+    repo: str | None = None
+    base: str | None = None
+    branch: str | None = None
+    worktree: str | None = None
+    base_commit: str | None = None
+    changes: dict[str, Any] | None = None  # {"files": [{"path", "insertions", "deletions"}], "insertions", ...}
+    merge: MergeState | None = None
+    merge_note: str | None = None  # a conflict's files, a failed check's output, why the merge waits
+    merge_queued_at: float | None = None
+    port: int | None = None  # its own free TCP port (`{port}` in its agent's command or env)
+    best_of: str | None = None  # its group of tries of one task: merging one discards the others
     # Fields a listing cut short in this copy ("result", "task", "argv"); get the session for all of them.
     trimmed: list[str] = Field(default_factory=list)
 
@@ -352,7 +330,7 @@ class TimelineItem(BaseModel):
     """One mark on the cron/watchdog timeline: a past happening or a future timer."""
 
     ts: float
-    kind: Literal["cron", "watchdog", "run", "sweep", "kill", "retry", "system"]
+    kind: Literal["cron", "watchdog", "run", "sweep", "kill", "retry", "merge", "system"]
     name: str  # job name or session label
     outcome: str | None = None  # ran, skipped, noop, retried, timed_out, 75%, ...
     future: bool = False
@@ -517,6 +495,20 @@ class SweepDone(_EventBase):
     cause: Literal["user", "cron"] = "user"
 
 
+class WorkspaceChanged(_EventBase):
+    """A step of a session's workspace: its branch queued, merging, merged, in conflict, failing its check, waiting
+    (the target checked out by the user), discarded, or its worktree missing."""
+
+    kind: Literal["workspace"] = "workspace"
+    action: str
+    branch: str | None = None
+    merge: MergeState | None = None
+    files: list[str] = Field(default_factory=list)
+    note: str | None = None
+    commit: str | None = None
+    changes: dict[str, Any] | None = None
+
+
 class SystemEvent(_EventBase):
     """A free-text event for the timeline (system payloads of crons, warnings)."""
 
@@ -543,6 +535,7 @@ Event = Annotated[
         | SessionRetried
         | RunClosed
         | SweepDone
+        | WorkspaceChanged
         | SystemEvent
     ),
     Field(discriminator="kind"),
@@ -566,6 +559,8 @@ def timeline_mark(ev: Event) -> TimelineItem | None:
         return TimelineItem(ts=ev.ts, kind="retry", name=ev.label or "?", outcome=f"attempt {ev.attempt} ({ev.cause})")
     if isinstance(ev, SessionStateChanged) and ev.new in (SessionState.KILLED, SessionState.TIMED_OUT):
         return TimelineItem(ts=ev.ts, kind="kill", name=ev.label or "?", outcome=ev.new.value)
+    if isinstance(ev, WorkspaceChanged) and ev.action not in ("merging",):
+        return TimelineItem(ts=ev.ts, kind="merge", name=ev.label or "?", outcome=ev.action)
     if isinstance(ev, SystemEvent):
         return TimelineItem(ts=ev.ts, kind="system", name=ev.text[:60], outcome=ev.level)
     return None

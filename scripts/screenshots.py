@@ -3,8 +3,9 @@
 Run from the repository root: `python scripts/screenshots.py [OUT_DIR]` (default `screenshots/`). Writes
 main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg, ray-nodes.svg, and agents-waiting.svg,
 agents-approve-marked.svg and agents-deny.svg (a crew of preset agents, some waiting on a person), gateway.svg and
-gateway-paused.svg (the model gateway's pools; a session paused over its budget). The same fake runtime
-and key presses as the snapshot tests, so the pictures show what the tests check.
+gateway-paused.svg (the model gateway's pools; a session paused over its budget), changes.svg and changes-narrow.svg
+(the Changes view of a session's branch, a diff of several files). The same fake runtime and key presses as the
+snapshot tests, so the pictures show what the tests check.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.ui.conftest import fake_app, settle  # noqa: E402
 from tests.ui.fake_gateway import PAUSED_LABEL  # noqa: E402
 from tests.ui.test_gateway import gateway_view, select  # noqa: E402
 from tests.ui.test_snapshots import WAITING, steps  # noqa: E402
+from tests.ui.test_workspaces import changes_view, changes_view_narrow  # noqa: E402
 
 Steps = Callable[[Pilot[None]], Awaitable[None]]
 
@@ -109,6 +111,9 @@ SHOTS: list[tuple[str, tuple[int, int], Steps, dict[str, object]]] = [
     # As tests/ui/test_gateway.py's test_gateway_view and test_session_paused_in_the_gateway.
     ("gateway.svg", (140, 42), gateway_view, {}),
     ("gateway-paused.svg", (140, 42), paused_session, {"agents": True, "holds": True}),
+    # As tests/ui/test_workspaces.py's test_changes_view and test_changes_view_narrow.
+    ("changes.svg", (140, 42), changes_view, {"workspaces": True}),
+    ("changes-narrow.svg", (80, 24), changes_view_narrow, {"workspaces": True}),
 ]
 
 

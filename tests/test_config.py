@@ -551,3 +551,51 @@ def test_a_bad_budget_and_on_budget() -> None:
     assert crew_error('[pools.p]\nprovider = "openai"\non_budget = "shrug"\n').startswith(
         "crew.toml: pools.p.on_budget: "
     )
+
+
+# ------------------------------------------------------------------------------------------ workspaces
+
+WORKSPACE = """
+[agents.coder]
+command = ["x"]
+[agents.coder.workspace]
+repo = "~/src/blog"
+base = "main"
+into = "main"
+setup = ["npm", "ci"]
+copy = [".env"]
+merge = "manual"
+"""
+
+
+def test_an_agent_workspace_as_the_readme_shows_it(tmp_path: Path) -> None:
+    ws = parse_crew(WORKSPACE).agents["coder"].workspace
+    assert ws is not None
+    assert (ws.base, ws.into, ws.setup, ws.copy_files, ws.merge, ws.history) == (
+        "main",
+        "main",
+        ["npm", "ci"],
+        [".env"],
+        "manual",
+        "merge",
+    )
+    assert ws.repo_path(tmp_path / "crew.toml") == str(Path("~/src/blog").expanduser())
+    rel = parse_crew('[agents.c]\ncommand = ["x"]\n[agents.c.workspace]\nrepo = "blog"\n').agents["c"].workspace
+    assert rel is not None and rel.repo_path(tmp_path / "crew.toml") == str(tmp_path / "blog")
+    again = type(parse_crew(WORKSPACE)).model_validate(parse_crew(WORKSPACE).model_dump())
+    assert again.agents["coder"].workspace == ws
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expected"),
+    [
+        ('copy = ["../secrets"]', "copy", "expected paths inside the repository"),
+        ('setup = "npm ci"', "setup", "expected a list of strings"),
+        ('merge = "sometimes"', "merge", ""),
+        ('history = "squash"', "history", ""),
+    ],
+)
+def test_bad_workspace_keys(line: str, key: str, expected: str) -> None:
+    msg = crew_error(f'[agents.c]\ncommand = ["x"]\n[agents.c.workspace]\nrepo = "r"\n{line}\n')
+    assert msg.startswith(f"crew.toml: agents.c.workspace.{key}: "), msg
+    assert expected in msg

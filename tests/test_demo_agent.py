@@ -130,7 +130,8 @@ def test_steering_through_a_named_fifo_survives_writers_coming_and_going(tmp_pat
     keeper = os.open(fifo, os.O_RDWR)  # lets the read end open without blocking
     reader = os.open(fifo, os.O_RDONLY)
     proc = subprocess.Popen(
-        [*DEMO, "--task", "t", "--duration", "0.8", "--interval", "0.05"],
+        # Long enough that both steers land while it runs, even on a busy machine (0.8 s was not: it ended first).
+        [*DEMO, "--task", "t", "--duration", "3", "--interval", "0.05"],
         stdin=reader,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -72,6 +72,10 @@ OPS = {
     "gateway",
     "usage",
     "resume",
+    # Added by the issue "Workspaces".
+    "diff",
+    "merge",
+    "discard",
 }
 READ_ONLY = {
     "info",
@@ -88,6 +92,7 @@ READ_ONLY = {
     "older",
     "gateway",
     "usage",
+    "diff",
 }
 CANCEL_ON_HANGUP = {"yield", "acquire"}
 

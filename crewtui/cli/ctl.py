@@ -20,6 +20,7 @@ from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_asyn
 from crewtui.cli.cron import cron
 from crewtui.cli.gateway import gateway, resume, usage
 from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line, turn_line
+from crewtui.cli.workspace import diff, discard, merge
 from crewtui.errors import BadInput
 from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
 from crewtui.text import clean
@@ -47,6 +48,9 @@ ctl.add_command(cron)
 ctl.add_command(usage)
 ctl.add_command(resume)
 ctl.add_command(gateway)
+ctl.add_command(diff)
+ctl.add_command(merge)
+ctl.add_command(discard)
 
 
 @ctl.command()
@@ -65,6 +69,19 @@ ctl.add_command(gateway)
     default=None,
     help="Run it in this directory (default: where you are; an agent with a `cwd` key runs there).",
 )
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run it in its own git worktree of this repository, on branch crew/LABEL.",
+)
+@click.option("--base", default=None, help="With --repo: the branch to start from (default: the one checked out).")
+@click.option(
+    "--best-of",
+    type=click.IntRange(2, 10),
+    default=None,
+    help="Start the task in N sessions (LABEL-1..N), each in its own worktree; merging one discards the others.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -79,6 +96,9 @@ def spawn(
     watchdog: str | None,
     max_attempts: int,
     cwd: str | None,
+    repo: str | None,
+    base: str | None,
+    best_of: int | None,
     as_json: bool,
     argv: tuple[str, ...],
 ) -> None:
@@ -100,12 +120,18 @@ def spawn(
         max_attempts=max_attempts,
         # Paths in a raw argv mean what they mean where the user stands (`-- ruff check src/`).
         cwd=os.path.abspath(cwd) if cwd is not None else os.getcwd(),
+        repo=os.path.abspath(repo) if repo is not None else None,
+        base=base,
     )
-    s = run_async(remote(ctx).spawn(req))
+    reqs = [req]
+    if best_of is not None:
+        reqs = [req.model_copy(update={"label": f"{label}-{i}", "best_of": label}) for i in range(1, best_of + 1)]
+    started = [run_async(remote(ctx).spawn(r)) for r in reqs]
     if as_json:
-        echo_json(s)
+        echo_json(started[0] if best_of is None else started)
     else:
-        echo(f"{s.key} {s.label} {s.state.value}")
+        for s in started:
+            echo(f"{s.key} {s.label} {s.state.value}")
 
 
 @ctl.command()

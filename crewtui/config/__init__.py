@@ -43,6 +43,7 @@ from crewtui.config.templates import (
     render_template,
     template_values,
 )
+from crewtui.config.workspace import WorkspaceConfig
 from crewtui.errors import ConfigError
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Rate",
     "ScheduleConfig",
     "SpawnPayload",
+    "WorkspaceConfig",
     "default_crew",
     "load_crew",
     "parse_crew",

@@ -32,6 +32,7 @@ from crewtui.config.pools import PoolConfig
 from crewtui.config.pricing import PriceConfig
 from crewtui.config.problems import describe, fail, toml_key
 from crewtui.config.templates import SAMPLE_COMMAND_VALUES, SAMPLE_VALUES, TemplateError, render_fields
+from crewtui.config.workspace import WorkspaceConfig
 from crewtui.errors import BadInput
 from crewtui.model import MAX_ATTEMPTS, MIN_EVERY, validate_label
 
@@ -156,6 +157,7 @@ class AgentConfig(_Strict):
     max_attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS, strict=True)
     description: str = ""
     cwd: str | None = None  # where its sessions run (relative to the crew file); default: the runtime's directory
+    workspace: WorkspaceConfig | None = None  # each session in its own git worktree (crewtui/workspaces)
 
     @model_validator(mode="after")
     def _preset(self) -> AgentConfig:

@@ -3,8 +3,9 @@
 Two template languages exist, both rendered by `render_template` (one pass, plain `{name}` fields only):
 - spawn templates of a cron job (`label`, `task`, `domain`) know TEMPLATE_FIELDS: `{item}`, `{date}`
   (YYYY-MM-DD of the nominal fire time), `{time}` (HHMM) and `{run}` (the run's number within its job);
-- agent argv elements know COMMAND_FIELDS: `{task}`, `{label}`, `{key}` (the session key) and `{python}`
-  (the interpreter running crewtui, `sys.executable`, so a crew works the same inside a venv).
+- agent argv elements know COMMAND_FIELDS: `{task}`, `{label}`, `{key}` (the session key), `{python}`
+  (the interpreter running crewtui, `sys.executable`, so a crew works the same inside a venv) and `{port}` (a free
+  TCP port of its own, for a dev server in its worktree; its agent's `env` values may use it too).
 
 The models check their templates with `render_fields` against SAMPLE_VALUES / SAMPLE_COMMAND_VALUES when
 a crew is loaded, so a template that would fail at run time fails at load time instead.
@@ -19,7 +20,7 @@ from datetime import datetime
 from crewtui.errors import ConfigError
 
 TEMPLATE_FIELDS = ("item", "date", "time", "run")
-COMMAND_FIELDS = ("task", "label", "key", "python")
+COMMAND_FIELDS = ("task", "label", "key", "python", "port")
 
 # Values used to check templates when the crew is loaded; a real run substitutes its own.
 SAMPLE_VALUES: dict[str, str] = {"item": "x", "date": "2026-04-02", "time": "0900", "run": "1"}
@@ -28,6 +29,7 @@ SAMPLE_COMMAND_VALUES: dict[str, str] = {
     "label": "sample-label",
     "key": "s-sample",
     "python": sys.executable or "python3",
+    "port": "8000",
 }
 
 

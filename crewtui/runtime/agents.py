@@ -39,8 +39,8 @@ from crewtui.adapters.base import (
     one_line,
 )
 from crewtui.config import CrewConfig, render_command
-from crewtui.errors import Conflict
-from crewtui.model import Session, SessionAgentUpdate, SessionAnswered, SessionState, Turn, of_record
+from crewtui.errors import BadInput, Conflict
+from crewtui.model import MAX_STEER_BYTES, Session, SessionAgentUpdate, SessionAnswered, SessionState, Turn, of_record
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import SessionHandle
 from crewtui.runtime.limits import Pools
@@ -397,3 +397,12 @@ def with_answers(turns: list[Turn], answers: list[SessionAnswered]) -> list[Turn
             text = "approved" if answer.allow else "denied" + (f": {answer.message}" if answer.message else "")
             out.append(Turn(role="answer", text=text, ref=answer.request))
     return out
+
+
+def check_answer_message(message: str | None) -> None:
+    """The message of an answer (what the agent reads): one line, at most 64 KiB."""
+    if message is not None:
+        if len(message.encode("utf-8", errors="replace")) > MAX_STEER_BYTES:
+            raise BadInput("the message is over the 64 KiB limit")
+        if any(c in message for c in "\n\r\0"):
+            raise BadInput("the message must be one line (no newline or NUL characters)")

@@ -34,6 +34,7 @@ from crewtui.runtime.limits import Pools, backoff_delay, is_rate_limited
 from crewtui.runtime.output import OutputTailer
 from crewtui.runtime.sessions import SessionTable
 from crewtui.runtime.tail import read_lines_upto, read_result, tail_lines
+from crewtui.runtime.workspaces import Workspaces
 
 log = logging.getLogger("crewtui.launcher")
 
@@ -91,6 +92,7 @@ class Launcher:
         self.on_end: list[EndHook] = []  # called in order when a session has ended (see after_end)
         self.on_reset: list[EndHook] = []  # called when an ended session starts a new attempt
         self.on_adopt: list[EndHook] = []  # called when a running session is held (launched or re-adopted)
+        self.workspaces: Workspaces | None = None  # git worktrees of sessions with a workspace (the orchestrator's)
         # The model gateway's environment and extra arguments for a session (the orchestrator's Metering).
         self.gateway_launch: Callable[[Session], tuple[dict[str, str], list[str]]] | None = None
         self.running = False
@@ -221,11 +223,13 @@ class Launcher:
         }
         if self.socket_path is not None:
             env["CREWTUI_SOCKET"] = str(self.socket_path)
+        if s.worktree is not None:
+            env["CREWTUI_WORKTREE"] = s.worktree
         agent = self.crew.agents.get(s.agent) if s.agent else None
         if agent is not None and agent.preset is not None:
             env.update(get_preset(agent.preset).env(agent.options()))  # what the preset needs; the crew file wins
         if agent is not None:
-            env.update(agent.env)
+            env.update({k: v.replace("{port}", str(s.port)) if s.port else v for k, v in agent.env.items()})
         env.update(self.env_extra.pop(s.key, {}))
         argv = list(s.argv)
         if self.gateway_launch is not None:
@@ -239,7 +243,7 @@ class Launcher:
             dir=sd,
             argv=argv,
             env=env,
-            cwd=Path(s.cwd) if s.cwd else sd.path,
+            cwd=Path(s.worktree or s.cwd or sd.path),
             agent=s.agent,
             resources=agent.resources if agent else None,
         )
@@ -260,6 +264,8 @@ class Launcher:
     async def _launch(self, key: str) -> None:
         s = self.table.sessions[key]
         try:
+            if self.workspaces is not None:
+                await self.workspaces.prepare(s)  # its worktree, made or found again, and its setup run
             spec = self._spec(s)
             if s.preset is not None and s.driver == "process":
                 self._check_agent_cli(s.preset, spec)
@@ -372,6 +378,8 @@ class Launcher:
         if new == SessionState.DONE and agents is not None and (argv := agents.continuation(s)) is not None:
             self._continue(s, argv)
             return
+        if self.workspaces is not None:
+            await self.workspaces.ended(s, new == SessionState.DONE)  # what it left committed, its changes counted
         self.table.transition(s, new, reason=reason)
         self.after_end(s)
 

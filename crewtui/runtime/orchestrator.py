@@ -46,7 +46,7 @@ from crewtui.model import (
     YieldResult,
     listed,
 )
-from crewtui.runtime.agents import AgentLinks
+from crewtui.runtime.agents import AgentLinks, check_answer_message
 from crewtui.runtime.bus import EventBus, Subscription
 from crewtui.runtime.drivers import AgentFn, CallableDriver, Drivers, ProcessDriver
 from crewtui.runtime.launcher import Launcher
@@ -60,6 +60,7 @@ from crewtui.runtime.scheduler import Scheduler
 from crewtui.runtime.sessions import SessionTable
 from crewtui.runtime.spawning import Spawner
 from crewtui.runtime.supervision import RetryCause, Supervisor
+from crewtui.runtime.workspaces import Workspaces
 from crewtui.runtime.yields import Yields
 from crewtui.spend import GatewayInfo, UsageBy, UsageRow
 from crewtui.store import Store
@@ -122,6 +123,8 @@ class Orchestrator:
         self.metering = Metering(
             self.table, self.bus, store, self.crew, self.clock, data_dir, self.agents, self.launcher
         )
+        self.workspaces = Workspaces(self.table, self.bus, self.crew, self.clock, data_dir)
+        self.launcher.workspaces = self.spawner.workspaces = self.workspaces
         self.scheduler: Scheduler | None = None
         self._with_scheduler = scheduler
         self._registry: RegistryWriter | None = None
@@ -154,6 +157,7 @@ class Orchestrator:
         await self.metering.start()  # before any session starts or is re-adopted: they are pointed at it
         self._running = self.launcher.running = True
         found = await self.recovery.reconcile()
+        self.workspaces.start()  # what was queued or merging goes back in line
         self.bus.publish(
             RuntimeStarted(
                 pid=os.getpid(),
@@ -196,6 +200,7 @@ class Orchestrator:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.tailer.stop()  # records how far each live session's output was read, for the next runtime
         await self.metering.stop()
+        await self.workspaces.stop()
         live_now = sum(1 for s in self.table.sessions.values() if s.state.live)
         self.bus.publish(RuntimeStopped(pid=os.getpid(), live_sessions=live_now))
         self.bus.close()
@@ -343,11 +348,7 @@ class Orchestrator:
     async def answer(self, ref: str, allow: bool, request: str | None = None, message: str | None = None) -> Session:
         """Answer what a waiting session asked (a permission, a question): allow or deny, with an optional message."""
         s = await self.table.find(ref)
-        if message is not None:
-            if len(message.encode("utf-8", errors="replace")) > MAX_STEER_BYTES:
-                raise BadInput("the message is over the 64 KiB limit")
-            if any(c in message for c in "\n\r\0"):
-                raise BadInput("the message must be one line (no newline or NUL characters)")
+        check_answer_message(message)
         if s.state != SessionState.WAITING:
             raise Conflict(f"session {self.describe(s.key)} is {s.state.value}, not waiting for an answer")
         self.agents.answer(s, request, allow, message)
@@ -356,23 +357,7 @@ class Orchestrator:
     async def kill(
         self, ref: str | None = None, prefix: str | None = None, reason: str = "killed by user"
     ) -> builtins.list[Session]:
-        if (ref is None) == (prefix is None):
-            raise BadInput("kill needs exactly one of a session key/label or --prefix")
-        if ref is not None:
-            s = await self.table.find(ref)  # one not in memory has ended: refused just below
-            if s.state.terminal:
-                raise Conflict(f"session {self.describe(s.key)} has already ended ({s.state.value})")
-            targets = [s.key]
-        else:
-            if not prefix:
-                raise BadInput("--prefix must not be empty (that would kill every session)")
-            targets = [s.key for s in self.table.sessions.values() if s.state.live and s.label.startswith(prefix)]
-            if not targets:
-                raise NotFound(f"no live session has a label starting with {prefix!r}")
-        killed = [self.table.sessions[k] for k in targets]  # held: once ended they may leave memory before we answer
-        self.supervisor.kill_is_final(targets)
-        await self.launcher.kill_keys(targets, reason, cascade=True)
-        return [s.model_copy(deep=True) for s in killed]
+        return await self.supervisor.kill(ref, prefix, reason)
 
     async def kill_keys(self, keys: builtins.list[str], reason: str, cascade: bool) -> None:
         """Kill by key, for the scheduler (overlap=replace)."""
@@ -417,6 +402,15 @@ class Orchestrator:
 
     async def resume(self, ref: str | None = None, pool: str | None = None, budget: float | None = None) -> str:
         return self.metering.resume(ref, pool, budget)
+
+    async def diff(self, ref: str, stat: bool = False) -> str:
+        return await self.workspaces.diff(await self.table.find(ref), stat)
+
+    async def merge(self, ref: str) -> Session:
+        return self.workspaces.request_merge(await self.table.find(ref)).model_copy(deep=True)
+
+    async def discard(self, ref: str) -> Session:
+        return (await self.workspaces.discard(await self.table.find(ref))).model_copy(deep=True)
 
     @property
     def pools(self) -> Pools:

@@ -78,7 +78,7 @@ class Retention:
         s = self.table.sessions.get(key)
         if s is None or not s.state.terminal or self.launcher.busy(key):
             return False
-        return not self.needed(s)
+        return not self.needed(s) and s.merge not in ("queued", "merging")  # the merge queue reads it
 
     async def _evict(self) -> None:
         """Evict the oldest-ended sessions past `keep_ended` (whole families, from their root) that nothing needs."""

@@ -7,6 +7,7 @@ first `await` after the checks, so two concurrent spawns can never both win a cl
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,6 +23,7 @@ from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import Drivers, validate_argv
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.sessions import SessionTable
+from crewtui.runtime.workspaces import Workspaces
 from crewtui.store import Store
 
 # A task a preset writes on the agent's stdin is one line of at most MAX_STEER_BYTES, protocol included.
@@ -53,9 +55,12 @@ class Spawner:
         self.arm_watchdog: Callable[[Session], None] = lambda s: None  # the scheduler's, when there is one
         # Where sessions run when neither the request nor their agent says: where the runtime was started.
         self.start_dir = os.getcwd()
+        self.workspaces: Workspaces | None = None  # the orchestrator's: a spawn with a git workspace
 
     async def spawn(self, request: SpawnRequest) -> Session:
         req = request
+        if self.workspaces is not None:
+            req = await self.workspaces.resolve(req)  # its repository and base checked, its domain named
         while True:
             self.table.check_spawn(req)
             found = await self.table.parent_for(req, self.crew.crew.max_spawn_depth, self.crew.crew.max_children)
@@ -65,7 +70,8 @@ class Spawner:
         key = self.ids.new()
         agent = self.crew.agents.get(req.agent) if req.agent else None
         cwd = self._cwd(req, agent)
-        driver, argv = self._program(req, key, cwd)
+        port = free_port() if agent is not None and _wants_port(agent) else None
+        driver, argv = self._program(req, key, cwd, port)
         watchdog = req.watchdog_after
         if watchdog is None and agent is not None:
             watchdog = agent.watchdog_after
@@ -92,7 +98,10 @@ class Spawner:
             output_dir=str(self.data_dir.session_dir(key)),
             cwd=cwd if driver == "process" else None,
             preset=agent.preset if agent is not None else None,
+            port=port,
         )
+        if self.workspaces is not None:
+            self.workspaces.take(session, req)
         # Claims first, before any await: a concurrent spawn now sees them.
         self.table.add(session)
         self.launcher.env_extra[key] = dict(req.env)
@@ -134,7 +143,7 @@ class Spawner:
             raise BadInput(f"cannot run in {where}: not a directory")
         return str(where)
 
-    def _program(self, req: SpawnRequest, key: str, cwd: str) -> tuple[DriverKind, list[str]]:
+    def _program(self, req: SpawnRequest, key: str, cwd: str, port: int | None) -> tuple[DriverKind, list[str]]:
         """Which driver runs a spawn, and its argv: an argv given as is, or a crew agent's rendered command."""
         local = self.crew.backend.kind != "ray"
         remote: DriverKind = "process" if local else "ray"
@@ -151,7 +160,7 @@ class Spawner:
         if agent is None:
             known = ", ".join(sorted(set(self.crew.agents) | set(self.drivers.callable.names()))) or "none"
             raise NotFound(f"unknown agent {req.agent!r}; known agents: {known}")
-        values = {"task": req.task or "", "label": req.label, "key": key, "python": sys.executable}
+        values = {"task": req.task or "", "label": req.label, "key": key, "python": sys.executable, "port": str(port)}
         if agent.preset is not None:
             # A missing agent CLI is the session's failure at launch (it says how to install it), not a refusal.
             options = agent.options()
@@ -166,3 +175,14 @@ class Spawner:
         argv = render_command(agent.command, values)
         validate_argv(argv, cwd=Path(cwd), local=local)
         return remote, argv
+
+
+def _wants_port(agent: AgentConfig) -> bool:
+    return any("{port}" in a for a in (agent.command or [])) or any("{port}" in v for v in agent.env.values())
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (the kernel's pick), for a session's `{port}`."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

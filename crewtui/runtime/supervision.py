@@ -13,7 +13,7 @@ from typing import Literal
 
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig
-from crewtui.errors import Conflict
+from crewtui.errors import BadInput, Conflict, NotFound
 from crewtui.model import (
     Session,
     SessionRetried,
@@ -58,6 +58,26 @@ class Supervisor:
                 s = self.table.sessions.get(k)
                 if s is not None and s.state.live:
                     self.final_kills[k] = s.attempt
+
+    async def kill(self, ref: str | None, prefix: str | None, reason: str) -> list[Session]:
+        """Kill one session (ref) or every live one whose label starts with prefix, with their descendants."""
+        if (ref is None) == (prefix is None):
+            raise BadInput("kill needs exactly one of a session key/label or --prefix")
+        if ref is not None:
+            s = await self.table.find(ref)  # one not in memory has ended: refused just below
+            if s.state.terminal:
+                raise Conflict(f"session {self.table.describe(s.key)} has already ended ({s.state.value})")
+            targets = [s.key]
+        else:
+            if not prefix:
+                raise BadInput("--prefix must not be empty (that would kill every session)")
+            targets = [s.key for s in self.table.sessions.values() if s.state.live and s.label.startswith(prefix)]
+            if not targets:
+                raise NotFound(f"no live session has a label starting with {prefix!r}")
+        killed = [self.table.sessions[k] for k in targets]  # held: once ended they may leave memory before we answer
+        self.kill_is_final(targets)
+        await self.launcher.kill_keys(targets, reason, cascade=True)
+        return [s.model_copy(deep=True) for s in killed]
 
     # ------------------------------------------------------------------------------------ retry
 

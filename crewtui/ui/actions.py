@@ -97,6 +97,31 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Resume: let the selected session, paused in the gateway over its budget, go on",
         show=False,  # only for a paused session, which says so (R) in its detail
     ),
+    # A session's workspace (its own git worktree): only for a session with one, whose detail says so (c, m, D).
+    ActionSpec(
+        "c",
+        "changes",
+        "Changes",
+        "changes",
+        "Changes: the files the selected session's branch changed, and their diffs",
+        show=False,
+    ),
+    ActionSpec(
+        "m",
+        "merge",
+        "Merge",
+        "merge",
+        "Merge: put the selected ended session's branch in its repository's merge queue",
+        show=False,
+    ),
+    ActionSpec(
+        "D",
+        "discard",
+        "Discard",
+        "discard",
+        "Discard: throw away the selected ended session's branch and worktree (asks first)",
+        show=False,
+    ),
     ActionSpec(
         "plus",
         "zoom_in",

@@ -260,6 +260,15 @@ class CrewApp(App[None]):
     def action_resume(self) -> None:
         self.main_screen.action_resume()
 
+    def action_changes(self) -> None:
+        self.main_screen.action_changes()
+
+    def action_merge(self) -> None:
+        self.main_screen.action_merge()
+
+    def action_discard(self) -> None:
+        self.main_screen.action_discard()
+
     def action_gateway(self) -> None:
         if not isinstance(self.screen, GatewayScreen):  # open already: its own g closes it
             self.push_screen(GatewayScreen(self.runtime))

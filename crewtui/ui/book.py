@@ -28,6 +28,7 @@ from crewtui.model import (
     SessionSteered,
     SessionYielded,
     TimelineItem,
+    WorkspaceChanged,
     timeline_mark,
 )
 from crewtui.ui.grouping import Item, build_forest
@@ -54,6 +55,8 @@ class Changes:
     marks: list[TimelineItem] = field(default_factory=list)
     schedule: bool = False  # a cron fired or a run closed: reload the jobs and runs
     unknown: set[str] = field(default_factory=set)  # events about sessions this copy has not seen
+    # Sessions whose copy lacks what the runtime worked out as they ended (a workspace's counted changes): got again.
+    refetch: set[str] = field(default_factory=set)
     stopped: bool = False
 
     def __bool__(self) -> bool:
@@ -154,6 +157,8 @@ class SessionBook:
             if ev.new.terminal:
                 s.ended_at = ev.ts
                 s.yield_on = None
+                if s.branch is not None:
+                    ch.refetch.add(key)
             elif ev.new == SessionState.PENDING:
                 s.ended_at = None
                 s.started_at = None
@@ -193,12 +198,32 @@ class SessionBook:
             ch.rows.add(key)
             ch.agent.add(key)
             ch.usage = True
+        elif isinstance(ev, WorkspaceChanged):
+            self._workspace_changed(s, ev)
+            ch.rows.add(key)
         elif isinstance(ev, SessionAnswered):
             # The agent's output says what it asked, not the answer: kept here for the conversation's turns.
             answers = self.answers.setdefault(key, [])
             answers.append(ev)
             del answers[:-ANSWERS_KEPT]
             ch.answered.setdefault(key, []).append(ev)
+
+    @staticmethod
+    def _workspace_changed(s: Session, ev: WorkspaceChanged) -> None:
+        """A step of its workspace: the merge state, its note and the counted changes, as the runtime keeps them."""
+        if ev.branch:
+            s.branch = ev.branch
+        if ev.changes is not None:
+            s.changes = ev.changes
+        if ev.merge is not None:
+            s.merge = ev.merge
+        if ev.action == "queued":
+            s.merge_queued_at = ev.ts
+        if ev.action == "conflict":
+            s.merge_note = f"conflict in {', '.join(ev.files) or '?'}: {ev.note}"  # as the runtime words it
+        elif ev.action != "removed":  # a merged branch's cleanup: the note of the merge stays
+            s.merge_note = ev.note
+        s.updated_at = ev.ts or s.updated_at
 
     # ------------------------------------------------------------------------------------ filters
 

@@ -34,11 +34,13 @@ from crewtui.model import (
     TimelineItem,
     TokenCounts,
     Turn,
+    WorkspaceChanged,
     YieldResult,
     validate_label,
 )
 from crewtui.spend import GatewayInfo, UsageBy, UsageRow
 from tests.ui.fake_gateway import gateway_info, make_holds, usage_rows
+from tests.ui.fake_workspaces import diff_of, make_workspaces
 
 T0 = 1_775_116_800.0 + 9 * 3600  # 2026-04-02 17:00:00 UTC: "now" in every snapshot
 
@@ -365,6 +367,7 @@ class FakeRuntime(RuntimeAPI):
         agents: bool = False,
         gateway: bool = True,
         holds: bool = False,
+        workspaces: bool = False,
     ) -> None:
         self.clock = clock or FakeClock(T0)
         # Ended sessions of long ago: listed and counted like a runtime's store, never loaded by the dashboard
@@ -376,6 +379,8 @@ class FakeRuntime(RuntimeAPI):
             make_agents(self.sessions)
         if holds:
             make_holds(self.sessions)  # sessions whose model requests wait in the gateway
+        if workspaces:
+            make_workspaces(self.sessions)  # sessions in git worktrees of their own (tests/ui/fake_workspaces.py)
         self.gateway_info = gateway_info() if gateway else GatewayInfo()  # a test may change it between reads
         self.ray_nodes = ray_nodes
         if ray_nodes:
@@ -578,6 +583,63 @@ class FakeRuntime(RuntimeAPI):
             )
         )
         return f"{s.label}: resumed, its budget now $4.00"
+
+    # ------------------------------------------------------------------ workspaces
+
+    def _workspace(self, ref: str, verb: str) -> Session:
+        s = self._resolve(ref)
+        if s.branch is None or s.merge is None:
+            raise BadInput(f"{s.label} has no workspace to {verb}")
+        return s
+
+    async def diff(self, ref: str, stat: bool = False) -> str:
+        """As the runtime's: the fixed diff of the session's branch (gone once discarded)."""
+        self.calls.append(("diff", ref))
+        s = self._workspace(ref, "diff")
+        if s.merge == "discarded":
+            raise BadInput(f"git diff: the branch {s.branch} is gone from {s.repo}")
+        text = diff_of(s.label)
+        if stat:
+            files = (s.changes or {}).get("files", [])
+            return "".join(f" {f['path']} | {f['insertions'] + f['deletions']}\n" for f in files)
+        return text
+
+    async def merge(self, ref: str) -> Session:
+        """As the runtime's: an ended session's branch goes into its repository's merge queue (and stays there: the
+        fake has no merge worker)."""
+        self.calls.append(("merge", ref))
+        s = self._workspace(ref, "merge")
+        if s.state.live:
+            raise Conflict(f"{s.label} is still {s.state.value}: merge it when it has ended")
+        if s.merge in ("queued", "merging", "merged", "discarded"):
+            raise Conflict(f"{s.label}: its branch is already {s.merge}")
+        s.merge, s.merge_note, s.merge_queued_at = "queued", None, self.clock.now()
+        self._workspace_event(s, "queued")
+        return s.model_copy(deep=True)
+
+    async def discard(self, ref: str) -> Session:
+        self.calls.append(("discard", ref))
+        s = self._workspace(ref, "discard")
+        if s.state.live:
+            raise Conflict(f"{s.label} is still {s.state.value}: kill it first")
+        if s.merge in ("merging", "merged"):
+            raise Conflict(f"{s.label}: its branch is {s.merge}; nothing to discard")
+        s.merge, s.merge_note = "discarded", None
+        self._workspace_event(s, "discarded")
+        return s.model_copy(deep=True)
+
+    def _workspace_event(self, s: Session, action: str) -> None:
+        self.emit(
+            WorkspaceChanged(
+                session=s.key,
+                label=s.label,
+                ts=self.clock.now(),
+                action=action,
+                branch=s.branch,
+                merge=s.merge,
+                changes=s.changes,
+            )
+        )
 
     def emit(self, event: Event) -> None:
         for q in self._queues:

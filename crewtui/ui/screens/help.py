@@ -62,7 +62,8 @@ def legend() -> Text:
     t.append("\nrows    ", style=f"bold {DIM}")
     t.append(
         "label · state · #attempt · age · activity or last output (or where it waits in the model gateway) · cost;  "
-        "a group: sessions · done/ended rate · states · tokens and cost\n",
+        "a group: sessions · done/ended rate · states · tokens and cost;  ⌥ a session's own git branch and where its "
+        "merge stands (unmerged, queued, merged, conflict…): c shows its changes\n",
         style=DIM,
     )
     t.append("marks   ", style=f"bold {DIM}")
@@ -76,6 +77,8 @@ def legend() -> Text:
         ("watchdog", "timed_out", "timed out"),
         ("kill", "killed", "kill"),
         ("sweep", "1 killed", "sweep"),
+        ("merge", "merged", "merged"),
+        ("merge", "conflict", "merge conflict"),
     ):
         sym, color, _ = mark_symbol(TimelineItem(ts=0, kind=kind, name="", outcome=outcome))  # type: ignore[arg-type]
         t.append(f"{sym} {words}  ", style=color)

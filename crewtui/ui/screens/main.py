@@ -1,7 +1,8 @@
 """The main screen: `MainView` (main_view.py: panes, layout, live events, selection) and the actions on sessions.
 
 Spawn, steer, approve and deny (what waiting sessions ask), kill, sweep, retry, trigger, resume (a session paused
-in the model gateway), marks, filters and panes. The keys are the App's bindings (one
+in the model gateway), a workspace's Changes, merge and discard (what a session's branch becomes), marks, filters
+and panes. The keys are the App's bindings (one
 registry, ui/actions.py), which bring them here, so a key still works while a modal is on top, as the
 palette does. Each action says in one line what it did or why it could not, and never raises at the user.
 Those lines name sessions and quote what the user typed: notifications are plain text (the App's `notify`),
@@ -21,6 +22,7 @@ from crewtui.errors import CrewError
 from crewtui.model import Session, SessionState
 from crewtui.ui.book import RETRYABLE
 from crewtui.ui.calls import FAILED
+from crewtui.ui.diffs import branch_text, changes_text, has_workspace
 from crewtui.ui.format import DIM, plain
 from crewtui.ui.label_filter import FilterError
 from crewtui.ui.screens.answer import AnswerScreen, asks_list
@@ -345,6 +347,85 @@ class MainScreen(MainView):
         if line is not FAILED:
             self.notify(str(line))
 
+    # ------------------------------------------------------------------------------------ workspaces
+
+    def action_changes(self) -> None:
+        """`c`: the right pane shows the selected session's Changes (its branch's files and diff), or its detail."""
+        on = not self.changes_shown
+        self.changes_shown = on
+        self.set_class(on, "-changes")
+        self.title_right()
+        inside = self.app.focused is not None and self.changes_pane in self.app.focused.ancestors
+        if on:
+            self.show_changes_of(self.session_tree.current)
+            if self.layout_mode == "narrow":
+                self._show_pane("detail")
+            self.changes_pane.open()
+        elif inside:
+            # Back to the sessions, to pick the next one to review (on a narrow terminal: its detail tab).
+            self._pane_widget("detail" if self.layout_mode == "narrow" else "sessions").focus()
+
+    def _workspace_session(self, verb: str) -> Session | None:
+        """The selected session, when it has a workspace that has ended; else None, after saying why in one line."""
+        s = self._selected_session()
+        if s is None:
+            self.notify(f"select a session with a workspace to {verb} its branch", severity="warning")
+            return None
+        if not has_workspace(s):
+            self.notify(f"{s.label} has no workspace: no branch to {verb}", severity="warning")
+            return None
+        if s.state.live:
+            when = "merge it when it has ended" if verb == "merge" else "kill it first"
+            self.notify(f"{s.label} is still {s.state.value}: {when}", severity="warning")
+            return None
+        return s
+
+    def action_merge(self) -> None:
+        """`m`: put the selected session's branch in its repository's merge queue (`ctl merge LABEL`)."""
+        s = self._workspace_session("merge")
+        if s is None:
+            return
+        if s.merge in ("queued", "merging", "merged", "discarded"):
+            self.notify(f"{s.label}: its branch is already {s.merge}", severity="warning")
+            return
+        self._merge(s.key)
+
+    @work(group="commands", exit_on_error=False)
+    async def _merge(self, key: str) -> None:
+        s = await self._call("merge", key, what="merge")
+        if s is not FAILED:
+            self.notify(merge_line(s))
+
+    def action_discard(self) -> None:
+        """`D`: throw away the selected session's branch and worktree, after a confirm (`ctl discard LABEL`)."""
+        s = self._workspace_session("discard")
+        if s is None:
+            return
+        if s.merge in ("merging", "merged", "discarded"):
+            self.notify(f"{s.label}: its branch is {s.merge}; nothing to discard", severity="warning")
+            return
+        body = Text.assemble(plain(s.label, "bold"), "\n", branch_text(s))
+        counted = changes_text(s.changes)
+        if counted is not None:
+            body.append("\n")
+            body.append_text(counted)
+        body.append("\nIts branch and its worktree are deleted; what it did is lost.", style=DIM)
+        key = s.key
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self._discard(key)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Discard the work of {s.label}?", body, confirm="Discard", id="discard-confirm"), confirmed
+        )
+
+    @work(group="commands", exit_on_error=False)
+    async def _discard(self, key: str) -> None:
+        s = await self._call("discard", key, what="discard")
+        if s is not FAILED:
+            self.notify(merge_line(s))
+
     # ------------------------------------------------------------------------------------ marks and filters
 
     def action_mark(self) -> None:
@@ -433,7 +514,7 @@ class MainScreen(MainView):
             return
         if self.layout_mode == "narrow":
             self._show_pane("detail")
-        self.transcript.focus()
+        self._pane_widget("detail").focus()
 
     def action_next_pane(self) -> None:
         if self.layout_mode == "narrow":
@@ -441,7 +522,15 @@ class MainScreen(MainView):
             self._show_pane(pane)
             self.call_after_refresh(self._pane_widget(pane).focus)
             return
-        order: list[Widget] = [self.session_tree, self.transcript, self.meters]
+        order: list[Widget] = [self.session_tree, self._pane_widget("detail"), self.meters]
         focused = self.app.focused  # the app's: under a modal, the focus moves back to the first pane
+        if focused is not None and self.changes_shown and self.changes_pane in focused.ancestors:
+            focused = order[1]  # the file list or the diff: the pane after it comes next
         idx = next((i for i, w in enumerate(order) if w is focused), -1)
         order[(idx + 1) % len(order)].focus()
+
+
+def merge_line(s: Session) -> str:
+    """What a merge or a discard did, in one line, as `crewtui ctl merge` says it: "fix: queued (crew/fix)"."""
+    note = f": {s.merge_note}" if s.merge_note else ""
+    return f"{s.label}: {s.merge or 'none'} ({s.branch}){note}"

@@ -35,6 +35,7 @@ from crewtui.ui.calls import FAILED
 from crewtui.ui.format import clean_marks, plain
 from crewtui.ui.older import PAGE, fetch_page, fetch_window
 from crewtui.ui.screens.schedule_view import SCHEDULE_EVERY, Dashboard, ScheduleView
+from crewtui.ui.widgets.changes import ChangesPane
 from crewtui.ui.widgets.detail import SessionDetail, Transcript
 from crewtui.ui.widgets.footer import CrewFooter
 from crewtui.ui.widgets.header import StatusHeader
@@ -66,6 +67,8 @@ class MainView(ScheduleView):
         self._turns_timer: Any = None
         self._pids_asked: dict[str, tuple[int, SessionState]] = {}
         self._last_internal_error = float("-inf")
+        self.changes_shown = False  # the right pane shows the selected session's Changes (c), not its detail
+        self._right_title = "Detail"
         self.older_counted = asyncio.Event()  # set once older history is counted (or there is none, or it failed)
 
     # ------------------------------------------------------------------------------------ the app's state
@@ -110,6 +113,7 @@ class MainView(ScheduleView):
             with Vertical(id="right", classes="pane"):
                 yield SessionDetail(id="detail")
                 yield Transcript(id="transcript")
+                yield ChangesPane(self.dashboard.runtime, id="changes")
         with Horizontal(id="bottom"):
             with Vertical(id="timeline-pane", classes="pane"):
                 yield Timeline(self.clock.now, id="timeline")
@@ -127,9 +131,13 @@ class MainView(ScheduleView):
     def transcript(self) -> Transcript:
         return self.query_one("#transcript", Transcript)
 
+    @property
+    def changes_pane(self) -> ChangesPane:
+        return self.query_one("#changes", ChangesPane)
+
     def on_mount(self) -> None:
         self.query_one("#left").border_title = "Sessions"
-        self.query_one("#right").border_title = "Detail"
+        self.title_right("Detail")
         self._show_timeline_span()
         self.query_one("#meters-pane").border_title = "Cron jobs · completion rate"
         self.query_one("#filter", Input).cursor_blink = self.dashboard.cursor_blink
@@ -171,7 +179,8 @@ class MainView(ScheduleView):
             self.call_after_refresh(self._pane_widget(self.pane).focus)
 
     def _pane_widget(self, pane: str) -> Widget:
-        return {"sessions": self.session_tree, "detail": self.transcript, "schedule": self.meters}[pane]
+        detail = self.changes_pane.focus_target() if self.changes_shown else self.transcript
+        return {"sessions": self.session_tree, "detail": detail, "schedule": self.meters}[pane]
 
     def _show_pane(self, pane: str) -> None:
         self.pane = pane
@@ -292,7 +301,7 @@ class MainView(ScheduleView):
 
     @work(group="fetch", exit_on_error=False)
     async def _fetch_sessions(self, keys: set[str]) -> None:
-        """Sessions an event named before we listed them: get them one by one."""
+        """Sessions an event named before we listed them, or that ended in a workspace: get them one by one."""
         found = []
         for key in keys:
             s = await self._call("get", key, quiet=True)
@@ -373,7 +382,7 @@ class MainView(ScheduleView):
             self._schedule_soon()
         if self._history_key is not None and self._history_key in ch.retried:
             self._load_history(self._history_key)  # the new attempt's output replaces the old
-        new = ch.unknown - self._fetching
+        new = (ch.unknown | ch.refetch) - self._fetching
         if new:
             self._fetching |= new
             self._fetch_sessions(new)
@@ -466,20 +475,21 @@ class MainView(ScheduleView):
             else:
                 detail.show_nothing("no sessions yet: press n to spawn one")
             self.transcript.show_note("")
+            self.show_changes_of(None)
             return
         self._show_detail(ref)
         if ref.kind == "group":
             self._history_key = None
             self.transcript.show_note("a group: select one of its sessions to see its transcript")
-            self.query_one("#right").border_title = plain(f"Group {ref.id}")
+            self.title_right(f"Group {ref.id}")
         elif ref.kind == "older":
             self._history_key = None
             self.transcript.show_note(f"older ended sessions of {ref.id}: enter loads them, {PAGE} at a time")
-            self.query_one("#right").border_title = plain(f"Group {ref.id} · older")
+            self.title_right(f"Group {ref.id} · older")
         else:
             if ref.id != self._history_key or not self._history_ready:
                 s = self.book.sessions.get(ref.id)
-                self.query_one("#right").border_title = plain(f"Session {s.label if s else ref.id}")
+                self.title_right(f"Session {s.label if s else ref.id}")
                 self._load_history(ref.id)
             self._want_pids(ref.id)
 
@@ -517,7 +527,24 @@ class MainView(ScheduleView):
             mine.started_at = got.started_at
         self._apply(Changes(rows={key}))
 
+    def title_right(self, title: str | None = None) -> None:
+        """The right pane's title: what it shows, and whether as its Changes."""
+        self._right_title = title or self._right_title
+        more = " · changes (c: detail)" if self.changes_shown else ""
+        self.query_one("#right").border_title = plain(self._right_title + more)
+
+    def show_changes_of(self, ref: RowRef | None) -> None:
+        """The Changes view follows the selection while it is shown."""
+        if not self.changes_shown:
+            return
+        s = self.book.sessions.get(ref.id) if ref is not None and ref.kind == "session" else None
+        if s is None:
+            self.changes_pane.show_note("select a session to see what its branch changed")
+        else:
+            self.changes_pane.show_session(s)
+
     def _show_detail(self, ref: RowRef) -> None:
+        self.show_changes_of(ref)
         detail = self.query_one("#detail", SessionDetail)
         if ref.kind == "group":
             detail.show_group(ref.id, self.session_tree.group_counts(ref.id), self.book.older.left.get(ref.id, 0))

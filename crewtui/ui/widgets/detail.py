@@ -19,6 +19,7 @@ from textual.widgets import RichLog, Static
 from crewtui.formatting import age, clock_time, date_time, money
 from crewtui.model import History, Session, SessionAnswered, SessionState, Turn
 from crewtui.ui.book import completion_rate
+from crewtui.ui.diffs import branch_text, changes_text, has_workspace, merge_text, trouble_block
 from crewtui.ui.format import (
     COST_COLOR,
     DIM,
@@ -117,6 +118,17 @@ def spend_rows(s: Session) -> list[tuple[str, RenderableType]]:
     return rows
 
 
+def workspace_rows(s: Session) -> list[tuple[str, RenderableType]]:
+    """A session in a workspace: its branch, what it changed, where its merge stands (and the keys)."""
+    counted = changes_text(s.changes)
+    if counted is None:
+        counted = Text("counted when it ends" if s.state.live else "-", style=DIM)
+    rows: list[tuple[str, RenderableType]] = [("branch", branch_text(s)), ("changes", counted)]
+    if trouble_block(s) is None:  # a conflict or a failed check says it in a block above, with its keys
+        rows.append(("merge", merge_text(s)))
+    return rows
+
+
 class SessionDetail(Static):
     """Key facts of one session: what it is, where it stands, how it ended."""
 
@@ -178,6 +190,9 @@ class SessionDetail(Static):
         ]
         if s.cron_run:
             rows.insert(4, ("cron run", plain(s.cron_run)))
+        if has_workspace(s):
+            at = next(i for i, (name, _) in enumerate(rows) if name == "pids")
+            rows[at:at] = workspace_rows(s)
         if s.preset is not None:
             rows = self._agent_rows(s, rows)
         else:
@@ -187,7 +202,7 @@ class SessionDetail(Static):
                 extra.insert(0, ("gateway", plain(s.gateway_hold, hold_style(s.gateway_hold))))
             at = next((i for i, (name, _) in enumerate(rows) if name == "state"), 2) + 1
             rows[at:at] = extra
-        blocks = [b for b in (needs_block(s), paused_block(s)) if b is not None]
+        blocks = [b for b in (needs_block(s), paused_block(s), trouble_block(s)) if b is not None]
         renderable: RenderableType = Group(*blocks, _kv(rows)) if blocks else _kv(rows)
         self._show((*(str(b) for b in blocks), *(str(v) for _, v in rows)), renderable)
 

@@ -5,7 +5,9 @@ Live, with 1,000 sessions: the tree keeps a dict id -> node and changes only wha
 changed session gets `set_label` only when its rendered row differs. Never `clear()` and rebuild: that
 loses the cursor, the scroll position and what the user folded. Names and last lines are foreign text: cleaned
 (`crewtui.text.clean`) before they are cut to their column, and never read as markup. A top-level group with
-older history not loaded ends with a row that says how much (`crewtui.ui.older`); opening it loads a page.
+older history not loaded ends with a row that says how much (`crewtui.ui.older`); opening it loads a page. A session
+in a workspace (its own git worktree) says where its branch's merge stands ("⌥ merged", "⌥ conflict") before its
+last line.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from crewtui.formatting import age, fit
 from crewtui.model import Session, SessionState
 from crewtui.text import clean
 from crewtui.ui.book import SessionBook, completion_rate
+from crewtui.ui.diffs import merge_mark
 from crewtui.ui.format import (
     DIM,
     WAITING_COLOR,
@@ -172,7 +175,9 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
         if cost is None:
             last_w += cost_w  # the cost column is the last: a row without a cost gives it to its text
         last = clean(line or "")[: last_w + 1]  # cleaned before the cut, which could split a sequence
-        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name, s.node, cost, bool(hold))
+        merge = merge_mark(s)  # its branch: "⌥ merged", "⌥ conflict"
+        merged = merge.plain if merge is not None else None
+        sig = (s.state, s.attempt, age_s, last, marked, name_w, last_w, ref.name, s.node, cost, bool(hold), merged)
         cached = self._signatures.get(s.key)
         if cached is not None and cached[0] == sig:
             return sig, cached[1]  # type: ignore[return-value]
@@ -192,6 +197,12 @@ class SessionTree(Tree[RowRef], inherit_bindings=False):
                 where = ("@" + clean(s.node.split("/", 1)[0]))[:last_w]
                 text.append(where, style="#56b6c2")
                 last_w -= len(where) + 1
+                if last_w > 0:
+                    text.append(" ")
+            if merge is not None and last_w > 0:
+                merge.truncate(last_w)
+                text.append_text(merge)
+                last_w -= len(merge) + 1
                 if last_w > 0:
                     text.append(" ")
             if last_w > 0:

@@ -27,7 +27,7 @@ LANES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cron", ("cron",)),
     ("runs", ("run",)),
     ("watch", ("watchdog",)),
-    ("other", ("retry", "sweep", "kill", "system")),
+    ("other", ("retry", "sweep", "kill", "merge", "system")),
 )
 LANE_W = 6
 ACCENT = "#56b6c2"
@@ -60,6 +60,10 @@ def mark_symbol(item: TimelineItem) -> tuple[str, str, int]:
         return "↻", RATE_MEDIUM, 3
     if item.kind == "sweep":
         return "✂", ACCENT, 3
+    if item.kind == "merge":
+        return {"merged": ("⌥", RATE_GOOD, 3), "conflict": ("⌥", RATE_BAD, 5), "check_failed": ("⌥", RATE_BAD, 5)}.get(
+            o, ("⌥", ACCENT, 2)
+        )
     return "i", {"warning": RATE_MEDIUM, "error": RATE_BAD}.get(o, "#61afef"), 2
 
 

@@ -1,0 +1,1 @@
+"""Workspaces: a git worktree per session, what it changed, and the one writer that merges (crewtui/workspaces)."""

@@ -1,0 +1,80 @@
+"""Running git: the one place crewtui calls the `git` program, and how its failures become one line.
+
+git itself is the kept tool for worktrees, merges and diffs (a library such as dulwich has no worktrees and no
+three-way merge of its own that matches git's). Every call runs `git -C DIR ...` with an argv (never a shell),
+no pager, no prompt for credentials, the C locale (so its messages can be read), and crewtui's identity for the
+commits the runtime makes (an agent's own commits keep theirs).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from crewtui.errors import BadInput
+
+GIT_TIMEOUT = 600.0  # a merge or a worktree of a big repository takes a while; a hung git does not hang us
+IDENTITY = ("-c", "user.name=crewtui", "-c", "user.email=crewtui@localhost", "-c", "commit.gpgsign=false")
+
+
+class GitError(BadInput):
+    """A git command failed: its first line of stderr (or how it failed)."""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # no GIT_DIR from an outer git
+    env.update({"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_OPTIONAL_LOCKS": "0"})
+    return env
+
+
+def git(
+    cwd: Path, *args: str, check: bool = True, identity: bool = False, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`git -C cwd args…`; raises GitError naming the command and git's own first line when it fails."""
+    argv = ["git", *(IDENTITY if identity else ()), "-C", str(cwd), *args]
+    try:
+        p = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=GIT_TIMEOUT,
+            input=input_text,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed (workspaces need it): apt install git") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {' '.join(args[:2])} took over {GIT_TIMEOUT:g}s in {cwd}") from None
+    if check and p.returncode != 0:
+        raise GitError(f"git {' '.join(args[:2])} in {cwd}: {first_line(p.stderr or p.stdout)}")
+    return p
+
+
+def first_line(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line.removeprefix("fatal: ").removeprefix("error: ")[:300]
+    return "failed"
+
+
+def out(cwd: Path, *args: str) -> str:
+    """A git command's stdout, stripped."""
+    return git(cwd, *args).stdout.strip()
+
+
+def lines(cwd: Path, *args: str) -> list[str]:
+    return [line for line in git(cwd, *args).stdout.splitlines() if line]
+
+
+def rev(cwd: Path, ref: str) -> str | None:
+    """The commit `ref` names, or None."""
+    p = git(cwd, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    return p.stdout.strip() or None if p.returncode == 0 else None
+
+
+def argv_text(argv: Sequence[str]) -> str:
+    return " ".join(argv)

@@ -1,0 +1,178 @@
+"""One writer merges: a branch goes into its target in crewtui's own worktree, never in the user's checkout, and
+the target branch moves in one step.
+
+`merge_one` runs under the repository's merge lock (`lock`: an flock on a file in the repository's git dir, so
+two crews, or two runtimes, on one repository take turns instead of guessing). In the merge worktree (a detached
+checkout the runtime owns) it resets to the target's tip, merges the branch (`--no-ff`, a merge commit naming the
+session) or replays its commits on the tip (`linear`), runs the `check` argv on the merged tree, and only then
+moves the target with `git update-ref NEW OLD`: a compare-and-swap of one ref. A kill -9 anywhere before it leaves
+the target where it was; after it, merged. Nothing is ever half there.
+
+A conflict stops that branch only: its files are named, the merge worktree is reset, and the branch keeps its
+own worktree. When the target is checked out somewhere (the user's checkout), moving its ref would leave that
+checkout's files behind: the merge waits, saying where, unless the crew allows it and that checkout is clean,
+and then the checkout itself is fast-forwarded (`merge --ff-only`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from crewtui.errors import BadInput
+from crewtui.workspaces.git import GitError, git, out, rev
+from crewtui.workspaces.worktrees import dirty_files
+
+Outcome = Literal["merged", "conflict", "check_failed", "waiting"]
+CHECK_TIMEOUT = 1800.0
+CHECK_TAIL = 2000  # characters of a failed check's output kept
+
+
+@dataclass
+class MergeResult:
+    outcome: Outcome
+    commit: str | None = None  # the target's new tip (merged)
+    files: list[str] = field(default_factory=list)  # conflicting files
+    note: str = ""
+
+
+@contextlib.contextmanager
+def lock(repo: Path) -> Iterator[None]:
+    """The repository's merge lock (blocking): one merge at a time, whoever runs it."""
+    common = Path(out(repo, "rev-parse", "--git-common-dir"))
+    if not common.is_absolute():
+        common = repo / common
+    with open(common / "crewtui-merge.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def checked_out_at(repo: Path, branch: str, besides: Path) -> Path | None:
+    """The worktree (the user's checkout, most likely) where `branch` is checked out, other than `besides`."""
+    path: Path | None = None
+    for line in git(repo, "worktree", "list", "--porcelain").stdout.splitlines():
+        if line.startswith("worktree "):
+            path = Path(line.removeprefix("worktree "))
+        elif line == f"branch refs/heads/{branch}" and path is not None and path.resolve() != besides.resolve():
+            return path
+    return None
+
+
+def reset_merge_worktree(repo: Path, where: Path, tip: str) -> None:
+    """The runtime's merge worktree, clean and detached at `tip` (made if missing; a half merge left by a crash
+    is thrown away here)."""
+    if not (where / ".git").exists():
+        git(repo, "worktree", "prune")
+        where.parent.mkdir(parents=True, exist_ok=True)
+        git(repo, "worktree", "add", "--detach", "--force", str(where), tip)
+        return
+    for abort in (("merge", "--abort"), ("cherry-pick", "--abort"), ("rebase", "--abort")):
+        git(where, *abort, check=False)
+    git(where, "checkout", "--detach", "--force", tip)
+    git(where, "reset", "--hard", "--quiet", tip)
+    git(where, "clean", "-fdq")
+
+
+def _conflicts(where: Path) -> list[str]:
+    return sorted(set(git(where, "diff", "--name-only", "--diff-filter=U").stdout.split("\n")) - {""})
+
+
+def merge_one(
+    repo: Path,
+    where: Path,
+    into: str,
+    branch: str,
+    start: str,
+    message: str,
+    history: Literal["merge", "linear"] = "merge",
+    check: list[str] | None = None,
+    allow_checked_out: bool = False,
+) -> MergeResult:
+    """Merge `branch` (started at `start`) into `into`; the caller holds `lock(repo)`."""
+    tip = rev(repo, f"refs/heads/{into}")
+    if tip is None:
+        raise BadInput(f"no branch {into!r} in {repo} to merge into")
+    head = rev(repo, f"refs/heads/{branch}")
+    if head is None:
+        raise BadInput(f"the branch {branch} is gone from {repo}")
+    holder = checked_out_at(repo, into, where)
+    if holder is not None:
+        if not allow_checked_out:
+            return MergeResult(
+                "waiting", note=f"{into} is checked out in {holder}: merging would leave its files behind"
+            )
+        if dirty_files(holder):
+            return MergeResult("waiting", note=f"{into} is checked out in {holder}, which has uncommitted changes")
+    reset_merge_worktree(repo, where, tip)
+    if head == tip or git(repo, "merge-base", "--is-ancestor", head, tip, check=False).returncode == 0:
+        return MergeResult("merged", commit=tip, note="nothing to merge: already in " + into)
+    if history == "linear" and not any(
+        line.startswith("+") for line in git(repo, "cherry", tip, head, start).stdout.split("\n")
+    ):
+        # Its commits are all on the target already (replayed by a merge a crash cut off before it was recorded).
+        return MergeResult("merged", commit=tip, note="nothing to merge: its commits are already in " + into)
+    if history == "merge":
+        p = git(where, "merge", "--no-ff", "--no-edit", "-m", message, head, check=False, identity=True)
+        if p.returncode != 0:
+            files = _conflicts(where)
+            git(where, "merge", "--abort", check=False)
+            return MergeResult("conflict", files=files, note=_first(p))
+    else:
+        p = git(
+            where,
+            "cherry-pick",
+            "--allow-empty",
+            "--keep-redundant-commits",
+            f"{start}..{head}",
+            check=False,
+            identity=True,
+        )
+        if p.returncode != 0:
+            files = _conflicts(where)
+            git(where, "cherry-pick", "--abort", check=False)
+            return MergeResult("conflict", files=files, note=_first(p))
+    new = out(where, "rev-parse", "HEAD")
+    if check:
+        failed = _run_check(check, where)
+        if failed is not None:
+            reset_merge_worktree(repo, where, tip)
+            return MergeResult("check_failed", note=failed)
+    if holder is not None:
+        git(holder, "merge", "--ff-only", "--quiet", new)
+    else:
+        try:
+            git(repo, "update-ref", "-m", message, f"refs/heads/{into}", new, tip)
+        except GitError:
+            return MergeResult("waiting", note=f"{into} moved while merging; trying again")
+    return MergeResult("merged", commit=new)
+
+
+def _first(p: subprocess.CompletedProcess[str]) -> str:
+    for line in (p.stdout + "\n" + p.stderr).splitlines():
+        if "CONFLICT" in line:
+            return line.strip()[:300]
+    return (p.stderr or p.stdout).strip().splitlines()[0][:300] if (p.stderr or p.stdout).strip() else "failed"
+
+
+def _run_check(argv: list[str], where: Path) -> str | None:
+    """None when the check passes; else what it said (the tail of its output)."""
+    try:
+        p = subprocess.run(
+            argv, cwd=where, capture_output=True, text=True, timeout=CHECK_TIMEOUT, stdin=subprocess.DEVNULL
+        )
+    except FileNotFoundError:
+        return f"check: {argv[0]} not found"
+    except subprocess.TimeoutExpired:
+        return f"check: over {CHECK_TIMEOUT:g}s"
+    if p.returncode == 0:
+        return None
+    tail = (p.stdout + p.stderr).strip()[-CHECK_TAIL:]
+    return f"check exited {p.returncode}: {tail}"
