@@ -27,10 +27,11 @@ from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig, WorkspaceConfig
 from crewtui.errors import BadInput, Conflict
 from crewtui.locations import DataDir
-from crewtui.model import Session, SpawnRequest, WorkspaceChanged
+from crewtui.model import Session, SpawnRequest, SystemEvent, WorkspaceChanged
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.sessions import SessionTable
 from crewtui.workspaces import merging, worktrees
+from crewtui.workspaces.git import git
 
 log = logging.getLogger("crewtui.workspaces")
 
@@ -83,9 +84,23 @@ class Workspaces:
         if base is None:
             base = await asyncio.to_thread(worktrees.current_branch, root)
         await asyncio.to_thread(worktrees.base_commit, root, base)
+        if await asyncio.to_thread(self._dirty_base, root, base):
+            self.bus.publish(
+                SystemEvent(
+                    level="warning",
+                    text=f"{req.label}: {root} has uncommitted changes on {base}; its worktree starts from {base}'s "
+                    "last commit, without them",
+                )
+            )
         branch = worktrees.branch_for(req.label)
         domain = req.domain or f"repo:{root}#{branch}"
         return req.model_copy(update={"repo": str(root), "base": base, "domain": domain})
+
+    @staticmethod
+    def _dirty_base(root: Path, base: str) -> bool:
+        """Whether the user's checkout has `base` checked out with uncommitted changes (not in a new worktree)."""
+        p = git(root, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return p.stdout.strip() == base and bool(worktrees.dirty_files(root))
 
     def take(self, s: Session, req: SpawnRequest) -> None:
         """A new session of a workspace spawn: where its worktree and branch will be."""

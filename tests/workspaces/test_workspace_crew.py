@@ -167,9 +167,14 @@ setup = ["sh", "-c", "echo npm ERR! missing package.json >&2; exit 3"]
         wait_until(lambda: call(h.dd.socket, "get", ref=key)["result"]["state"] == "failed", 30, "the failure")
         reason = call(h.dd.socket, "get", ref=key)["result"]["reason"]
         assert "workspace setup" in reason and "exited 3" in reason and "missing package.json" in reason
-        # A plain argv with --repo: its own worktree on the branch checked out (main), merged by hand.
+        # A plain argv with --repo: its own worktree on the branch checked out (main), merged by hand. The user's
+        # checkout of main has uncommitted changes: said on the timeline, and not in the session's worktree.
+        (repo / "README.md").write_text("the user's unsaved edit\n")
         p = ctl(data, "spawn", "--label", "x-4", "--repo", str(repo), "--", PY, "-c", "open('x4.txt','w').write('4')")
         assert p.returncode == 0, p.stderr
+        texts = [e.get("text", "") for e in call(h.dd.socket, "events")["result"] if e["kind"] == "system"]
+        assert any("x-4:" in t and "has uncommitted changes on main" in t for t in texts), texts
+        assert Path(call(h.dd.socket, "get", ref="x-4")["result"]["worktree"], "README.md").read_text() == "# blog\n"
         wait_until(lambda: call(h.dd.socket, "get", ref="x-4")["result"]["state"] == "done", 30, "x-4")
         s = call(h.dd.socket, "get", ref="x-4")["result"]
         assert s["merge"] == "none" and s["changes"]["files"][0]["path"] == "x4.txt"
