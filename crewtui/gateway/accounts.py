@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 from crewtui.adapters.base import Price
 from crewtui.gateway.limits import ProviderLimits
 from crewtui.gateway.usage import Api, Measured
-from crewtui.spend import UsageTotals
+from crewtui.spend import TokenCounts, UsageTotals
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,22 @@ class RequestDone:
     absorbed: int  # upstream refusals retried before this answer
     error: str | None = None
     cut: bool = False  # the agent hung up before the response ended (usage charged as far as it went)
+
+    def totals(self) -> UsageTotals:
+        """This request as a count, for the session's and the pool's day's totals alike."""
+        m = self.usage
+        answered = self.status == 200 or self.cut  # an answer whose usage could not be read is `unknown`
+        return UsageTotals(
+            requests=1,
+            tokens=TokenCounts(input=m.input, output=m.output, cache_read=m.cache_read, cache_write=m.cache_write)
+            if m.known
+            else TokenCounts(),
+            cost_usd=self.cost_usd,
+            unknown=1 if answered and not m.known else 0,
+            absorbed=self.absorbed,
+            passed=1 if self.status in (429, 529) else 0,
+            errors=1 if self.error else 0,
+        )
 
 
 class GatewaySink(Protocol):

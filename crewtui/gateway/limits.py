@@ -198,13 +198,6 @@ class ProviderLimits:
             self._pump()
             raise
 
-    def take_permit_now(self) -> bool:
-        """For `ctl acquire`-style callers that hold nothing: True (and one request charged) if one may go now."""
-        if self._line or self._blocked_for() is not None:
-            return False
-        self._charge(0)
-        return True
-
     def _blocked_for(self, est_input: int = 0) -> float | None:
         """None if a request may go now; else seconds until it might (inf: until something is released)."""
         now = self._clock.now()

@@ -46,7 +46,7 @@ from crewtui.gateway.upstream import (
     window_exhausted,
 )
 from crewtui.gateway.usage import Api, Measured, UsageMeter, api_of, estimate_input_tokens
-from crewtui.spend import GatewayInfo, GatewayPoolInfo, TokenCounts, UsageTotals
+from crewtui.spend import GatewayInfo, GatewayPoolInfo, UsageTotals
 
 log = logging.getLogger("crewtui.gateway")
 
@@ -175,14 +175,17 @@ class Gateway:
 
     def env_for(self, key: str) -> dict[str, str]:
         client = self._by_key[key]
-        base = f"{self.url}/s/{client.token}"
+        base = self._base(client)
         if self.pools[client.pool].limits.config.provider == "openai":
             return {"OPENAI_BASE_URL": f"{base}/v1"}
         return {"ANTHROPIC_BASE_URL": base}
 
     def base_url(self, key: str) -> str | None:
         client = self._by_key.get(key)
-        return f"{self.url}/s/{client.token}" if client else None
+        return self._base(client) if client else None
+
+    def _base(self, client: Client) -> str:
+        return f"{self.url}/s/{client.token}"
 
     def close_session(self, key: str) -> None:
         """The session ended: its token is refused from now on."""
@@ -318,8 +321,8 @@ class Gateway:
         url = f"{config.upstream_url}/{tail}"
         if request.query_string:
             url += "?" + request.query_string
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
+        drop = HOP_BY_HOP | {"accept-encoding"}  # asked for uncompressed below, so the usage can be read
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in drop}
         headers["Accept-Encoding"] = "identity"
         if api is None:  # not a model call (HEAD /, count_tokens, model lists): through, unmetered, unpaced
             return await self._unmetered(request, url, headers, body, state)
@@ -463,24 +466,7 @@ class Gateway:
 
     def _done(self, client: Client, state: PoolState, done: RequestDone) -> None:
         self._roll_day(client.pool, state)
-        today = state.today
-        today.requests += 1
-        today.absorbed += done.absorbed
-        if done.status in _REFUSED:
-            today.passed += 1
-        if done.error is not None:
-            today.errors += 1
-        m = done.usage
-        if m.known:
-            today.tokens = TokenCounts(
-                input=today.tokens.input + m.input,
-                output=today.tokens.output + m.output,
-                cache_read=today.tokens.cache_read + m.cache_read,
-                cache_write=today.tokens.cache_write + m.cache_write,
-            )
-        elif done.status == 200 or done.cut:
-            today.unknown += 1
-        today.cost_usd += done.cost_usd
+        state.today.add(done.totals())
         client.spent_usd += done.cost_usd
         try:
             self._sink.request_done(done)

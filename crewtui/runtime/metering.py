@@ -20,8 +20,8 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 from crewtui.adapters import get_preset
 from crewtui.clock import ClockLike
@@ -45,7 +45,7 @@ log = logging.getLogger("crewtui.metering")
 # Sessions' usage and the pools' days are stored (and announced) at most this often: a request only marks them.
 _FLUSH_S = 0.25
 
-KillFn = Callable[[list[str], str, bool], Awaitable[None]]  # keys, reason, cascade
+KillFn = Callable[[list[str], str, bool], Coroutine[Any, Any, None]]  # keys, reason, cascade
 
 
 class Metering:
@@ -194,20 +194,7 @@ class Metering:
         if s is None:
             return
         usage = s.usage or UsageTotals()
-        m = done.usage
-        usage.add(
-            UsageTotals(
-                requests=1,
-                tokens=TokenCounts(input=m.input, output=m.output, cache_read=m.cache_read, cache_write=m.cache_write)
-                if m.known
-                else TokenCounts(),
-                cost_usd=done.cost_usd,
-                unknown=0 if m.known or (done.status not in (200, 0) and not done.cut) else 1,
-                absorbed=done.absorbed,
-                passed=1 if done.status in (429, 529) else 0,
-                errors=1 if done.error else 0,
-            )
-        )
+        usage.add(done.totals())
         s.usage = usage
         of_record(s)
         self._changed.add(s.key)  # stored and announced with the others of this moment (a busy crew: many a second)
@@ -246,11 +233,8 @@ class Metering:
             self.bus.publish(SystemEvent(level="warning", text=f"{text}; killing its {len(live)} live sessions"))
             self._spawn(self._kill(live, f"killed: pool {pool} {reason}", False))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        async def run() -> None:
-            await coro
-
-        task = asyncio.get_running_loop().create_task(run(), name="gateway-budget-kill")
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="gateway-budget-kill")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -147,12 +147,13 @@ async def test_a_held_line_waits_until_kicked() -> None:
     lim = limits(FakeClock())
     lim.held_for_budget = "daily budget spent"
     waiting = asyncio.create_task(lim.admit())
+    another = asyncio.create_task(lim.admit())  # no permit for anyone while held
     await settle()
-    assert not waiting.done() and not lim.take_permit_now()
+    assert not waiting.done() and not another.done()
     lim.held_for_budget = None
     lim.kick()
     await settle()
-    assert waiting.done()
+    assert waiting.done() and another.done()
 
 
 async def test_a_waiter_that_leaves_frees_its_place() -> None:
