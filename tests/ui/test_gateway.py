@@ -153,15 +153,19 @@ async def test_g_opens_the_gateway_view_and_escape_q_or_g_close_it() -> None:
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         for close in ("escape", "q", "g"):
+            before = len(calls(app, "gateway"))
             await pilot.press("g")
             screen = await gateway_shown(pilot)
+            assert len(calls(app, "gateway")) > before  # each opening reads the pools afresh
             blocks = list(screen.query(PoolBlock))
             assert [b.pool.name for b in blocks] == ["anthropic", "openai"]
             await pilot.press(close)
             await pilot.pause()
             assert app.screen is app.main_screen, close
         assert app.exit_choice is None  # q closed the view; it did not ask to quit
-        assert len(calls(app, "gateway")) == 3
+        closed = len(calls(app, "gateway"))
+        await pilot.pause(1.3)
+        assert len(calls(app, "gateway")) == closed  # a closed view stops reading
 
 
 async def test_gateway_view_reads_again_every_second() -> None:

@@ -201,7 +201,12 @@ def test_a_merged_sessions_worktree_and_branch_go_after_the_grace(tmp_path: Path
         key = call(h.dd.socket, "spawn", label="edit-1", agent="editor")["result"]["key"]
         wait_until(lambda: call(h.dd.socket, "get", ref=key)["result"]["merge"] == "merged", 30, "the merge")
         wt = Path(call(h.dd.socket, "get", ref=key)["result"]["worktree"])
-        wait_until(lambda: not wt.exists(), 10, "the worktree to go")
+        def removed() -> bool:
+            events = call(h.dd.socket, "events")["result"]
+            return any(e["kind"] == "workspace" and e["action"] == "removed" for e in events)
+
+        wait_until(removed, 10, "the worktree and branch to go")
+        assert not wt.exists()
         assert git(repo, "rev-parse", "--verify", "--quiet", "refs/heads/crew/edit-1", check=False).returncode != 0
         assert out(repo, "show", "main:notes/edit-1.md") == "notes of edit-1"  # the work stays, merged
         actions = [e["action"] for e in call(h.dd.socket, "events")["result"] if e["kind"] == "workspace"]
