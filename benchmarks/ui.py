@@ -26,18 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crewtui.api import RuntimeInfo
 from crewtui.clock import Clock
-from crewtui.model import (
-    CronJobInfo,
-    CronRun,
-    Event,
-    History,
-    Session,
-    SessionOutput,
-    SessionSpawned,
-    SessionState,
-    SessionStateChanged,
-    TimelineItem,
-)
+from crewtui.events import Event, SessionOutput, SessionSpawned, SessionStateChanged
+from crewtui.model import CronJobInfo, CronRun, History, Session, SessionState, TimelineItem
 from crewtui.ui.app import make_app
 
 GROUPS = [

@@ -25,10 +25,10 @@ from typing import Annotated, Any, Protocol, TypeVar
 from pydantic import BaseModel, BeforeValidator, Field
 
 from crewtui.errors import BadInput
+from crewtui.events import Event
 from crewtui.model import (
     CronJobInfo,
     CronRun,
-    Event,
     History,
     Session,
     SessionState,

@@ -13,12 +13,8 @@ from pathlib import Path
 import pytest
 
 from crewtui.errors import BadInput, Conflict, NotFound
-from crewtui.model import (
-    SessionOutput,
-    SessionState,
-    SessionStateChanged,
-    SpawnRequest,
-)
+from crewtui.events import SessionOutput, SessionStateChanged
+from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.drivers import CallableContext
 from crewtui.store import Store
 from tests.conftest import ECHO_AGENT, PY, SLEEPER, STUBBORN, crew_from, pid_alive, py, result_prog, wait_for

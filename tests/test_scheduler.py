@@ -13,14 +13,8 @@ import pytest
 
 from crewtui.clock import FakeClock
 from crewtui.errors import BadInput, ConfigError, Conflict, NotFound
-from crewtui.model import (
-    CronFired,
-    RunClosed,
-    SessionRetried,
-    SessionState,
-    SpawnRequest,
-    WatchdogFired,
-)
+from crewtui.events import CronFired, RunClosed, SessionRetried, WatchdogFired
+from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.limits import backoff_cap
 from tests.conftest import PY, SLEEPER, crew_from, py, wait_for
 

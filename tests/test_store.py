@@ -20,16 +20,8 @@ import pytest
 
 import crewtui.store.schema as store_mod
 from crewtui.errors import StoreError
-from crewtui.model import (
-    Event,
-    RuntimeStarted,
-    Session,
-    SessionOutput,
-    SessionSpawned,
-    SessionState,
-    SessionStateChanged,
-    SystemEvent,
-)
+from crewtui.events import Event, RuntimeStarted, SessionOutput, SessionSpawned, SessionStateChanged, SystemEvent
+from crewtui.model import Session, SessionState
 from crewtui.store import APPLICATION_ID, Store, current_version
 
 T0 = 1_775_116_800.0

@@ -23,6 +23,7 @@ from crewtui.control import protocol
 from crewtui.control.client import RemoteRuntime
 from crewtui.control.server import ControlServer
 from crewtui.errors import BadInput
+from crewtui.events import SystemEvent
 from crewtui.locations import DataDir
 from crewtui.model import (
     ChildResult,
@@ -33,7 +34,6 @@ from crewtui.model import (
     SessionState,
     SpawnRequest,
     SweepItem,
-    SystemEvent,
     TimelineItem,
     YieldResult,
 )

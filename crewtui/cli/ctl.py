@@ -123,9 +123,7 @@ def spawn(
         repo=os.path.abspath(repo) if repo is not None else None,
         base=base,
     )
-    reqs = [req]
-    if best_of is not None:
-        reqs = [req.model_copy(update={"label": f"{label}-{i}", "best_of": label}) for i in range(1, best_of + 1)]
+    reqs = [req] if best_of is None else req.tries(best_of)
     started = [run_async(remote(ctx).spawn(r)) for r in reqs]
     if as_json:
         echo_json(started[0] if best_of is None else started)

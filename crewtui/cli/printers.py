@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import time
 
+from crewtui.events import Event
 from crewtui.formatting import age, clock_time, date_time, money, percent
-from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Event, Session, Turn
+from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Session, Turn
 from crewtui.text import clean, json_safe
 
 

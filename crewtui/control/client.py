@@ -21,8 +21,9 @@ from typing import Any
 from crewtui.api import VERBS, VERBS_BY_OP, RuntimeAPI, Verb
 from crewtui.control import protocol
 from crewtui.errors import CrewError, RuntimeUnavailable, error_from_wire
+from crewtui.events import EVENT_ADAPTER, Event
 from crewtui.locations import socket_connect_path
-from crewtui.model import EVENT_ADAPTER, Event, Session, SessionState
+from crewtui.model import Session, SessionState
 
 
 class RemoteRuntime(RuntimeAPI):

@@ -40,7 +40,8 @@ from crewtui.adapters.base import (
 )
 from crewtui.config import CrewConfig, render_command
 from crewtui.errors import BadInput, Conflict
-from crewtui.model import MAX_STEER_BYTES, Session, SessionAgentUpdate, SessionAnswered, SessionState, Turn, of_record
+from crewtui.events import SessionAgentUpdate, SessionAnswered
+from crewtui.model import MAX_STEER_BYTES, Session, SessionState, Turn, of_record
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import SessionHandle
 from crewtui.runtime.limits import Pools

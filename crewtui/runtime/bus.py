@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 
 from crewtui.clock import ClockLike
-from crewtui.model import Event, SessionOutput
+from crewtui.events import Event, SessionOutput
 from crewtui.store import Store
 
 Listener = Callable[[Event], None]

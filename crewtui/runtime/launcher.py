@@ -25,8 +25,9 @@ from crewtui.adapters import get_preset
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig
 from crewtui.errors import BadInput
+from crewtui.events import SessionRetried
 from crewtui.locations import DataDir, SessionDir
-from crewtui.model import MAX_RESULT_BYTES, Session, SessionRetried, SessionState
+from crewtui.model import MAX_RESULT_BYTES, Session, SessionState
 from crewtui.runtime.agents import AgentLinks
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import Drivers, ExitInfo, LaunchSpec, SessionHandle, validate_argv

@@ -27,12 +27,13 @@ from crewtui.adapters import get_preset
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig
 from crewtui.errors import BadInput, NotFound
+from crewtui.events import SystemEvent
 from crewtui.formatting import day_start, ordinal
 from crewtui.gateway.accounts import RequestDone
 from crewtui.gateway.server import Gateway
 from crewtui.gateway.upstream import local_day
 from crewtui.locations import DataDir
-from crewtui.model import Session, SystemEvent, of_record
+from crewtui.model import Session, of_record
 from crewtui.runtime.agents import AgentLinks
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.launcher import Launcher

@@ -26,22 +26,17 @@ from crewtui.api import RuntimeInfo
 from crewtui.clock import Clock, ClockLike, IdGen
 from crewtui.config import CrewConfig, default_crew
 from crewtui.errors import BadInput, Conflict, NotFound
+from crewtui.events import Event, RegistryMerged, RuntimeStarted, RuntimeStopped, SessionSteered, SystemEvent
 from crewtui.locations import DataDir
 from crewtui.model import (
     MAX_STEER_BYTES,
     CronJobInfo,
     CronRun,
-    Event,
     History,
-    RegistryMerged,
-    RuntimeStarted,
-    RuntimeStopped,
     Session,
     SessionState,
-    SessionSteered,
     SpawnRequest,
     SweepItem,
-    SystemEvent,
     TimelineItem,
     YieldResult,
     listed,

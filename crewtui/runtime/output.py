@@ -12,8 +12,9 @@ import logging
 
 from crewtui.clock import ClockLike
 from crewtui.errors import BadInput
+from crewtui.events import SessionAnswered, SessionOutput
 from crewtui.locations import DataDir, SessionDir
-from crewtui.model import History, Session, SessionAnswered, SessionOutput, SessionState
+from crewtui.model import History, Session, SessionState
 from crewtui.runtime.agents import AgentLinks, conversation_turns, with_answers
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.sessions import SessionTable

@@ -14,8 +14,9 @@ import logging
 from dataclasses import dataclass
 
 from crewtui.clock import ClockLike
+from crewtui.events import SystemEvent
 from crewtui.locations import DataDir
-from crewtui.model import Session, SessionState, SystemEvent
+from crewtui.model import Session, SessionState
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import AdoptSpec, Drivers, ExitInfo, LaunchInfo, Lost, SessionHandle, unavailable
 from crewtui.runtime.launcher import Launcher

@@ -22,20 +22,8 @@ from pydantic import BaseModel
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig, CronConfig, render_template, template_values, validate_cron_job
 from crewtui.errors import BadInput, Conflict, CrewError, NotFound
-from crewtui.model import (
-    CronFired,
-    CronJobInfo,
-    CronRun,
-    Event,
-    RunClosed,
-    Session,
-    SessionState,
-    SpawnRequest,
-    SweepItem,
-    SystemEvent,
-    TimelineItem,
-    timeline_mark,
-)
+from crewtui.events import CronFired, Event, RunClosed, SystemEvent, timeline_mark
+from crewtui.model import CronJobInfo, CronRun, Session, SessionState, SpawnRequest, SweepItem, TimelineItem
 from crewtui.runtime.schedules import describe, fires_between, next_fire, plan_misfires, stagger_offset
 
 if TYPE_CHECKING:

@@ -14,15 +14,8 @@ from collections.abc import Callable
 
 from crewtui.clock import ClockLike
 from crewtui.errors import BadInput, Conflict, NotFound
-from crewtui.model import (
-    MAX_ATTEMPTS,
-    TRANSITIONS,
-    Session,
-    SessionState,
-    SessionStateChanged,
-    SpawnRequest,
-    validate_label,
-)
+from crewtui.events import SessionStateChanged
+from crewtui.model import MAX_ATTEMPTS, TRANSITIONS, Session, SessionState, SpawnRequest, validate_label
 from crewtui.runtime.bus import EventBus
 from crewtui.store import Store
 

@@ -17,8 +17,9 @@ from crewtui.adapters import get_preset
 from crewtui.clock import ClockLike, IdGen
 from crewtui.config import AgentConfig, CrewConfig, render_command
 from crewtui.errors import BadInput, NotFound
+from crewtui.events import SessionSpawned
 from crewtui.locations import DataDir
-from crewtui.model import MAX_STEER_BYTES, DriverKind, Session, SessionSpawned, SessionState, SpawnRequest
+from crewtui.model import MAX_STEER_BYTES, DriverKind, Session, SessionState, SpawnRequest
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import Drivers, validate_argv
 from crewtui.runtime.launcher import Launcher

@@ -14,14 +14,8 @@ from typing import Literal
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig
 from crewtui.errors import BadInput, Conflict, NotFound
-from crewtui.model import (
-    Session,
-    SessionRetried,
-    SessionState,
-    SweepDone,
-    SweepItem,
-    WatchdogFired,
-)
+from crewtui.events import SessionRetried, SweepDone, WatchdogFired
+from crewtui.model import Session, SessionState, SweepItem
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.retention import Retention

@@ -26,8 +26,9 @@ from typing import Literal
 from crewtui.clock import ClockLike
 from crewtui.config import CrewConfig, WorkspaceConfig
 from crewtui.errors import BadInput, Conflict
+from crewtui.events import SystemEvent, WorkspaceChanged
 from crewtui.locations import DataDir
-from crewtui.model import Session, SpawnRequest, SystemEvent, WorkspaceChanged
+from crewtui.model import Session, SpawnRequest
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.sessions import SessionTable
 from crewtui.workspaces import merging, worktrees

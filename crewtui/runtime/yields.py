@@ -13,14 +13,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from crewtui.errors import BadInput, Conflict
-from crewtui.model import (
-    ChildResult,
-    Session,
-    SessionState,
-    SessionYielded,
-    YieldDelivered,
-    YieldResult,
-)
+from crewtui.events import SessionYielded, YieldDelivered
+from crewtui.model import ChildResult, Session, SessionState, YieldResult
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.sessions import SessionTable

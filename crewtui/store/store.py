@@ -23,7 +23,8 @@ from typing import Any
 import aiosqlite
 
 from crewtui.errors import StoreError
-from crewtui.model import Event, Session, SessionState, event_from_json
+from crewtui.events import Event, event_from_json
+from crewtui.model import Session, SessionState
 from crewtui.store.schema import (
     LEASE_KEY,
     STORE_ID_KEY,

@@ -18,7 +18,8 @@ from typing import Any
 import aiosqlite
 
 from crewtui.errors import StoreError
-from crewtui.model import Event, Session, SessionState
+from crewtui.events import Event
+from crewtui.model import Session, SessionState
 from crewtui.store.schema import INSERT_EVENT, UPSERT_SESSION, rollback, short_reason, sqlite_error_name
 
 log = logging.getLogger("crewtui.store")

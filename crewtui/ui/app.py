@@ -28,7 +28,7 @@ from textual.screen import Screen
 from crewtui.api import RuntimeAPI, RuntimeInfo
 from crewtui.clock import Clock, ClockLike
 from crewtui.errors import CrewError
-from crewtui.model import Event
+from crewtui.events import Event
 from crewtui.text import clean
 from crewtui.ui.actions import BINDINGS
 from crewtui.ui.book import SessionBook

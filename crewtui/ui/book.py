@@ -11,26 +11,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from crewtui.formatting import day_start
-from crewtui.model import (
+from crewtui.events import (
     CronFired,
     Event,
     RunClosed,
     RuntimeStopped,
-    Session,
     SessionAgentUpdate,
     SessionAnswered,
     SessionOutput,
     SessionRetried,
     SessionSpawned,
-    SessionState,
     SessionStateChanged,
     SessionSteered,
     SessionYielded,
-    TimelineItem,
     WorkspaceChanged,
     timeline_mark,
 )
+from crewtui.formatting import day_start
+from crewtui.model import Session, SessionState, TimelineItem
 from crewtui.ui.grouping import Item, build_forest
 from crewtui.ui.label_filter import LabelFilter
 from crewtui.ui.older import OlderHistory

@@ -35,10 +35,15 @@ MERGE_STYLES: dict[str, tuple[str, str]] = {
     "merged": ("merged", ADDED),
     "conflict": ("conflict", f"bold {REMOVED}"),
     "check_failed": ("check failed", f"bold {REMOVED}"),
+    "failed": ("merge failed", f"bold {REMOVED}"),
     "discarded": ("discarded", DIM),
 }
 # States that need a person: set apart above the detail's facts, their note in full.
-TROUBLE = {"conflict": "merge conflict", "check_failed": "its merge check failed"}
+TROUBLE = {
+    "conflict": "merge conflict",
+    "check_failed": "its merge check failed",
+    "failed": "its merge failed (git could not write it; the target did not move)",
+}
 
 
 @dataclass

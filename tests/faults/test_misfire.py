@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from crewtui.clock import FakeClock
-from crewtui.model import CronFired
+from crewtui.events import CronFired
 from tests.conftest import PY, crew_from, wait_for
 from tests.faults.helpers import Headless, assert_events_contiguous, kill_all_live, rows, wait_until
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from crewtui.model import SessionState, SpawnRequest, WatchdogFired
+from crewtui.events import WatchdogFired
+from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.drivers import containment
 from tests.conftest import PY, STUBBORN, crew_from, pid_alive, wait_for
 

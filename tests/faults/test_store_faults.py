@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from crewtui.errors import StoreError
-from crewtui.model import SessionState, SpawnRequest, SystemEvent
+from crewtui.events import SystemEvent
+from crewtui.model import SessionState, SpawnRequest
 from tests.faults.helpers import (
     ENV,
     PY,
@@ -405,7 +406,8 @@ def test_runtime_that_lost_its_lock_is_fenced_off_by_the_lease_and_stops(tmp_pat
 
 async def test_a_fenced_store_writes_nothing_more_and_says_why_once(tmp_path: Path) -> None:
     """The lease at store level: the older writer's batches, cron claims and meta writes are all refused."""
-    from crewtui.model import Session, SystemEvent
+    from crewtui.events import SystemEvent
+    from crewtui.model import Session
     from crewtui.store import Store
 
     path = tmp_path / "crewtui.db"

@@ -18,23 +18,25 @@ from typing import Any
 from crewtui.api import RuntimeAPI, RuntimeInfo
 from crewtui.clock import FakeClock
 from crewtui.errors import BadInput, Conflict, NotFound
-from crewtui.model import (
-    CronJobInfo,
-    CronRun,
+from crewtui.events import (
     Event,
-    History,
-    Session,
     SessionAgentUpdate,
     SessionAnswered,
     SessionSpawned,
-    SessionState,
     SessionStateChanged,
+    WorkspaceChanged,
+)
+from crewtui.model import (
+    CronJobInfo,
+    CronRun,
+    History,
+    Session,
+    SessionState,
     SpawnRequest,
     SweepItem,
     TimelineItem,
     TokenCounts,
     Turn,
-    WorkspaceChanged,
     YieldResult,
     validate_label,
 )

@@ -11,7 +11,8 @@ from typing import Any
 
 from textual.widgets import Input, Static
 
-from crewtui.model import SessionAgentUpdate, SessionState, SpawnRequest, TokenCounts
+from crewtui.events import SessionAgentUpdate
+from crewtui.model import SessionState, SpawnRequest, TokenCounts
 from crewtui.ui.actions import ACTIONS, BINDINGS
 from crewtui.ui.app import CrewApp, make_app
 from crewtui.ui.book import SessionBook

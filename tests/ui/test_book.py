@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from crewtui.formatting import duration, fit, relative
-from crewtui.model import (
+from crewtui.events import (
     CronFired,
     RunClosed,
-    Session,
     SessionOutput,
     SessionRetried,
     SessionSpawned,
-    SessionState,
     SessionStateChanged,
     WatchdogFired,
 )
+from crewtui.formatting import duration, fit, relative
+from crewtui.model import Session, SessionState
 from crewtui.ui.book import SessionBook, completion_rate
 from crewtui.ui.grouping import GroupNode, LeafNode, build_forest, natural_key, walk
 from crewtui.ui.label_filter import FilterError

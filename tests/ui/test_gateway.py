@@ -13,7 +13,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from crewtui.errors import CrewError
-from crewtui.model import Session, SessionAgentUpdate, SessionState
+from crewtui.events import SessionAgentUpdate
+from crewtui.model import Session, SessionState
 from crewtui.spend import GatewayInfo, TokenCounts, UsageTotals
 from crewtui.ui.actions import ACTIONS, BINDINGS
 from crewtui.ui.app import CrewApp, make_app

@@ -19,7 +19,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from crewtui.errors import CrewError
-from crewtui.model import Session, SessionState, SessionStateChanged, SpawnRequest, WorkspaceChanged
+from crewtui.events import SessionStateChanged, WorkspaceChanged
+from crewtui.model import Session, SessionState, SpawnRequest
 from crewtui.ui.actions import ACTIONS, BINDINGS
 from crewtui.ui.app import CrewApp, make_app
 from crewtui.ui.book import SessionBook

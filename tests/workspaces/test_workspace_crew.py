@@ -201,6 +201,7 @@ def test_a_merged_sessions_worktree_and_branch_go_after_the_grace(tmp_path: Path
         key = call(h.dd.socket, "spawn", label="edit-1", agent="editor")["result"]["key"]
         wait_until(lambda: call(h.dd.socket, "get", ref=key)["result"]["merge"] == "merged", 30, "the merge")
         wt = Path(call(h.dd.socket, "get", ref=key)["result"]["worktree"])
+
         def removed() -> bool:
             events = call(h.dd.socket, "events")["result"]
             return any(e["kind"] == "workspace" and e["action"] == "removed" for e in events)

@@ -19,7 +19,8 @@ from textual.widgets import Static
 from crewtui.api import RuntimeAPI, RuntimeInfo
 from crewtui.clock import ClockLike
 from crewtui.errors import CrewError
-from crewtui.model import CronJobInfo, CronRun, Event
+from crewtui.events import Event
+from crewtui.model import CronJobInfo, CronRun
 from crewtui.text import clean
 from crewtui.ui.book import SessionBook
 from crewtui.ui.format import clean_marks, plain

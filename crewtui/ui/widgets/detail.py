@@ -16,8 +16,9 @@ from rich.text import Text
 from textual import events, on
 from textual.widgets import RichLog, Static
 
+from crewtui.events import SessionAnswered
 from crewtui.formatting import age, clock_time, date_time, money
-from crewtui.model import History, Session, SessionAnswered, SessionState, Turn
+from crewtui.model import History, Session, SessionState, Turn
 from crewtui.ui.book import completion_rate
 from crewtui.ui.diffs import branch_text, changes_text, has_workspace, merge_text, trouble_block
 from crewtui.ui.format import (

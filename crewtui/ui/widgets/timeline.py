@@ -27,7 +27,7 @@ LANES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cron", ("cron",)),
     ("runs", ("run",)),
     ("watch", ("watchdog",)),
-    ("other", ("retry", "sweep", "kill", "merge", "system")),
+    ("other", ("retry", "sweep", "kill", "merge", "notify", "system")),
 )
 LANE_W = 6
 ACCENT = "#56b6c2"
@@ -61,9 +61,12 @@ def mark_symbol(item: TimelineItem) -> tuple[str, str, int]:
     if item.kind == "sweep":
         return "✂", ACCENT, 3
     if item.kind == "merge":
-        return {"merged": ("⌥", RATE_GOOD, 3), "conflict": ("⌥", RATE_BAD, 5), "check_failed": ("⌥", RATE_BAD, 5)}.get(
+        bad = ("⌥", RATE_BAD, 5)
+        return {"merged": ("⌥", RATE_GOOD, 3), "conflict": bad, "check_failed": bad, "failed": bad}.get(
             o, ("⌥", ACCENT, 2)
         )
+    if item.kind == "notify":
+        return ("✉", RATE_BAD, 4) if o == "failed" else ("✉", ACCENT, 2)
     return "i", {"warning": RATE_MEDIUM, "error": RATE_BAD}.get(o, "#61afef"), 2
 
 
