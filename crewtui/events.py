@@ -150,6 +150,7 @@ class SweepDone(_EventBase):
     kind: Literal["sweep_done"] = "sweep_done"
     killed: list[str] = Field(default_factory=list)
     cause: Literal["user", "cron"] = "user"
+    removed: list[str] = Field(default_factory=list)  # sessions whose worktree (and branch) the sweep removed
 
 
 class WorkspaceChanged(_EventBase):
@@ -228,7 +229,8 @@ def timeline_mark(ev: Event) -> TimelineItem | None:
         rate = f"{ev.rate:.0%}" if ev.rate is not None else "n/a"
         return TimelineItem(ts=ev.ts, kind="run", name=ev.run, outcome=rate)
     if isinstance(ev, SweepDone):
-        return TimelineItem(ts=ev.ts, kind="sweep", name=ev.cause, outcome=f"{len(ev.killed)} killed")
+        removed = f", {len(ev.removed)} worktrees removed" if ev.removed else ""
+        return TimelineItem(ts=ev.ts, kind="sweep", name=ev.cause, outcome=f"{len(ev.killed)} killed{removed}")
     if isinstance(ev, SessionRetried):
         return TimelineItem(ts=ev.ts, kind="retry", name=ev.label or "?", outcome=f"attempt {ev.attempt} ({ev.cause})")
     if isinstance(ev, SessionStateChanged) and ev.new in (SessionState.KILLED, SessionState.TIMED_OUT):

@@ -327,10 +327,16 @@ class CronJobInfo(BaseModel):
 
 
 class SweepItem(BaseModel):
+    """What a sweep does to one thing: kill a stale session, remove the worktree of an ended session whose work is
+    merged (or was none), or keep one that holds work not merged, saying so."""
+
     key: str
     label: str
-    idle_for: float  # seconds without output
+    idle_for: float  # seconds without output (a worktree: since its session ended)
     reason: str
+    kind: Literal["stale", "worktree"] = "stale"
+    action: Literal["kill", "remove", "keep"] = "kill"
+    worktree: str | None = None
 
 
 class TimelineItem(BaseModel):

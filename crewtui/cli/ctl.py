@@ -19,7 +19,17 @@ from crewtui.adapters import PRESETS
 from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_async, user_errors
 from crewtui.cli.cron import cron
 from crewtui.cli.gateway import gateway, resume, usage
-from crewtui.cli.printers import event_line, node_width, run_header, run_line, session_header, session_line, turn_line
+from crewtui.cli.printers import (
+    event_line,
+    node_width,
+    run_header,
+    run_line,
+    session_header,
+    session_line,
+    sweep_lines,
+    sweep_summary,
+    turn_line,
+)
 from crewtui.cli.workspace import diff, discard, merge
 from crewtui.errors import BadInput
 from crewtui.model import Session, SessionState, SpawnRequest, parse_duration
@@ -381,34 +391,33 @@ def retry(ctx: click.Context, ref: str, as_json: bool) -> None:
 
 
 @ctl.command()
-@click.option("--dry-run", is_flag=True, help="Only list what a sweep would kill, and why.")
+@click.option("--dry-run", is_flag=True, help="Only list what a sweep would kill or remove, and why.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @user_errors
 def sweep(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Kill stale sessions (no output for the crew's stale_after)."""
+    """Kill stale sessions (no output for the crew's stale_after) and remove the worktrees of ended sessions whose
+    work is merged; worktrees that hold work not merged are listed and kept."""
     rt = remote(ctx)
     if not dry_run and not yes:
         preview = run_async(rt.sweep(dry_run=True))
-        if not preview:
-            echo("nothing is stale")
+        what = sweep_summary(preview)
+        if what is None:
+            for line in sweep_lines(preview, dry_run=True) or ["nothing is stale"]:
+                echo(line)
             return
         if not sys.stdin.isatty():
-            raise BadInput(
-                f"sweep would kill {len(preview)} stale sessions; add --yes to confirm when not at a terminal"
-            )
-        for item in preview:
-            echo(f"{item.key}  {item.label:<44} {item.reason}")
-        click.confirm(f"Kill these {len(preview)} stale sessions?", abort=True)
+            raise BadInput(f"sweep would {what}; add --yes to confirm when not at a terminal")
+        for line in sweep_lines(preview, dry_run=True):
+            echo(line)
+        click.confirm(f"{what[0].upper()}{what[1:]}?", abort=True)
     items = run_async(rt.sweep(dry_run=dry_run))
     if as_json:
         echo_json(items)
         return
-    if not items:
-        echo("nothing is stale")
-    for item in items:
-        echo(f"{'would kill' if dry_run else 'killed'} {item.key}  {item.label:<44} {item.reason}")
+    for line in sweep_lines(items, dry_run=dry_run) or ["nothing is stale"]:
+        echo(line)
 
 
 @ctl.command()

@@ -12,7 +12,7 @@ import time
 
 from crewtui.events import Event
 from crewtui.formatting import age, clock_time, date_time, money, percent
-from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Session, Turn
+from crewtui.model import STATE_SYMBOLS, CronJobInfo, CronRun, Session, SweepItem, Turn
 from crewtui.text import clean, json_safe
 
 
@@ -102,3 +102,25 @@ def turn_line(turn: Turn) -> str:
     name = f"{clean(turn.name)} " if turn.name else ""
     text = clean(" ".join(turn.text.split()))  # one line: newlines folded first, then what remains made visible
     return f"{_ROLE_MARKS.get(turn.role, turn.role):>6} {name}{text[:300]}"
+
+
+SWEEP_VERBS = {"kill": ("would kill", "killed"), "remove": ("would remove", "removed"), "keep": ("keeps", "kept")}
+
+
+def sweep_lines(items: list[SweepItem], dry_run: bool) -> list[str]:
+    """One line per thing the sweep kills, removes (a worktree) or keeps (a worktree with work not merged)."""
+    out = []
+    for item in items:
+        verb = SWEEP_VERBS[item.action][0 if dry_run else 1]
+        what = "" if item.kind == "stale" else " worktree of"
+        out.append(f"{verb}{what} {item.key}  {clean(item.label):<44} {clean(item.reason)}")
+    return out
+
+
+def sweep_summary(items: list[SweepItem]) -> str | None:
+    """What a sweep would do, for its confirmation ("kill 2 stale sessions and remove 1 worktree"); None: nothing."""
+    kills = sum(1 for i in items if i.action == "kill")
+    removes = sum(1 for i in items if i.action == "remove")
+    parts = [f"kill {kills} stale session{'s' if kills != 1 else ''}"] if kills else []
+    parts += [f"remove {removes} worktree{'s' if removes != 1 else ''}"] if removes else []
+    return " and ".join(parts) or None

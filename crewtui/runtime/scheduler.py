@@ -321,7 +321,11 @@ class Scheduler:
             swept = await self.control.sweep(cause="cron")
             self.control.publish(
                 CronFired(
-                    job=cfg.name, nominal=nominal, outcome="swept", reason=f"{len(swept)} stale session(s) killed{note}"
+                    job=cfg.name,
+                    nominal=nominal,
+                    outcome="swept",
+                    reason=f"{sum(1 for i in swept if i.kind == 'stale')} stale session(s) killed, "
+                    f"{sum(1 for i in swept if i.action == 'remove')} worktree(s) removed{note}",
                 )
             )
             return None

@@ -20,6 +20,7 @@ from crewtui.runtime.bus import EventBus
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.retention import Retention
 from crewtui.runtime.sessions import SessionTable
+from crewtui.runtime.workspaces import Workspaces
 
 RetryCause = Literal["watchdog", "rate_limit", "user", "lost"]
 WatchdogOutcome = Literal["noop", "retried", "timed_out", "gave_up"]
@@ -42,6 +43,7 @@ class Supervisor:
         self.clock = clock
         self.crew = crew
         self.arm_watchdog: Callable[[Session], None] = lambda s: None  # the scheduler's, when there is one
+        self.workspaces: Workspaces | None = None  # the sweep lists (and removes) worktrees of ended sessions
         # Attempts a person killed: final, whatever a watchdog was doing to them at the time (key -> attempt).
         self.final_kills: dict[str, int] = {}
 
@@ -198,13 +200,21 @@ class Supervisor:
         return out
 
     async def sweep(self, dry_run: bool = False, cause: Literal["user", "cron"] = "user") -> list[SweepItem]:
-        """Kill sessions that wrote nothing for `stale_after`; with dry_run, only say which and why."""
+        """Kill sessions that wrote nothing for `stale_after`, and remove the worktrees of ended sessions whose
+        work is merged (those holding work not merged are listed, kept); with dry_run, only say which and why."""
         items = self.stale_sessions()
+        leftovers = await self.workspaces.leftovers() if self.workspaces is not None else []
         if dry_run:
-            return items
+            return items + leftovers
         for item in items:
             s = self.table.sessions.get(item.key)
             if s is not None and s.state.live:
                 await self.launcher.kill_keys([item.key], item.reason, cascade=True)
-        self.bus.publish(SweepDone(killed=[i.key for i in items], cause=cause))
-        return items
+        removed = []
+        for item in leftovers:
+            if item.action == "remove" and self.workspaces is not None and await self.workspaces.sweep_remove(item.key):
+                removed.append(item.key)
+            elif item.action == "remove":
+                item.action, item.reason = "keep", "not removed: it changed since the preview, or git refused"
+        self.bus.publish(SweepDone(killed=[i.key for i in items], removed=removed, cause=cause))
+        return items + leftovers

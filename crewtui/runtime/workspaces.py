@@ -28,7 +28,7 @@ from crewtui.config import CrewConfig, WorkspaceConfig
 from crewtui.errors import BadInput, Conflict
 from crewtui.events import SystemEvent, WorkspaceChanged
 from crewtui.locations import DataDir
-from crewtui.model import Session, SpawnRequest
+from crewtui.model import Session, SpawnRequest, SweepItem, short_duration
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.sessions import SessionTable
 from crewtui.workspaces import merging, worktrees
@@ -262,7 +262,7 @@ class Workspaces:
         """Merge one session's branch; True when it has to wait (it stays first in line)."""
         config = _workspace(self.crew, s)
         assert s.repo is not None and s.branch is not None and s.base_commit is not None
-        into = (config.into if config and config.into else None) or s.base or "main"
+        into = self._into(s)
         self._set(s, "merging", note=None)
         self._event(s, "merging")
         message = f"crewtui: merge {s.branch} (session {s.label}, {s.key})"
@@ -279,8 +279,8 @@ class Workspaces:
                 list(config.check) if config and config.check else None,
                 config.allow_checked_out if config else False,
             )
-        except BadInput as exc:
-            self._set(s, "conflict", note=str(exc))
+        except BadInput as exc:  # git failed outside the merge itself (a full disk, the branch gone): not merged
+            self._set(s, "failed", note=str(exc))
             self._event(s, "failed", note=str(exc))
             return False
         if result.outcome == "waiting":
@@ -336,6 +336,82 @@ class Workspaces:
         task = asyncio.create_task(later(), name=f"worktree-cleanup-{s.key}")
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+    def _into(self, s: Session) -> str:
+        config = _workspace(self.crew, s)
+        return (config.into if config and config.into else None) or s.base or "main"
+
+    # ------------------------------------------------------------------------------------ the sweep
+
+    async def leftovers(self) -> list[SweepItem]:
+        """Worktrees of ended sessions, for the stale sweep: to remove when nothing in them is lost (their work is
+        merged, or there was none) and their grace is over; to keep, saying why, when they hold work not merged.
+        Read from the worktrees on disk, so sessions long gone from memory are found too."""
+        root = self.data_dir.worktree("-").parent
+        if not root.is_dir():
+            return []
+        now = self.clock.now()
+        items = []
+        for path in sorted(root.iterdir()):
+            s = self.table.sessions.get(path.name) or await self.table.store.get_session(path.name)
+            if s is None or s.repo is None:
+                items.append(
+                    SweepItem(
+                        key=path.name,
+                        label=path.name,
+                        idle_for=0.0,
+                        reason="no session of this crew knows it: left alone",
+                        kind="worktree",
+                        action="keep",
+                        worktree=str(path),
+                    )
+                )
+                continue
+            if s.state.live or s.merge in ("queued", "merging"):
+                continue
+            config = _workspace(self.crew, s)
+            grace = config.cleanup_after if config is not None else DEFAULT_CLEANUP_S
+            idle = now - (s.ended_at or s.updated_at or now)
+            lost = await asyncio.to_thread(worktrees.unmerged_work, Path(s.repo), path, s.branch, self._into(s))
+            if lost is None and idle < grace:
+                continue  # its own cleanup comes at the end of the grace
+            action: Literal["remove", "keep"]
+            if lost is None:
+                what = "merged" if s.merge == "merged" else "nothing in it is lost"
+                action, reason = "remove", f"ended {short_duration(idle)} ago; {what}"
+            else:
+                merge = f", {s.merge.replace('_', ' ')}" if s.merge not in (None, "none") else ""
+                action, reason = "keep", f"{lost}{merge}: merge or discard it"
+            items.append(
+                SweepItem(
+                    key=s.key,
+                    label=s.label,
+                    idle_for=idle,
+                    reason=reason,
+                    kind="worktree",
+                    action=action,
+                    worktree=str(path),
+                )
+            )
+        items.sort(key=lambda i: (i.action != "remove", -i.idle_for))
+        return items
+
+    async def sweep_remove(self, key: str) -> bool:
+        """Remove an ended session's worktree and branch for the sweep, if nothing would be lost (checked again
+        now: the user may have worked in it since the preview)."""
+        s = self.table.sessions.get(key) or await self.table.store.get_session(key)
+        if s is None or s.repo is None or s.worktree is None or s.state.live:
+            return False
+        repo, path = Path(s.repo), Path(s.worktree)
+        if await asyncio.to_thread(worktrees.unmerged_work, repo, path, s.branch, self._into(s)) is not None:
+            return False
+        try:
+            await asyncio.to_thread(worktrees.remove, repo, path, s.branch)
+        except BadInput as exc:
+            log.warning("sweep: could not remove the worktree of %s: %s", s.label, exc)
+            return False
+        self._event(s, "removed", note=f"worktree {s.worktree} and branch {s.branch} removed by the sweep")
+        return True
 
     @staticmethod
     def _merge_locked(repo: Path, where: Path, *args: object) -> merging.MergeResult:

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Literal
 
 from crewtui.errors import BadInput
-from crewtui.workspaces.git import GitError, git, out, rev
+from crewtui.workspaces.git import GitError, first_line, git, out, rev
 from crewtui.workspaces.worktrees import dirty_files
 
-Outcome = Literal["merged", "conflict", "check_failed", "waiting"]
+# failed: git could not make the merge (no conflicting files: a full disk, a broken repository); the target has
+# not moved, and `ctl merge` tries again.
+Outcome = Literal["merged", "conflict", "check_failed", "failed", "waiting"]
 CHECK_TIMEOUT = 1800.0
 CHECK_TAIL = 2000  # characters of a failed check's output kept
 
@@ -74,6 +76,10 @@ def reset_merge_worktree(repo: Path, where: Path, tip: str) -> None:
         where.parent.mkdir(parents=True, exist_ok=True)
         git(repo, "worktree", "add", "--detach", "--force", str(where), tip)
         return
+    # A git that died mid-write (a full disk, a kill -9) leaves its index lock behind, and every later merge would
+    # refuse; under the repository's merge lock no other git works in this worktree, so it is stale.
+    git_dir = Path(out(where, "rev-parse", "--absolute-git-dir"))
+    (git_dir / "index.lock").unlink(missing_ok=True)
     for abort in (("merge", "--abort"), ("cherry-pick", "--abort"), ("rebase", "--abort")):
         git(where, *abort, check=False)
     git(where, "checkout", "--detach", "--force", tip)
@@ -121,10 +127,6 @@ def merge_one(
         return MergeResult("merged", commit=tip, note="nothing to merge: its commits are already in " + into)
     if history == "merge":
         p = git(where, "merge", "--no-ff", "--no-edit", "-m", message, head, check=False, identity=True)
-        if p.returncode != 0:
-            files = _conflicts(where)
-            git(where, "merge", "--abort", check=False)
-            return MergeResult("conflict", files=files, note=_first(p))
     else:
         p = git(
             where,
@@ -135,10 +137,12 @@ def merge_one(
             check=False,
             identity=True,
         )
-        if p.returncode != 0:
-            files = _conflicts(where)
-            git(where, "cherry-pick", "--abort", check=False)
-            return MergeResult("conflict", files=files, note=_first(p))
+    if p.returncode != 0:
+        files = _conflicts(where)
+        git(where, "merge" if history == "merge" else "cherry-pick", "--abort", check=False)
+        if not files:  # not a conflict: git could not write the merge (a full disk, a broken repository)
+            return MergeResult("failed", note=first_line(p.stderr or p.stdout))
+        return MergeResult("conflict", files=files, note=_first(p))
     new = out(where, "rev-parse", "HEAD")
     if check:
         failed = _run_check(check, where)
@@ -150,8 +154,10 @@ def merge_one(
     else:
         try:
             git(repo, "update-ref", "-m", message, f"refs/heads/{into}", new, tip)
-        except GitError:
-            return MergeResult("waiting", note=f"{into} moved while merging; trying again")
+        except GitError as exc:
+            if rev(repo, f"refs/heads/{into}") != tip:
+                return MergeResult("waiting", note=f"{into} moved while merging; trying again")
+            return MergeResult("failed", note=f"{into} could not be moved: {exc}")
     return MergeResult("merged", commit=new)
 
 

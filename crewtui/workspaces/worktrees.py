@@ -121,6 +121,24 @@ def diff(repo: Path, start: str, branch: str, stat: bool = False) -> str:
     return git(repo, *args).stdout
 
 
+def unmerged_work(repo: Path, path: Path, branch: str | None, into: str | None) -> str | None:
+    """Why removing this worktree (and branch) would lose work, or None when it would not: uncommitted changes
+    in it, or commits on its branch that `into` does not have."""
+    if (path / ".git").exists():
+        dirty = dirty_files(path)
+        if dirty:
+            return f"{len(dirty)} uncommitted change{'s' if len(dirty) != 1 else ''} in it"
+    if branch is None or rev(repo, f"refs/heads/{branch}") is None:
+        return None
+    target = rev(repo, f"refs/heads/{into}") if into else None
+    if target is None:
+        return f"its branch {branch} has commits and no branch {into} to compare with"
+    # Commits of the branch the target lacks: merged ones are its ancestors, replayed ones (a linear merge) have
+    # their patch there ("-" in git cherry); "+" are work the target does not have.
+    ahead = sum(1 for x in lines(repo, "cherry", target, branch) if x.startswith("+"))
+    return f"{ahead} commit{'s' if ahead != 1 else ''} on {branch} not in {into}" if ahead else None
+
+
 def remove(repo: Path, path: Path, branch: str | None) -> None:
     """Remove a worktree (and its branch, when named): what a merged or discarded session leaves."""
     if (path / ".git").exists():
