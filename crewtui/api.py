@@ -34,6 +34,7 @@ from crewtui.model import (
     SessionState,
     SpawnRequest,
     SweepItem,
+    TerminalScreen,
     TimelineItem,
     YieldResult,
 )
@@ -262,6 +263,11 @@ class RuntimeAPI(Protocol):
         raise unimplemented(self)
 
     # Workspaces
+
+    @verb(read_only=True)
+    async def peek(self, ref: SessionRef) -> TerminalScreen:
+        """What a terminal session's screen shows now (read-only; attach to type into it)."""
+        raise unimplemented(self)
 
     @verb(read_only=True)
     async def diff(self, ref: SessionRef, stat: bool = False) -> str:

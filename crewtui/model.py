@@ -154,6 +154,7 @@ class SpawnRequest(BaseModel):
     repo: str | None = None  # a git repository: it runs in its own worktree of it (an agent's `workspace` says it too)
     base: str | None = None  # the branch its worktree starts from (default: the agent's, else the one checked out)
     best_of: str | None = None  # one of several tries of the same task (`ctl spawn --best-of N`): their group
+    tty: bool | None = None  # a terminal session (`ctl spawn --tty`); None: as its agent says
 
     def tries(self, n: int) -> list[SpawnRequest]:
         """Best of N: the same task as N sessions LABEL-1..N, grouped under LABEL (each gets its own worktree)."""
@@ -238,6 +239,7 @@ class Session(BaseModel):
     merge_queued_at: float | None = None
     port: int | None = None  # its own free TCP port (`{port}` in its agent's command or env)
     best_of: str | None = None  # its group of tries of one task: merging one discards the others
+    tty: bool = False  # runs on a terminal (dtach) people can attach to; its screen can be peeked
     # Fields a listing cut short in this copy ("result", "task", "argv"); get the session for all of them.
     trimmed: list[str] = Field(default_factory=list)
 
@@ -324,6 +326,18 @@ class CronJobInfo(BaseModel):
     misfire: str = "run_once"
     overlap: str = "forbid"
     last_rate: float | None = None
+
+
+class TerminalScreen(BaseModel):
+    """What a terminal session's screen shows now (`peek`): its lines as text, read-only."""
+
+    key: str
+    label: str
+    rows: int
+    cols: int
+    lines: list[str]
+    cursor: tuple[int, int] = (0, 0)  # row, column
+    live: bool = True
 
 
 class SweepItem(BaseModel):

@@ -197,7 +197,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key() -> None:
     msg = crew_error('[crews]\nname = "x"\n')
-    assert msg.startswith("crew.toml: crews: unknown key (known: crew, agents, pools, cron, backend)")
+    assert msg.startswith("crew.toml: crews: unknown key (known: crew, agents, pools, cron, backend, notify)")
     assert "source" not in msg
     assert crew_error('source = "/etc"\n').startswith("crew.toml: source: unknown key (known: crew, agents")
 

@@ -92,6 +92,9 @@ ctl.add_command(discard)
     default=None,
     help="Start the task in N sessions (LABEL-1..N), each in its own worktree; merging one discards the others.",
 )
+@click.option(
+    "--tty", is_flag=True, default=None, help="Run it on a terminal you can attach to (`crewtui attach LABEL`)."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -109,6 +112,7 @@ def spawn(
     repo: str | None,
     base: str | None,
     best_of: int | None,
+    tty: bool | None,
     as_json: bool,
     argv: tuple[str, ...],
 ) -> None:
@@ -132,6 +136,7 @@ def spawn(
         cwd=os.path.abspath(cwd) if cwd is not None else os.getcwd(),
         repo=os.path.abspath(repo) if repo is not None else None,
         base=base,
+        tty=tty or None,
     )
     reqs = [req] if best_of is None else req.tries(best_of)
     started = [run_async(remote(ctx).spawn(r)) for r in reqs]

@@ -162,3 +162,26 @@ def serve_command(dd: DataDir) -> str:
     """The shell command textual-serve runs for each page: an attached dashboard on `dd`. `exec`, so the
     dashboard is the server's own child (no shell in between to take a SIGTERM meant for it)."""
     return "exec " + shlex.join([sys.executable, "-m", "crewtui", "--data-dir", str(dd.root)])
+
+
+@main.command()
+@click.argument("label")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="The crew's data dir.")
+@click.pass_context
+@user_errors
+def attach(ctx: click.Context, label: str, data_dir: str | None) -> None:
+    """Hand this terminal to a terminal session (tty = true) until Ctrl-\\ gives it back; the session runs on."""
+    import os
+
+    from crewtui.attaching import DETACH_WORDS, attach_command
+    from crewtui.cli.common import remote
+
+    if data_dir is not None:
+        ctx.find_root().obj["ctl_data_dir"] = data_dir
+    s = run_async(remote(ctx).get(label))
+    argv, where = attach_command(s)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BadInput("attach needs a terminal (run it in one, not from a script or a pipe)")
+    say(f"attaching to {s.label}; detach with {DETACH_WORDS} (it keeps running)")
+    os.chdir(where)
+    os.execv(argv[0], argv)

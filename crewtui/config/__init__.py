@@ -34,6 +34,7 @@ from crewtui.config.models import (
     ScheduleConfig,
     SpawnPayload,
 )
+from crewtui.config.notify import TRIGGERS, NotifyConfig, Trigger, WebhookConfig
 from crewtui.config.pools import PROVIDER_UPSTREAMS, Backoff, BudgetConfig, PoolConfig, Rate
 from crewtui.config.templates import (
     COMMAND_FIELDS,
@@ -52,6 +53,7 @@ __all__ = [
     "RAY_MISSING",
     "SAMPLE_VALUES",
     "TEMPLATE_FIELDS",
+    "TRIGGERS",
     "AgentConfig",
     "AgentResources",
     "BackendConfig",
@@ -60,10 +62,13 @@ __all__ = [
     "CrewConfig",
     "CrewSettings",
     "CronConfig",
+    "NotifyConfig",
     "PoolConfig",
     "Rate",
     "ScheduleConfig",
     "SpawnPayload",
+    "Trigger",
+    "WebhookConfig",
     "WorkspaceConfig",
     "default_crew",
     "load_crew",

@@ -28,6 +28,7 @@ from crewtui.config.fields import (
     PositiveDuration,
     _Strict,
 )
+from crewtui.config.notify import NotifyConfig
 from crewtui.config.pools import PoolConfig
 from crewtui.config.pricing import PriceConfig
 from crewtui.config.problems import describe, fail, toml_key
@@ -158,6 +159,7 @@ class AgentConfig(_Strict):
     description: str = ""
     cwd: str | None = None  # where its sessions run (relative to the crew file); default: the runtime's directory
     workspace: WorkspaceConfig | None = None  # each session in its own git worktree (crewtui/workspaces)
+    tty: bool = Field(default=False, strict=True)  # runs on a terminal people can attach to (drivers/terminal.py)
 
     @model_validator(mode="after")
     def _preset(self) -> AgentConfig:
@@ -165,6 +167,13 @@ class AgentConfig(_Strict):
             for key in ("args", "permissions", "model"):
                 if getattr(self, key):
                     raise fail(f"{key} applies only to an agent with a preset (or put it in command)", key)
+        elif self.tty:
+            raise fail(
+                "a preset's CLI speaks JSON on pipes; for its interactive terminal use a command "
+                '(command = ["claude"], tty = true)',
+                "tty",
+            )
+        if self.preset is None:
             if self.command is None:
                 raise fail("required key is missing", "command")  # as for any required key; a preset is the other way
             return self
@@ -429,6 +438,7 @@ class CrewConfig(_Strict):
     pools: dict[str, PoolConfig] = Field(default_factory=dict)
     cron: list[CronConfig] = Field(default_factory=list)
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     source: Path | None = None
 
     @model_validator(mode="after")

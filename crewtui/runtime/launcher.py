@@ -31,6 +31,7 @@ from crewtui.model import MAX_RESULT_BYTES, Session, SessionState
 from crewtui.runtime.agents import AgentLinks
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.drivers import Drivers, ExitInfo, LaunchSpec, SessionHandle, validate_argv
+from crewtui.runtime.drivers.terminal import DEFAULT_SIZE as TTY_SIZE
 from crewtui.runtime.limits import Pools, backoff_delay, is_rate_limited
 from crewtui.runtime.output import OutputTailer
 from crewtui.runtime.sessions import SessionTable
@@ -247,6 +248,7 @@ class Launcher:
             cwd=Path(s.worktree or s.cwd or sd.path),
             agent=s.agent,
             resources=agent.resources if agent else None,
+            tty=TTY_SIZE if s.tty else None,
         )
 
     @staticmethod

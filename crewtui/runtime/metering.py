@@ -221,17 +221,23 @@ class Metering:
                 s.gateway_hold = f"paused: {reason} (ctl resume {s.label})"
                 self.table.store.put_session(s)
                 self.agents.publish(s)
-                self.bus.publish(SystemEvent(level="warning", text=f"{s.label}: paused, {reason}"))
+                self.bus.publish(SystemEvent(level="warning", topic="budget", text=f"{s.label}: paused, {reason}"))
             else:
-                self.bus.publish(SystemEvent(level="warning", text=f"{s.label}: killed, {reason}"))
+                self.bus.publish(SystemEvent(level="warning", topic="budget", text=f"{s.label}: killed, {reason}"))
                 self._spawn(self._kill([key], f"killed: {reason}", False))
             return
         text = f"pool {pool}: {reason}"
         if action == "pause":
-            self.bus.publish(SystemEvent(level="warning", text=f"{text}; its requests wait (ctl resume --pool {pool})"))
+            self.bus.publish(
+                SystemEvent(
+                    level="warning", topic="budget", text=f"{text}; its requests wait (ctl resume --pool {pool})"
+                )
+            )
         else:
             live = [s.key for s in self.table.sessions.values() if s.state.live and s.pool == pool]
-            self.bus.publish(SystemEvent(level="warning", text=f"{text}; killing its {len(live)} live sessions"))
+            self.bus.publish(
+                SystemEvent(level="warning", topic="budget", text=f"{text}; killing its {len(live)} live sessions")
+            )
             self._spawn(self._kill(live, f"killed: pool {pool} {reason}", False))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -37,6 +37,7 @@ from crewtui.model import (
     SessionState,
     SpawnRequest,
     SweepItem,
+    TerminalScreen,
     TimelineItem,
     YieldResult,
     listed,
@@ -47,7 +48,9 @@ from crewtui.runtime.drivers import AgentFn, CallableDriver, Drivers, ProcessDri
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.limits import Pools
 from crewtui.runtime.metering import Metering
+from crewtui.runtime.notify import Notifier
 from crewtui.runtime.output import OutputTailer, read_history
+from crewtui.runtime.peek import Peeker
 from crewtui.runtime.recovery import Recovery
 from crewtui.runtime.registry import RegistryWriter
 from crewtui.runtime.retention import KEEP_ENDED, Retention
@@ -119,7 +122,9 @@ class Orchestrator:
             self.table, self.bus, store, self.crew, self.clock, data_dir, self.agents, self.launcher
         )
         self.workspaces = Workspaces(self.table, self.bus, self.crew, self.clock, data_dir)
-        self.launcher.workspaces = self.spawner.workspaces = self.workspaces
+        self.launcher.workspaces = self.spawner.workspaces = self.supervisor.workspaces = self.workspaces
+        self.notifier = Notifier(self.bus, self.clock, self.crew, self.table.sessions.get)
+        self.peeker = Peeker(data_dir, self.clock)
         self.scheduler: Scheduler | None = None
         self._with_scheduler = scheduler
         self._registry: RegistryWriter | None = None
@@ -136,6 +141,7 @@ class Orchestrator:
 
     async def start(self) -> None:
         """Load the store, reconcile sessions an earlier runtime left, start the background tasks."""
+        self.notifier.start(self.store)  # first: what the reconciliation finds (a failed session) is told too
         await self.bus.load()
         self.launcher.store_id = await self.store.store_id()
         # Not a year of history: what the runtime works with (live sessions, their families, what the scheduler
@@ -196,6 +202,7 @@ class Orchestrator:
         await self.tailer.stop()  # records how far each live session's output was read, for the next runtime
         await self.metering.stop()
         await self.workspaces.stop()
+        await self.notifier.stop()  # sends what is grouped; before the bus and the store close
         live_now = sum(1 for s in self.table.sessions.values() if s.state.live)
         self.bus.publish(RuntimeStopped(pid=os.getpid(), live_sessions=live_now))
         self.bus.close()
@@ -397,6 +404,9 @@ class Orchestrator:
 
     async def resume(self, ref: str | None = None, pool: str | None = None, budget: float | None = None) -> str:
         return self.metering.resume(ref, pool, budget)
+
+    async def peek(self, ref: str) -> TerminalScreen:
+        return await asyncio.to_thread(self.peeker.peek, await self.table.find(ref))
 
     async def diff(self, ref: str, stat: bool = False) -> str:
         return await self.workspaces.diff(await self.table.find(ref), stat)

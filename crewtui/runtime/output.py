@@ -17,6 +17,7 @@ from crewtui.locations import DataDir, SessionDir
 from crewtui.model import History, Session, SessionState
 from crewtui.runtime.agents import AgentLinks, conversation_turns, with_answers
 from crewtui.runtime.bus import EventBus
+from crewtui.runtime.drivers.terminal import transcript_lines
 from crewtui.runtime.sessions import SessionTable
 from crewtui.runtime.tail import AGENT_LINE_BYTES, MAX_LINE_CHARS, read_new, tail_agent_lines, tail_lines
 from crewtui.runtime.watcher import OutputWatcher
@@ -122,6 +123,8 @@ class OutputTailer:
                     lines = [line[:MAX_LINE_CHARS] for line in lines]
             else:
                 s.stderr_offset = new_offset
+            if s.tty and stream == "stdout":
+                lines = transcript_lines(lines)
             if lines:
                 s.last_output_at = self.clock.now()
                 s.last_line = lines[-1][:500]
@@ -143,6 +146,8 @@ async def read_history(s: Session, sd: SessionDir, tail: int, store: Store, agen
         raise BadInput(f"--tail must be between 1 and 100000, got {tail}")
     if s.preset is None:
         lines, err = await asyncio.to_thread(lambda: (tail_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))
+        if s.tty:
+            lines = transcript_lines(lines)
         return History(key=s.key, label=s.label, state=s.state, lines=lines, stderr=err)
     # An agent's lines are read whole once: its conversation from them, the transcript's lines cut from them.
     raw, err = await asyncio.to_thread(lambda: (tail_agent_lines(sd.stdout, tail), tail_lines(sd.stderr, tail)))

@@ -61,7 +61,7 @@ class Recovery:
     def _adopt_spec(self, s: Session) -> AdoptSpec:
         launch = None
         if s.shim_pid and s.agent_pid and s.shim_start is not None and s.agent_start is not None:
-            launch = LaunchInfo(s.shim_pid, s.agent_pid, s.shim_start, s.agent_start)
+            launch = LaunchInfo(s.shim_pid, s.agent_pid, s.shim_start, s.agent_start, tty=s.tty)
         return AdoptSpec(key=s.key, attempt=s.attempt, dir=self.data_dir.session(s.key), launch=launch)
 
     async def reconcile(self) -> Reconciled:

@@ -100,7 +100,10 @@ class Spawner:
             cwd=cwd if driver == "process" else None,
             preset=agent.preset if agent is not None else None,
             port=port,
+            tty=req.tty if req.tty is not None else bool(agent is not None and agent.tty),
         )
+        if session.tty and driver != "process":
+            raise BadInput(f"a terminal session runs on this machine's process driver, not {driver}")
         if self.workspaces is not None:
             self.workspaces.take(session, req)
         # Claims first, before any await: a concurrent spawn now sees them.

@@ -82,6 +82,8 @@ class Store:
         self._lease: int | None = None  # this store's lease epoch, once taken
         self.fenced: str | None = None  # why writing stopped for good (another runtime took over)
         self.on_fenced: Callable[[str], None] | None = None
+        # Called when writing a batch fails (a full disk), once until a write succeeds again; it must not write.
+        self.on_write_failed: Callable[[str], None] | None = None
         # The file this store opened: a write first checks that it is still the one at `path`.
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
@@ -94,6 +96,7 @@ class Store:
             check_file=self._check_file,
             fence=self._fence,
             fenced=lambda: self.fenced,
+            failing=lambda reason: self.on_write_failed(reason) if self.on_write_failed is not None else None,
         )
 
     # ------------------------------------------------------------------------------------------ opening

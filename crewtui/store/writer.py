@@ -83,6 +83,7 @@ class BatchWriter:
         check_file: Callable[[], None],
         fence: Callable[[Fenced], StoreError],
         fenced: Callable[[], str | None],
+        failing: Callable[[str], None] | None = None,
     ) -> None:
         self._path = path
         self._db = db
@@ -93,6 +94,7 @@ class BatchWriter:
         self._check_file = check_file
         self._fence = fence
         self._fenced = fenced
+        self._failing = failing  # told once when batches start failing (until one succeeds again)
         self.queue: asyncio.Queue[QueueItem] = asyncio.Queue()
         # What a failed batch left behind, written first by the next attempt so nothing is lost.
         self.retry_sessions: dict[str, Session] = {}
@@ -245,6 +247,11 @@ class BatchWriter:
                 reason,
                 exc_info=None if isinstance(exc, sqlite3.Error) else exc,
             )
+            if self._failing is not None:
+                try:
+                    self._failing(reason)
+                except Exception:
+                    log.exception("the store's write-failure hook failed")
         else:
             log.warning("store %s: retrying %d records failed again: %s", self._path, count, reason)
         return StoreError(f"store {self._path}: write failed, {count} records kept for retry: {reason}")

@@ -58,7 +58,7 @@ STATE_KEYS: tuple[tuple[str, SessionState | None], ...] = (
 )
 
 ACTIONS: tuple[ActionSpec, ...] = (
-    ActionSpec("n", "spawn", "Spawn", "spawn", "Spawn a session: label, agent, task, domain and watchdog"),
+    ActionSpec("n", "spawn", "Spawn", "spawn", "Spawn a session: label, agent, task, domain, watchdog, best of N"),
     ActionSpec("s", "steer", "Steer", "steer", "Steer: send a line to the selected session, or to every marked one"),
     ActionSpec(
         "a",
@@ -121,6 +121,14 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "discard",
         "Discard: throw away the selected ended session's branch and worktree (asks first)",
         show=False,
+    ),
+    ActionSpec(
+        "b",
+        "best_of",
+        "Best of",
+        "best-of",
+        "Best of N: the tries of the selected session's task side by side, to merge the one you want",
+        show=False,  # only for a try of a best-of group, whose detail says so (b)
     ),
     ActionSpec(
         "plus",

@@ -269,6 +269,9 @@ class CrewApp(App[None]):
     def action_discard(self) -> None:
         self.main_screen.action_discard()
 
+    def action_best_of(self) -> None:
+        self.main_screen.action_best_of()
+
     def action_gateway(self) -> None:
         if not isinstance(self.screen, GatewayScreen):  # open already: its own g closes it
             self.push_screen(GatewayScreen(self.runtime))

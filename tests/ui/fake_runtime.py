@@ -42,7 +42,7 @@ from crewtui.model import (
 )
 from crewtui.spend import GatewayInfo, UsageBy, UsageRow
 from tests.ui.fake_gateway import gateway_info, make_holds, usage_rows
-from tests.ui.fake_workspaces import diff_of, make_workspaces
+from tests.ui.fake_workspaces import WORKSPACE_AGENTS, WORKSPACE_REPO, diff_of, make_best_of, make_workspaces
 
 T0 = 1_775_116_800.0 + 9 * 3600  # 2026-04-02 17:00:00 UTC: "now" in every snapshot
 
@@ -370,6 +370,7 @@ class FakeRuntime(RuntimeAPI):
         gateway: bool = True,
         holds: bool = False,
         workspaces: bool = False,
+        best_of: bool = False,
     ) -> None:
         self.clock = clock or FakeClock(T0)
         # Ended sessions of long ago: listed and counted like a runtime's store, never loaded by the dashboard
@@ -381,7 +382,10 @@ class FakeRuntime(RuntimeAPI):
             make_agents(self.sessions)
         if holds:
             make_holds(self.sessions)  # sessions whose model requests wait in the gateway
-        if workspaces:
+        if best_of:
+            self.sessions.update((s.key, s) for s in make_best_of(now))  # three tries of one task
+        self.workspaces = workspaces or best_of
+        if self.workspaces:
             make_workspaces(self.sessions)  # sessions in git worktrees of their own (tests/ui/fake_workspaces.py)
         self.gateway_info = gateway_info() if gateway else GatewayInfo()  # a test may change it between reads
         self.ray_nodes = ray_nodes
@@ -426,6 +430,9 @@ class FakeRuntime(RuntimeAPI):
                 raise Conflict(f"label {request.label!r} is held by live session {s.key} ({s.label})")
         if request.agent is not None and request.agent not in AGENTS:
             raise BadInput(f"unknown agent {request.agent!r}; agents: {', '.join(AGENTS)}")
+        workspace = self.workspaces and (request.repo is not None or request.agent in WORKSPACE_AGENTS)
+        if request.best_of is not None and not workspace:
+            raise BadInput("best of N needs a workspace: --repo PATH, or an agent with a workspace")
         self._next += 1
         now = self.clock.now()
         s = Session(
@@ -439,6 +446,9 @@ class FakeRuntime(RuntimeAPI):
             started_at=now,
             updated_at=now,
         )
+        if workspace:  # as the runtime's: its own worktree on crew/LABEL
+            s.repo, s.base, s.branch = request.repo or WORKSPACE_REPO, "main", f"crew/{s.label}"
+            s.worktree, s.merge, s.best_of = f"/tmp/crew/worktrees/{s.key}", "none", request.best_of
         self.sessions[s.key] = s
         self.emit(SessionSpawned(session=s.key, label=s.label, ts=now, snapshot=s.model_copy()))
         return s.model_copy()
@@ -677,12 +687,30 @@ class FakeRuntime(RuntimeAPI):
             for s in self.sessions.values()
             if s.label in ("code-review-pr-104", "ops-sync-dns") and s.state == S.RUNNING  # waiting: never stale
         ]
-        return [
+        items = [
             SweepItem(
                 key=s.key, label=s.label, idle_for=idle, reason=f"stale: no output for {idle:.0f}s (stale_after 600s)"
             )
             for s, idle in zip(stale, (1260.0, 745.0))
         ]
+        for s in self.sessions.values():  # worktrees of ended sessions (the fake workspaces' sessions have them)
+            if s.worktree is None or s.state.live or s.merge in ("queued", "merging", "discarded"):
+                continue
+            ahead = (s.changes or {}).get("commits", 0)
+            keep = bool(ahead) and s.merge != "merged"
+            reason = f"{ahead} commit{'s' if ahead != 1 else ''} on {s.branch} not in main: merge or discard it"
+            items.append(
+                SweepItem(
+                    key=s.key,
+                    label=s.label,
+                    idle_for=3600.0,
+                    reason=reason if keep else "ended 1h ago; nothing in it is lost",
+                    kind="worktree",
+                    action="keep" if keep else "remove",
+                    worktree=s.worktree,
+                )
+            )
+        return items
 
     async def cron_list(self) -> builtins.list[CronJobInfo]:
         self._need()

@@ -5,6 +5,9 @@ real repository: tabs in a Makefile, a binary file, new files, a line longer tha
 code-review-pr-102 is the one to review: seven files, two commits, not merged yet. pr-101's merge is in conflict,
 pr-103 still works in its worktree, pr-105's branch was discarded, pr-106 changed nothing; of the ops sessions one
 is merged, one waits in the merge queue for the user's checkout, one failed its merge check.
+
+With `FakeRuntime(best_of=True)`, a best-of group too (`make_best_of`): fix-login-1..3, one task tried three times.
+The first failed its merge check, the second is done and unmerged (seven files), the third still runs.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from crewtui.model import Session
+from crewtui.model import Session, SessionState, TokenCounts
 
 DIFF_REVIEW = '''\
 diff --git a/Makefile b/Makefile
@@ -218,6 +221,15 @@ CHECK_NOTE = (
     "1 failed, 41 passed in 2.31s"
 )
 
+BEST_OF = "fix-login"  # the group of tries
+TRIES = [f"{BEST_OF}-{n}" for n in (1, 2, 3)]
+BEST_OF_TASK = "fix the login redirect after a token refresh"
+TRY_CHECK_NOTE = (
+    "check exited 1: tests/api/test_auth.py::test_refresh FAILED\n"
+    "E       AssertionError: 401 != 200\n"
+    "1 failed, 57 passed in 3.02s"
+)
+
 # label -> (repository, merge state, merge note, its diff, commits); a live session's changes are counted when it ends
 WORKSPACES: dict[str, tuple[str, str, str | None, str, int]] = {
     CONFLICT: ("/home/u/api", "conflict", CONFLICT_NOTE, DIFF_CONFLICT, 1),
@@ -228,7 +240,13 @@ WORKSPACES: dict[str, tuple[str, str, str | None, str, int]] = {
     MERGED: ("/home/u/ops", "merged", None, DIFF_SMALL, 1),
     "ops-rotate-keys": ("/home/u/ops", "queued", WAITING_NOTE, DIFF_SMALL, 1),
     "ops-deploy-web": ("/home/u/ops", "check_failed", CHECK_NOTE, DIFF_SMALL, 1),
+    TRIES[0]: ("/home/u/api", "check_failed", TRY_CHECK_NOTE, DIFF_CONFLICT, 1),
+    TRIES[1]: ("/home/u/api", "none", None, DIFF_REVIEW, 2),
+    TRIES[2]: ("/home/u/api", "none", None, DIFF_SMALL, 1),
 }
+# Sessions whose agent has a workspace: a spawn of it gets a worktree (and may be best of N).
+WORKSPACE_AGENTS = ("sub",)
+WORKSPACE_REPO = "/home/u/api"
 
 
 def count(diff: str, commits: int) -> dict[str, Any]:
@@ -270,3 +288,42 @@ def make_workspaces(sessions: dict[str, Session]) -> None:
 
 def diff_of(label: str) -> str:
     return WORKSPACES[label][3]
+
+
+def make_best_of(now: float) -> list[Session]:
+    """The tries of BEST_OF (before `make_workspaces` gives them their branches): started 25 minutes ago; the first
+    ran 11 minutes, the second 14, the third still runs. Their keys sort after the fake's 50 sessions."""
+    out = []
+    for n, (label, state, took, tokens, cost) in enumerate(
+        (
+            (TRIES[0], SessionState.DONE, 662.0, (8_200, 1_450, 30_100, 1_700), 0.1206),
+            (TRIES[1], SessionState.DONE, 871.0, (9_100, 1_240, 31_000, 1_900), 0.1402),
+            (TRIES[2], SessionState.RUNNING, None, (4_400, 610, 15_200, 800), 0.0617),
+        ),
+        start=1,
+    ):
+        created = now - 25 * 60
+        i, o, cr, cw = tokens
+        out.append(
+            Session(
+                key=f"s-01jqfake{900 + n:018d}",
+                label=label,
+                state=state,
+                agent="sub",
+                task=BEST_OF_TASK,
+                preset="claude-code",
+                created_at=created,
+                started_at=created + 2,
+                ended_at=None if took is None else created + 2 + took,
+                updated_at=created + 2 + (took or 0),
+                exit_code=None if took is None else 0,
+                last_line="editing src/api/auth.py" if took is None else "done: the redirect keeps the next URL",
+                last_output_at=created + 2 + (took or 1200),
+                shim_pid=49001 if took is None else None,
+                agent_pid=49002 if took is None else None,
+                tokens=TokenCounts(input=i, output=o, cache_read=cr, cache_write=cw),
+                cost_usd=cost,
+                best_of=BEST_OF,
+            )
+        )
+    return out

@@ -9,7 +9,7 @@ textual-serve draws with xterm.js, which paints on a canvas (WebGL, or 2D withou
 read. An init script makes canvases unavailable to the page, so xterm.js falls back to its DOM renderer, whose
 rows (`.xterm-rows`) hold the screen as text.
 
-Skipped, saying why, only when /usr/bin/chromium (`scripts/install-browser.sh`) or the `playwright` package
+Skipped, saying why, only when /usr/bin/chromium (`scripts/install-debian.sh`) or the `playwright` package
 (the `browser` extra, part of `test`) is missing. Set CREWTUI_SCREENSHOT_DIR to keep a PNG of the page.
 """
 
@@ -45,7 +45,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(240),
     pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: scripts/install-browser.sh installs Debian's chromium"
+        not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: scripts/install-debian.sh installs Debian's chromium"
     ),
     pytest.mark.skipif(
         sync_playwright is None, reason="the playwright package is missing: pip install -e '.[browser]' (or '.[test]')"

@@ -37,9 +37,10 @@ class LaunchInfo:
     """The processes of a shim-run attempt, with /proc start times so a reused pid is never taken for them."""
 
     shim_pid: int
-    agent_pid: int
+    agent_pid: int  # a terminal session's: its dtach (see terminal.py)
     shim_start: int
     agent_start: int
+    tty: bool = False  # a terminal session
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class LaunchSpec:
     cwd: Path | None = None  # None: the session dir
     agent: str | None = None  # the agent's name (in-process agents are looked up by it)
     resources: AgentResources | None = None  # what the session asks of a cluster node (Ray)
+    tty: tuple[int, int] | None = None  # a terminal session of (rows, cols) (see drivers/terminal.py)
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,8 @@ def read_launch(sd: SessionDir) -> LaunchInfo | None:
         return None
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
         return None
-    return LaunchInfo(*fields)
+    shim_pid, agent_pid, shim_start, agent_start = fields
+    return LaunchInfo(shim_pid, agent_pid, shim_start, agent_start, tty=value.get("tty") is True)
 
 
 def clear_attempt_records(sd: SessionDir) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from crewtui.errors import BadInput, Conflict, CrewError
 from crewtui.locations import DataDir, SessionDir, shim_path, user_umask
 from crewtui.model import DriverKind
+from crewtui.runtime.drivers import terminal
 from crewtui.runtime.drivers.base import (
     AdoptSpec,
     ExitInfo,
@@ -83,6 +84,7 @@ class ProcessHandle(SessionHandle):
         self._pidfd: int | None = None
         self._pgid: int | None = None
         self.send_timeout = _SEND_TIMEOUT
+        self.tty = info.tty  # a terminal session: typed into through dtach, its agent stopped under it
         try:
             pidfd = os.pidfd_open(info.shim_pid)
         except (ProcessLookupError, ValueError, OverflowError):
@@ -167,6 +169,8 @@ class ProcessHandle(SessionHandle):
         if self.containment is not None:
             await self.containment.stop(self.key, _ORPHAN_GRACE)
         if info is not None and agent_alive:
+            if info.tty:
+                terminal.signal_agent(info.agent_pid, info.agent_start, signal.SIGKILL)
             kill_verified(info.agent_pid, info.agent_start)
             self.lost_reason = f"its shim died; its agent (pid {info.agent_pid}) was still running and was stopped"
 
@@ -176,6 +180,9 @@ class ProcessHandle(SessionHandle):
         if not self.alive():
             raise Conflict(f"session {self.key} has ended; cannot send to it")
         async with self._send_lock:
+            if self.tty:  # typed into its terminal, Enter as a carriage return
+                await asyncio.to_thread(terminal.push, self.dir, terminal.typed(data))
+                return
             try:
                 fd = os.open(self.dir.stdin_fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as exc:
@@ -238,7 +245,10 @@ class ProcessHandle(SessionHandle):
                 await asyncio.sleep(min(_ROOM_POLL, max(0.0, deadline - loop.time())))
 
     def _signal_group(self, sig: int) -> bool:
-        """Signal the session's process group; False if it is empty. Never our own group."""
+        """Signal the session's process group; False if it is empty. Never our own group. A terminal session's
+        agent runs in groups of its own under dtach (see terminal.py): they are signalled too."""
+        if self.tty and self.info is not None:
+            terminal.signal_agent(self.info.agent_pid, self.info.agent_start, sig)
         pgid = self._pgid
         if pgid is None or pgid <= 1 or pgid == os.getpgrp():
             return False
@@ -332,6 +342,11 @@ class ProcessDriver:
         if cwd is not None and Path(cwd).absolute() != sd.path and not Path(cwd).is_dir():
             raise BadInput(f"working directory {cwd} does not exist")
         validate_argv(spec.argv, full_env, cwd)
+        if spec.tty is not None:
+            terminal.dtach()  # one line when it is missing
+            full_env.update(terminal.shim_env(spec.argv, spec.tty))
+            if "TERM" not in spec.env:  # what the agent draws for: the terminal people attach with is an xterm
+                full_env["TERM"] = "xterm-256color"
         sd.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         # A retry reuses the dir: the previous attempt's records must not be mistaken for this one's.
         clear_attempt_records(sd)
@@ -429,6 +444,8 @@ class ProcessDriver:
         if self.containment is not None:
             await self.containment.stop(spec.key, _ORPHAN_GRACE)
         if info is not None and agent_alive:
+            if info.tty:
+                terminal.signal_agent(info.agent_pid, info.agent_start, signal.SIGKILL)
             kill_verified(info.agent_pid, info.agent_start)
             return Lost(f"its shim had died; its agent (pid {info.agent_pid}) was still running and was stopped")
         return None

@@ -15,6 +15,25 @@
 # Kept to dash builtins where it runs for long (the supervisor is resident for the agent's whole life and
 # must stay under 2 MB); `mv` and `date` are short-lived helpers.
 
+# A terminal session's recorder: run by dtach on the pseudo-terminal it holds (see "Terminal sessions" below).
+# It gives that terminal a size (dtach leaves it at 0x0 until someone attaches), runs the agent under script(1),
+# which copies everything the agent writes to DIR/stdout.log as it comes, and records the agent's exit code in
+# DIR/agent-exit (script -e: the agent's code, 128+N for signal N), since dtach's own is always 1.
+if [ "${1-}" = "--pty" ]; then
+    DIR=$2
+    # Session leader of dtach's terminal: a hang-up or a stray signal must not cost the exit record. Caught, not
+    # ignored (an ignored signal would be inherited by the agent).
+    trap ':' HUP INT QUIT TERM
+    stty rows "$3" cols "$4" 2>/dev/null
+    tty >"$DIR/pts" 2>/dev/null  # where the runtime reads the size people attached with (its peek draws to it)
+    cd "$5" || exit 2
+    SHELL=/bin/sh script -qfe -O "$DIR/stdout.log" -c "$6"
+    CODE=$?
+    umask 077
+    printf '%s\n' "$CODE" >"$DIR/agent-exit.tmp" && mv -f -- "$DIR/agent-exit.tmp" "$DIR/agent-exit"
+    exit 0
+fi
+
 if [ "${1-}" != "--supervise" ]; then
     if [ $# -lt 3 ] || [ "$2" != "--" ]; then
         echo "usage: sh shim.sh DIR -- AGENT_ARGV..." >&2
@@ -52,6 +71,13 @@ trap 'exec 3<&-' USR1
 shift
 DIR=$1
 shift 2
+# A terminal session (`tty = true`): "ROWS COLS" and the agent's argv as one shell-quoted command (script(1)
+# takes nothing else; the runtime quotes it with shlex, so it runs exactly that argv).
+TTY=${CREWTUI_TTY-}
+TTY_CMD=${CREWTUI_TTY_CMD-}
+unset CREWTUI_TTY CREWTUI_TTY_CMD
+WORKDIR=$PWD
+SHIM=$0
 
 # For the runtime, in case it has to give up on this start before pid.json exists.
 echo "shim-pid $$"
@@ -140,7 +166,18 @@ esac
 : >"$DIR/stdout.log"
 : >"$DIR/stderr.log"
 umask "$AGENT_UMASK"
-if [ -n "$RESET_SIGNALS" ]; then
+if [ -n "$TTY" ]; then
+    # Terminal sessions: dtach holds a pseudo-terminal and a socket (DIR/tty.sock, relative: a socket path holds
+    # 107 bytes) through which people attach and the runtime types; it is a session of its own (dtach -N calls
+    # setsid), so the runtime's signals to this shim's group do not cut the chain; the runtime stops the agent
+    # itself. The shim watches dtach as it watches any agent.
+    rm -f "$DIR/agent-exit" "$DIR/tty.sock"
+    # shellcheck disable=SC2086  # "ROWS COLS"
+    set -- $TTY
+    (cd "$DIR" && exec env --default-signal=INT,QUIT dtach -N tty.sock -r winch \
+        /bin/sh "$SHIM" --pty "$DIR" "$1" "$2" "$WORKDIR" "$TTY_CMD") \
+        </dev/null >/dev/null 2>>"$DIR/stderr.log" 3<&- &
+elif [ -n "$RESET_SIGNALS" ]; then
     env --default-signal=INT,QUIT -- "$@" <"$DIR/stdin.fifo" >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
 else
     "$@" <"$DIR/stdin.fifo" >"$DIR/stdout.log" 2>"$DIR/stderr.log" 3<&- &
@@ -156,7 +193,11 @@ proc_start "$AGENT_PID"
 AGENT_START=${ST:-0}
 
 PIDS="{\"shim_pid\": $$, \"agent_pid\": $AGENT_PID, "
-PIDS="$PIDS\"shim_start\": $SHIM_START, \"agent_start\": $AGENT_START}"
+PIDS="$PIDS\"shim_start\": $SHIM_START, \"agent_start\": $AGENT_START"
+if [ -n "$TTY" ]; then
+    PIDS="$PIDS, \"tty\": true"
+fi
+PIDS="$PIDS}"
 if ! write_json pid.json "$PIDS"; then
     # Without pid.json nobody could ever find, steer or stop this agent.
     kill -KILL "$AGENT_PID" 2>/dev/null
@@ -177,6 +218,17 @@ while :; do
         break
     fi
 done
+
+if [ -n "$TTY" ]; then
+    # dtach's code is always 1: the agent's is what the recorder wrote (none: the chain was cut, say 1).
+    CODE=1
+    if [ -f "$DIR/agent-exit" ]; then
+        read -r CODE <"$DIR/agent-exit"
+        case $CODE in
+            '' | *[!0-9]*) CODE=1 ;;
+        esac
+    fi
+fi
 
 ENDED_AT=$(date +%s.%N 2>/dev/null)
 is_number "$ENDED_AT" || ENDED_AT=$(date +%s 2>/dev/null)

@@ -1,8 +1,8 @@
 """The main screen: `MainView` (main_view.py: panes, layout, live events, selection) and the actions on sessions.
 
 Spawn, steer, approve and deny (what waiting sessions ask), kill, sweep, retry, trigger, resume (a session paused
-in the model gateway), a workspace's Changes, merge and discard (what a session's branch becomes), marks, filters
-and panes. The keys are the App's bindings (one
+in the model gateway), a workspace's Changes, merge and discard (what a session's branch becomes), the tries of a
+best-of group side by side (screens/compare.py), marks, filters and panes. The keys are the App's bindings (one
 registry, ui/actions.py), which bring them here, so a key still works while a modal is on top, as the
 palette does. Each action says in one line what it did or why it could not, and never raises at the user.
 Those lines name sessions and quote what the user typed: notifications are plain text (the App's `notify`),
@@ -26,11 +26,12 @@ from crewtui.ui.diffs import branch_text, changes_text, has_workspace
 from crewtui.ui.format import DIM, plain
 from crewtui.ui.label_filter import FilterError
 from crewtui.ui.screens.answer import AnswerScreen, asks_list
+from crewtui.ui.screens.compare import CompareScreen, pick_group
 from crewtui.ui.screens.confirm import ConfirmScreen
 from crewtui.ui.screens.main_view import PANES, MainView
 from crewtui.ui.screens.spawn import SpawnScreen
 from crewtui.ui.screens.steer import SteerScreen
-from crewtui.ui.screens.sweep import SweepScreen
+from crewtui.ui.screens.sweep import SweepScreen, sweep_counts
 
 log = logging.getLogger("crewtui.ui")
 
@@ -41,14 +42,20 @@ class MainScreen(MainView):
     def action_spawn(self) -> None:
         agents = list(self.info.agents) if self.info else []
 
+        form = SpawnScreen(agents, self.dashboard.runtime.spawn)
+
         def spawned(session: Session | None) -> None:
             if session is None:
                 return
-            self.notify(f"spawned {session.label} ({session.state.value})")
+            tries = [s for s in form.started if session.best_of is not None and s.best_of == session.best_of]
+            if len(tries) > 1:
+                self.notify(f"spawned {len(tries)} tries of {session.best_of}: {', '.join(s.label for s in tries)}")
+            else:
+                self.notify(f"spawned {session.label} ({session.state.value})")
             if not self.session_tree.select_key(session.key):
                 self._select_after = session.key
 
-        self.app.push_screen(SpawnScreen(agents, self.dashboard.runtime.spawn), spawned)
+        self.app.push_screen(form, spawned)
 
     def action_steer(self) -> None:
         targets = self._targets()
@@ -276,14 +283,20 @@ class MainScreen(MainView):
         items = await self._call("sweep", dry_run=True, what="the stale sweep")
         if items is FAILED:
             return
-        if not items:
-            self.notify("nothing is stale: every running session wrote output recently")
+        kill, remove, keep = sweep_counts(items)
+        if not kill and not remove:
+            kept = f"; {keep} worktree{'s' if keep != 1 else ''} of ended sessions hold work not merged" if keep else ""
+            self.notify(f"nothing is stale: every running session wrote output recently{kept}")
             return
         if not await self.app.push_screen_wait(SweepScreen(items)):
             return
         swept = await self._call("sweep", what="the stale sweep")
         if swept is not FAILED:
-            self.notify(f"swept {len(swept)} stale session{'s' if len(swept) != 1 else ''}")
+            kill, remove, _ = sweep_counts(swept)
+            self.notify(
+                f"swept: {kill} stale session{'s' if kill != 1 else ''} killed, {remove} worktree"
+                f"{'s' if remove != 1 else ''} removed"
+            )
 
     # ------------------------------------------------------------------------------------ retry, trigger
 
@@ -365,9 +378,11 @@ class MainScreen(MainView):
             # Back to the sessions, to pick the next one to review (on a narrow terminal: its detail tab).
             self._pane_widget("detail" if self.layout_mode == "narrow" else "sessions").focus()
 
-    def _workspace_session(self, verb: str) -> Session | None:
-        """The selected session, when it has a workspace that has ended; else None, after saying why in one line."""
-        s = self._selected_session()
+    def _workspace_session(self, verb: str, s: Session | None = None) -> Session | None:
+        """`s` (else the selected session), when it has a workspace that has ended; else None, after saying why in one
+        line."""
+        if s is None:
+            s = self._selected_session()
         if s is None:
             self.notify(f"select a session with a workspace to {verb} its branch", severity="warning")
             return None
@@ -382,7 +397,11 @@ class MainScreen(MainView):
 
     def action_merge(self) -> None:
         """`m`: put the selected session's branch in its repository's merge queue (`ctl merge LABEL`)."""
-        s = self._workspace_session("merge")
+        self.merge_session(None)
+
+    def merge_session(self, s: Session | None) -> None:
+        """Merge `s` (None: the selected session), or say in one line why not: `m` here and in the best-of view."""
+        s = self._workspace_session("merge", s)
         if s is None:
             return
         if s.merge in ("queued", "merging", "merged", "discarded"):
@@ -425,6 +444,30 @@ class MainScreen(MainView):
         s = await self._call("discard", key, what="discard")
         if s is not FAILED:
             self.notify(merge_line(s))
+
+    def action_best_of(self) -> None:
+        """`b`: the tries of the selected session's best-of group side by side (screens/compare.py)."""
+        found = pick_group(self.book, self.session_tree.current)
+        if isinstance(found, str):
+            self.notify(found, severity="warning")
+            return
+        group, start = found
+        screen = CompareScreen(
+            self.book, group, self.clock.now, merge=self.merge_session, select=self.session_tree.select_key, start=start
+        )
+        self.app.push_screen(screen, self.open_changes)
+
+    def open_changes(self, key: str | None) -> None:
+        """Select the session `key` and show its Changes (enter in the best-of view)."""
+        if key is None:
+            return
+        tree = self.session_tree
+        if not tree.select_key(key):
+            label = self.book.sessions[key].label if key in self.book.sessions else key
+            self.notify(f"{label} is hidden by the filter: escape clears it", severity="warning")
+            return
+        if not self.changes_shown:
+            tree.call_after_refresh(self.action_changes)  # after the cursor moved there (queued on the tree too)
 
     # ------------------------------------------------------------------------------------ marks and filters
 

@@ -1,8 +1,13 @@
-"""The spawn form: label, agent, task, domain, watchdog. Nothing is spawned until the runtime accepts it.
+"""The spawn form: label, agent, task, domain, watchdog, best of N. Nothing is spawned until the runtime accepts it.
 
-The form checks what it can itself (label syntax, duration), then asks the runtime; any refusal (duplicate
-live label, held domain, unknown agent...) is shown inline, in the runtime's own words, and the form stays.
-Those words quote what was typed: they are shown as plain text (`plain`), never read as markup.
+The form checks what it can itself (label syntax, duration, the number of tries), then asks the runtime; any
+refusal (duplicate live label, held domain, unknown agent, best of N for an agent without a workspace...) is shown
+inline, in the runtime's own words, and the form stays. Those words quote what was typed: they are shown as plain
+text (`plain`), never read as markup.
+
+Best of N (2-10) spawns `request.tries(N)`, LABEL-1..N grouped under LABEL, one after another through the same
+`submit`. A try refused half-way is said inline (which one, why, how many started); the ones started stay, escape
+keeps them (the form dismisses with the first), and Spawn again starts only the ones not started yet.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class SpawnScreen(ModalScreen["Session | None"]):
         super().__init__()
         self._agents = agents
         self._submit = submit
+        self.started: list[Session] = []  # what this form spawned (best of N: the tries started so far)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="spawn-dialog"):
@@ -68,6 +74,14 @@ class SpawnScreen(ModalScreen["Session | None"]):
                     placeholder="optional, e.g. 15m: retry if not done by then", id="spawn-watchdog", compact=True
                 )
             yield Static("", id="spawn-watchdog-error", classes="field-error")
+            with Horizontal(classes="field"):
+                yield Label("best of", classes="field-name")
+                yield Input(
+                    placeholder="optional, 2-10: N tries (LABEL-1..N), each in its own worktree",
+                    id="spawn-best-of",
+                    compact=True,
+                )
+            yield Static("", id="spawn-best-of-error", classes="field-error")
             yield Static("", id="spawn-error", classes="form-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Spawn", id="spawn-ok", variant="primary", compact=True)
@@ -84,11 +98,11 @@ class SpawnScreen(ModalScreen["Session | None"]):
         widget.set_class(bool(message), "-shown")
 
     def _clear_errors(self) -> None:
-        for field in ("label", "agent", "watchdog", "form"):
+        for field in ("label", "agent", "watchdog", "best-of", "form"):
             self._error(field, "")
 
-    def _request(self) -> SpawnRequest | None:
-        """The request the form describes, or None after showing what is wrong with it."""
+    def _requests(self) -> list[SpawnRequest] | None:
+        """The requests the form describes (one; N tries with best of N), or None after showing what is wrong."""
         self._clear_errors()
         ok = True
         label = self.query_one("#spawn-label", Input).value.strip()
@@ -112,36 +126,91 @@ class SpawnScreen(ModalScreen["Session | None"]):
             except ValueError as exc:
                 self._error("watchdog", str(exc))
                 ok = False
-        if not ok:
-            return None
         task = self.query_one("#spawn-task", Input).value.strip() or None
         domain = self.query_one("#spawn-domain", Input).value.strip() or None
-        return SpawnRequest(label=label, agent=agent, task=task, domain=domain, watchdog_after=watchdog)
+        tries = self._tries(domain)
+        if not ok or tries is None:
+            return None
+        request = SpawnRequest(label=label, agent=agent, task=task, domain=domain, watchdog_after=watchdog)
+        if not tries:
+            return [request]
+        requests = request.tries(tries)
+        try:
+            for r in requests:
+                validate_label(r.label)
+        except BadInput as exc:  # the label is near the length limit: LABEL-10 goes over it
+            self._error("label", f"with best of {tries}: {exc.message}")
+            return None
+        return requests
+
+    def _tries(self, domain: str | None) -> int | None:
+        """The best-of field: 0 when empty (one session), N in 2..10, or None after saying what is wrong."""
+        text = self.query_one("#spawn-best-of", Input).value.strip()
+        if not text:
+            return 0
+        if not text.isdigit():
+            self._error("best-of", f"best of N takes a number from 2 to 10, got {text!r}")
+            return None
+        n = int(text)
+        if not 2 <= n <= 10:
+            self._error("best-of", f"best of N takes 2 to 10 tries, got {n} (empty: one session)")
+            return None
+        if domain is not None:
+            # An exclusive claim: the first try would hold it and the runtime refuse the others.
+            self._error("best-of", "best of N cannot share one domain: leave it empty (each try claims its own branch)")
+            return None
+        return n
 
     @on(Button.Pressed, "#spawn-ok")
     @on(Input.Submitted)
     def _submit_form(self) -> None:
-        request = self._request()
-        if request is not None:
-            self._spawn(request)
+        requests = self._requests()
+        if requests is not None:
+            self._spawn(requests)
 
     @work(exclusive=True, group="spawn", exit_on_error=False)
-    async def _spawn(self, request: SpawnRequest) -> None:
+    async def _spawn(self, requests: list[SpawnRequest]) -> None:
+        """Each request in turn; the first refusal stops the rest and is said inline. Tries this form started
+        already (a Spawn again after a refusal half-way) are not started twice."""
         button = self.query_one("#spawn-ok", Button)
         button.disabled = True
+        done = {s.label for s in self.started}
         try:
-            session = await self._submit(request)
-        except CrewError as exc:
-            self._error("form", exc.message)
-            return
-        except Exception as exc:  # no traceback reaches a user; the log keeps it
-            log.exception("spawn failed")
-            self._error("form", f"spawn failed: {exc}")
-            return
+            for request in requests:
+                if len(requests) > 1 and request.label in done:
+                    continue
+                try:
+                    self.started.append(await self._submit(request))
+                except CrewError as exc:
+                    self._refused(requests, request, exc.message)
+                    return
+                except Exception as exc:  # no traceback reaches a user; the log keeps it
+                    log.exception("spawn failed")
+                    self._refused(requests, request, f"spawn failed: {exc}")
+                    return
         finally:
             button.disabled = False
-        self.dismiss(session)
+        self.dismiss(self._first(requests))
+
+    def _first(self, requests: list[SpawnRequest]) -> Session | None:
+        """What the form dismisses with: the session of its first request (best of N: the first try started)."""
+        labels = [r.label for r in requests]
+        mine = sorted((s for s in self.started if s.label in labels), key=lambda s: labels.index(s.label))
+        return mine[0] if mine else (self.started[0] if self.started else None)
+
+    def _refused(self, requests: list[SpawnRequest], request: SpawnRequest, why: str) -> None:
+        labels = [r.label for r in requests]
+        started = [s.label for s in self.started if s.label in labels]
+        if len(requests) == 1 or not started:
+            self._error("form", why)  # nothing of it started: the runtime's words, as for one session
+            return
+        self._error(
+            "form",
+            f"{request.label} was refused: {why} · {len(started)} of {len(requests)} tries started "
+            f"({', '.join(started)}): escape keeps them, Spawn starts the rest",
+        )
 
     @on(Button.Pressed, "#spawn-cancel")
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        # Tries started before a refusal stay: the dashboard selects the first of them.
+        self.dismiss(self.started[0] if self.started else None)

@@ -20,7 +20,7 @@ from crewtui.events import SessionAnswered
 from crewtui.formatting import age, clock_time, date_time, money
 from crewtui.model import History, Session, SessionState, Turn
 from crewtui.ui.book import completion_rate
-from crewtui.ui.diffs import branch_text, changes_text, has_workspace, merge_text, trouble_block
+from crewtui.ui.diffs import branch_text, changes_text, has_workspace, keys_text, merge_text, trouble_block
 from crewtui.ui.format import (
     COST_COLOR,
     DIM,
@@ -125,6 +125,12 @@ def workspace_rows(s: Session) -> list[tuple[str, RenderableType]]:
     if counted is None:
         counted = Text("counted when it ends" if s.state.live else "-", style=DIM)
     rows: list[tuple[str, RenderableType]] = [("branch", branch_text(s)), ("changes", counted)]
+    if s.best_of is not None:  # one of several tries of one task (`ctl spawn --best-of N`)
+        tries = Text("a try of ", style=DIM)
+        tries.append_text(plain(s.best_of, "bold"))
+        tries.append("  ")
+        tries.append_text(keys_text([("b", "compare the tries")]))
+        rows.insert(0, ("best of", tries))
     if trouble_block(s) is None:  # a conflict or a failed check says it in a block above, with its keys
         rows.append(("merge", merge_text(s)))
     return rows

@@ -1,0 +1,40 @@
+"""Attach: hand the user's terminal to a terminal session (`tty = true`) until the detach key gives it back.
+
+`crewtui attach LABEL` runs this from a shell; the dashboard's `enter` suspends itself around it. What runs is
+`dtach -a` on the session's socket, in its session dir: several people can be attached to one session at once
+(each sees the same screen; the last window size wins), Ctrl-Z goes to the agent (-z), and the screen is redrawn
+through a window-size change (-r winch), since dtach keeps no screen of its own to replay.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from crewtui.errors import BadInput, Conflict
+from crewtui.model import Session
+
+DETACH_KEY = "^\\"  # Ctrl-\
+DETACH_WORDS = "Ctrl-\\"
+SOCKET = "tty.sock"  # in the session dir (drivers/terminal.py makes it)
+
+
+def attach_command(s: Session) -> tuple[list[str], Path]:
+    """The argv and directory that attach to `s`, or one line saying why it cannot be attached to."""
+    if not s.tty:
+        raise BadInput(f"{s.label} is not a terminal session (spawn it with --tty, or an agent with tty = true)")
+    if not s.state.live:
+        raise Conflict(f"{s.label} has ended ({s.state.value}): there is no terminal to attach to")
+    if s.output_dir is None or not (Path(s.output_dir) / SOCKET).exists():
+        raise Conflict(f"{s.label}: its terminal is not there (ended, or on another machine)")
+    found = shutil.which("dtach")
+    if found is None:
+        raise BadInput("attaching needs dtach: apt install dtach")
+    return [found, "-a", SOCKET, "-e", DETACH_KEY, "-r", "winch", "-z"], Path(s.output_dir)
+
+
+def attach(s: Session) -> int:
+    """Attach this process's terminal to `s` until detached (or the session ends); dtach's exit code."""
+    argv, where = attach_command(s)
+    return subprocess.run(argv, cwd=where, check=False).returncode
