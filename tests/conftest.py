@@ -18,6 +18,10 @@ from crewtui.runtime.orchestrator import Orchestrator
 
 PY = sys.executable
 
+# Runtimes under test send notifications (the default [notify]): never to the desktop of whoever runs the tests.
+for _var in ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"):
+    os.environ.pop(_var, None)
+
 # Programs used as agents. Each is a real process; none needs the network.
 ECHO_AGENT = textwrap.dedent(
     """

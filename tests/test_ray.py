@@ -1,4 +1,5 @@
-"""The Ray backend against a real local Ray cluster (`ray start --head` on this machine).
+"""The Ray backend against a real local Ray cluster (`ray start --head` on this machine), in actor mode (a Ray
+actor per session attempt: `[backend] mode = "actor"`); tests/test_ray_hosts.py tests host mode, the default.
 
 Marked `ray`: they run wherever the `ray` extra is installed (CI installs it); without it they are skipped
 and `test_ray_missing_is_one_clear_line` checks the message a user gets instead.
@@ -94,6 +95,7 @@ def ray_address() -> Iterator[str]:
 
 
 def ray_crew(address: str, extra: str = "", **backend: str) -> CrewConfig:
+    backend.setdefault("mode", "actor")
     settings = "".join(f'{k} = "{v}"\n' for k, v in backend.items())
     return crew_from(
         f"""
@@ -480,6 +482,7 @@ def test_yield_and_ctl_list_across_the_ray_backend(tmp_path: Path, ray_address: 
         [backend]
         kind = "ray"
         address = "{ray_address}"
+        mode = "actor"
 
         [agents.lead]
         command = ["{{python}}", "-m", "crewtui.agents.demo", "--task", "{{task}}", "--duration", "1",

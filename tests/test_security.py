@@ -16,9 +16,11 @@ import json
 import os
 import pty
 import re
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import textwrap
 import threading
 import time
@@ -389,8 +391,8 @@ def test_a_client_refuses_a_twin_link_into_a_directory_another_user_controls(tmp
 
 
 def test_a_deep_data_dir_serves_through_a_private_twin(tmp_path: Path) -> None:
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
+    # A short TMPDIR of its own: tmp_path itself may be too deep for a socket (under pytest-xdist it is).
+    tmpdir = Path(tempfile.mkdtemp(prefix="twin-", dir="/tmp"))
     d = _deep_data_dir(tmp_path)
     h = Headless(d, env=_twin_env(tmpdir))
     try:
@@ -399,6 +401,7 @@ def test_a_deep_data_dir_serves_through_a_private_twin(tmp_path: Path) -> None:
         assert call(h.dd.socket, "ping")["result"] == "pong"
     finally:
         h.stop()
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------ file modes

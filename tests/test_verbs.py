@@ -34,6 +34,7 @@ from crewtui.model import (
     SessionState,
     SpawnRequest,
     SweepItem,
+    TerminalScreen,
     TimelineItem,
     YieldResult,
 )
@@ -76,6 +77,8 @@ OPS = {
     "diff",
     "merge",
     "discard",
+    # Added by the issue "Attach and notify".
+    "peek",
 }
 READ_ONLY = {
     "info",
@@ -93,6 +96,7 @@ READ_ONLY = {
     "gateway",
     "usage",
     "diff",
+    "peek",
 }
 CANCEL_ON_HANGUP = {"yield", "acquire"}
 
@@ -174,6 +178,7 @@ RESULTS: dict[Any, Any] = {
     ),
     UsageRow: UsageRow(by="pool", name="a", usage=UsageTotals(requests=3, cost_usd=0.5)),
     str: "a: resumed",
+    TerminalScreen: TerminalScreen(key="s-1", label="one", rows=2, cols=4, lines=["ab", ""], cursor=(0, 2)),
 }
 EVENT = SystemEvent(seq=7, ts=1.0, text="hello", level="warning")
 

@@ -407,6 +407,9 @@ class BackendConfig(_Strict):
     address: str = "auto"
     namespace: str = "crewtui"
     start_timeout: PositiveDuration = 60.0  # how long a session may wait for a node with its resources
+    # "host": one crewtui host actor per node runs that node's sessions through the shim (light, the default);
+    # "actor": each session attempt is its own Ray actor (a Python worker each: isolation, at ~90 MB a session).
+    mode: Literal["host", "actor"] = "host"
 
     @field_validator("kind")
     @classmethod

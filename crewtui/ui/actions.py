@@ -169,11 +169,20 @@ ACTIONS: tuple[ActionSpec, ...] = (
         for key, st in STATE_KEYS
     ),
     ActionSpec(
+        "w",
+        "next_waiting",
+        "Next waiting",
+        "next-waiting",
+        "Next waiting: the cursor to the next session that waits on you, across groups (0 shows only those)",
+        show=False,  # the header says when some need you
+    ),
+    ActionSpec(
         "enter",
         "open",
-        "Transcript",
+        "Open",
         "open",
-        "Open: focus the selected session's transcript (a group folds; older rows load a page)",
+        "Open: attach to a terminal session (detach with Ctrl-\\), else focus the selected session's transcript "
+        "(a group folds; older rows load a page)",
         show=False,
     ),
     ActionSpec(

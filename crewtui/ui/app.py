@@ -28,9 +28,10 @@ from textual.screen import Screen
 from crewtui.api import RuntimeAPI, RuntimeInfo
 from crewtui.clock import Clock, ClockLike
 from crewtui.errors import CrewError
-from crewtui.events import Event
+from crewtui.events import Event, NotificationSent
 from crewtui.text import clean
 from crewtui.ui.actions import BINDINGS
+from crewtui.ui.alerts import TerminalAlerts
 from crewtui.ui.book import SessionBook
 from crewtui.ui.calls import FAILED, call_runtime
 from crewtui.ui.commands import ActionsProvider
@@ -42,6 +43,8 @@ from crewtui.ui.screens.main import MainScreen
 from crewtui.ui.screens.quit import QuitChoice, QuitScreen
 
 log = logging.getLogger("crewtui.ui")
+
+TITLE_EVERY = 1.0  # the window title's count of sessions that need you is brought up to date this often, at most
 
 OnQuit = Callable[[bool], Awaitable[None]]
 
@@ -87,9 +90,28 @@ class CrewApp(App[None]):
         self._main_up = False
         self._leave_when_up = False
         self.crashed: BaseException | None = None  # the first exception nothing handled: it ended the app
+        # The bell, OSC 9/777 and the window title on this dashboard's terminal (alerts.py); none in a browser.
+        self.alerts = TerminalAlerts(self.write_to_terminal, enabled=lambda: not self.is_web)
 
     def get_default_screen(self) -> Screen[Any]:
         return self.main_screen
+
+    def on_mount(self) -> None:
+        # Attached to a terminal session (enter), the terminal is the session's: nothing is written to it.
+        self.app_suspend_signal.subscribe(self, lambda _: self.alerts.suspend(), immediate=True)
+        self.app_resume_signal.subscribe(self, lambda _: self.alerts.resume(), immediate=True)
+        self.set_interval(TITLE_EVERY, self._show_waiting, name="window-title")
+
+    def on_unmount(self) -> None:
+        self.alerts.restore_title()
+
+    def _show_waiting(self) -> None:
+        self.alerts.show_count(self.book.waiting())
+
+    def write_to_terminal(self, data: str) -> None:
+        """Raw bytes for the terminal, between frames (the bell, OSC sequences), as `App.bell` writes its BEL."""
+        if self._driver is not None and not self.is_headless:
+            self._driver.write(data)
 
     def main_screen_up(self) -> None:
         """The main screen has mounted (the last thing its on_mount does): a leave asked for meanwhile goes
@@ -162,6 +184,8 @@ class CrewApp(App[None]):
         try:
             async for event in stream:
                 self._pending.append(event)
+                if isinstance(event, NotificationSent):
+                    self.alerts.notified(event)  # rung at once, not on the next tick
         except CrewError as exc:
             reason = exc.message
         except Exception as exc:
@@ -271,6 +295,9 @@ class CrewApp(App[None]):
 
     def action_best_of(self) -> None:
         self.main_screen.action_best_of()
+
+    def action_next_waiting(self) -> None:
+        self.main_screen.action_next_waiting()
 
     def action_gateway(self) -> None:
         if not isinstance(self.screen, GatewayScreen):  # open already: its own g closes it

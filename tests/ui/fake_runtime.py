@@ -34,6 +34,7 @@ from crewtui.model import (
     SessionState,
     SpawnRequest,
     SweepItem,
+    TerminalScreen,
     TimelineItem,
     TokenCounts,
     Turn,
@@ -42,6 +43,7 @@ from crewtui.model import (
 )
 from crewtui.spend import GatewayInfo, UsageBy, UsageRow
 from tests.ui.fake_gateway import gateway_info, make_holds, usage_rows
+from tests.ui.fake_terminals import make_terminals, screen_of
 from tests.ui.fake_workspaces import WORKSPACE_AGENTS, WORKSPACE_REPO, diff_of, make_best_of, make_workspaces
 
 T0 = 1_775_116_800.0 + 9 * 3600  # 2026-04-02 17:00:00 UTC: "now" in every snapshot
@@ -371,6 +373,7 @@ class FakeRuntime(RuntimeAPI):
         holds: bool = False,
         workspaces: bool = False,
         best_of: bool = False,
+        terminals: bool = False,
     ) -> None:
         self.clock = clock or FakeClock(T0)
         # Ended sessions of long ago: listed and counted like a runtime's store, never loaded by the dashboard
@@ -384,6 +387,9 @@ class FakeRuntime(RuntimeAPI):
             make_holds(self.sessions)  # sessions whose model requests wait in the gateway
         if best_of:
             self.sessions.update((s.key, s) for s in make_best_of(now))  # three tries of one task
+        if terminals:
+            self.sessions.update((s.key, s) for s in make_terminals(now))  # on a pseudo-terminal: peek, attach
+        self.peek_error: str | None = None  # a test makes `peek` fail with this
         self.workspaces = workspaces or best_of
         if self.workspaces:
             make_workspaces(self.sessions)  # sessions in git worktrees of their own (tests/ui/fake_workspaces.py)
@@ -560,6 +566,16 @@ class FakeRuntime(RuntimeAPI):
 
     async def registry(self) -> dict[str, Any]:
         return {}
+
+    async def peek(self, ref: str) -> TerminalScreen:
+        """As the runtime's: a terminal session's screen now (tests/ui/fake_terminals.py)."""
+        self.calls.append(("peek", ref))
+        s = self._resolve(ref)
+        if not s.tty:
+            raise BadInput(f"{s.label} is not a terminal session (spawn it with --tty, or an agent with tty = true)")
+        if self.peek_error is not None:
+            raise Conflict(self.peek_error)
+        return screen_of(s)
 
     # ------------------------------------------------------------------ the model gateway
 

@@ -33,6 +33,7 @@ from crewtui.runtime.drivers.procs import pid_alive_with_start, proc_start_time,
 if TYPE_CHECKING:
     from crewtui.config import BackendConfig
     from crewtui.runtime.drivers.ray import RayDriver
+    from crewtui.runtime.drivers.ray_hosts import RayHostsDriver
 
 
 class Drivers:
@@ -41,7 +42,7 @@ class Drivers:
     def __init__(self, process: ProcessDriver, callable_: CallableDriver) -> None:
         self.process = process
         self.callable = callable_
-        self.ray: RayDriver | None = None
+        self.ray: RayDriver | RayHostsDriver | None = None
         self._by_kind: dict[DriverKind, Driver] = {"process": process, "callable": callable_}
 
     def get(self, kind: DriverKind) -> Driver | None:
@@ -58,9 +59,12 @@ class Drivers:
         return list(self._by_kind.values())
 
     async def connect_ray(self, backend: BackendConfig, data_dir: DataDir) -> None:
+        """Join the Ray cluster: a host per node runs the sessions (mode "host"), or an actor each ("actor")."""
         from crewtui.runtime.drivers.ray import RayDriver
+        from crewtui.runtime.drivers.ray_hosts import RayHostsDriver
 
-        ray = RayDriver(
+        kind = RayHostsDriver if backend.mode == "host" else RayDriver
+        ray = kind(
             backend.address,
             backend.namespace,
             owner=f"{socket.gethostname()}:{data_dir.root}",

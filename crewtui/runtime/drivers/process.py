@@ -18,7 +18,7 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -317,9 +317,13 @@ class ProcessDriver:
     kind: DriverKind = "process"
     survives_restart = True
 
-    def __init__(self, shim: Path | None = None, data_dir: DataDir | None = None) -> None:
+    def __init__(
+        self, shim: Path | None = None, data_dir: DataDir | None = None, base_env: Mapping[str, str] | None = None
+    ) -> None:
         self.shim = (shim or shim_path()).absolute()
         self.data_dir = data_dir  # where orphans are looked for (see end_orphans)
+        # The environment sessions start from (None: this process's); a Ray host leaves out Ray's own variables.
+        self.base_env = base_env
         self._containment: Containment | None = None
         raise_fd_limit()
 
@@ -333,7 +337,8 @@ class ProcessDriver:
     async def start(self, spec: LaunchSpec) -> ProcessHandle:
         """Start the spec's argv as its session, writing to its session dir; return once pid.json exists."""
         # The shim keeps its own files owner-only and gives the agent the user's umask back.
-        full_env = {**os.environ, **spec.env, "CREWTUI_AGENT_UMASK": f"{user_umask():04o}"}
+        base = os.environ if self.base_env is None else self.base_env
+        full_env = {**base, **spec.env, "CREWTUI_AGENT_UMASK": f"{user_umask():04o}"}
         if self.containment is not None:
             full_env.update(self.containment.prepare(spec.key))
         sd = SessionDir(spec.dir.path.absolute())

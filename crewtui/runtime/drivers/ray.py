@@ -64,7 +64,7 @@ def import_ray() -> Any:
     return ray
 
 
-def _actor_died(ray: Any, exc: BaseException) -> bool:
+def actor_died(ray: Any, exc: BaseException) -> bool:
     """True if `exc` says the actor is gone for good (as opposed to briefly unreachable)."""
     errors = ray.exceptions
     unavailable = getattr(errors, "ActorUnavailableError", None)
@@ -109,7 +109,7 @@ class RayHandle(SessionHandle):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if _actor_died(self._ray, exc):
+                    if actor_died(self._ray, exc):
                         log.warning("session %s: its Ray actor died: %s", self.key, str(exc).splitlines()[0][:300])
                         self.lost_reason = (
                             f"its Ray actor on node {self.node} died (the node went down, or the actor was killed)"
@@ -201,6 +201,7 @@ class RayDriver:
         self.namespace = namespace
         self.owner = owner or socket.gethostname()
         self.start_timeout = start_timeout
+        self.runtime_env: dict[str, Any] | None = None  # the job's (host mode ships crewtui's code with it)
         self._actor_cls: Any = None
         # Output copied back from all actors: batches (remote calls that carried output) and lines.
         self.batches = 0
@@ -222,6 +223,7 @@ class RayDriver:
                     ray.init,
                     address=self.address,
                     namespace=self.namespace,
+                    runtime_env=self.runtime_env,
                     log_to_driver=False,
                     logging_level=logging.WARNING,
                     configure_logging=False,
@@ -335,7 +337,7 @@ class RayDriver:
                 # Placed on a node that died before Ray noticed (that takes its heartbeats, ~15 s): place it
                 # again while the start timeout allows. An agent that had started there died with its actor
                 # (PR_SET_PDEATHSIG) before the session was running, so two copies never run side by side.
-                if _actor_died(self.ray, exc) and loop.time() + _REPLACE_DELAY < deadline:
+                if actor_died(self.ray, exc) and loop.time() + _REPLACE_DELAY < deadline:
                     log.warning(
                         "session %s: its actor died before starting (placement %d): %s; placing it again",
                         key,
@@ -368,7 +370,7 @@ class RayDriver:
         key, attempt = spec.key, spec.attempt
         sd = SessionDir(spec.dir.path.absolute())
         ended = read_exit(sd)
-        actor = self._lookup(key)
+        actor = self.lookup(key)
         if ended is not None:
             if actor is not None:
                 await self.dispose(actor)  # its end was recorded just before the last runtime died
@@ -396,9 +398,9 @@ class RayDriver:
         return handle
 
     async def started(self, spec: AdoptSpec) -> bool:
-        return self._lookup(spec.key) is not None
+        return self.lookup(spec.key) is not None
 
-    def _lookup(self, key: str) -> Any | None:
+    def lookup(self, key: str) -> Any | None:
         try:
             return self.ray.get_actor(key, namespace=self.namespace)
         except ValueError:
@@ -416,7 +418,7 @@ class RayDriver:
         for name in names:
             if name in wanted:
                 continue
-            actor = self._lookup(name)
+            actor = self.lookup(name)
             if actor is None:
                 continue
             try:

@@ -44,7 +44,7 @@ def keys_table() -> Table:
             grouped.add(spec.group.description)
             members = [a for a in ACTIONS if a.group == spec.group]
             keys = key_span([key_label(a) for a in members])
-            body = Text("State filter: ")
+            body = Text("State filter (its key again: all): ")
             body.append(" · ".join(f"{key_label(a)} {a.description}" for a in members), style=DIM)
             table.add_row(Text(keys, style=KEY_STYLE), body)
             continue

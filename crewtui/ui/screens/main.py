@@ -1,4 +1,5 @@
-"""The main screen: `MainView` (main_view.py: panes, layout, live events, selection) and the actions on sessions.
+"""The main screen: `MainView` (main_view.py: panes, layout, live events, selection), `TerminalView` (peek, attach,
+the next waiting session: terminal_view.py) and the actions on sessions.
 
 Spawn, steer, approve and deny (what waiting sessions ask), kill, sweep, retry, trigger, resume (a session paused
 in the model gateway), a workspace's Changes, merge and discard (what a session's branch becomes), the tries of a
@@ -28,15 +29,16 @@ from crewtui.ui.label_filter import FilterError
 from crewtui.ui.screens.answer import AnswerScreen, asks_list
 from crewtui.ui.screens.compare import CompareScreen, pick_group
 from crewtui.ui.screens.confirm import ConfirmScreen
-from crewtui.ui.screens.main_view import PANES, MainView
+from crewtui.ui.screens.main_view import PANES
 from crewtui.ui.screens.spawn import SpawnScreen
 from crewtui.ui.screens.steer import SteerScreen
 from crewtui.ui.screens.sweep import SweepScreen, sweep_counts
+from crewtui.ui.screens.terminal_view import TerminalView
 
 log = logging.getLogger("crewtui.ui")
 
 
-class MainScreen(MainView):
+class MainScreen(TerminalView):
     # ------------------------------------------------------------------------------------ spawn, steer
 
     def action_spawn(self) -> None:
@@ -521,7 +523,8 @@ class MainScreen(MainView):
             self._select(None)
 
     def action_state_filter(self, state: str) -> None:
-        self.book.state_filter = None if state == "all" else SessionState(state)
+        chosen = None if state == "all" else SessionState(state)
+        self.book.state_filter = None if chosen == self.book.state_filter else chosen  # again: every state
         self._regroup()
 
     def action_clear(self) -> None:
@@ -554,6 +557,8 @@ class MainScreen(MainView):
             return
         if ref.kind == "older":
             self.load_older(ref.id)  # the group's next page of older sessions
+            return
+        if self.attach_if_terminal(ref.id):  # a terminal session: enter hands the terminal to it
             return
         if self.layout_mode == "narrow":
             self._show_pane("detail")

@@ -40,6 +40,7 @@ from crewtui.ui.widgets.detail import SessionDetail, Transcript
 from crewtui.ui.widgets.footer import CrewFooter
 from crewtui.ui.widgets.header import StatusHeader
 from crewtui.ui.widgets.meters import CronMeters
+from crewtui.ui.widgets.peek import TerminalPeek
 from crewtui.ui.widgets.session_tree import RowRef, SessionTree
 from crewtui.ui.widgets.timeline import Timeline
 
@@ -113,6 +114,7 @@ class MainView(ScheduleView):
             with Vertical(id="right", classes="pane"):
                 yield SessionDetail(id="detail")
                 yield Transcript(id="transcript")
+                yield TerminalPeek(self.dashboard.runtime, id="peek")  # a terminal session's screen, not its transcript
                 yield ChangesPane(self.dashboard.runtime, id="changes")
         with Horizontal(id="bottom"):
             with Vertical(id="timeline-pane", classes="pane"):

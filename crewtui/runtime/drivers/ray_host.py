@@ -1,0 +1,399 @@
+"""`SessionHost`: the crewtui host, one detached Ray actor per node, running that node's sessions (host mode).
+
+A session on a Ray node is as light as a local one: the host starts it with the same shim as `ProcessDriver`
+(it *is* a `ProcessDriver`, with a node-local data dir `<tmp>/crewtui-<namespace>/<node>/`), so it outlives the
+host, writes its output to files on the node and its end to `exit.json` there. The runtime talks to a host,
+never to a session:
+
+- `start`, `send`, `close_input`, `terminate`: one call each, acting through the session's `ProcessHandle`
+  (a steer line into its stdin fifo, a kill of its whole process tree on the node);
+- `poll`: one long poll per host and runtime returns every session's output past the offsets the runtime
+  gives (its local copies' sizes, so nothing is lost or doubled across a runtime restart) and the ends, once
+  their output is all shipped; a thousand sessions are a handful of calls, not a thousand;
+- `census`: what the host runs for a runtime (a restarted runtime re-adopts from it).
+
+A host that dies on a live node (killed, crashed) is started again, by Ray or by the runtime, under the same
+name; it re-adopts the shims still running in its data dir (`ProcessDriver.adopt`), and a session whose shim
+died meanwhile is reported lost. Sessions of several runtimes (owners) may share a host: each has a
+directory of its own under the host's, and every call names its owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crewtui.errors import CrewError
+from crewtui.locations import DataDir, SessionDir
+from crewtui.runtime.drivers.base import AdoptSpec, ExitInfo, LaunchSpec, exit_record, read_json
+from crewtui.runtime.drivers.process import ProcessDriver, ProcessHandle
+from crewtui.runtime.watcher import OutputWatcher
+
+log = logging.getLogger("crewtui.ray.host")
+
+# A runtime and a host that disagree on this cannot work together (see `RayHostsDriver`).
+HOST_PROTOCOL = 1
+# How often a waiting poll looks for news (inotify marks the sessions that wrote; an end sets a flag).
+_TICK = 0.05
+# What one session's record says about it, beside the shim's files.
+_META = "host.json"
+# Over crewtui's own limit (MAX_RESULT_BYTES): such a result is cut one byte past it, so the runtime says so.
+_RESULT_READ = (16 << 20) + 1
+
+
+def host_name(node_id: str) -> str:
+    """The Ray actor name of a node's host, in the crew's namespace."""
+    return f"crewtui-host-{node_id[:16]}"
+
+
+def owner_tag(owner: str) -> str:
+    """A short, path-safe name for a runtime (its host name and data dir)."""
+    return hashlib.sha1(owner.encode()).hexdigest()[:12]
+
+
+def _clean_env() -> dict[str, str]:
+    """The host's environment minus what Ray set up for this worker (not the agent's business)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    if env.get("CUDA_VISIBLE_DEVICES") == "":  # Ray's "no GPU for this worker": the host's, not the session's
+        del env["CUDA_VISIBLE_DEVICES"]
+    return env
+
+
+@dataclass
+class _Hosted:
+    """One session attempt on this node."""
+
+    owner: str
+    key: str
+    attempt: int
+    dir: SessionDir
+    handle: ProcessHandle | None = None
+    ended: bool = False
+    exit: ExitInfo | None = None
+    lost: str | None = None
+
+    @property
+    def ident(self) -> str:
+        return f"{owner_tag(self.owner)}/{self.key}"
+
+
+class SessionHost:
+    """A node's sessions. Wrapped with `ray.remote` by the driver; every method is async (one event loop)."""
+
+    def __init__(self, namespace: str, node_id: str) -> None:
+        self.namespace = namespace
+        self.node_id = node_id
+        self.root = Path(tempfile.gettempdir()) / f"crewtui-{namespace}" / node_id[:16]
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir = DataDir(self.root)
+        self.driver = ProcessDriver(data_dir=self.data_dir, base_env=_clean_env())
+        self.sessions: dict[str, _Hosted] = {}  # by ident (owner tag / key)
+        self.started_at = time.time()
+        self.readopted = 0
+        self._watcher: OutputWatcher | None = None
+        self._sizes: dict[str, tuple[int, int]] = {}  # by ident: the sizes of stdout.log and stderr.log last seen
+        self._unwatched: set[str] = set()  # sessions inotify cannot watch: looked at on every tick
+        self._versions: dict[str, int] = {}  # by owner: bumped when a session starts, so a waiting poll returns
+        self._loading: asyncio.Task[None] | None = None
+        self._waiters: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------------------------- loading
+
+    async def _ready(self) -> None:
+        """Once per host life: watch for output, re-adopt what an earlier host of this node left running."""
+        if self._loading is None:
+            self._loading = asyncio.create_task(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
+        self._watcher = OutputWatcher()
+        self._watcher.start()
+        found = await asyncio.to_thread(self._scan)
+        await asyncio.gather(*(self._readopt(rec) for rec in found))
+
+    def _scan(self) -> list[_Hosted]:
+        found = []
+        for tagdir in self.root.iterdir() if self.root.is_dir() else []:
+            if not tagdir.is_dir() or tagdir.name == self.data_dir.sessions_root.name:
+                continue
+            for d in tagdir.iterdir():
+                meta = read_json(d / _META)
+                if not isinstance(meta, dict) or not isinstance(meta.get("attempt"), int):
+                    continue
+                found.append(_Hosted(str(meta.get("owner")), d.name, meta["attempt"], SessionDir(d)))
+        return found
+
+    async def _readopt(self, rec: _Hosted) -> None:
+        found = await self.driver.adopt(AdoptSpec(key=rec.key, attempt=rec.attempt, dir=rec.dir))
+        self.sessions[rec.ident] = rec
+        if isinstance(found, ProcessHandle):
+            self.readopted += 1
+            self._follow(rec, found)
+        else:
+            rec.ended = True
+            rec.exit = found if isinstance(found, ExitInfo) else None
+            if rec.exit is None:
+                why = getattr(found, "reason", None) or "its shim died"
+                rec.lost = f"{why} while the host on its node was down"
+
+    def _follow(self, rec: _Hosted, handle: ProcessHandle) -> None:
+        rec.handle = handle
+        assert self._watcher is not None
+        if not self._watcher.watch(rec.ident, rec.dir.path):
+            self._unwatched.add(rec.ident)
+        task = asyncio.create_task(self._wait(rec, handle), name=f"host-wait-{rec.key}")
+        self._waiters.add(task)
+        task.add_done_callback(self._waiters.discard)
+
+    async def _wait(self, rec: _Hosted, handle: ProcessHandle) -> None:
+        try:
+            rec.exit = await handle.wait()
+        except Exception as exc:  # the end must be reported whatever happened
+            log.exception("waiting on %s failed", rec.key)
+            rec.exit, handle.lost_reason = None, f"its host lost track of it: {exc}"
+        if rec.exit is None:
+            rec.lost = handle.lost_reason or "its shim died without an exit record"
+        rec.ended = True
+
+    def _get(self, owner: str, key: str, attempt: int) -> _Hosted | None:
+        rec = self.sessions.get(f"{owner_tag(owner)}/{key}")
+        return rec if rec is not None and rec.attempt == attempt else None
+
+    # ---------------------------------------------------------------------------------- remote methods
+
+    async def info(self) -> dict[str, Any]:
+        try:
+            import ray
+
+            ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        except Exception:
+            ip = None
+        live = sum(1 for rec in self.sessions.values() if not rec.ended)
+        return {
+            "protocol": HOST_PROTOCOL,
+            "node_id": self.node_id,
+            "ip": ip,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "root": str(self.root),
+            "live": live,
+            "started_at": self.started_at,
+        }
+
+    async def start(
+        self, owner: str, key: str, attempt: int, argv: list[str], env: dict[str, str], cwd: str | None
+    ) -> dict[str, Any]:
+        """Start one attempt through the shim; its launch info, or {"error": why} if it did not start."""
+        await self._ready()
+        ident = f"{owner_tag(owner)}/{key}"
+        old = self.sessions.get(ident)
+        if old is not None and old.attempt == attempt and not old.ended and old.handle is not None:
+            return {"agent_pid": old.handle.info.agent_pid if old.handle.info else None}  # a call made twice
+        if old is not None and old.handle is not None and not old.ended:
+            await old.handle.terminate(2.0)  # an earlier attempt must not run beside this one
+        self._forget(ident)
+        sd = SessionDir(self.root / owner_tag(owner) / key)
+        rec = _Hosted(owner, key, attempt, sd)
+        try:
+            await asyncio.to_thread(self._prepare, rec)
+            workdir = cwd if cwd and os.path.isdir(cwd) else str(sd.path)
+            # The agent's output dir is here on the node; its data dir is the host's (what containment looks for).
+            env = {**env, "CREWTUI_OUTPUT_DIR": str(sd.path), "CREWTUI_DATA_DIR": str(self.data_dir.root)}
+            spec = LaunchSpec(key=key, label=key, attempt=attempt, dir=sd, argv=argv, env=env, cwd=Path(workdir))
+            handle = await self.driver.start(spec)
+        except (CrewError, OSError) as exc:
+            shutil.rmtree(sd.path, ignore_errors=True)
+            return {"error": str(exc)}
+        self.sessions[ident] = rec
+        self._follow(rec, handle)
+        self._versions[owner] = self._versions.get(owner, 0) + 1
+        return {"agent_pid": handle.info.agent_pid if handle.info else None}
+
+    @staticmethod
+    def _prepare(rec: _Hosted) -> None:
+        shutil.rmtree(rec.dir.path, ignore_errors=True)
+        rec.dir.path.mkdir(parents=True, mode=0o700)
+        meta = {"owner": rec.owner, "key": rec.key, "attempt": rec.attempt}
+        (rec.dir.path / _META).write_text(json.dumps(meta) + "\n")
+
+    async def send(self, owner: str, key: str, attempt: int, line: str) -> str | None:
+        """Write one steer line to the session's stdin fifo; None when written, else why not."""
+        rec = self._get(owner, key, attempt)
+        if rec is None or rec.handle is None or rec.ended:
+            return "it has ended"
+        try:
+            await rec.handle.send(line)
+        except CrewError as exc:
+            return str(exc)
+        return None
+
+    async def close_input(self, owner: str, key: str, attempt: int) -> None:
+        rec = self._get(owner, key, attempt)
+        if rec is not None and rec.handle is not None and not rec.ended:
+            await rec.handle.close_input()
+
+    async def terminate(self, owner: str, key: str, attempt: int, grace: float) -> bool:
+        """Stop the session's whole process tree on this node (SIGTERM, SIGKILL after `grace`); False if unknown."""
+        await self._ready()
+        rec = self._get(owner, key, attempt)
+        if rec is None:
+            return False
+        if rec.handle is not None and not rec.ended:
+            await rec.handle.terminate(grace)
+        return True
+
+    async def census(self, owner: str) -> dict[str, dict[str, Any]]:
+        """This owner's sessions here: key -> attempt and whether it has ended."""
+        await self._ready()
+        tag = owner_tag(owner)
+        return {
+            rec.key: {"attempt": rec.attempt, "ended": rec.ended}
+            for ident, rec in self.sessions.items()
+            if ident.startswith(tag + "/")
+        }
+
+    async def discard(self, owner: str, keys: list[str], grace: float) -> list[str]:
+        """Stop and remove sessions the runtime does not account for (a spawn cut short by a crash)."""
+        await self._ready()
+        tag, gone = owner_tag(owner), []
+        for key in keys:
+            rec = self.sessions.get(f"{tag}/{key}")
+            if rec is None:
+                continue
+            if rec.handle is not None and not rec.ended:
+                await rec.handle.terminate(grace)
+                gone.append(key)
+            self._forget(rec.ident)
+        return gone
+
+    async def poll(
+        self,
+        owner: str,
+        wanted: dict[str, list[int]],
+        forget: list[list[Any]],
+        wait: float,
+        linger: float,
+        max_bytes: int,
+    ) -> dict[str, dict[str, Any]]:
+        """Output past the given offsets (key -> [attempt, stdout offset, stderr offset]) of every session that
+        has some, and the end of those whose output is all shipped; returns as soon as there is news (after a
+        short linger that gathers more into the same reply), or after `wait` seconds.
+
+        `forget` lists [key, attempt] whose end the runtime has recorded: their files here go."""
+        await self._ready()
+        tag = owner_tag(owner)
+        for key, attempt in forget:
+            rec = self.sessions.get(f"{tag}/{key}")
+            if rec is not None and rec.attempt == attempt and rec.ended:
+                self._forget(rec.ident)
+        version = self._versions.get(owner, 0)
+        deadline = time.monotonic() + wait
+        news = self._news(tag, wanted)
+        while not news and time.monotonic() < deadline and self._versions.get(owner, 0) == version:
+            await asyncio.sleep(_TICK)
+            news = self._news(tag, wanted)
+        if news and linger > 0 and not all(self._ended(tag, key) for key in news):
+            await asyncio.sleep(linger)
+            news = self._news(tag, wanted)
+        return await asyncio.to_thread(self._replies, tag, {k: wanted[k] for k in news}, max_bytes)
+
+    # ---------------------------------------------------------------------------------- polling
+
+    def _refresh(self) -> None:
+        """Update the sizes of the sessions inotify saw writing (and of those it cannot watch)."""
+        assert self._watcher is not None
+        for ident in self._watcher.take_dirty() | self._unwatched:
+            rec = self.sessions.get(ident)
+            if rec is not None:
+                self._sizes[ident] = (_size(rec.dir.stdout), _size(rec.dir.stderr))
+
+    def _news(self, tag: str, wanted: dict[str, list[int]]) -> list[str]:
+        self._refresh()
+        out = []
+        for key, (attempt, out_off, err_off) in wanted.items():
+            rec = self.sessions.get(f"{tag}/{key}")
+            if rec is None or rec.attempt != attempt or rec.ended:
+                out.append(key)
+                continue
+            out_size, err_size = self._sizes.get(rec.ident, (0, 0))
+            if out_size > out_off or err_size > err_off:
+                out.append(key)
+        return out
+
+    def _ended(self, tag: str, key: str) -> bool:
+        rec = self.sessions.get(f"{tag}/{key}")
+        return rec is None or rec.ended
+
+    def _replies(self, tag: str, wanted: dict[str, list[int]], max_bytes: int) -> dict[str, dict[str, Any]]:
+        replies: dict[str, dict[str, Any]] = {}
+        budget = max_bytes * 4  # the whole reply; each stream of a session carries at most max_bytes
+        for key, (attempt, out_off, err_off) in wanted.items():
+            rec = self.sessions.get(f"{tag}/{key}")
+            if rec is None or rec.attempt != attempt:
+                replies[key] = {"lost": "the crewtui host on its node does not know it (its files are gone)"}
+                continue
+            ended = rec.ended  # read before the files: output written before the end is then all there
+            out, out_size = _slice(rec.dir.stdout, out_off, min(max_bytes, budget))
+            budget -= len(out)
+            err, err_size = _slice(rec.dir.stderr, err_off, max(0, min(max_bytes, budget)))
+            budget -= len(err)
+            reply: dict[str, Any] = {"out": out, "err": err}
+            if ended and out_off + len(out) >= out_size and err_off + len(err) >= err_size:
+                if rec.exit is not None:
+                    reply["exit"] = exit_record(rec.exit)
+                    reply["result"] = _read_head(rec.dir.result, _RESULT_READ)
+                else:
+                    reply["lost"] = rec.lost or "its shim died without an exit record"
+            replies[key] = reply
+            if budget <= 0:
+                break
+        return replies
+
+    def _forget(self, ident: str) -> None:
+        rec = self.sessions.pop(ident, None)
+        self._sizes.pop(ident, None)
+        self._unwatched.discard(ident)
+        if self._watcher is not None:
+            self._watcher.unwatch(ident)
+        if rec is not None:
+            if rec.handle is not None:
+                rec.handle.detach()
+            shutil.rmtree(rec.dir.path, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _slice(path: Path, start: int, most: int) -> tuple[bytes, int]:
+    """Up to `most` bytes of a file from `start`, and the file's size."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if most <= 0 or size <= start:
+                return b"", size
+            fh.seek(start)
+            return fh.read(min(most, size - start)), size
+    except OSError:
+        return b"", 0
+
+
+def _read_head(path: Path, most: int) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(most)
+    except OSError:
+        return None
