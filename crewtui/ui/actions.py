@@ -173,7 +173,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "next_waiting",
         "Next waiting",
         "next-waiting",
-        "Next waiting: the cursor to the next session that waits on you, across groups (0 shows only those)",
+        "Next waiting: the cursor to the next session that waits on you, across groups (0: only those)",
         show=False,  # the header says when some need you
     ),
     ActionSpec(

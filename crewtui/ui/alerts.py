@@ -9,9 +9,10 @@ that know them and are ignored by the others. The window title carries how many 
 ("crewtui · 3 need you"; "crewtui" at 0): Textual never sets it, so OSC 2 does, at most once a second and only
 when the count changed; the title the terminal had is pushed first and popped back at exit (XTWINOPS 22/23).
 
-What goes into a sequence is foreign text (labels, questions, reasons): escape sequences are removed and every
-control character with them (a BEL or ESC inside would end the sequence early and let the rest be read as
-commands), `;` is taken out of OSC 777's title (it separates the fields), and each field is capped.
+What goes into a sequence is foreign text (labels, questions, reasons): escape sequences are removed and no control
+character is left (a BEL or ESC inside would end the sequence early and let the rest be read as commands; a stray
+one is shown as `crewtui.text.clean` shows it, BEL as ␇), `;` is taken out of OSC 777's title (it separates the
+fields), and each field is capped.
 
 Nothing is written while the dashboard is suspended (the terminal is a session's, attached with `enter`), nor in
 a dashboard served in a browser (there is no terminal). `write` is the one way out, so a test can capture it.
@@ -35,7 +36,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u206
 
 def field(text: str, cap: int, *, semicolons: bool = True) -> str:
     """`text` fit for one field of an OSC string: escape sequences removed, lines joined with " · ", no control
-    character left (nor `;` unless `semicolons`), at most `cap` characters."""
+    character left (a stray one is shown as `clean` shows it: BEL as ␇), no `;` unless `semicolons`, at most `cap`
+    characters."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = [line.strip() for line in clean(text, newlines=True).split("\n")]
     out = _CONTROL.sub(" ", " · ".join(line for line in lines if line))
     if not semicolons:

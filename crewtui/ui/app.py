@@ -7,8 +7,10 @@ the runtime, its event stream (one async worker reads `runtime.watch()` into a b
 ten times a second), the dashboard's copy of the sessions (`SessionBook`), the connection and the way out.
 Every runtime call goes through `call_runtime`, which turns a failure into a notification: no traceback
 reaches a user. Notifications are plain text, cleaned of terminal escapes: they name sessions and quote what
-agents and users wrote. A crash (an exception nothing handled) is kept in `crashed` for the CLI to report in one
-line, with the trace in the log (cli/dashboard.py).
+agents and users wrote. The runtime's own notifications (its `terminal` channel) ring this dashboard's terminal:
+the bell and OSC 9/777; the window title carries how many sessions need you (alerts.py). A crash (an exception
+nothing handled) is kept in `crashed` for the CLI to report in one line, with the trace in the log
+(cli/dashboard.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The fake runtime's terminal sessions (`FakeRuntime(terminals=True)`): interactive agents on a pseudo-terminal,
 with the screens `FakeRuntime.peek` answers.
 
-pair-claude-checkout runs Claude Code interactively at the size someone attached with (100x24), its cursor in its
+pair-claude-checkout runs Claude Code interactively at the size someone attached with (80x24), its cursor in its
 prompt box; pair-claude-search runs at the size a terminal session starts with (120x40), so a pane clips it;
 pair-shell-migrate has ended (its last screen). Their keys sort after the fake's other sessions.
 """
@@ -21,13 +21,25 @@ def _box(lines: list[str], width: int) -> list[str]:
 
 
 def _claude(width: int, rows: int, task: str, work: list[str], prompt: str) -> tuple[list[str], tuple[int, int]]:
-    """A Claude Code screen: its banner, the conversation, the prompt box at the bottom with the cursor in it."""
-    top = [*_box(["✻ Welcome to Claude Code!", "", "  /help for help, /status for your current setup", "",
-                  "  cwd: /home/ada/src/shop"], min(width, 58)), "", f"> {task}", ""]  # fmt: skip
-    bottom = [*_box([f"> {prompt}"], width), "  ? for shortcuts" + " " * (width - 42) + "◯ IDE disconnected"]
-    middle = [*work, *[""] * max(0, rows - len(top) - len(work) - len(bottom))]
-    lines = (top + middle)[: rows - len(bottom)] + bottom
-    cursor = (rows - len(bottom) + 1, 4 + len(prompt))
+    """A Claude Code screen: its banner, the conversation, its prompt box under it with the cursor in it."""
+    top = [
+        *_box(
+            [
+                "✻ Welcome to Claude Code!",
+                "",
+                "  /help for help, /status for your current setup",
+                "",
+                "  cwd: /home/ada/src/shop",
+            ],
+            min(width, 58),
+        ),
+        "",
+        f"> {task}",
+        "",
+    ]
+    bottom = [*_box([f"> {prompt}"], width), "  ? for shortcuts"]
+    lines = (top + work + [""] + bottom)[-rows:]  # a full screen scrolled: its top lines went up
+    cursor = (len(lines) - 3, 4 + len(prompt))  # in the box, after what is typed
     return lines, cursor
 
 
@@ -35,22 +47,22 @@ CHECKOUT_WORK = [
     "● I'll look at how the checkout computes the total first.",
     "",
     "● Read(src/shop/checkout.py)",
-    "  ⎿  Read 214 lines (ctrl+r to expand)",
+    "  └  Read 214 lines (ctrl+r to expand)",
     "",
-    "● Search(pattern: \"round\\(\", path: \"src/shop\")",
-    "  ⎿  Found 3 files (ctrl+r to expand)",
+    '● Search(pattern: "round\\(", path: "src/shop")',
+    "  └  Found 3 files (ctrl+r to expand)",
     "",
-    "● The total is rounded per line, then summed: a cart of three 0.335 items comes",
-    "  to 1.02 instead of 1.01. Rounding once, at the end, fixes it. Shall I change",
+    "● The total is rounded per line, then summed: three items at 0.335 come to",
+    "  1.02 instead of 1.01. Rounding once, at the end, fixes it. Shall I change",
     "  checkout.py and add a test for the three-item cart?",
 ]
 
 SEARCH_WORK = [
-    "● Search(pattern: \"def search\", path: \"src\")",
-    "  ⎿  Found 2 files (ctrl+r to expand)",
+    '● Search(pattern: "def search", path: "src")',
+    "  └  Found 2 files (ctrl+r to expand)",
     "",
     "● Update(src/shop/search.py)",
-    "  ⎿  Updated src/shop/search.py with 4 additions and 1 removal",
+    "  └  Updated src/shop/search.py with 4 additions and 1 removal",
     "",
     "✶ Running the search tests… (esc to interrupt · 41s · ↓ 1.2k tokens)",
 ]
@@ -104,7 +116,7 @@ def make_terminals(now: float) -> list[Session]:
 def screen_of(s: Session) -> TerminalScreen:
     """What the session's screen shows now."""
     if s.label == CHECKOUT:
-        rows, cols = 24, 100
+        rows, cols = 24, 80
         lines, cursor = _claude(cols, rows, "the checkout total is off by a cent", CHECKOUT_WORK, "yes, and run it")
     elif s.label == SEARCH:
         rows, cols = 40, 120
@@ -112,6 +124,4 @@ def screen_of(s: Session) -> TerminalScreen:
     else:
         rows, cols = 40, 120
         lines, cursor = MIGRATE_LINES, (len(MIGRATE_LINES), 0)
-    return TerminalScreen(
-        key=s.key, label=s.label, rows=rows, cols=cols, lines=lines, cursor=cursor, live=s.state.live
-    )
+    return TerminalScreen(key=s.key, label=s.label, rows=rows, cols=cols, lines=lines, cursor=cursor, live=s.state.live)

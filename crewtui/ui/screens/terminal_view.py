@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from textual import work
 from textual.app import SuspendNotSupported
+from textual.widget import Widget
 from textual.widgets.tree import TreeNode
 
 from crewtui import attaching
@@ -56,6 +57,12 @@ class TerminalView(MainView):
         super()._show_detail(ref)
         self._peek_at(ref)
 
+    def _pane_widget(self, pane: str) -> Widget:
+        # A terminal session's screen is where its transcript was: `]` and the narrow tabs focus it (to scroll it).
+        if pane == "detail" and self.has_class("-peek") and not self.changes_shown:
+            return self.query_one("#peek-box")
+        return super()._pane_widget(pane)
+
     def _peek_at(self, ref: RowRef | None) -> None:
         s = self.book.sessions.get(ref.id) if ref is not None and ref.kind == "session" else None
         tty = s is not None and s.tty
@@ -69,14 +76,14 @@ class TerminalView(MainView):
         s = self.book.sessions.get(key)
         if s is None or not s.tty:
             return False
-        self._attach(key, s.label)
+        self._attach_session(key, s.label)
         return True
 
     def _from_a_shell(self, label: str) -> None:
         self.notify(f"attach from a terminal: crewtui attach {label}", severity="warning")
 
     @work(exclusive=True, group="attach", exit_on_error=False)
-    async def _attach(self, key: str, label: str) -> None:
+    async def _attach_session(self, key: str, label: str) -> None:
         if self.app.is_web:  # a browser page has no terminal to lend
             self._from_a_shell(label)
             return

@@ -86,6 +86,7 @@ class TerminalPeek(Vertical):
         self._reading = 0  # the read under way (its number), 0: none
         self._count = 0
         self._cursor: tuple[int, int] | None = None
+        self._box_size: tuple[int, int] | None = None  # the box's, in cells: (columns, rows) of the screen
 
     def compose(self) -> ComposeResult:
         yield Static("", id="peek-note")
@@ -166,7 +167,8 @@ class TerminalPeek(Vertical):
         first = self.shown is None
         self.shown = screen
         view = self.query_one("#peek-screen", Static)
-        if (view.styles.width, view.styles.height) != (screen.cols + 2, screen.rows + 2):
+        if (screen.cols, screen.rows) != self._box_size:
+            self._box_size = (screen.cols, screen.rows)
             view.styles.width = screen.cols + 2  # the border's cells either side
             view.styles.height = screen.rows + 2
         view.update(screen_text(screen))
