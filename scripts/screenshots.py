@@ -4,7 +4,7 @@ Run from the repository root: `python scripts/screenshots.py [OUT_DIR]` (default
 main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg, ray-nodes.svg, and agents-waiting.svg,
 agents-approve-marked.svg and agents-deny.svg (a crew of preset agents, some waiting on a person), gateway.svg and
 gateway-paused.svg (the model gateway's pools; a session paused over its budget), changes.svg and changes-narrow.svg
-(the Changes view of a session's branch, a diff of several files), peek.svg (a terminal session's screen, peeked).
+(the Changes view of a session's branch, a diff of several files), peek.svg (a terminal session's screen, peeked), best-of.svg (three tries of one task compared).
 The same fake runtime and key presses as the snapshot tests, so the pictures show what the tests check.
 """
 
@@ -31,6 +31,7 @@ from tests.ui.fake_gateway import PAUSED_LABEL  # noqa: E402
 from tests.ui.fake_terminals import CHECKOUT  # noqa: E402
 from tests.ui.test_gateway import gateway_view, select  # noqa: E402
 from tests.ui.test_snapshots import WAITING, steps  # noqa: E402
+from tests.ui.test_best_of import TRIES, compare_steps  # noqa: E402
 from tests.ui.test_terminal_peek import peek_at  # noqa: E402
 from tests.ui.test_workspaces import changes_view, changes_view_narrow  # noqa: E402
 
@@ -118,6 +119,8 @@ SHOTS: list[tuple[str, tuple[int, int], Steps, dict[str, object]]] = [
     ("changes-narrow.svg", (80, 24), changes_view_narrow, {"workspaces": True}),
     # As tests/ui/test_terminal_peek.py's test_snapshot_peek_of_a_live_terminal_session, on a taller terminal.
     ("peek.svg", (160, 48), peek_at(CHECKOUT), {"terminals": True}),
+    # As tests/ui/test_best_of.py's test_compare_view: three tries of one task side by side.
+    ("best-of.svg", (140, 42), compare_steps(TRIES[1]), {"best_of": True}),
 ]
 
 

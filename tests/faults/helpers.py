@@ -20,6 +20,7 @@ from typing import Any
 from crewtui.control.client import RemoteRuntime
 from crewtui.locations import DataDir, socket_connect_path
 from crewtui.model import SessionState
+from crewtui.runtime.drivers.terminal import signal_agent
 
 PY = sys.executable
 # A runtime under test must not inherit the socket or data dir of whatever runs the tests.
@@ -353,7 +354,11 @@ def kill_leftover_sessions(data_dir: Path) -> None:
     sessions = Path(data_dir) / "sessions"
     for sd in sessions.iterdir() if sessions.exists() else []:
         try:
-            kill_group(json.loads((sd / "pid.json").read_text())["shim_pid"])
+            pids = json.loads((sd / "pid.json").read_text())
+            if pids.get("tty"):  # a terminal session: its agent runs in sessions of its own under dtach
+                signal_agent(pids["agent_pid"], pids["agent_start"], signal.SIGKILL)
+                kill_group(pids["agent_pid"])
+            kill_group(pids["shim_pid"])
         except (OSError, ValueError, KeyError):
             pass
 
