@@ -53,7 +53,8 @@ from tests.faults.helpers import (
     wait_until,
 )
 from tests.test_ctl import Runtime
-from tests.ui.test_keys import SIZE, ready, recording, select
+from tests.ui.conftest import recording
+from tests.ui.test_keys import SIZE, ready, select
 from tests.ui.test_serve_browser import descendants, start_serve
 
 # An agent that reports exactly the argv it received, and nothing else.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 os.environ["TZ"] = "UTC"  # clock times in the panes are local time: fix it so snapshots match anywhere
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
@@ -48,3 +49,20 @@ async def opened(pilot: Pilot[None], prefix: str) -> None:
         await pilot.pause(0.01)
     await pilot.pause()
     await pilot.pause()
+
+
+def recording(app: CrewApp) -> list[str]:
+    """Notifications the app shows, as text (the test harness does not draw toasts)."""
+    notes: list[str] = []
+    real = app.notify
+
+    def notify(message: str, **kw: Any) -> None:
+        notes.append(message)
+        real(message, **kw)
+
+    app.notify = notify  # type: ignore[method-assign]
+    return notes
+
+
+def key_of(app: CrewApp, label: str) -> str:
+    return next(k for k, s in app.book.sessions.items() if s.label == label)

@@ -23,27 +23,11 @@ from crewtui.ui.screens.help import key_span, keys_table
 from crewtui.ui.screens.steer import SteerScreen, how_steered
 from crewtui.ui.widgets.header import StatusHeader
 from tests.conftest import PY, crew_from, wait_for
-from tests.ui.conftest import fake_app, settle
+from tests.ui.conftest import fake_app, key_of, recording, settle
 from tests.ui.fake_runtime import FakeRuntime
 
 S = SessionState
 SIZE = (140, 42)
-
-
-def recording(app: CrewApp) -> list[str]:
-    notes: list[str] = []
-    real = app.notify
-
-    def notify(message: str, **kw: Any) -> None:
-        notes.append(message)
-        real(message, **kw)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return notes
-
-
-def key_of(app: CrewApp, label: str) -> str:
-    return next(k for k, s in app.book.sessions.items() if s.label == label)
 
 
 async def select(app: CrewApp, pilot: Any, label: str) -> str:

@@ -28,9 +28,9 @@ from crewtui.ui.screens.spawn import SpawnScreen
 from crewtui.ui.widgets.tries import TryColumn, fit_path, run_time
 from crewtui.workspaces.git import git
 from tests.conftest import crew_from
-from tests.ui.conftest import fake_app, settle
+from tests.ui.conftest import fake_app, key_of, recording, settle
 from tests.ui.fake_workspaces import BEST_OF, BEST_OF_TASK, DIFF_SMALL, TRIES, count
-from tests.ui.test_gateway import calls, fake, recording, select
+from tests.ui.test_gateway import calls, fake, select
 from tests.ui.test_workspaces import changes_read, shown
 from tests.workspaces.test_git_workspaces import make_repo
 
@@ -44,10 +44,6 @@ Snap = Callable[..., bool]
 def best_of_app() -> CrewApp:
     """The fake with workspaces and the group of three tries (the other tests' fake apps stay as they were)."""
     return fake_app(best_of=True)
-
-
-def key_of(app: CrewApp, label: str) -> str:
-    return next(k for k, s in app.book.sessions.items() if s.label == label)
 
 
 async def compare_of(pilot: Pilot[None], label: str) -> CompareScreen:

@@ -23,7 +23,7 @@ from crewtui.ui.screens.gateway import NO_GATEWAY, GatewayScreen
 from crewtui.ui.widgets.detail import SessionDetail, spend_rows
 from crewtui.ui.widgets.gateway_pool import PoolBlock
 from tests.conftest import crew_from
-from tests.ui.conftest import fake_app, settle
+from tests.ui.conftest import fake_app, recording, settle
 from tests.ui.fake_gateway import PAUSED_LABEL, QUEUED
 from tests.ui.fake_runtime import FakeRuntime
 
@@ -32,18 +32,6 @@ NARROW = (80, 24)
 QUEUED_LABEL = "code-review-pr-108"
 
 Snap = Callable[..., bool]
-
-
-def recording(app: CrewApp) -> list[str]:
-    notes: list[str] = []
-    real = app.notify
-
-    def notify(message: str, **kw: Any) -> None:
-        notes.append(message)
-        real(message, **kw)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return notes
 
 
 def fake(app: CrewApp) -> FakeRuntime:

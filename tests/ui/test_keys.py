@@ -25,6 +25,7 @@ from crewtui.ui.screens.spawn import SpawnScreen
 from crewtui.ui.screens.steer import SteerScreen
 from crewtui.ui.screens.sweep import SweepScreen
 from tests.conftest import ECHO_AGENT, PY, SLEEPER, crew_from, pid_alive, py, wait_for
+from tests.ui.conftest import recording
 
 S = SessionState
 SIZE = (140, 42)
@@ -50,19 +51,6 @@ def store_state(dd: DataDir, key: str) -> str:
         return con.execute("select state from sessions where key = ?", (key,)).fetchone()[0]
     finally:
         con.close()
-
-
-def recording(app: CrewApp) -> list[str]:
-    """Notifications the app shows, as text (the test harness does not draw toasts)."""
-    notes: list[str] = []
-    real = app.notify
-
-    def notify(message: str, **kw: Any) -> None:
-        notes.append(message)
-        real(message, **kw)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return notes
 
 
 async def ready(app: CrewApp, pilot: Any) -> None:

@@ -20,25 +20,13 @@ from crewtui.model import SessionState, SpawnRequest
 from crewtui.ui.alerts import BEL, POP_TITLE, PUSH_TITLE, TerminalAlerts, field, osc_2, osc_9, osc_777, window_title
 from crewtui.ui.app import CrewApp, make_app
 from tests.conftest import PY, crew_from, wait_for
-from tests.ui.conftest import fake_app, settle
+from tests.ui.conftest import fake_app, recording, settle
 from tests.ui.fake_runtime import FakeRuntime
 from tests.ui.test_answer import WAITING_AGENT
 
 SIZE = (140, 42)
 OSC = re.compile(r"\x1b\](\d+);(.*?)\x07", re.S)
 WAITING = ["code-review-pr-104", "triage-email-2", "ops-deploy-api"]  # the fake's waiting sessions (agents=True)
-
-
-def recording(app: CrewApp) -> list[str]:
-    notes: list[str] = []
-    real = app.notify
-
-    def notify(message: str, **kw: Any) -> None:
-        notes.append(message)
-        real(message, **kw)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return notes
 
 
 def capture(app: CrewApp) -> list[str]:

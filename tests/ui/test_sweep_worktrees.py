@@ -9,8 +9,8 @@ from textual.widgets import Button
 
 from crewtui.model import SweepItem
 from crewtui.ui.screens.sweep import SweepScreen, sweep_counts, sweep_title
-from tests.ui.conftest import fake_app, settle
-from tests.ui.test_gateway import calls, recording, text_of
+from tests.ui.conftest import fake_app, recording, settle
+from tests.ui.test_gateway import calls, text_of
 from tests.ui.test_workspaces import NARROW, WIDE, workspace_app
 
 Snap = Callable[..., bool]

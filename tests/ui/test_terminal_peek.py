@@ -25,29 +25,13 @@ from crewtui.model import Session, SessionState, SpawnRequest, TerminalScreen
 from crewtui.ui.app import CrewApp, make_app
 from crewtui.ui.widgets.peek import CURSOR_STYLE, TerminalPeek, screen_text, shown_span
 from tests.conftest import PY, wait_for
-from tests.ui.conftest import fake_app, settle
+from tests.ui.conftest import fake_app, key_of, recording, settle
 from tests.ui.fake_runtime import FakeRuntime
 from tests.ui.fake_terminals import CHECKOUT, ENDED_SHELL, SEARCH
 
 WIDE = (140, 42)
 NARROW = (80, 24)
 Snap = Callable[..., bool]
-
-
-def recording(app: CrewApp) -> list[str]:
-    notes: list[str] = []
-    real = app.notify
-
-    def notify(message: str, **kw: Any) -> None:
-        notes.append(message)
-        real(message, **kw)
-
-    app.notify = notify  # type: ignore[method-assign]
-    return notes
-
-
-def key_of(app: CrewApp, label: str) -> str:
-    return next(k for k, s in app.book.sessions.items() if s.label == label)
 
 
 async def select(app: CrewApp, pilot: Pilot[None], label: str) -> str:

@@ -30,9 +30,9 @@ from crewtui.ui.widgets.changes import ChangesPane, DiffView, FileList
 from crewtui.ui.widgets.detail import SessionDetail
 from crewtui.workspaces.git import git
 from tests.conftest import crew_from
-from tests.ui.conftest import fake_app, settle
+from tests.ui.conftest import fake_app, recording, settle
 from tests.ui.fake_workspaces import CONFLICT, CONFLICT_NOTE, DIFF_SMALL, LIVE, MERGED, REVIEW, count
-from tests.ui.test_gateway import calls, recording, select, text_of
+from tests.ui.test_gateway import calls, select, text_of
 from tests.workspaces.test_git_workspaces import make_repo
 
 WIDE = (140, 42)
