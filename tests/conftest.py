@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,20 @@ from crewtui.locations import DataDir
 from crewtui.runtime.orchestrator import Orchestrator
 
 PY = sys.executable
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (the test command runs three workers, a test file each at a time): the Ray test files
+    are one unit, run one after another in one worker, since each starts a Ray cluster and stops it with `ray stop
+    --force`, which ends every Ray cluster on the machine (another worker's too, and the driver with it)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = nodeid.split("::", 1)[0]
+            return "ray clusters" if Path(scope).name.startswith("test_ray") else scope
+
+    return Scheduling(config, log)
+
 
 # Runtimes under test send notifications (the default [notify]): never to the desktop of whoever runs the tests.
 for _var in ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"):
