@@ -4,7 +4,8 @@ Run from the repository root: `python scripts/screenshots.py [OUT_DIR]` (default
 main.svg, spawn.svg, kill-confirm.svg, sweep.svg, help.svg, narrow-80x24.svg, ray-nodes.svg, and agents-waiting.svg,
 agents-approve-marked.svg and agents-deny.svg (a crew of preset agents, some waiting on a person), gateway.svg and
 gateway-paused.svg (the model gateway's pools; a session paused over its budget), changes.svg and changes-narrow.svg
-(the Changes view of a session's branch, a diff of several files), peek.svg (a terminal session's screen, peeked), best-of.svg (three tries of one task compared).
+(the Changes view of a session's branch, a diff of several files), peek.svg (a terminal session's screen, peeked),
+best-of.svg (three tries of one task compared).
 The same fake runtime and key presses as the snapshot tests, so the pictures show what the tests check.
 """
 
@@ -29,9 +30,9 @@ from textual.widgets import Input, Select  # noqa: E402
 from tests.ui.conftest import fake_app, settle  # noqa: E402
 from tests.ui.fake_gateway import PAUSED_LABEL  # noqa: E402
 from tests.ui.fake_terminals import CHECKOUT  # noqa: E402
+from tests.ui.test_best_of import TRIES, compare_steps  # noqa: E402
 from tests.ui.test_gateway import gateway_view, select  # noqa: E402
 from tests.ui.test_snapshots import WAITING, steps  # noqa: E402
-from tests.ui.test_best_of import TRIES, compare_steps  # noqa: E402
 from tests.ui.test_terminal_peek import peek_at  # noqa: E402
 from tests.ui.test_workspaces import changes_view, changes_view_narrow  # noqa: E402
 

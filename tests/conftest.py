@@ -19,6 +19,7 @@ from crewtui.runtime.orchestrator import Orchestrator
 
 PY = sys.executable
 
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist (the test command runs three workers, a test file each at a time): the Ray test files
     are one unit, run one after another in one worker, since each starts a Ray cluster and stops it with `ray stop

@@ -219,6 +219,7 @@ def test_wrong_type() -> None:
     assert crew_error("[crew]\nname = 5\n") == "crew.toml: crew.name: expected a string, got 5"
     assert crew_error('crew = "x"\n') == "crew.toml: crew: expected a table, got 'x'"
     assert crew_error('[backend]\nkind = "k8s"\n') == "crew.toml: backend.kind: expected 'local' or 'ray', got 'k8s'"
+    assert crew_error('[backend]\nmode = "pods"\n') == "crew.toml: backend.mode: expected 'host' or 'actor', got 'pods'"
     msg = crew_error('[agents.w]\ncommand = ["python", 3]\n')
     assert msg == "crew.toml: agents.w.command[1]: expected a string, got 3"
 

@@ -8,6 +8,7 @@ and `test_ray_missing_is_one_clear_line` checks the message a user gets instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -65,9 +66,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
-    """A real one-node Ray cluster, started the way a user starts one, for this module."""
+@contextlib.contextmanager
+def local_cluster() -> Iterator[str]:
+    """A real one-node Ray cluster, started the way a user starts one; its address."""
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="crt-ray-", dir="/tmp")  # Ray's socket paths must stay short
     started = subprocess.run(
@@ -87,11 +88,22 @@ def ray_address() -> Iterator[str]:
         timeout=120,
     )
     assert started.returncode == 0, started.stderr[-2000:]
+    hosts = Path(tempfile.gettempdir()) / "crewtui-crewtui"  # the node-local dirs of host mode's hosts
+    before = set(hosts.iterdir()) if hosts.is_dir() else set()
     try:
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([RAY_BIN, "stop", "--force"], capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
+        for left in set(hosts.iterdir()) - before if hosts.is_dir() else ():
+            shutil.rmtree(left, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """The module's cluster."""
+    with local_cluster() as address:
+        yield address
 
 
 def ray_crew(address: str, extra: str = "", **backend: str) -> CrewConfig:
@@ -469,8 +481,10 @@ async def test_unreachable_cluster_is_one_clear_error(tmp_path: Path) -> None:
     await orch.store.close()
 
 
-def test_yield_and_ctl_list_across_the_ray_backend(tmp_path: Path, ray_address: str) -> None:
-    """A parent on Ray spawns three children with `crewtui ctl`, yields, and is woken with their results."""
+@pytest.mark.parametrize("mode", ["actor", "host"])
+def test_yield_and_ctl_list_across_the_ray_backend(tmp_path: Path, ray_address: str, mode: str) -> None:
+    """A parent on Ray spawns three children with `crewtui ctl`, yields, and is woken with their results (in both
+    modes: the node is this machine, so the runtime's socket is within reach)."""
     from tests.test_ctl import Runtime, ctl
 
     crew = tmp_path / "crew.toml"
@@ -482,7 +496,7 @@ def test_yield_and_ctl_list_across_the_ray_backend(tmp_path: Path, ray_address: 
         [backend]
         kind = "ray"
         address = "{ray_address}"
-        mode = "actor"
+        mode = "{mode}"
 
         [agents.lead]
         command = ["{{python}}", "-m", "crewtui.agents.demo", "--task", "{{task}}", "--duration", "1",

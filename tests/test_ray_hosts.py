@@ -1,7 +1,7 @@
 """Host mode of the Ray backend (`[backend] mode = "host"`, the default) against a real local Ray cluster.
 
-One crewtui host actor per node runs that node's sessions through the shim. The cluster is the one of
-tests/test_ray.py (a head started with `ray start`, more nodes joined with `start_node` and killed with
+One crewtui host actor per node runs that node's sessions through the shim. The cluster is started as
+tests/test_ray.py starts its own (a head by `ray start`, more nodes joined with `start_node` and killed with
 `node_down`); the sessions are real processes.
 """
 
@@ -15,23 +15,25 @@ import signal
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from crewtui.config import CrewConfig
 from crewtui.events import RuntimeStarted
 from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.drivers.ray_host import host_name, owner_tag
 from crewtui.runtime.drivers.ray_hosts import RayHostsDriver
 from crewtui.runtime.orchestrator import Orchestrator
 from tests.conftest import ECHO_AGENT, PY, pid_alive, py, wait_for
-from tests.test_ray import (  # noqa: F401 - ray_address is the module's cluster fixture
+from tests.test_ray import (
     COUNTER,
     actor_exists,
     ended,
+    local_cluster,
     node_down,
     open_runtime,
-    ray_address,
     ray_crew,
     running,
     start_node,
@@ -42,7 +44,14 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 
-def host_crew(address: str, extra: str = "", **backend: str):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """The module's cluster (a head node; tests join and kill more nodes)."""
+    with local_cluster() as address:
+        yield address
+
+
+def host_crew(address: str, extra: str = "", **backend: str) -> CrewConfig:
     return ray_crew(address, extra, mode="host", **backend)
 
 
@@ -100,7 +109,9 @@ async def test_spawn_steer_result_and_output_in_batches(tmp_path: Path, ray_addr
 
         # 20,000 lines come back whole, in order, once, in a few calls to the host.
         batches = hosts(orch).batches
-        chatty = await orch.spawn(SpawnRequest(label="host-chatty", argv=py("for i in range(20000): print(f'row {i}')")))
+        chatty = await orch.spawn(
+            SpawnRequest(label="host-chatty", argv=py("for i in range(20000): print(f'row {i}')"))
+        )
         await ended(orch, chatty.key)
         assert stdout_of(orch, chatty.key).splitlines() == [f"row {i}" for i in range(20000)]
         assert hosts(orch).batches - batches <= 20, f"{hosts(orch).batches - batches} calls for 20,000 lines"
@@ -238,7 +249,7 @@ async def test_a_host_that_dies_with_its_node_loses_its_sessions_and_they_are_re
         strays.append(int(stdout_of(orch, s.key).split("on duty", 1)[1].split()[0]))
         doomed = orch.sessions[s.key].node
         doomed_root = Path((await host_info(orch, node_of(orch, s.key)))["root"])
-        node_down(first_node)  # the raylet and the host die; (on one machine) the shim would live on: see below
+        node_down(first_node)  # the raylet and the host die; the shim lives on (see below)
         second_node = start_node(ray_address, '{"spot": 1}')
         await wait_for(
             lambda: orch.sessions[s.key].state == SessionState.LOST or orch.sessions[s.key].attempt == 2,
@@ -258,12 +269,15 @@ async def test_a_host_that_dies_with_its_node_loses_its_sessions_and_they_are_re
             if e.kind == "session_state_changed" and e.session == s.key and e.new == SessionState.LOST
         ]
         assert lost and f"its Ray host on node {doomed} died with its node" in lost[0].reason
+        # On one machine the dead node's shim lived on (a dead machine takes it along): the new node's host, on the
+        # same machine, stops what the dead node left there.
+        await wait_for(lambda: not pid_alive(strays[0]), 30, "the dead node's leftover agent stopped")
+        assert not doomed_root.exists()
     finally:
         await orch.stop(kill_sessions=True)
         for node in (first_node, second_node):
             if node is not None:
                 node_down(node)
-        # A real dead machine takes its processes with it; this one shares the machine with the test.
         for pid in strays:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -341,3 +355,27 @@ async def test_sessions_without_resources_go_to_the_least_loaded_host(tmp_path: 
     finally:
         await orch.stop(kill_sessions=True)
         node_down(extra)
+
+
+async def test_sessions_of_actor_mode_are_readopted_after_a_switch_to_host_mode(
+    tmp_path: Path, ray_address: str
+) -> None:
+    data = tmp_path / "data"
+    first = await open_runtime(data, ray_crew(ray_address))  # actor mode
+    s = await first.spawn(SpawnRequest(label="host-switch", argv=py(COUNTER)))
+    await wait_for(lambda: "line 3\n" in stdout_of(first, s.key), 60, "running in its actor")
+    await first.stop()
+    second = await open_runtime(data, host_crew(ray_address))
+    try:
+        assert second.sessions[s.key].state == SessionState.RUNNING and s.key in second.launcher.handles
+        new = await second.spawn(SpawnRequest(label="host-switch-new", argv=py(ECHO_AGENT)))
+        await running(second, new.key)
+        assert not actor_exists(new.key, ray_address)  # new sessions run on the hosts
+        await second.send(s.key, "quit")
+        await ended(second, s.key)
+        assert second.sessions[s.key].state == SessionState.DONE
+        lines = [ln for ln in stdout_of(second, s.key).splitlines() if ln.startswith("line ")]
+        assert lines == [f"line {i}" for i in range(1, len(lines) + 1)]
+        assert second.sessions[s.key].result == {"lines": len(lines)}
+    finally:
+        await second.stop(kill_sessions=True)

@@ -93,8 +93,10 @@ class SessionHost:
     def __init__(self, namespace: str, node_id: str) -> None:
         self.namespace = namespace
         self.node_id = node_id
-        self.root = Path(tempfile.gettempdir()) / f"crewtui-{namespace}" / node_id[:16]
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Named after the cluster (its GCS address) and the node: several nodes, even clusters, may share a machine.
+        self.root = Path(tempfile.gettempdir()) / f"crewtui-{namespace}" / f"{_cluster_tag()}-{node_id[:16]}"
+        for level in (self.root.parent, self.root):  # owner-only: it holds the sessions' output
+            level.mkdir(exist_ok=True, mode=0o700)
         self.data_dir = DataDir(self.root)
         self.driver = ProcessDriver(data_dir=self.data_dir, base_env=_clean_env())
         self.sessions: dict[str, _Hosted] = {}  # by ident (owner tag / key)
@@ -118,20 +120,37 @@ class SessionHost:
     async def _load(self) -> None:
         self._watcher = OutputWatcher()
         self._watcher.start()
-        found = await asyncio.to_thread(self._scan)
+        found = await asyncio.to_thread(_scan, self.root)
         await asyncio.gather(*(self._readopt(rec) for rec in found))
+        await self._sweep()
 
-    def _scan(self) -> list[_Hosted]:
-        found = []
-        for tagdir in self.root.iterdir() if self.root.is_dir() else []:
-            if not tagdir.is_dir() or tagdir.name == self.data_dir.sessions_root.name:
+    async def _sweep(self) -> None:
+        """Stop what the hosts of this cluster's dead nodes left on this machine: a raylet that died (OOM-killed,
+        `ray stop`) took its host but not the shims, and those sessions were lost and retried elsewhere; run on,
+        they would be unwatched copies forever."""
+        try:
+            import ray
+
+            nodes = await asyncio.to_thread(ray.nodes)
+        except Exception as exc:
+            log.info("cannot list the cluster's nodes: %s", exc)
+            return
+        alive = {str(n.get("NodeID"))[:16] for n in nodes if n.get("Alive")}
+        cluster = self.root.name.rpartition("-")[0]
+        for d in sorted(self.root.parent.iterdir()):
+            tag, _, node = d.name.rpartition("-")
+            if d == self.root or tag != cluster or node in alive or not d.is_dir():
                 continue
-            for d in tagdir.iterdir():
-                meta = read_json(d / _META)
-                if not isinstance(meta, dict) or not isinstance(meta.get("attempt"), int):
-                    continue
-                found.append(_Hosted(str(meta.get("owner")), d.name, meta["attempt"], SessionDir(d)))
-        return found
+            left = ProcessDriver(data_dir=DataDir(d), base_env=self.driver.base_env)
+            stopped = 0
+            for rec in await asyncio.to_thread(_scan, d):
+                found = await left.adopt(AdoptSpec(key=rec.key, attempt=rec.attempt, dir=rec.dir))
+                if isinstance(found, ProcessHandle):
+                    await found.terminate(2.0)
+                    stopped += 1
+            await left.close()
+            shutil.rmtree(d, ignore_errors=True)
+            log.warning("stopped %d session(s) that dead node %s left on this machine", stopped, node[:6])
 
     async def _readopt(self, rec: _Hosted) -> None:
         found = await self.driver.adopt(AdoptSpec(key=rec.key, attempt=rec.attempt, dir=rec.dir))
@@ -222,7 +241,8 @@ class SessionHost:
     @staticmethod
     def _prepare(rec: _Hosted) -> None:
         shutil.rmtree(rec.dir.path, ignore_errors=True)
-        rec.dir.path.mkdir(parents=True, mode=0o700)
+        rec.dir.path.parent.mkdir(exist_ok=True, mode=0o700)
+        rec.dir.path.mkdir(mode=0o700)
         meta = {"owner": rec.owner, "key": rec.key, "attempt": rec.attempt}
         (rec.dir.path / _META).write_text(json.dumps(meta) + "\n")
 
@@ -369,6 +389,30 @@ class SessionHost:
             if rec.handle is not None:
                 rec.handle.detach()
             shutil.rmtree(rec.dir.path, ignore_errors=True)
+
+
+def _cluster_tag() -> str:
+    try:
+        import ray
+
+        address = str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        address = "local"
+    return hashlib.sha1(address.encode()).hexdigest()[:8]
+
+
+def _scan(root: Path) -> list[_Hosted]:
+    """The session records under a host's dir (one dir per owner, one per session in it)."""
+    found = []
+    for tagdir in root.iterdir() if root.is_dir() else []:
+        if not tagdir.is_dir():
+            continue
+        for d in tagdir.iterdir():
+            meta = read_json(d / _META)
+            if not isinstance(meta, dict) or not isinstance(meta.get("attempt"), int):
+                continue
+            found.append(_Hosted(str(meta.get("owner")), d.name, meta["attempt"], SessionDir(d)))
+    return found
 
 
 def _size(path: Path) -> int:

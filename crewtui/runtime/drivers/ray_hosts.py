@@ -9,10 +9,8 @@ driver finds or creates a host on every live node (at connect, and as nodes join
 - one that asks for none goes to the least loaded host (fewest live sessions), among the nodes whose labels
   match those it asks for.
 
-Per host, one pump task long-polls the host for every session's output and ends (`SessionHost.poll`) and
-appends them to the session's local `stdout.log` / `stderr.log`, then writes its local `exit.json` (and
-`result.json`), so the tailer, transcripts and results work as for local sessions. Offsets are the local
-files' sizes, so a runtime that dies mid-batch resumes without losing or doubling a byte.
+Per host, one link (`ray_link.HostLink`) long-polls the host for every session's output and ends and copies
+them into the sessions' local dirs, so the tailer, transcripts and results work as for local sessions.
 
 Faults: a host whose node dies takes its sessions with it (`lost`, naming the node; watchdogs retry them on
 a live node); a host that dies on a live node is found again (Ray restarts it) or created again by name, and
@@ -24,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import crewtui
-from crewtui.errors import Conflict, CrewError
+from crewtui.errors import CrewError
 from crewtui.locations import SessionDir
 from crewtui.model import DriverKind
 from crewtui.runtime.drivers import ray_place
@@ -41,219 +38,22 @@ from crewtui.runtime.drivers.base import (
     Lost,
     Orphans,
     SessionHandle,
-    check_steer,
     read_exit,
-    write_json_atomic,
 )
-from crewtui.runtime.drivers.ray import RayDriver, actor_died, node_name
+from crewtui.runtime.drivers.ray import RayDriver, node_name
 from crewtui.runtime.drivers.ray_host import HOST_PROTOCOL, SessionHost, host_name, owner_tag
+from crewtui.runtime.drivers.ray_link import CALL_TIMEOUT, HostHandle, HostLink, first_line
 
 log = logging.getLogger("crewtui.ray.hosts")
 
-# One long poll returns after this long even when nothing happened (so a dead host is noticed).
-_POLL_WAIT = 2.0
-# After the first news, the host waits this long for more before answering: output travels in batches.
-_LINGER = 0.05
-_MAX_BATCH = 1 << 20  # per stream and session, in one reply
-# A call that should answer at once (start, send, terminate): past this the host is taken to be in trouble.
-_CALL_TIMEOUT = 30.0
-# A host that cannot be reached while its node lives (restarting, re-adopting, overloaded) is waited for this long.
-_UNREACHABLE_GRACE = 60.0
 # The cluster's node list is read again at most this often when a session is placed (nodes join).
 _NODES_EVERY = 10.0
 # Between placements of a session whose host died before it started it (its node was dying).
 _REPLACE_DELAY = 2.0
 # A host's first start on a node may install crewtui's code there (Ray's runtime env): give it time.
 _HOST_START_TIMEOUT = 120.0
-
-
-class HostHandle(SessionHandle):
-    """A session attempt run by a node's host; the host's pump delivers its output and its end here."""
-
-    def __init__(self, link: HostLink, key: str, attempt: int, sd: SessionDir, pg: Any | None) -> None:
-        self.key = key
-        self.info = None
-        self.node = link.node
-        self.attempt = attempt
-        self.dir = sd
-        self.link = link
-        self.pg = pg
-        self.sizes = [_size(sd.stdout), _size(sd.stderr)]  # what the local copies hold: the offsets asked from
-        self.done: asyncio.Future[ExitInfo | None] = asyncio.get_running_loop().create_future()
-
-    def alive(self) -> bool:
-        return not self.done.done()
-
-    async def wait(self) -> ExitInfo | None:
-        return await asyncio.shield(self.done)
-
-    async def _ask(self, method: str, *args: Any, timeout: float = _CALL_TIMEOUT) -> Any:
-        try:
-            return await self.link.call(method, self.key, self.attempt, *args, timeout=timeout)
-        except Exception as exc:
-            raise Conflict(
-                f"session {self.key}: its Ray host on node {self.node} did not answer ({_first_line(exc)})"
-            ) from None
-
-    async def send(self, line: str) -> None:
-        check_steer(line)
-        if not self.alive():
-            raise Conflict(f"session {self.key} has ended; it cannot be steered")
-        why = await self._ask("send", line)
-        if why is not None:
-            raise Conflict(f"session {self.key} could not be steered: {why}")
-
-    async def close_input(self) -> None:
-        if self.alive():
-            await self._ask("close_input")
-
-    async def terminate(self, grace: float) -> None:
-        if not self.alive():
-            return
-        try:
-            await self._ask("terminate", grace, timeout=grace + _CALL_TIMEOUT)
-        except Conflict as exc:
-            log.warning("%s", exc)
-        try:
-            await asyncio.wait_for(asyncio.shield(self.done), grace + 10.0)
-        except TimeoutError:
-            log.warning("session %s: its end did not come back from node %s after the kill", self.key, self.node)
-
-    def detach(self) -> None:
-        """Stop watching (the runtime is stopping); the session runs on under its host for the next runtime."""
-        self.link.handles.pop(self.key, None)
-
-
-class HostLink:
-    """The runtime's side of one node's host: its actor handle, the sessions it runs for us, and the pump."""
-
-    def __init__(self, driver: RayHostsDriver, node_id: str, node: str, actor: Any, others: int) -> None:
-        self.driver = driver
-        self.node_id = node_id
-        self.node = node
-        self.actor = actor
-        self.others = others  # live sessions of other runtimes on it, when last asked
-        self.labels: dict[str, str] = {}
-        self.handles: dict[str, HostHandle] = {}
-        self.forget: list[list[Any]] = []  # [key, attempt] of ends recorded here: the host may drop their files
-        self.dead = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def load(self) -> int:
-        return len(self.handles) + self.others
-
-    async def call(self, method: str, *args: Any, timeout: float = _CALL_TIMEOUT) -> Any:
-        return await asyncio.wait_for(getattr(self.actor, method).remote(self.driver.owner, *args), timeout)
-
-    def add(self, handle: HostHandle) -> None:
-        self.handles[handle.key] = handle
-        self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._pump(), name=f"ray-host-{self.node}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _pump(self) -> None:
-        """Copy output and ends until the host is gone with its node (or the runtime stops)."""
-        loop = asyncio.get_running_loop()
-        trouble_since: float | None = None
-        while True:
-            if not self.handles and not self.forget:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            wanted = {k: [h.attempt, h.sizes[0], h.sizes[1]] for k, h in self.handles.items()}
-            forget, self.forget = self.forget, []
-            try:
-                replies = await asyncio.wait_for(
-                    self.actor.poll.remote(
-                        self.driver.owner, wanted, forget, _POLL_WAIT if wanted else 0.0, _LINGER, _MAX_BATCH
-                    ),
-                    _POLL_WAIT + _CALL_TIMEOUT,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.forget.extend(forget)
-                trouble_since = trouble_since or loop.time()
-                if not await self._recover(exc, loop.time() - trouble_since):
-                    return
-                continue
-            trouble_since = None
-            await self._deliver(replies)
-
-    async def _deliver(self, replies: dict[str, dict[str, Any]]) -> None:
-        writes: list[tuple[Path, bytes]] = []
-        got = [(self.handles[k], r) for k, r in replies.items() if k in self.handles]
-        for h, r in got:
-            for i, (path, data) in enumerate(
-                ((h.dir.stdout, r.get("out") or b""), (h.dir.stderr, r.get("err") or b""))
-            ):
-                if data:
-                    writes.append((path, data))
-                    h.sizes[i] += len(data)
-                    self.driver.lines_in += data.count(b"\n")
-        if writes:
-            self.driver.batches += 1
-            try:
-                await asyncio.to_thread(_append, writes)
-            except OSError as exc:  # a full disk: ask again from what the files really hold
-                log.warning("node %s: output could not be written locally: %s", self.node, exc)
-                for h, _ in got:
-                    h.sizes = [_size(h.dir.stdout), _size(h.dir.stderr)]
-                return
-        for h, r in got:
-            if r.get("exit") is not None:
-                ended = r["exit"]
-                await asyncio.to_thread(_record_end, h.dir, ended, r.get("result"))
-                info = ExitInfo(code=ended.get("code"), signal=ended.get("signal"), ended_at=ended.get("ended_at"))
-                await self.end(h, info)
-            elif r.get("lost"):
-                h.lost_reason = f"its Ray host on node {self.node} lost it: {r['lost']}"
-                await self.end(h, None)
-
-    async def end(self, h: HostHandle, info: ExitInfo | None) -> None:
-        """The session's end is recorded (or it is lost): give back its resources, tell whoever waits."""
-        self.handles.pop(h.key, None)
-        self.forget.append([h.key, h.attempt])
-        if h.pg is not None:
-            await ray_place.remove(self.driver.ray, h.pg)
-            h.pg = None
-        if not h.done.done():
-            h.done.set_result(info)
-
-    async def _recover(self, exc: BaseException, elapsed: float) -> bool:
-        """A poll failed: lose the sessions if the node is gone (or the host unreachable for too long), else
-        find or start the host again (it re-adopts its shims) and go on. False when the link is over."""
-        alive = await self.driver.node_alive(self.node_id)
-        if alive is False:
-            log.warning("node %s is gone: %d session(s) lost (%s)", self.node, len(self.handles), _first_line(exc))
-            await self.lose_all(f"its Ray host on node {self.node} died with its node (the node went down)")
-            return False
-        if elapsed > _UNREACHABLE_GRACE:
-            await self.lose_all(f"its Ray host on node {self.node} could not be reached for {elapsed:.0f}s")
-            return False
-        if actor_died(self.driver.ray, exc) or isinstance(exc, TimeoutError):
-            log.warning("node %s: its host does not answer (%s); finding it again", self.node, _first_line(exc))
-            try:
-                self.actor = await self.driver.host_actor(self.node_id)
-            except Exception as again:
-                log.info("node %s: host not back yet: %s", self.node, _first_line(again))
-        await asyncio.sleep(1.0)
-        return True
-
-    async def lose_all(self, reason: str) -> None:
-        self.dead = True
-        self.driver.links.pop(self.node_id, None)
-        for h in list(self.handles.values()):
-            h.lost_reason = reason
-            await self.end(h, None)
-        self.forget.clear()
+# How long a runtime's start waits for the hosts it is finding or starting (a dying node's never answers).
+_SETTLE = 30.0
 
 
 class RayHostsDriver:
@@ -288,34 +88,56 @@ class RayHostsDriver:
     # ---------------------------------------------------------------------------------- cluster
 
     async def connect(self) -> None:
-        """Join the cluster and find or start a host on every live node."""
+        """Join the cluster and find or start a host on every live node (waiting a little for them)."""
         await self.actors.connect()
         if self._host_cls is None:
             self._host_cls = self.ray.remote(SessionHost)
         await self.refresh_nodes(force=True)
+        await self.settle(_SETTLE)
 
     async def refresh_nodes(self, force: bool = False) -> None:
+        """Read the cluster's live nodes (at most every few seconds) and start finding a host on each new one."""
         loop = asyncio.get_running_loop()
         if not force and loop.time() - self._nodes_at < _NODES_EVERY:
             return
         self._nodes_at = loop.time()
         nodes = await asyncio.to_thread(self.ray.nodes)
         self._nodes = {n["NodeID"]: n for n in nodes if n.get("Alive")}
-        for node_id, link in list(self.links.items()):
-            link.labels = dict(self._nodes.get(node_id, {}).get("Labels") or {})
-        fresh = [node_id for node_id in self._nodes if node_id not in self.links]
-        found = await asyncio.gather(*(self.link(node_id) for node_id in fresh), return_exceptions=True)
-        for node_id, got in zip(fresh, found, strict=True):
-            if isinstance(got, BaseException):
-                log.warning("no crewtui host on node %s: %s", node_id[:6], _first_line(got))
+        for node_id in self._nodes:
+            link = self.links.get(node_id)
+            if link is None or link.dead:
+                self._linking_task(node_id)
+            else:
+                link.labels = dict(self._nodes[node_id].get("Labels") or {})
+
+    async def settle(self, timeout: float) -> None:
+        """Wait, at most `timeout` seconds, for the hosts being found or started (a dying node's never answers)."""
+        pending = [t for t in self._linking.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
 
     async def node_alive(self, node_id: str) -> bool | None:
-        """Whether Ray holds the node alive (None if the cluster could not be asked)."""
+        """Whether the node lives (None if the cluster could not be asked). Ray calls a node dead after ~15 s of
+        missed heartbeats; a node whose raylet refuses connections is dead already (its workers, the host among
+        them, die with their raylet)."""
         try:
             nodes = await asyncio.to_thread(self.ray.nodes)
         except Exception:
             return None
-        return any(n.get("NodeID") == node_id and n.get("Alive") for n in nodes)
+        node = next((n for n in nodes if n.get("NodeID") == node_id), None)
+        if node is None or not node.get("Alive"):
+            return False
+        address, port = node.get("NodeManagerAddress"), node.get("NodeManagerPort")
+        if address and port:
+            try:
+                async with asyncio.timeout(2.0):
+                    _, writer = await asyncio.open_connection(address, int(port))
+                writer.close()
+            except ConnectionRefusedError:
+                return False
+            except (OSError, TimeoutError, ValueError):
+                pass  # unreachable is not dead (a slow network): Ray's heartbeats decide
+        return True
 
     async def host_actor(self, node_id: str) -> Any:
         """The node's host actor: found by name, or started there (pinned to the node, taking no CPU)."""
@@ -338,10 +160,14 @@ class RayHostsDriver:
         link = self.links.get(node_id)
         if link is not None and not link.dead:
             return link
+        return await asyncio.shield(self._linking_task(node_id))
+
+    def _linking_task(self, node_id: str) -> asyncio.Task[HostLink]:
         task = self._linking.get(node_id)
-        if task is None or task.done():
-            task = self._linking[node_id] = asyncio.create_task(self._make_link(node_id))
-        return await asyncio.shield(task)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._linking[node_id] = asyncio.create_task(self._make_link(node_id), name=f"ray-host-{node_id}")
+            task.add_done_callback(_said_why)
+        return task
 
     async def _make_link(self, node_id: str) -> HostLink:
         actor = await self.host_actor(node_id)
@@ -355,6 +181,7 @@ class RayHostsDriver:
         link = HostLink(self, node_id, node_name({"ip": where, "node_id": node_id}), actor, int(info.get("live", 0)))
         link.labels = dict((self._nodes.get(node_id) or {}).get("Labels") or {})
         self.links[node_id] = link
+        log.info("node %s: its host (pid %s) runs %d session(s)", link.node, info.get("pid"), link.others)
         return link
 
     def disconnect(self) -> None:
@@ -389,6 +216,7 @@ class RayHostsDriver:
                 pg, node_id = await ray_place.reserve(
                     self.ray, name, key, spec.resources, wanted, deadline - loop.time(), self.start_timeout
                 )
+                log.info("session %s: Ray placed its resources on node %s", key, node_id[:6])
                 try:
                     link = await self.link(node_id)
                 except Exception:
@@ -405,7 +233,7 @@ class RayHostsDriver:
                     list(spec.argv),
                     dict(spec.env),
                     cwd,
-                    timeout=max(1.0, min(_CALL_TIMEOUT, deadline - loop.time())),
+                    timeout=max(1.0, min(CALL_TIMEOUT, deadline - loop.time())),
                 )
             except Exception as exc:
                 if pg is not None:
@@ -419,9 +247,14 @@ class RayHostsDriver:
                     await link.lose_all(f"its Ray host on node {link.node} died with its node (the node went down)")
                     await asyncio.sleep(_REPLACE_DELAY)
                     continue
+                # The host may have started it just before it died: the one that comes back must not run it.
+                try:
+                    await link.call("discard", [key], 1.0, timeout=CALL_TIMEOUT)
+                except Exception as again:
+                    log.warning("session %s: its host on node %s could not drop it: %s", key, link.node, again)
                 raise CrewError(
                     f"session {key} did not start on Ray: its host on node {link.node} did not answer "
-                    f"({_first_line(exc)})"
+                    f"({first_line(exc)})"
                 ) from None
             if reply.get("error"):
                 if pg is not None:
@@ -434,6 +267,9 @@ class RayHostsDriver:
     async def _least_loaded(self, key: str, selector: dict[str, str]) -> HostLink:
         await self.refresh_nodes()
         links = [ln for ln in self.links.values() if not ln.dead and ray_place.matches(ln.labels, selector)]
+        if not links:  # hosts still starting (a first node, one that just joined): wait for them
+            await self.settle(self.start_timeout)
+            links = [ln for ln in self.links.values() if not ln.dead and ray_place.matches(ln.labels, selector)]
         if not links:
             where = f" with the labels {selector}" if selector else ""
             raise CrewError(f"session {key} did not start: no Ray node{where} has a crewtui host")
@@ -448,6 +284,7 @@ class RayHostsDriver:
         return await asyncio.shield(self._census)
 
     async def _take_census(self) -> dict[str, tuple[HostLink, dict[str, Any]]]:
+        await self.settle(_SETTLE)
         links = [ln for ln in self.links.values() if not ln.dead]
         found = await asyncio.gather(
             *(ln.call("census", timeout=_HOST_START_TIMEOUT) for ln in links), return_exceptions=True
@@ -455,10 +292,12 @@ class RayHostsDriver:
         out: dict[str, tuple[HostLink, dict[str, Any]]] = {}
         for link, got in zip(links, found, strict=True):
             if isinstance(got, BaseException):
-                log.warning("node %s: its host did not say what it runs: %s", link.node, _first_line(got))
+                log.warning("node %s: its host did not say what it runs: %s", link.node, first_line(got))
                 continue
             for key, entry in got.items():
                 out[key] = (link, entry)
+            # The host counted ours among its live sessions: the handles count them from now on.
+            link.others = max(0, link.others - sum(1 for entry in got.values() if not entry.get("ended")))
         return out
 
     async def adopt(self, spec: AdoptSpec) -> SessionHandle | ExitInfo | Lost | None:
@@ -500,7 +339,7 @@ class RayHostsDriver:
         stopped: list[str] = []
         for link, keys in stray.items():
             try:
-                stopped += await link.call("discard", keys, grace, timeout=grace + _CALL_TIMEOUT * 2)
+                stopped += await link.call("discard", keys, grace, timeout=grace + CALL_TIMEOUT * 2)
             except Exception as exc:
                 log.warning("node %s: its host did not drop %d stray session(s): %s", link.node, len(keys), exc)
         self._census = None
@@ -518,28 +357,9 @@ class RayHostsDriver:
         return Orphans(stopped=stopped + actors.stopped, foreign=actors.foreign)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def _append(writes: list[tuple[Path, bytes]]) -> None:
-    for path, data in writes:
-        with open(path, "ab") as fh:
-            fh.write(data)
-
-
-def _record_end(sd: SessionDir, ended: dict[str, Any], result: bytes | None) -> None:
-    if result is not None:
-        sd.result.write_bytes(result)
-    write_json_atomic(sd.exit, sd.exit_tmp, ended)
+def _said_why(task: asyncio.Task[HostLink]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("no crewtui host on Ray node %s: %s", task.get_name().rpartition("-")[2][:6], first_line(exc))
 
 
 def _clear_local(sd: SessionDir) -> None:
