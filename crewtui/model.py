@@ -160,6 +160,8 @@ class SpawnRequest(BaseModel):
         """Best of N: the same task as N sessions LABEL-1..N, grouped under LABEL (each gets its own worktree)."""
         if not 2 <= n <= 10:
             raise BadInput(f"best of N takes 2 to 10 tries, got {n}")
+        if self.domain is not None:
+            raise BadInput("best of N with a domain: every try would claim the same one; leave the domain out")
         return [self.model_copy(update={"label": f"{self.label}-{i}", "best_of": self.label}) for i in range(1, n + 1)]
 
 

@@ -285,6 +285,12 @@ def test_best_of_three_merging_one_discards_the_others(tmp_path: Path) -> None:
             assert not Path(get(label)["worktree"]).exists()
         p = ctl(data, "spawn", "--label", "nope", "--best-of", "2", "--", PY, "-c", "print(1)")
         assert p.returncode == 2 and "best of N needs a workspace" in p.stderr
+        before = len(call(h.dd.socket, "list")["result"])
+        p = ctl(
+            data, "spawn", "--label", "mine", "--best-of", "2", "--domain", "post:1", "--repo", str(repo), "--", "true"
+        )
+        assert p.returncode == 2 and "every try would claim the same one" in p.stderr  # not one try then a refusal
+        assert len(call(h.dd.socket, "list")["result"]) == before
     finally:
         h.stop()
         kill_leftover_sessions(data)
