@@ -79,6 +79,7 @@ def legend() -> Text:
         ("sweep", "1 killed", "sweep"),
         ("merge", "merged", "merged"),
         ("merge", "conflict", "merge conflict"),
+        ("notify", "terminal", "notified"),
     ):
         sym, color, _ = mark_symbol(TimelineItem(ts=0, kind=kind, name="", outcome=outcome))  # type: ignore[arg-type]
         t.append(f"{sym} {words}  ", style=color)
