@@ -51,6 +51,8 @@ class RuntimeHost:
             store.on_fenced = self._on_fenced
             orch = Orchestrator(self.data_dir, store, self.crew, socket_path=self.data_dir.socket, **self._kwargs)
             self.server = ControlServer(orch, self.data_dir)
+            # Sessions on Ray nodes (host mode) reach the runtime through their host's socket, served as themselves.
+            orch.drivers.relay = self.server.serve_as
             await self.server.start()
             await orch.start()
             self.server.set_ready()

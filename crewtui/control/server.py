@@ -3,6 +3,12 @@
 A Unix socket (mode 0600) in the data dir, JSON lines (see protocol.py). Every verb of `crewtui.api.VERBS` maps
 to the orchestrator method of the same name, so anything a script or an agent can do goes through the same API
 the dashboard uses; the table says which verbs wait for a commit before answering and which a hang-up cancels.
+
+`serve_as` serves a request that came from a session's own control socket on a Ray node (relayed by its host,
+see `crewtui.runtime.drivers.ray_relay`) *as that session*: the session is where the request arrived, never
+what it says, and a session may act only on itself and its descendants (spawn under itself, yield on its own
+children, steer, answer, kill or retry its own), read anything, acquire permits; crew-wide verbs (sweep, cron
+changes, resume, merge, discard, kill by prefix) and the `watch` stream are refused in one line.
 """
 
 from __future__ import annotations
@@ -17,11 +23,16 @@ from typing import Any
 
 from crewtui.api import VERBS_BY_OP, Verb
 from crewtui.control import protocol
-from crewtui.errors import BadInput, CrewError, StoreError
+from crewtui.errors import BadInput, Conflict, CrewError, NotFound, StoreError
 from crewtui.locations import DataDir
 from crewtui.runtime.orchestrator import Orchestrator
 
 log = logging.getLogger("crewtui.control")
+
+# Verbs a session reaching the runtime through its host's relay may not use: they act on the whole crew.
+_CREW_VERBS = {"sweep", "cron_add", "cron_remove", "cron_trigger", "resume", "merge", "discard"}
+# Verbs that act on the session a `ref` names: only the caller itself or one of its descendants.
+_REF_VERBS = {"send", "answer", "kill", "retry"}
 
 
 class ControlServer:
@@ -148,31 +159,31 @@ class ControlServer:
             writer.write(reply)
             await writer.drain()
 
-    async def _run(self, verb: Verb, args: dict[str, Any], reader: asyncio.StreamReader) -> bytes | None:
-        async def call() -> bytes:
-            try:
-                result = await getattr(self.orch, verb.method)(**protocol.decode_args(verb, args))
-                if not verb.read_only:
-                    try:
-                        await self.orch.flush()
-                    except StoreError as exc:
-                        raise StoreError(
-                            f"{verb.op} was done, but the store has not recorded it yet: {exc.message}"
-                        ) from None
-                reply = protocol.ok(protocol.dump_result(result))
-                if len(reply) > protocol.MAX_REPLY:
-                    # Never one unbounded line a client cannot read: say so instead.
-                    raise BadInput(
-                        f"{verb.op}: the reply would be {len(reply) / (1 << 20):.0f} MiB, over the "
-                        f"{protocol.MAX_REPLY >> 20} MiB a reply may be; ask for less (list: --limit and --before)"
-                    )
-                return reply
-            except CrewError as exc:
-                return protocol.err(exc)
-            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # e.g. an unknown pool for acquire
-                return protocol.err(protocol.args_error(verb.op, exc))
+    async def _call(self, verb: Verb, args: dict[str, Any]) -> bytes:
+        try:
+            result = await getattr(self.orch, verb.method)(**protocol.decode_args(verb, args))
+            if not verb.read_only:
+                try:
+                    await self.orch.flush()
+                except StoreError as exc:
+                    raise StoreError(
+                        f"{verb.op} was done, but the store has not recorded it yet: {exc.message}"
+                    ) from None
+            reply = protocol.ok(protocol.dump_result(result))
+            if len(reply) > protocol.MAX_REPLY:
+                # Never one unbounded line a client cannot read: say so instead.
+                raise BadInput(
+                    f"{verb.op}: the reply would be {len(reply) / (1 << 20):.0f} MiB, over the "
+                    f"{protocol.MAX_REPLY >> 20} MiB a reply may be; ask for less (list: --limit and --before)"
+                )
+            return reply
+        except CrewError as exc:
+            return protocol.err(exc)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # e.g. an unknown pool for acquire
+            return protocol.err(protocol.args_error(verb.op, exc))
 
-        work = asyncio.ensure_future(call())
+    async def _run(self, verb: Verb, args: dict[str, Any], reader: asyncio.StreamReader) -> bytes | None:
+        work = asyncio.ensure_future(self._call(verb, args))
         if not verb.cancel_on_hangup:
             return await asyncio.shield(work)
         hangup = asyncio.ensure_future(reader.read(1))
@@ -207,3 +218,67 @@ class ControlServer:
                 await writer.drain()
         finally:
             sub.close()
+
+    # ---------------------------------------------------------------------------------- as a session
+
+    async def serve_as(self, key: str, line: bytes) -> bytes:
+        """One request from session `key`'s own control socket on a Ray node, served as that session. A verb a
+        hang-up cancels is cancelled with this call (the host reports the hang-up); any other runs to the end."""
+        try:
+            msg = json.loads(line)
+            op, args = msg["op"], msg.get("args") or {}
+            if not isinstance(op, str) or not isinstance(args, dict):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return protocol.err(BadInput('malformed request: expected one JSON line {"op": ..., "args": {...}}'))
+        await self._ready.wait()
+        if op == protocol.PING:
+            return protocol.ok("pong")
+        verb = VERBS_BY_OP.get(op)
+        if verb is None:
+            return protocol.err(BadInput(f"unknown op {op!r}; ops: {', '.join(sorted([*VERBS_BY_OP, protocol.PING]))}"))
+        try:
+            args = await self._as_session(key, verb, dict(args))
+        except CrewError as exc:
+            return protocol.err(exc)
+        work = asyncio.ensure_future(self._call(verb, args))
+        return await (work if verb.cancel_on_hangup else asyncio.shield(work))
+
+    async def _as_session(self, key: str, verb: Verb, args: dict[str, Any]) -> dict[str, Any]:
+        """The request's args with the caller's identity forced in; Conflict for what the session may not do."""
+        me = await self.orch.get(key)
+        who = f"session {me.label} ({key})"
+        if verb.stream:
+            raise Conflict(f"{verb.op}: refused to {who}: streams are not relayed from Ray nodes in this version")
+        if verb.op in _CREW_VERBS or (verb.op == "kill" and args.get("prefix")):
+            raise Conflict(f"{verb.op}: refused to {who}: it acts on the whole crew, which only its user may do")
+        if verb.op == "spawn":
+            args["parent"] = await self._own(key, who, args.get("parent") or key, "spawn under")
+        elif verb.op == "yield":
+            if args.get("parent") not in (None, key, me.label):
+                raise Conflict(f"yield: refused to {who}: a session can only yield as itself")
+            args["parent"] = key
+            for child in args.get("children") or []:
+                await self._own(key, who, child, "yield on", children_only=True)
+        elif verb.op in _REF_VERBS:
+            await self._own(key, who, args.get("ref"), verb.op)
+        return args
+
+    async def _own(self, key: str, who: str, ref: Any, doing: str, children_only: bool = False) -> str:
+        """The key of `ref` if it is the caller or one of its descendants (a child, with children_only)."""
+        if not isinstance(ref, str):
+            raise BadInput("a session key or label is required")
+        target = await self.orch.get(ref)
+        found, up, hops = target.key, target.parent, 0
+        if found == key and not children_only:
+            return found
+        while up is not None and hops < 1000:
+            if up == key:
+                return found
+            if children_only:
+                break
+            try:
+                up, hops = (await self.orch.get(up)).parent, hops + 1
+            except NotFound:
+                break
+        raise Conflict(f"{doing} {target.label}: refused to {who}: a session acts only on itself and its descendants")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from crewtui.config import BackendConfig
     from crewtui.runtime.drivers.ray import RayDriver
     from crewtui.runtime.drivers.ray_hosts import RayHostsDriver
+    from crewtui.runtime.drivers.ray_link import Relay
 
 
 class Drivers:
@@ -43,6 +44,9 @@ class Drivers:
         self.process = process
         self.callable = callable_
         self.ray: RayDriver | RayHostsDriver | None = None
+        # How a request from a session's control socket on a Ray node is served (the control server sets it):
+        # with one, host mode gives each session a socket on its node; without, the runtime's own socket.
+        self.relay: Relay | None = None
         self._by_kind: dict[DriverKind, Driver] = {"process": process, "callable": callable_}
 
     def get(self, kind: DriverKind) -> Driver | None:
@@ -70,6 +74,8 @@ class Drivers:
             owner=f"{socket.gethostname()}:{data_dir.root}",
             start_timeout=backend.start_timeout,
         )
+        if isinstance(ray, RayHostsDriver):
+            ray.relay = self.relay
         await ray.connect()
         self.ray = ray
         self._by_kind["ray"] = ray

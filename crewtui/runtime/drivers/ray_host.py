@@ -10,7 +10,10 @@ never to a session:
 - `poll`: one long poll per host and runtime returns every session's output past the offsets the runtime
   gives (its local copies' sizes, so nothing is lost or doubled across a runtime restart) and the ends, once
   their output is all shipped; a thousand sessions are a handful of calls, not a thousand;
-- `census`: what the host runs for a runtime (a restarted runtime re-adopts from it).
+- `census`: what the host runs for a runtime (a restarted runtime re-adopts from it);
+- the control channel (`ray_relay.RelayPoint`): a session started with `relay` gets a socket of its own here as
+  its `CREWTUI_SOCKET`; its requests ride the long poll to the runtime, which serves them as that session and
+  hands the replies back with `answer`.
 
 A host that dies on a live node (killed, crashed) is started again, by Ray or by the runtime, under the same
 name; it re-adopts the shims still running in its data dir (`ProcessDriver.adopt`), and a session whose shim
@@ -37,12 +40,13 @@ from crewtui.errors import CrewError
 from crewtui.locations import DataDir, SessionDir
 from crewtui.runtime.drivers.base import AdoptSpec, ExitInfo, LaunchSpec, exit_record, read_json
 from crewtui.runtime.drivers.process import ProcessDriver, ProcessHandle
+from crewtui.runtime.drivers.ray_relay import RelayPoint
 from crewtui.runtime.watcher import OutputWatcher
 
 log = logging.getLogger("crewtui.ray.host")
 
 # A runtime and a host that disagree on this cannot work together (see `RayHostsDriver`).
-HOST_PROTOCOL = 1
+HOST_PROTOCOL = 2  # 2: poll replies carry the sessions' control requests
 # How often a waiting poll looks for news (inotify marks the sessions that wrote; an end sets a flag).
 _TICK = 0.05
 # What one session's record says about it, beside the shim's files.
@@ -81,6 +85,7 @@ class _Hosted:
     ended: bool = False
     exit: ExitInfo | None = None
     lost: str | None = None
+    relay: bool = False  # the session's control socket is served here
 
     @property
     def ident(self) -> str:
@@ -108,6 +113,10 @@ class SessionHost:
         self._versions: dict[str, int] = {}  # by owner: bumped when a session starts, so a waiting poll returns
         self._loading: asyncio.Task[None] | None = None
         self._waiters: set[asyncio.Task[None]] = set()
+        self.relay = RelayPoint(self._bump)
+
+    def _bump(self, owner: str) -> None:
+        self._versions[owner] = self._versions.get(owner, 0) + 1
 
     # ---------------------------------------------------------------------------------- loading
 
@@ -158,6 +167,11 @@ class SessionHost:
         if isinstance(found, ProcessHandle):
             self.readopted += 1
             self._follow(rec, found)
+            if rec.relay:  # the socket died with the earlier host: the same path is served again
+                try:
+                    await self.relay.serve(rec.ident, rec.owner, rec.key, rec.dir.path)
+                except OSError as exc:
+                    log.warning("session %s: its control socket could not be served again: %s", rec.key, exc)
         else:
             rec.ended = True
             rec.exit = found if isinstance(found, ExitInfo) else None
@@ -183,6 +197,7 @@ class SessionHost:
         if rec.exit is None:
             rec.lost = handle.lost_reason or "its shim died without an exit record"
         rec.ended = True
+        self.relay.close(rec.ident)
 
     def _get(self, owner: str, key: str, attempt: int) -> _Hosted | None:
         rec = self.sessions.get(f"{owner_tag(owner)}/{key}")
@@ -210,9 +225,17 @@ class SessionHost:
         }
 
     async def start(
-        self, owner: str, key: str, attempt: int, argv: list[str], env: dict[str, str], cwd: str | None
+        self,
+        owner: str,
+        key: str,
+        attempt: int,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str | None,
+        relay: bool = False,
     ) -> dict[str, Any]:
-        """Start one attempt through the shim; its launch info, or {"error": why} if it did not start."""
+        """Start one attempt through the shim; its launch info, or {"error": why} if it did not start. With
+        `relay`, the session's `CREWTUI_SOCKET` is a socket served here for it (see `ray_relay`)."""
         await self._ready()
         ident = f"{owner_tag(owner)}/{key}"
         old = self.sessions.get(ident)
@@ -222,15 +245,18 @@ class SessionHost:
             await old.handle.terminate(2.0)  # an earlier attempt must not run beside this one
         self._forget(ident)
         sd = SessionDir(self.root / owner_tag(owner) / key)
-        rec = _Hosted(owner, key, attempt, sd)
+        rec = _Hosted(owner, key, attempt, sd, relay=relay)
         try:
             await asyncio.to_thread(self._prepare, rec)
             workdir = cwd if cwd and os.path.isdir(cwd) else str(sd.path)
             # The agent's output dir is here on the node; its data dir is the host's (what containment looks for).
             env = {**env, "CREWTUI_OUTPUT_DIR": str(sd.path), "CREWTUI_DATA_DIR": str(self.data_dir.root)}
+            if relay:
+                env["CREWTUI_SOCKET"] = await self.relay.serve(ident, owner, key, sd.path)
             spec = LaunchSpec(key=key, label=key, attempt=attempt, dir=sd, argv=argv, env=env, cwd=Path(workdir))
             handle = await self.driver.start(spec)
         except (CrewError, OSError) as exc:
+            self.relay.close(ident)
             shutil.rmtree(sd.path, ignore_errors=True)
             return {"error": str(exc)}
         self.sessions[ident] = rec
@@ -243,7 +269,7 @@ class SessionHost:
         shutil.rmtree(rec.dir.path, ignore_errors=True)
         rec.dir.path.parent.mkdir(exist_ok=True, mode=0o700)
         rec.dir.path.mkdir(mode=0o700)
-        meta = {"owner": rec.owner, "key": rec.key, "attempt": rec.attempt}
+        meta = {"owner": rec.owner, "key": rec.key, "attempt": rec.attempt, "relay": rec.relay}
         (rec.dir.path / _META).write_text(json.dumps(meta) + "\n")
 
     async def send(self, owner: str, key: str, attempt: int, line: str) -> str | None:
@@ -304,13 +330,17 @@ class SessionHost:
         wait: float,
         linger: float,
         max_bytes: int,
-    ) -> dict[str, dict[str, Any]]:
+        gen: str = "",
+    ) -> dict[str, Any]:
         """Output past the given offsets (key -> [attempt, stdout offset, stderr offset]) of every session that
         has some, and the end of those whose output is all shipped; returns as soon as there is news (after a
         short linger that gathers more into the same reply), or after `wait` seconds.
 
-        `forget` lists [key, attempt] whose end the runtime has recorded: their files here go."""
+        `forget` lists [key, attempt] whose end the runtime has recorded: their files here go. `gen` names the
+        runtime's link (a new one after a restart). The reply: {"sessions": key -> output and end, "requests":
+        [[id, key, line]] of the sessions' control requests, "cancel": [ids whose client hung up]}."""
         await self._ready()
+        self.relay.attach(owner, gen)
         tag = owner_tag(owner)
         for key, attempt in forget:
             rec = self.sessions.get(f"{tag}/{key}")
@@ -319,13 +349,25 @@ class SessionHost:
         version = self._versions.get(owner, 0)
         deadline = time.monotonic() + wait
         news = self._news(tag, wanted)
-        while not news and time.monotonic() < deadline and self._versions.get(owner, 0) == version:
+        asked = self.relay.has_news(owner)
+        while not news and not asked and time.monotonic() < deadline and self._versions.get(owner, 0) == version:
             await asyncio.sleep(_TICK)
             news = self._news(tag, wanted)
-        if news and linger > 0 and not all(self._ended(tag, key) for key in news):
+            asked = self.relay.has_news(owner)
+        if news and not asked and linger > 0 and not all(self._ended(tag, key) for key in news):
             await asyncio.sleep(linger)
             news = self._news(tag, wanted)
-        return await asyncio.to_thread(self._replies, tag, {k: wanted[k] for k in news}, max_bytes)
+        sessions = await asyncio.to_thread(self._replies, tag, {k: wanted[k] for k in news}, max_bytes)
+        requests, cancel = self.relay.take(owner, gen)
+        return {"sessions": sessions, "requests": requests, "cancel": cancel}
+
+    async def answer(self, owner: str, answers: list[list[Any]]) -> int:
+        """The runtime's replies ([request id, reply line]) to its sessions' control requests."""
+        return self.relay.answer(answers)
+
+    async def leave(self, owner: str, gen: str) -> None:
+        """The runtime whose link polled as `gen` stops: the requests it took fail, the next runtime takes the rest."""
+        self.relay.leave(owner, gen)
 
     # ---------------------------------------------------------------------------------- polling
 
@@ -383,6 +425,7 @@ class SessionHost:
         rec = self.sessions.pop(ident, None)
         self._sizes.pop(ident, None)
         self._unwatched.discard(ident)
+        self.relay.close(ident)
         if self._watcher is not None:
             self._watcher.unwatch(ident)
         if rec is not None:
@@ -411,7 +454,8 @@ def _scan(root: Path) -> list[_Hosted]:
             meta = read_json(d / _META)
             if not isinstance(meta, dict) or not isinstance(meta.get("attempt"), int):
                 continue
-            found.append(_Hosted(str(meta.get("owner")), d.name, meta["attempt"], SessionDir(d)))
+            relay = meta.get("relay") is True
+            found.append(_Hosted(str(meta.get("owner")), d.name, meta["attempt"], SessionDir(d), relay=relay))
     return found
 
 

@@ -12,6 +12,10 @@ driver finds or creates a host on every live node (at connect, and as nodes join
 Per host, one link (`ray_link.HostLink`) long-polls the host for every session's output and ends and copies
 them into the sessions' local dirs, so the tailer, transcripts and results work as for local sessions.
 
+Control channel: with a `relay` (the runtime's control server, set before `connect`), every session's
+`CREWTUI_SOCKET` is a socket its host serves on its node (`ray_relay`); its requests ride the link's long poll
+and are served by the relay as that session. Without one, sessions get the runtime's own socket, as before.
+
 Faults: a host whose node dies takes its sessions with it (`lost`, naming the node; watchdogs retry them on
 a live node); a host that dies on a live node is found again (Ray restarts it) or created again by name, and
 re-adopts the shims still running there. Sessions an earlier runtime ran in actor mode are still re-adopted
@@ -42,7 +46,7 @@ from crewtui.runtime.drivers.base import (
 )
 from crewtui.runtime.drivers.ray import RayDriver, node_name
 from crewtui.runtime.drivers.ray_host import HOST_PROTOCOL, SessionHost, host_name, owner_tag
-from crewtui.runtime.drivers.ray_link import CALL_TIMEOUT, HostHandle, HostLink, first_line
+from crewtui.runtime.drivers.ray_link import CALL_TIMEOUT, HostHandle, HostLink, Relay, first_line
 
 log = logging.getLogger("crewtui.ray.hosts")
 
@@ -84,6 +88,7 @@ class RayHostsDriver:
         # Output copied back from all hosts: batches (replies that carried output) and lines.
         self.batches = 0
         self.lines_in = 0
+        self.relay: Relay | None = None
 
     # ---------------------------------------------------------------------------------- cluster
 
@@ -233,6 +238,7 @@ class RayHostsDriver:
                     list(spec.argv),
                     dict(spec.env),
                     cwd,
+                    self.relay is not None,
                     timeout=max(1.0, min(CALL_TIMEOUT, deadline - loop.time())),
                 )
             except Exception as exc:

@@ -6,13 +6,20 @@ the host (`SessionHost.poll`) for every session's output and ends, appends the o
 and results work as for local sessions. Offsets are the local files' sizes, so a runtime that dies mid-batch
 resumes without losing or doubling a byte. A failed poll asks whether the node lives: if not, the sessions are
 lost with the node named; if so, the host is found (or started) again, and it re-adopts its shims.
+
+The same poll brings the sessions' control requests (`crewtui ctl` on the node, through the host's socket for
+the session, see `ray_relay`): each is served by the driver's `relay` (the control server, as that session) in
+a task of its own, so a blocking yield holds up nothing, and the replies go back in one `answer` call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +41,11 @@ CALL_TIMEOUT = 30.0
 # A host that cannot be reached while its node lives (restarting, re-adopting, overloaded) is waited for this long.
 _UNREACHABLE_GRACE = 60.0
 
+# On stopping, how long the host is given to hear it (a dead one must not hold the stop up).
+_LEAVE_TIMEOUT = 3.0
+# Serves one control request of a session on a node, as that session: (session key, request line) -> reply line.
+Relay = Callable[[str, bytes], Awaitable[bytes]]
+
 
 class Hosts(Protocol):
     """What a link needs of its driver (`RayHostsDriver`)."""
@@ -43,6 +55,7 @@ class Hosts(Protocol):
     links: dict[str, HostLink]
     batches: int
     lines_in: int
+    relay: Relay | None
 
     async def node_alive(self, node_id: str) -> bool | None: ...
 
@@ -125,6 +138,10 @@ class HostLink:
         self._closed = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.gen = uuid.uuid4().hex  # this link's polls: a host fails what an earlier runtime took and never answered
+        self.serving: dict[str, asyncio.Task[None]] = {}  # control requests being served, by id
+        self._answers: list[list[Any]] = []
+        self._answering: asyncio.Task[None] | None = None
 
     @property
     def load(self) -> int:
@@ -144,9 +161,22 @@ class HostLink:
     async def stop(self) -> None:
         self._closed = True
         self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        polled = self._task is not None
+        tasks = [t for t in (self._task, *self.serving.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._answering is not None:  # replies already made still go out
+            try:
+                async with asyncio.timeout(_LEAVE_TIMEOUT):
+                    await self._answering
+            except Exception:  # a host that does not answer: the requests fail when the next runtime polls
+                self._answering.cancel()
+        if self.driver.relay is not None and polled and not self.dead:
+            try:  # requests that arrive from now on wait for the next runtime; those we were serving fail
+                await self.call("leave", self.gen, timeout=_LEAVE_TIMEOUT)
+            except Exception as exc:
+                log.info("node %s: its host was not told this runtime stops: %s", self.node, first_line(exc))
 
     async def _pump(self) -> None:
         """Copy output and ends until the host is gone with its node (or the runtime stops)."""
@@ -167,6 +197,7 @@ class HostLink:
                     _POLL_WAIT if wanted else 0.0,
                     _LINGER,
                     _MAX_BATCH,
+                    self.gen,
                     timeout=_POLL_WAIT + CALL_TIMEOUT,
                 )
             except asyncio.CancelledError:
@@ -178,7 +209,48 @@ class HostLink:
                     return
                 continue
             trouble_since = None
-            await self._deliver(replies)
+            self._serve(replies.get("requests") or [], replies.get("cancel") or [])
+            await self._deliver(replies.get("sessions") or {})
+
+    # ---------------------------------------------------------------------------------- control requests
+
+    def _serve(self, requests: list[list[Any]], cancel: list[str]) -> None:
+        for rid in cancel:  # the client hung up: stop waiting on its behalf (as the local server does)
+            task = self.serving.pop(rid, None)
+            if task is not None:
+                task.cancel()
+        for rid, key, line in requests:
+            task = asyncio.create_task(self._one(rid, key, line), name=f"ray-ctl-{key}")
+            self.serving[rid] = task
+
+    async def _one(self, rid: str, key: str, line: bytes) -> None:
+        relay = self.driver.relay
+        try:
+            if relay is None:
+                reply = _refusal("this crewtui runtime serves no control socket: sessions on Ray nodes cannot use it")
+            else:
+                reply = await relay(key, line)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            log.exception("a control request of session %s failed", key)
+            reply = _refusal(f"the request failed in the runtime: {first_line(exc)}")
+        finally:
+            self.serving.pop(rid, None)
+        self._answers.append([rid, reply])
+        if self._answering is None or self._answering.done():
+            self._answering = asyncio.create_task(self._send_answers(), name=f"ray-answer-{self.node}")
+
+    async def _send_answers(self) -> None:
+        await asyncio.sleep(0)  # replies ready in the same turn go in the same call
+        while self._answers:
+            batch, self._answers = self._answers, []
+            try:
+                await self.call("answer", batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # its clients were on a host that died: nobody waits for these replies
+                log.warning("node %s: %d control reply(ies) not delivered: %s", self.node, len(batch), first_line(exc))
 
     async def _deliver(self, replies: dict[str, dict[str, Any]]) -> None:
         writes: list[tuple[Path, bytes]] = []
@@ -247,6 +319,10 @@ class HostLink:
             h.lost_reason = reason
             await self.end(h, None)
         self.forget.clear()
+
+
+def _refusal(message: str) -> bytes:
+    return (json.dumps({"ok": False, "error": {"kind": "unavailable", "message": message}}) + "\n").encode()
 
 
 def first_line(exc: BaseException) -> str:
