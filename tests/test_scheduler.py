@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import textwrap
 
 import pytest
@@ -216,6 +217,42 @@ async def test_misfire_policies_after_downtime(make_orch, clock, data_dir, polic
     assert (await orch2.cron_list())[0].next_fire == T0 + 300
     skipped = [e for e in await events_of(orch2, CronFired) if e.outcome == "skipped"]
     assert bool(skipped) == (policy != "run_all")
+
+
+async def test_a_fire_whose_claim_a_crash_cut_off_is_caught_up_even_before_the_next_fire_is_due(
+    make_orch, clock, data_dir
+):
+    """The loop moves `next_fire` on (and it can reach the store with the job's state) before the fire it just
+    popped has claimed its run; a kill -9 in between, and a restart before the next fire is due, must still run
+    the fire that was never claimed (run_all), not skip to the next one."""
+    job = """
+        [[cron]]
+        name = "tick"
+        schedule = { kind = "every", every = "1m" }
+        misfire = "run_all"
+        misfire_grace = "10m"
+        overlap = "allow"
+        spawn = { agent = "ok", label = "tick-r{run}", task = "t" }
+    """
+    orch = await make_orch(crew(job), clock=clock)
+    await clock.advance(60)
+    await wait_for(lambda: len(orch.sessions) == 1, what="first run")
+    await wait_for(lambda: all(s.state.terminal for s in orch.sessions.values()), what="first run done")
+    await orch.stop()
+    # As the crash left it: the job's next fire already at +180, the +120 fire never claimed.
+    con = sqlite3.connect(data_dir.store)
+    (data,) = con.execute("SELECT data FROM cron_jobs WHERE name = 'tick'").fetchone()
+    state = json.loads(data)
+    assert state["last_nominal"] == T0 + 60
+    state["next_fire"] = T0 + 180
+    con.execute("UPDATE cron_jobs SET data = ? WHERE name = 'tick'", (json.dumps(state),))
+    con.commit()
+    con.close()
+    await clock.advance(90)  # restarted at +150: +120 was missed, +180 is not due yet
+    orch2 = await make_orch(crew(job), clock=clock)
+    await wait_for(lambda: len(orch2.sessions) == 2, what="the +120 fire caught up")
+    assert sorted(r.nominal for r in await orch2.runs("tick")) == [T0 + 60, T0 + 120]
+    assert (await orch2.cron_list())[0].next_fire == T0 + 180
 
 
 async def test_a_restart_never_doubles_a_fire(make_orch, clock):

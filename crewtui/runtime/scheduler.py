@@ -243,8 +243,13 @@ class Scheduler:
     async def _catch_up(self, state: JobState, now: float) -> None:
         """Fires missed while no runtime ran: skip, run once or run all (bounded), within misfire_grace."""
         cfg = state.config
-        if state.next_fire is None or state.next_fire > now:
+        if state.next_fire is None:
             return
+        if state.next_fire > now and state.last_nominal is None:
+            return
+        # From the last fire handled, not from `next_fire`: the loop moves `next_fire` on before the fire it popped
+        # has claimed its run, and a crash in between must not lose that fire even when the restart comes before
+        # the next one is due.
         last = state.last_nominal if state.last_nominal is not None else state.next_fire - 1e-6
         plan = plan_misfires(cfg.schedule, last, now, cfg.misfire, cfg.misfire_grace, job=cfg.name)
         state.next_fire = plan.next
