@@ -8,9 +8,11 @@ commits the runtime makes (an agent's own commits keep theirs).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from crewtui.errors import BadInput
@@ -78,3 +80,19 @@ def rev(cwd: Path, ref: str) -> str | None:
 
 def argv_text(argv: Sequence[str]) -> str:
     return " ".join(argv)
+
+
+@contextlib.contextmanager
+def repo_lock(repo: Path, name: str) -> Iterator[None]:
+    """An flock on `crewtui-NAME.lock` in the repository's common git dir (blocking): whoever holds it, in this
+    runtime or another, goes alone. "merge": one merge at a time; "worktrees": adding, removing and listing
+    worktrees (git cannot read a worktree that another git is adding at that moment)."""
+    common = Path(out(repo, "rev-parse", "--git-common-dir"))
+    if not common.is_absolute():
+        common = repo / common
+    with open(common / f"crewtui-{name}.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -17,15 +17,14 @@ and then the checkout itself is fast-forwarded (`merge --ff-only`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import subprocess
-from collections.abc import Iterator
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from crewtui.errors import BadInput
-from crewtui.workspaces.git import GitError, first_line, git, out, rev
+from crewtui.workspaces.git import GitError, first_line, git, out, repo_lock, rev
 from crewtui.workspaces.worktrees import dirty_files
 
 # failed: git could not make the merge (no conflicting files: a full disk, a broken repository); the target has
@@ -43,24 +42,17 @@ class MergeResult:
     note: str = ""
 
 
-@contextlib.contextmanager
-def lock(repo: Path) -> Iterator[None]:
+def lock(repo: Path) -> contextlib.AbstractContextManager[None]:
     """The repository's merge lock (blocking): one merge at a time, whoever runs it."""
-    common = Path(out(repo, "rev-parse", "--git-common-dir"))
-    if not common.is_absolute():
-        common = repo / common
-    with open(common / "crewtui-merge.lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return repo_lock(repo, "merge")
 
 
 def checked_out_at(repo: Path, branch: str, besides: Path) -> Path | None:
     """The worktree (the user's checkout, most likely) where `branch` is checked out, other than `besides`."""
     path: Path | None = None
-    for line in git(repo, "worktree", "list", "--porcelain").stdout.splitlines():
+    with repo_lock(repo, "worktrees"):
+        listed = _worktree_list(repo)
+    for line in listed:
         if line.startswith("worktree "):
             path = Path(line.removeprefix("worktree "))
         elif line == f"branch refs/heads/{branch}" and path is not None and path.resolve() != besides.resolve():
@@ -68,13 +60,25 @@ def checked_out_at(repo: Path, branch: str, besides: Path) -> Path | None:
     return None
 
 
+def _worktree_list(repo: Path, tries: int = 5) -> list[str]:
+    """`git worktree list --porcelain`, tried again a few times: a session's worktree being added at that moment
+    shows as a half-made entry git cannot read ("failed to read .git/worktrees/<id>/commondir")."""
+    for attempt in range(tries):
+        p = git(repo, "worktree", "list", "--porcelain", check=attempt == tries - 1)
+        if p.returncode == 0:
+            return p.stdout.splitlines()
+        time.sleep(0.1 * (attempt + 1))
+    return []  # not reached: the last try raises
+
+
 def reset_merge_worktree(repo: Path, where: Path, tip: str) -> None:
     """The runtime's merge worktree, clean and detached at `tip` (made if missing; a half merge left by a crash
     is thrown away here)."""
     if not (where / ".git").exists():
-        git(repo, "worktree", "prune")
-        where.parent.mkdir(parents=True, exist_ok=True)
-        git(repo, "worktree", "add", "--detach", "--force", str(where), tip)
+        with repo_lock(repo, "worktrees"):
+            git(repo, "worktree", "prune")
+            where.parent.mkdir(parents=True, exist_ok=True)
+            git(repo, "worktree", "add", "--detach", "--force", str(where), tip)
         return
     # A git that died mid-write (a full disk, a kill -9) leaves its index lock behind, and every later merge would
     # refuse; under the repository's merge lock no other git works in this worktree, so it is stale.

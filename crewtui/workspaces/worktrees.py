@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crewtui.errors import BadInput
-from crewtui.workspaces.git import git, lines, out, rev
+from crewtui.workspaces.git import git, lines, out, repo_lock, rev
 
 BRANCH_PREFIX = "crew/"
 
@@ -59,14 +59,15 @@ def dirty_files(checkout: Path) -> list[str]:
 def create(repo: Path, base: str, branch: str, path: Path, copy: list[str]) -> str:
     """Make (or find again) the worktree at `path` on `branch`, from `base`; return the commit it starts from."""
     start = base_commit(repo, base)
-    if rev(repo, f"refs/heads/{branch}") is not None:
-        if not (path / ".git").exists():  # the branch outlived its worktree: check it out again
-            git(repo, "worktree", "prune")
-            git(repo, "worktree", "add", str(path), branch)
-        start = out(repo, "merge-base", start, branch)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        git(repo, "worktree", "add", "-b", branch, str(path), start)
+    with repo_lock(repo, "worktrees"):
+        if rev(repo, f"refs/heads/{branch}") is not None:
+            if not (path / ".git").exists():  # the branch outlived its worktree: check it out again
+                git(repo, "worktree", "prune")
+                git(repo, "worktree", "add", str(path), branch)
+            start = out(repo, "merge-base", start, branch)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            git(repo, "worktree", "add", "-b", branch, str(path), start)
     for name in copy:
         src = repo / name
         if src.is_file():
@@ -141,9 +142,10 @@ def unmerged_work(repo: Path, path: Path, branch: str | None, into: str | None) 
 
 def remove(repo: Path, path: Path, branch: str | None) -> None:
     """Remove a worktree (and its branch, when named): what a merged or discarded session leaves."""
-    if (path / ".git").exists():
-        git(repo, "worktree", "remove", "--force", str(path))
-    else:
-        git(repo, "worktree", "prune")
-    if branch is not None and rev(repo, f"refs/heads/{branch}") is not None:
-        git(repo, "branch", "-D", branch)
+    with repo_lock(repo, "worktrees"):
+        if (path / ".git").exists():
+            git(repo, "worktree", "remove", "--force", str(path))
+        else:
+            git(repo, "worktree", "prune")
+        if branch is not None and rev(repo, f"refs/heads/{branch}") is not None:
+            git(repo, "branch", "-D", branch)
