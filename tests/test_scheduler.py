@@ -255,6 +255,24 @@ async def test_a_fire_whose_claim_a_crash_cut_off_is_caught_up_even_before_the_n
     assert (await orch2.cron_list())[0].next_fire == T0 + 180
 
 
+async def test_two_fires_due_at_once_both_run_in_order(make_orch, clock):
+    """A loop that wakes late (the event loop was busy) pops two due fires of one job together: both run, as runs
+    1 and 2 in the order of their times (they once took the same run number and the second was lost)."""
+    job = """
+        [[cron]]
+        name = "tick"
+        schedule = { kind = "every", every = "1m" }
+        overlap = "allow"
+        spawn = { agent = "ok", label = "tick-r{run}", task = "t" }
+    """
+    orch = await make_orch(crew(job), clock=clock)
+    await clock.advance(120)  # +60 and +120 are both due when the loop next looks
+    await wait_for(lambda: len(orch.sessions) == 2, what="both fires")
+    await settle()
+    runs = sorted(await orch.runs("tick"), key=lambda r: r.number)
+    assert [(r.number, r.nominal) for r in runs] == [(1, T0 + 60), (2, T0 + 120)]
+
+
 async def test_a_restart_never_doubles_a_fire(make_orch, clock):
     job = """
         [[cron]]

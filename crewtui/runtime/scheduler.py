@@ -81,6 +81,7 @@ class Scheduler:
         self._spawning: set[str] = set()  # runs whose batch is still being spawned
         self._replays: dict[str, deque[float]] = {}  # job -> catch-up fires still to run, in order
         self._replaying: set[str] = set()
+        self._fire_locks: dict[str, asyncio.Lock] = {}  # job -> its fires, one at a time
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._jobs_tasks: set[asyncio.Task[Any]] = set()
@@ -312,6 +313,13 @@ class Scheduler:
     async def _fire(
         self, state: JobState, nominal: float, catch_up: bool = False, manual: bool = False
     ) -> CronRun | None:
+        """One fire of a job, after the fires of the same job before it: two in flight at once (a loop that woke
+        late pops two due fires together) would take the same run number, and the second would be refused as
+        already recorded: a fire lost."""
+        async with self._fire_locks.setdefault(state.config.name, asyncio.Lock()):
+            return await self._fire_now(state, nominal, catch_up, manual)
+
+    async def _fire_now(self, state: JobState, nominal: float, catch_up: bool, manual: bool) -> CronRun | None:
         cfg = state.config
         note = " (catch-up)" if catch_up else " (out of schedule)" if manual else ""
         if cfg.text is not None:
