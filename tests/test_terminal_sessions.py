@@ -87,13 +87,19 @@ def screen(h: Headless, key: str) -> list[str]:
     return lines
 
 
+def asking(h: Headless, label: str) -> str:
+    """ASK started as a terminal session, its question on its screen (seen through peek); its key."""
+    key: str = call(h.dd.socket, "spawn", label=label, argv=[PY, "-c", ASK], tty=True)["result"]["key"]
+    wait_until(lambda: "Name?" in "\n".join(screen(h, key)), 10, "the question on its screen")
+    return key
+
+
 def test_attach_answer_detach_then_a_kill_9_restart_readopts_it_and_it_ends_done(tmp_path: Path) -> None:
     data = tmp_path / "data"
     h = Headless(data)
     try:
-        key = call(h.dd.socket, "spawn", label="ask-1", argv=[PY, "-c", ASK], tty=True)["result"]["key"]
+        key = asking(h, "ask-1")
         assert session(h, key)["tty"] is True
-        wait_until(lambda: "Name?" in "\n".join(screen(h, key)), 10, "the question on its screen")
 
         a = Attached(data, "ask-1")
         a.read_until(b"detach with Ctrl-\\")
@@ -133,8 +139,7 @@ def test_a_steer_types_a_line_and_a_second_attacher_sees_the_same_screen(tmp_pat
     data = tmp_path / "data"
     h = Headless(data)
     try:
-        key = call(h.dd.socket, "spawn", label="ask-2", argv=[PY, "-c", ASK], tty=True)["result"]["key"]
-        wait_until(lambda: "Name?" in "\n".join(screen(h, key)), 10, "the question")
+        key = asking(h, "ask-2")
         first, second = Attached(data, "ask-2"), Attached(data, "ask-2")
         for a in (first, second):
             a.read_until(b"detach with Ctrl-\\")
@@ -177,8 +182,7 @@ def test_kill_stops_the_agent_under_dtach(tmp_path: Path) -> None:
     data = tmp_path / "data"
     h = Headless(data)
     try:
-        key = call(h.dd.socket, "spawn", label="ask-3", argv=[PY, "-c", ASK], tty=True)["result"]["key"]
-        wait_until(lambda: "Name?" in "\n".join(screen(h, key)), 10, "the question")
+        key = asking(h, "ask-3")
         sd = data / "sessions" / key
         assert (sd / "tty.sock").exists()
         assert len(running_asks(key)) == 1

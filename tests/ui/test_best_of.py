@@ -8,8 +8,6 @@ Pilot tests of the keys and of what they call; then once on a real runtime and a
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,10 @@ from crewtui.ui.screens.help import keys_table
 from crewtui.ui.screens.spawn import SpawnScreen
 from crewtui.ui.widgets.tries import TryColumn, fit_path, run_time
 from crewtui.workspaces.git import git
-from tests.conftest import crew_from
 from tests.ui.conftest import fake_app, key_of, recording, settle
 from tests.ui.fake_workspaces import BEST_OF, BEST_OF_TASK, DIFF_SMALL, TRIES, count
 from tests.ui.test_gateway import calls, fake, select
-from tests.ui.test_workspaces import changes_read, shown
-from tests.workspaces.test_git_workspaces import make_repo
+from tests.ui.test_workspaces import changes_read, editor_crew, shown
 
 WIDE = (140, 42)
 NARROW = (80, 24)
@@ -474,21 +470,7 @@ print("done")
 
 
 async def test_a_real_best_of_two_spawned_from_the_form_compared_and_one_merged(make_orch: Any, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "blog")
-    git(repo, "checkout", "--quiet", "-b", "work")  # the user works elsewhere: main can be merged into
-    crew = crew_from(
-        f"""
-        [crew]
-        name = "coders"
-
-        [agents.editor]
-        command = [{json.dumps(sys.executable)}, "-c", {json.dumps(AGENT)}]
-
-        [agents.editor.workspace]
-        repo = {json.dumps(str(repo))}
-        base = "main"
-        """
-    )
+    repo, crew = editor_crew(tmp_path, AGENT)
     orch = await make_orch(crew)
     app = make_app(orch)
     notes = recording(app)

@@ -542,22 +542,29 @@ print("done")
 """
 
 
-async def test_a_real_branch_reviewed_then_merged(make_orch: Any, tmp_path: Path) -> None:
+def editor_crew(tmp_path: Path, agent: str) -> tuple[Path, Any]:
+    """A real repository in tmp_path (the user on a branch of their own, so main can be merged into) and a crew
+    whose `editor` runs `agent` in a worktree of it."""
     repo = make_repo(tmp_path / "blog")
-    git(repo, "checkout", "--quiet", "-b", "work")  # the user works elsewhere: main can be merged into
+    git(repo, "checkout", "--quiet", "-b", "work")
     crew = crew_from(
         f"""
         [crew]
         name = "coders"
 
         [agents.editor]
-        command = [{json.dumps(sys.executable)}, "-c", {json.dumps(AGENT)}]
+        command = [{json.dumps(sys.executable)}, "-c", {json.dumps(agent)}]
 
         [agents.editor.workspace]
         repo = {json.dumps(str(repo))}
         base = "main"
         """
     )
+    return repo, crew
+
+
+async def test_a_real_branch_reviewed_then_merged(make_orch: Any, tmp_path: Path) -> None:
+    repo, crew = editor_crew(tmp_path, AGENT)
     orch = await make_orch(crew)
     s = await orch.spawn(SpawnRequest(label="fix-post", agent="editor"))
     for _ in range(500):
