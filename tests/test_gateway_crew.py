@@ -1,9 +1,10 @@
 """The model gateway in a real runtime: twenty agents (plain HTTP clients of the Anthropic API and the real Claude
-Code) share one provider that refuses beyond 30 requests per window and 3 at once, and none of them ever sees it.
+Code) share one provider that refuses beyond 30 requests a minute and 3 at once, and none of them ever sees it.
 
 The fake upstream (tests/fakemodel, on 127.0.0.1) enforces its limits the way Anthropic does: a 429 with
-`retry-after`, and `anthropic-ratelimit-requests-*` headers on every answer. Its window is 4 s instead of a minute
-so the test takes seconds; the gateway knows neither figure beforehand (its pool allows 8 at once).
+`retry-after`, and `anthropic-ratelimit-requests-*` headers on every answer. Its window is a real minute (the 52
+requests need two, so the test takes about 65 s); the gateway knows neither figure beforehand (its pool allows 8
+at once).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def served_by_key(fake: FakeModel) -> dict[str, dict[str, int]]:
 
 def test_twenty_agents_share_a_rate_limited_provider_and_none_sees_a_429(tmp_path: Path) -> None:
     claude = claude_bin()
-    limit = Limit(requests=30, per=4.0, concurrent=3, headers=True)
+    limit = Limit(requests=30, per=60.0, concurrent=3, headers=True)
     with FakeModel(limit=limit) as fake:
         # Every answer streams slowly enough that requests overlap, each with its own token counts.
         fake.script(*[slow(text(f"answer {i}", usage=Usage(input=100 + i, output=10 + i)), 0.03) for i in range(400)])
@@ -101,7 +102,7 @@ def test_twenty_agents_share_a_rate_limited_provider_and_none_sees_a_429(tmp_pat
                 return [call(h.dd.socket, "get", ref=k)["result"] for k in keys.values()]
 
             wait_until(
-                lambda: all(s["state"] not in ("pending", "running", "waiting") for s in sessions()), 120, "all to end"
+                lambda: all(s["state"] not in ("pending", "running", "waiting") for s in sessions()), 180, "all to end"
             )
             got = {s["label"]: s for s in sessions()}
             assert {label: s["state"] for label, s in got.items() if s["state"] != "done"} == {}, [
