@@ -63,3 +63,9 @@ ERROR_KINDS: dict[str, type[CrewError]] = {
 
 def error_from_wire(kind: str, message: str) -> CrewError:
     return ERROR_KINDS.get(kind, CrewError)(message)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception in one short line (its message's first line, else its type's name)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

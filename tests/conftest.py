@@ -22,8 +22,9 @@ PY = sys.executable
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist (the test command runs three workers, a test file each at a time): the Ray test files
-    are one unit, run one after another in one worker, since each starts a Ray cluster and stops it with `ray stop
-    --force`, which ends every Ray cluster on the machine (another worker's too, and the driver with it)."""
+    are one unit, run one after another in one worker: each starts a Ray cluster of its own (stopped by its own
+    processes, never `ray stop`, which would end every cluster on the machine), but two at once are too heavy for
+    a 2-core machine, and each cleans up the node-local host dirs its cluster left in the one shared temp dir."""
     from xdist.scheduler import LoadFileScheduling
 
     class Scheduling(LoadFileScheduling):

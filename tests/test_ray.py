@@ -66,9 +66,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def cluster_pids(temp: str) -> set[int]:
+    """The processes of the Ray cluster whose temp dir is `temp`: those that name it on their command line (GCS,
+    raylets, monitors; a node that joined takes the head's session dir) and all their descendants (workers and
+    agents, which rename themselves `ray::...`)."""
+    parents: dict[int, int] = {}
+    roots: set[int] = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmdline = (d / "cmdline").read_bytes()
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if temp.encode() in cmdline:
+            roots.add(int(d.name))
+    found = set(roots)
+    while True:
+        more = {pid for pid, ppid in parents.items() if ppid in found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def stop_cluster(temp: str) -> None:
+    """Kill the cluster of temp dir `temp`, and only it: `ray stop --force` would end every Ray cluster on the
+    machine (a developer's own, another test worker's)."""
+    deadline = time.monotonic() + 30
+    while (pids := cluster_pids(temp) - {os.getpid()}) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    assert not pids, f"Ray processes of {temp} outlived SIGKILL: {sorted(pids)}"
+
+
 @contextlib.contextmanager
-def local_cluster() -> Iterator[str]:
-    """A real one-node Ray cluster, started the way a user starts one; its address."""
+def local_cluster(gpus: int = 0) -> Iterator[str]:
+    """A real one-node Ray cluster, started the way a user starts one (with `gpus` GPUs Ray counts, none of them
+    real); its address."""
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="crt-ray-", dir="/tmp")  # Ray's socket paths must stay short
     started = subprocess.run(
@@ -79,6 +117,7 @@ def local_cluster() -> Iterator[str]:
             f"--port={port}",
             "--node-ip-address=127.0.0.1",
             "--num-cpus=4",
+            f"--num-gpus={gpus}",
             "--include-dashboard=false",
             "--disable-usage-stats",
             f"--temp-dir={temp}",
@@ -93,7 +132,7 @@ def local_cluster() -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY_BIN, "stop", "--force"], capture_output=True, timeout=120)
+        stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
         for left in set(hosts.iterdir()) - before if hosts.is_dir() else ():
             shutil.rmtree(left, ignore_errors=True)

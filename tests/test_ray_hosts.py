@@ -46,8 +46,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
-    """The module's cluster (a head node; tests join and kill more nodes)."""
-    with local_cluster() as address:
+    """The module's cluster (a head node with 2 GPUs as Ray counts them; tests join and kill more nodes)."""
+    with local_cluster(gpus=2) as address:
         yield address
 
 
@@ -332,6 +332,46 @@ async def test_resources_are_admitted_through_a_placement_group(tmp_path: Path, 
             "print(sorted(r['name'] for r in ray.util.placement_group_table().values() if r['state'] != 'REMOVED'))",
         )
         assert tag not in left  # every group of this runtime is gone
+    finally:
+        await orch.stop(kill_sessions=True)
+
+
+async def test_sessions_that_reserve_gpus_are_pinned_to_the_ones_ray_gave_them(
+    tmp_path: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sessions of one GPU each on the head's two see one GPU each, never the same one; a third that asks for
+    none is not pinned (it sees what a local process would); a fourth that wants both waits for them."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    show = "import os, time; print('gpus=' + os.environ.get('CUDA_VISIBLE_DEVICES', 'all'), flush=True); time.sleep(3)"
+    crew = host_crew(
+        ray_address,
+        extra=f"""
+        [agents.trainer]
+        command = ["{{python}}", "-c", "{show}"]
+        resources = {{ num_gpus = 1 }}
+
+        [agents.big-trainer]
+        command = ["{{python}}", "-c", "{show}"]
+        resources = {{ num_gpus = 2 }}
+
+        [agents.plain]
+        command = ["{{python}}", "-c", "{show}"]
+        """,
+    )
+    orch = await open_runtime(tmp_path / "data", crew)
+    try:
+        one = await orch.spawn(SpawnRequest(label="gpu-one", agent="trainer", task="x"))
+        two = await orch.spawn(SpawnRequest(label="gpu-two", agent="trainer", task="x"))
+        plain = await orch.spawn(SpawnRequest(label="gpu-none", agent="plain", task="x"))
+        for s in (one, two, plain):
+            await wait_for(lambda s=s: "gpus=" in stdout_of(orch, s.key), 60, f"{s.label} to say its GPUs")
+        seen = {s.label: stdout_of(orch, s.key).split("gpus=")[1].split()[0] for s in (one, two, plain)}
+        assert {seen["gpu-one"], seen["gpu-two"]} == {"0", "1"}, seen
+        assert seen["gpu-none"] == "all"
+        both = await orch.spawn(SpawnRequest(label="gpu-both", agent="big-trainer", task="x"))
+        await ended(orch, both.key, 60)
+        assert stdout_of(orch, both.key).split("gpus=")[1].split()[0] in ("0,1", "1,0")
+        assert orch.sessions[both.key].started_at >= max(orch.sessions[s.key].ended_at for s in (one, two)) - 0.5
     finally:
         await orch.stop(kill_sessions=True)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import crewtui
-from crewtui.errors import CrewError
+from crewtui.errors import CrewError, first_line
 from crewtui.locations import SessionDir
 from crewtui.model import DriverKind
 from crewtui.runtime.drivers import ray_place
@@ -46,7 +46,7 @@ from crewtui.runtime.drivers.base import (
 )
 from crewtui.runtime.drivers.ray import RayDriver, node_name
 from crewtui.runtime.drivers.ray_host import HOST_PROTOCOL, SessionHost, host_name, owner_tag
-from crewtui.runtime.drivers.ray_link import CALL_TIMEOUT, HostHandle, HostLink, Relay, first_line
+from crewtui.runtime.drivers.ray_link import CALL_TIMEOUT, HostHandle, HostLink, Relay
 
 log = logging.getLogger("crewtui.ray.hosts")
 
@@ -207,6 +207,7 @@ class RayHostsDriver:
         sd = SessionDir(spec.dir.path.absolute())
         await asyncio.to_thread(_clear_local, sd)
         wanted = ray_place.bundle(spec.resources)
+        env = dict(spec.env)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
         placements = 0
@@ -224,6 +225,10 @@ class RayHostsDriver:
                 log.info("session %s: Ray placed its resources on node %s", key, node_id[:6])
                 try:
                     link = await self.link(node_id)
+                    if wanted.get("GPU"):
+                        env["CUDA_VISIBLE_DEVICES"] = await ray_place.gpu_ids(
+                            self.ray, pg, key, wanted["GPU"], deadline - loop.time()
+                        )
                 except Exception:
                     await ray_place.remove(self.ray, pg)
                     raise
@@ -236,7 +241,7 @@ class RayHostsDriver:
                     key,
                     attempt,
                     list(spec.argv),
-                    dict(spec.env),
+                    env,
                     cwd,
                     self.relay is not None,
                     timeout=max(1.0, min(CALL_TIMEOUT, deadline - loop.time())),

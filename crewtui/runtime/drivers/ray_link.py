@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from crewtui.errors import Conflict
+from crewtui.errors import Conflict, first_line
 from crewtui.locations import SessionDir
 from crewtui.runtime.drivers import ray_place
 from crewtui.runtime.drivers.base import ExitInfo, SessionHandle, check_steer, write_json_atomic
@@ -323,11 +323,6 @@ class HostLink:
 
 def _refusal(message: str) -> bytes:
     return (json.dumps({"ok": False, "error": {"kind": "unavailable", "message": message}}) + "\n").encode()
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def size(path: Path) -> int:

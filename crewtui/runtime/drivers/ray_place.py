@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from crewtui.errors import CrewError
+from crewtui.errors import CrewError, first_line
 
 if TYPE_CHECKING:
     from crewtui.config import AgentResources
@@ -99,6 +99,30 @@ def nobody_has(ray: Any, wanted: dict[str, float], selector: dict[str, str]) -> 
         if most < amount:
             return f"no live node has {name} {amount:g}" + (f" (at most {most:g})" if most else "")
     return "the nodes that have them are busy with other work"
+
+
+def _gpu_ids() -> list[str]:
+    """(Run as a Ray task inside a session's bundle.) The GPU ids Ray gave the bundle."""
+    import ray
+
+    return [str(i) for i in ray.get_gpu_ids()]
+
+
+async def gpu_ids(ray: Any, pg: Any, key: str, gpus: float, timeout: float) -> str:
+    """The ids of the GPUs Ray reserved in the session's placement group, as `CUDA_VISIBLE_DEVICES` wants them:
+    a task that asks for all the bundle's GPUs is given exactly those (Ray ties a bundle to particular GPUs when
+    it places it), so two sessions on one node never share a GPU they did not ask to share."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    task = ray.remote(_gpu_ids).options(
+        num_cpus=0, num_gpus=gpus, scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0), max_retries=0
+    )
+    try:
+        ids = await asyncio.wait_for(asyncio.wrap_future(task.remote().future()), max(1.0, timeout))
+    except Exception as exc:
+        why = "no answer in time" if isinstance(exc, TimeoutError) else first_line(exc)
+        raise CrewError(f"session {key} did not start: Ray did not say which GPUs it reserved for it ({why})") from None
+    return ",".join(ids)
 
 
 def find(ray: Any, name: str) -> Any | None:
