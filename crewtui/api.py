@@ -51,7 +51,7 @@ class RuntimeInfo(BaseModel):
     agents: list[str]
     started_at: float
     max_concurrent: int
-    backend: str = "local"  # "local", or "ray ADDRESS" when sessions run on a Ray cluster
+    backend: str = "local"  # "local", or "ray ADDRESS (host mode)" / "(actor mode)" on a Ray cluster
     # How a kill finds every process of a session: "cgroup" where the machine allows, else "process group +
     # environment scan" (see crewtui/runtime/drivers/containment.py).
     containment: str = ""

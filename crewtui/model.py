@@ -1,4 +1,5 @@
-"""Pydantic types shared by every layer: sessions, their states, spawn requests and runtime events.
+"""Pydantic types shared by every layer: sessions, their states, spawn requests (the runtime's events are in
+crewtui/events.py).
 
 Nothing here does I/O. The store persists these models as JSON, the control socket sends them as JSON,
 the UI renders them; so one definition keeps all three in agreement.

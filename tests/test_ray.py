@@ -214,6 +214,7 @@ def cluster_nodes(address: str) -> set[str]:
 async def test_spawn_steer_result_on_ray(tmp_path: Path, ray_address: str) -> None:
     orch = await open_runtime(tmp_path / "data", ray_crew(ray_address))
     try:
+        assert (await orch.info()).backend == f"ray {ray_address} (actor mode)"
         s = await orch.spawn(SpawnRequest(label="ray-echo-1", argv=py(ECHO_AGENT)))
         assert s.driver == "ray"
         await running(orch, s.key)

@@ -86,6 +86,7 @@ async def host_info(orch: Orchestrator, node_id: str) -> dict:
 async def test_spawn_steer_result_and_output_in_batches(tmp_path: Path, ray_address: str) -> None:
     orch = await open_runtime(tmp_path / "data", host_crew(ray_address))
     try:
+        assert (await orch.info()).backend == f"ray {ray_address} (host mode)"
         s = await orch.spawn(SpawnRequest(label="host-echo", argv=py(ECHO_AGENT)))
         assert s.driver == "ray"
         await running(orch, s.key)

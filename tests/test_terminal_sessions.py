@@ -33,6 +33,10 @@ print("bye " + again, flush=True)
 sys.exit(0 if (name, again) == ("ada", "yes") else 3)
 """
 
+# What dtach writes once it has put the attacher's terminal in raw mode (it clears the screen), just before it
+# tells the session it is there: from then on, what is typed is the agent's. Typed earlier, it raced (3 in 12).
+DTACH_IN = b"detach with Ctrl-\\ (it keeps running)\r\n\x1b[H\x1b[J"
+
 
 class Attached:
     """`crewtui attach LABEL` on a real pseudo-terminal, as a person in a terminal runs it."""
@@ -102,8 +106,7 @@ def test_attach_answer_detach_then_a_kill_9_restart_readopts_it_and_it_ends_done
         assert session(h, key)["tty"] is True
 
         a = Attached(data, "ask-1")
-        a.read_until(b"detach with Ctrl-\\")
-        time.sleep(0.3)  # dtach takes the attacher in before what is typed is sent on
+        a.read_until(DTACH_IN)
         a.type(b"ada\r")
         a.read_until(b"hello ada")
         a.read_until(b"Again?")
@@ -119,8 +122,7 @@ def test_attach_answer_detach_then_a_kill_9_restart_readopts_it_and_it_ends_done
         h = Headless(data)
         wait_until(lambda: session(h, key)["state"] == "running", 10, "the session re-adopted")
         b = Attached(data, "ask-1", rows=30, cols=100)
-        b.read_until(b"detach with Ctrl-\\")
-        time.sleep(0.3)
+        b.read_until(DTACH_IN)
         b.type(b"yes\r")
         b.read_until(b"bye yes")
         assert b.exit_code() == 0  # the session ended: dtach lets go of the terminal
@@ -142,8 +144,7 @@ def test_a_steer_types_a_line_and_a_second_attacher_sees_the_same_screen(tmp_pat
         key = asking(h, "ask-2")
         first, second = Attached(data, "ask-2"), Attached(data, "ask-2")
         for a in (first, second):
-            a.read_until(b"detach with Ctrl-\\")
-        time.sleep(0.3)
+            a.read_until(DTACH_IN)
         assert call(h.dd.socket, "send", ref=key, text="ada")["ok"]  # typed into its terminal: Enter included
         for a in (first, second):
             a.read_until(b"hello ada")

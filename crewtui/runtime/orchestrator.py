@@ -246,7 +246,7 @@ class Orchestrator:
             agents=sorted(set(self.crew.agents) | set(self.drivers.callable.names())),
             started_at=self.started_at,
             max_concurrent=self.crew.crew.max_concurrent,
-            backend="local" if ray is None else f"ray {self.crew.backend.address}",
+            backend="local" if ray is None else f"ray {self.crew.backend.address} ({self.crew.backend.mode} mode)",
             containment=containment.kind if (containment := self.drivers.process.containment) else "process group",
             pools={
                 name: {"running": pool.running, "rate_limit_retries": pool.rate_limit_retries}

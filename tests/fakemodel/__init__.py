@@ -1,41 +1,6 @@
 """A scripted fake model server (Anthropic Messages, OpenAI Responses, Gemini API) for driving real agent CLIs offline."""
 
-from tests.fakemodel.server import (
-    ANTHROPIC,
-    GEMINI,
-    RESPONSES,
-    ErrorReply,
-    FakeModel,
-    Limit,
-    RecordedRequest,
-    Refusal,
-    Served,
-    TextReply,
-    ToolUseReply,
-    Usage,
-    error,
-    run_command,
-    slow,
-    text,
-    tool_use,
-)
+from tests.fakemodel import server
+from tests.fakemodel.server import *  # noqa: F403 (its public names, listed once: server.__all__)
 
-__all__ = [
-    "ANTHROPIC",
-    "GEMINI",
-    "RESPONSES",
-    "ErrorReply",
-    "FakeModel",
-    "Limit",
-    "RecordedRequest",
-    "Refusal",
-    "Served",
-    "TextReply",
-    "ToolUseReply",
-    "Usage",
-    "error",
-    "run_command",
-    "slow",
-    "text",
-    "tool_use",
-]
+__all__ = server.__all__

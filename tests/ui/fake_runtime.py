@@ -417,7 +417,7 @@ class FakeRuntime(RuntimeAPI):
             agents=AGENTS,
             started_at=self.clock.now() - 3600,
             max_concurrent=60,
-            backend=f"ray {self.ray_nodes[0].split('/')[0]}:6379" if self.ray_nodes else "local",
+            backend=f"ray {self.ray_nodes[0].split('/')[0]}:6379 (host mode)" if self.ray_nodes else "local",
         )
 
     def _resolve(self, ref: str) -> Session:

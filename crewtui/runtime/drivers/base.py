@@ -6,9 +6,9 @@ runs: wait for the end, write one steer line, terminate. Every driver writes the
 (`SessionDir`: stdout.log, stderr.log, exit.json, result.json), so tailing, results and retries never ask
 which driver ran a session.
 
-Built for what comes next: an adapter (issue "Real agents") adds argv and env to the spec and parses the
-output the tailer reads; a workspace (issue "Workspaces") sets `cwd` and env; a terminal session (issue
-"Attach") is one more driver kind whose handle also knows how to attach.
+What plugs in around it: an adapter adds argv and env to the spec and parses the output the tailer reads; a
+workspace sets `cwd`; a gateway pool's session gets its base URL in env; a terminal session is still the
+process driver, with `LaunchSpec.tty` set (drivers/terminal.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """`SessionHost`: the crewtui host, one detached Ray actor per node, running that node's sessions (host mode).
 
 A session on a Ray node is as light as a local one: the host starts it with the same shim as `ProcessDriver`
-(it *is* a `ProcessDriver`, with a node-local data dir `<tmp>/crewtui-<namespace>/<node>/`), so it outlives the
-host, writes its output to files on the node and its end to `exit.json` there. The runtime talks to a host,
+(it *is* a `ProcessDriver`, with a node-local data dir `<tmp>/crewtui-<namespace>/<cluster>-<node>/`), so it
+outlives the host, writes its output to files on the node and its end to `exit.json` there. The runtime talks to a host,
 never to a session:
 
 - `start`, `send`, `close_input`, `terminate`: one call each, acting through the session's `ProcessHandle`
