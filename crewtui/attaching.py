@@ -13,11 +13,11 @@ import subprocess
 from pathlib import Path
 
 from crewtui.errors import BadInput, Conflict
+from crewtui.locations import SessionDir
 from crewtui.model import Session
 
 DETACH_KEY = "^\\"  # Ctrl-\
 DETACH_WORDS = "Ctrl-\\"
-SOCKET = "tty.sock"  # in the session dir (drivers/terminal.py makes it)
 
 
 def attach_command(s: Session) -> tuple[list[str], Path]:
@@ -26,12 +26,12 @@ def attach_command(s: Session) -> tuple[list[str], Path]:
         raise BadInput(f"{s.label} is not a terminal session (spawn it with --tty, or an agent with tty = true)")
     if not s.state.live:
         raise Conflict(f"{s.label} has ended ({s.state.value}): there is no terminal to attach to")
-    if s.output_dir is None or not (Path(s.output_dir) / SOCKET).exists():
+    if s.output_dir is None or not SessionDir(s.output_dir).tty_socket.exists():
         raise Conflict(f"{s.label}: its terminal is not there (ended, or on another machine)")
     found = shutil.which("dtach")
     if found is None:
         raise BadInput("attaching needs dtach: apt install dtach")
-    return [found, "-a", SOCKET, "-e", DETACH_KEY, "-r", "winch", "-z"], Path(s.output_dir)
+    return [found, "-a", SessionDir.TTY_SOCKET, "-e", DETACH_KEY, "-r", "winch", "-z"], Path(s.output_dir)
 
 
 def attach(s: Session) -> int:

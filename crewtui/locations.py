@@ -133,6 +133,10 @@ class SessionDir:
     TRIES = "tries"  # earlier attempts' files, one numbered dir each
     OWNER = "store.id"  # the identity of the store whose runtime launched it (see recovery: orphans)
     TMP = ".tmp"  # suffix of a record being written (renamed into place when complete)
+    # A terminal session's (tty = true; drivers/terminal.py):
+    TTY_SOCKET = "tty.sock"  # dtach's socket: attach, and steer lines typed in (named relative: paths run long)
+    AGENT_EXIT = "agent-exit"  # the agent's own exit code, written by the recorder (dtach's is always 1)
+    PTS = "pts"  # the path of its pseudo-terminal, whose size the peek draws to
     # What a new attempt moves aside, so the old end or result is never taken for the new one's.
     ATTEMPT_FILES = (STDOUT, STDERR, PID, EXIT, RESULT)
 
@@ -207,6 +211,14 @@ class SessionDir:
     @property
     def tries(self) -> Path:
         return self.path / self.TRIES
+
+    @property
+    def tty_socket(self) -> Path:
+        return self.path / self.TTY_SOCKET
+
+    @property
+    def pts(self) -> Path:
+        return self.path / self.PTS
 
     def attempt_records(self) -> list[Path]:
         """The records a new start must clear first (an old exit.json would end the new attempt at once)."""

@@ -89,7 +89,16 @@ def test_no_two_modules_import_each_other(type_checking: bool) -> None:
 
 def test_the_shim_writes_the_names_session_dir_gives() -> None:
     shim = (PACKAGE / "runtime" / "drivers" / "shim.sh").read_text()
-    for name in (SessionDir.STDOUT, SessionDir.STDERR, SessionDir.STDIN_FIFO, SessionDir.PID, SessionDir.EXIT):
+    for name in (
+        SessionDir.STDOUT,
+        SessionDir.STDERR,
+        SessionDir.STDIN_FIFO,
+        SessionDir.PID,
+        SessionDir.EXIT,
+        SessionDir.TTY_SOCKET,
+        SessionDir.AGENT_EXIT,
+        SessionDir.PTS,
+    ):
         assert f"$DIR/{name}" in shim or f"{name} " in shim, name
 
 
@@ -101,7 +110,9 @@ def test_only_session_dir_spells_a_session_dirs_file_names() -> None:
         SessionDir.PID,
         SessionDir.EXIT,
         SessionDir.RESULT,
-    }
+        SessionDir.TTY_SOCKET,
+        SessionDir.AGENT_EXIT,
+    }  # (not PTS: "pts" is in too many words)
     spelled = []
     for path in _modules():
         if path.name == "locations.py":

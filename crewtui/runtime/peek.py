@@ -24,14 +24,13 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type informati
 
 from crewtui.clock import ClockLike
 from crewtui.errors import BadInput
-from crewtui.locations import DataDir
+from crewtui.locations import DataDir, SessionDir
 from crewtui.model import Session, TerminalScreen
 from crewtui.runtime.drivers.terminal import DEFAULT_SIZE
 
 BACKLOG = 256 << 10  # bytes played at most when a peek starts, or falls that far behind
 READ_MAX = 1 << 20  # bytes read per look
 IDLE_DROP = 60.0  # seconds a screen nobody peeked at is kept
-PTS_FILE = "pts"  # the recorder writes its terminal's path here: the size is read from it
 
 _JUNK = re2.compile(rb"\x1b[P_^X][\s\S]*?(?:\x1b\\|\x07)|\x1b\[[<=][0-?]*[ -/]*[@-~]|\x1b\[[0-9;?>]*:[0-?]*[ -/]*[@-~]")
 # An escape sequence cut by the end of what was read: kept for the next look.
@@ -42,7 +41,7 @@ _HEADER = b"Script started on "
 def terminal_size(session_dir: Path) -> tuple[int, int]:
     """(rows, cols) of the session's terminal now (an attacher's window sets it), or the size it started with."""
     try:
-        pts = (session_dir / PTS_FILE).read_text().strip()
+        pts = SessionDir(session_dir).pts.read_text().strip()
         with open(pts, "rb", buffering=0) as f:
             rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(f.fileno(), termios.TIOCGWINSZ, b"\0" * 8))
     except (OSError, ValueError, struct.error):

@@ -30,8 +30,6 @@ from crewtui.errors import BadInput, Conflict
 from crewtui.locations import SessionDir
 from crewtui.runtime.drivers.procs import pid_alive_with_start
 
-SOCKET = "tty.sock"
-AGENT_EXIT = "agent-exit"
 DEFAULT_SIZE = (40, 120)  # rows, cols of a terminal session nobody has attached to yet
 _MSG_PUSH = 0
 _MAX_SUN_PATH = 100
@@ -52,19 +50,15 @@ def shim_env(argv: list[str], size: tuple[int, int]) -> dict[str, str]:
     return {"CREWTUI_TTY": f"{rows} {cols}", "CREWTUI_TTY_CMD": "exec " + shlex.join(argv)}
 
 
-def socket_path(sd: SessionDir) -> Path:
-    return sd.path / SOCKET
-
-
 def _connect(sd: SessionDir) -> socket.socket:
     """A client connection to the session's dtach (a long session dir is reached through /proc/self/fd)."""
-    path = socket_path(sd)
+    path = sd.tty_socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     fd = None
     try:
         if len(str(path)) > _MAX_SUN_PATH:
             fd = os.open(sd.path, os.O_RDONLY | os.O_DIRECTORY)
-            s.connect(f"/proc/self/fd/{fd}/{SOCKET}")
+            s.connect(f"/proc/self/fd/{fd}/{SessionDir.TTY_SOCKET}")
         else:
             s.connect(str(path))
     except OSError:
