@@ -60,6 +60,11 @@ class WebhookConfig(_Strict):
             raise fail(f"expected a URL with a host, got {describe(url)}")
         if any(c.isspace() or ord(c) < 0x20 for c in url):
             raise fail(f"expected a URL without spaces or control characters, got {describe(url)}")
+        if ":" not in host:  # not an IPv6 address: a name the HTTP client can encode (aiohttp fails on each send)
+            try:
+                host.encode("idna")
+            except UnicodeError:
+                raise fail(f"expected a URL with a valid host name, got {describe(url)}") from None
         return url
 
     @field_validator("name")
@@ -78,6 +83,17 @@ class WebhookConfig(_Strict):
             if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
                 raise fail(f"expected a header value without control characters, got {describe(value)}", toml_key(key))
         return headers
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> WebhookConfig:
+        # aiohttp refuses to send both (a ValueError on every message): said once, here.
+        parts = urlsplit(self.url)
+        if parts.username is not None or parts.password is not None:
+            for key in self.headers:
+                if key.lower() == "authorization":
+                    msg = "expected credentials in the URL or an Authorization header, not both"
+                    raise fail(msg, f"headers.{toml_key(key)}")
+        return self
 
     @property
     def channel_name(self) -> str:

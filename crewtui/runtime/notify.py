@@ -17,6 +17,7 @@ and notify-send run in background tasks; neither the bus listener nor the runtim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ log = logging.getLogger("crewtui.notify")
 
 LISTED = 10  # sessions named in a message's text; the rest are "+N more"
 KEPT = 200  # happenings kept per group (more are counted, not listed)
+DETAIL_READ = 2000  # characters of a detail (agent text, maybe megabytes) read to make its one line
 EVENT_SESSIONS = 50  # session keys a NotificationSent carries
 _WINDOW = 60.0  # the rate limit's window: max_per_minute
 _SESSION_TRIGGERS = {
@@ -62,26 +64,48 @@ class Happening:
     state: SessionState | None = None  # the state that made it (a session no longer in it is not told of)
 
 
+Still = Callable[[str | None, SessionState | None], bool]
+
+
 @dataclass
 class Group:
     """The happenings of one trigger that go out as one message."""
 
     trigger: str
     items: list[Happening] = field(default_factory=list)
-    more: int = 0  # happenings beyond KEPT: counted, not listed
+    extra: dict[str, SessionState | None] = field(default_factory=dict)  # sessions beyond KEPT: counted once
+    more: int = 0  # happenings of no session beyond KEPT: counted, not listed
 
     @property
     def count(self) -> int:
-        return len(self.items) + self.more
+        return len(self.items) + len(self.extra) + self.more
 
     def add(self, h: Happening) -> None:
         if h.key is not None:
             # The same session twice in one window (waiting, answered, waiting again): told once, as it is now.
+            if h.key in self.extra:
+                self.extra[h.key] = h.state
+                return
             self.items = [i for i in self.items if i.key != h.key]
         if len(self.items) < KEPT:
             self.items.append(h)
+        elif h.key is not None:
+            self.extra[h.key] = h.state
         else:
             self.more += 1
+
+    def merge(self, other: Group) -> None:
+        for h in other.items:
+            self.add(h)
+        listed = {h.key for h in self.items}
+        self.extra.update((k, st) for k, st in other.extra.items() if k not in listed)
+        self.more += other.more
+
+    def pruned(self, still: Still) -> Group:
+        """A copy without the sessions that moved on (`still` says whether a session is still in its state)."""
+        items = [h for h in self.items if still(h.key, h.state)]
+        extra = {k: st for k, st in self.extra.items() if still(k, st)}
+        return Group(self.trigger, items, extra, self.more)
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -98,19 +122,32 @@ def needs_text(needs: dict[str, Any] | None) -> str:
     if not needs:
         return "waits for a person"
     if needs.get("kind") == "question":
-        return "asks: " + str(needs.get("text") or "a question")
+        return "asks: " + str(needs.get("text") or "a question")[:DETAIL_READ]
     what = f"permission for {needs.get('tool') or 'a tool'}"
     if needs.get("input") is not None:
-        try:
-            what += " " + json.dumps(needs["input"], ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            what += " " + str(needs["input"])
+        what += " " + _json_head(needs["input"])
     return what
 
 
+def _json_head(value: Any, limit: int = DETAIL_READ) -> str:
+    """The JSON of `value`, or its first `limit` characters or so (a tool's input may be megabytes)."""
+    chunks: list[str] = []
+    size = 0
+    try:
+        for chunk in json.JSONEncoder(ensure_ascii=False, default=str).iterencode(value):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except (TypeError, ValueError):
+        return str(value)[:limit]
+    return "".join(chunks)[:limit]
+
+
 def _title(group: Group, run_below: float) -> str:
-    n, first = group.count, group.items[0]
-    name = first.label or first.key or "?"
+    n = group.count
+    first = group.items[0] if group.items else None
+    name = (first.label or first.key if first else None) or next(iter(group.extra), "?")
     if group.trigger == "waiting":
         return f"{name} needs you" if n == 1 else f"{n} sessions need you"
     if group.trigger == "failed":
@@ -143,10 +180,7 @@ def compose(groups: list[Group], run_below: float, crew: str, ts: float) -> Noti
     """One message for `groups` (one group, or those a rate limit held, merged by trigger)."""
     merged: dict[str, Group] = {}
     for g in groups:
-        into = merged.setdefault(g.trigger, Group(g.trigger))
-        for h in g.items:
-            into.add(h)
-        into.more += g.more
+        merged.setdefault(g.trigger, Group(g.trigger)).merge(g)
     parts = sorted(merged.values(), key=lambda g: _ORDER.index(g.trigger) if g.trigger in _ORDER else 99)
     titles = [_title(g, run_below) for g in parts]
     count = sum(g.count for g in parts)
@@ -178,14 +212,14 @@ class Gate:
     out merged as the channel's next message once the window has room."""
 
     def __init__(
-        self, clock: ClockLike, per_minute: int, send: Callable[[list[Group]], None], spawn: Callable[..., Any]
+        self, clock: ClockLike, per_minute: int, send: Callable[[list[Group]], bool], spawn: Callable[..., Any]
     ) -> None:
         self.clock = clock
         self.per_minute = per_minute
-        self.send = send
+        self.send = send  # False when nothing was left to send (its sessions moved on while it was held)
         self.spawn = spawn
         self.sent: deque[float] = deque()
-        self.held: list[Group] = []
+        self.held: list[Group] = []  # one per trigger: what comes while held merges into it (memory stays bounded)
         self.waiter: asyncio.Task[None] | None = None
 
     def _room(self) -> bool:
@@ -196,10 +230,15 @@ class Gate:
 
     def offer(self, groups: list[Group]) -> None:
         if not self.held and self._room():
-            self.sent.append(self.clock.now())
-            self.send(groups)
+            if self.send(groups):
+                self.sent.append(self.clock.now())
             return
-        self.held.extend(groups)
+        for g in groups:
+            into = next((h for h in self.held if h.trigger == g.trigger), None)
+            if into is None:
+                into = Group(g.trigger)  # its own: `g` is offered to every channel's gate
+                self.held.append(into)
+            into.merge(g)
         if self.waiter is None or self.waiter.done():
             self.waiter = self.spawn(self._release())
 
@@ -216,9 +255,8 @@ class Gate:
             self.waiter.cancel()
         self.waiter = None
         held, self.held = self.held, []
-        if held:
+        if held and self.send(held):
             self.sent.append(self.clock.now())
-            self.send(held)
 
 
 class Notifier:
@@ -348,6 +386,9 @@ class Notifier:
     def happen(self, h: Happening, at_once: bool = False) -> None:
         if not self._running or h.trigger not in self.enabled:
             return
+        if h.detail:
+            # One line of it is all a message tells; what an agent wrote may be megabytes, kept up to KEPT times.
+            h = dataclasses.replace(h, detail=_one_line(h.detail[:DETAIL_READ]))
         group = self.groups.setdefault(h.trigger, Group(h.trigger))
         group.add(h)
         if at_once:
@@ -368,18 +409,18 @@ class Notifier:
         group = self.groups.pop(trigger, None)
         if group is None:
             return
-        group.items = [h for h in group.items if self._still(h)]
-        if not group.items:
+        group = group.pruned(self._still)
+        if not group.count:
             return  # every session of it moved on (answered, retried) before it went out
         for gate in self.gates.values():
             gate.offer([group])
 
-    def _still(self, h: Happening) -> bool:
+    def _still(self, key: str | None, state: SessionState | None) -> bool:
         """A session is told of only while it is still in the state that made the happening."""
-        if h.key is None or h.state is None:
+        if key is None or state is None:
             return True
-        s = self.lookup(h.key)
-        return s is None or s.state == h.state
+        s = self.lookup(key)
+        return s is None or s.state == state
 
     # ------------------------------------------------------------------------------------ channels
 
@@ -389,15 +430,20 @@ class Notifier:
         task.add_done_callback(self._timers.discard)
         return task
 
-    def _sender(self, channel: str) -> Callable[[list[Group]], None]:
-        def send(groups: list[Group]) -> None:
+    def _sender(self, channel: str) -> Callable[[list[Group]], bool]:
+        def send(groups: list[Group]) -> bool:
+            # Held messages waited: a session that moved on meanwhile is left out, as from any message.
+            groups = [g for g in (g.pruned(self._still) for g in groups) if g.count]
+            if not groups:
+                return False
             notice = compose(groups, self.config.run_below, self.crew, self.clock.now())
             if channel == "terminal":
                 self._record(channel, notice)  # the dashboards ring for it
-                return
+                return True
             task = asyncio.get_running_loop().create_task(self._send(channel, notice), name=f"crewtui-{channel}")
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
+            return True
 
         return send
 

@@ -63,9 +63,10 @@ def _slack_escape(text: str) -> str:
 
 
 def _header_text(text: str) -> str:
-    """A header value: one line, and non-ASCII as an RFC 2047 encoded-word (ntfy decodes those)."""
-    line = " ".join(text.split())
-    return line if line.isascii() else Header(line, "utf-8").encode()
+    """A header value: one line, and non-ASCII as RFC 2047 encoded-words (ntfy decodes those). `Header` folds a
+    long value over several lines: unfolded here, since a header value with a newline is refused."""
+    line = clean(" ".join(text.split()))
+    return line if line.isascii() else " ".join(Header(line, "utf-8").encode().split())
 
 
 def webhook_request(hook: WebhookConfig, notice: Notice) -> tuple[bytes, dict[str, str]]:
