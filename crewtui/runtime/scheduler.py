@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Coroutine, Mapping
 from datetime import datetime
@@ -34,6 +35,7 @@ log = logging.getLogger("crewtui.scheduler")
 TimerKind = Literal["cron", "watchdog", "deadline"]
 RECENT_MARKS = 5000  # timeline marks kept in memory (the UI shows the past hour)
 FUTURE_MARKS = 500  # at most this many upcoming marks per timeline request
+MAX_SLEEP = 30.0  # the loop looks at the wall clock at least this often
 
 
 class SessionControl(Protocol):
@@ -181,7 +183,8 @@ class Scheduler:
             self._wake.clear()
             waits: set[asyncio.Task[Any]] = {asyncio.ensure_future(self._wake.wait())}
             if self._heap:
-                waits.add(asyncio.ensure_future(self.clock.sleep(self._heap[0][0] - now)))
+                # Bounded: the sleep is monotonic time, the timers wall time (a suspend or a clock step splits them).
+                waits.add(asyncio.ensure_future(self.clock.sleep(min(self._heap[0][0] - now, MAX_SLEEP))))
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -194,10 +197,18 @@ class Scheduler:
             if state is None or state.next_fire != due:
                 return  # removed or rescheduled: a stale heap entry
             self.fire_lag.append(now - due)
-            state.next_fire = next_fire(state.config.schedule, due, job=target)
+            cfg = state.config
+            state.next_fire = next_fire(cfg.schedule, due, job=target)
+            late = state.next_fire is not None and state.next_fire <= now
+            if now - due > cfg.misfire_grace or (late and fires_between(cfg.schedule, due, now, job=target)[1]):
+                # Woken long after its time (the machine was suspended, the wall clock stepped forward): the
+                # fires missed are a downtime's, for the misfire policy, not a backlog to run one by one.
+                fires = self._plan(state, math.nextafter(due, -math.inf), now, "while the runtime was suspended")
+                self._background(self._run_missed(state, fires))
+            else:
+                self._background(self._fire(state, due))
             if state.next_fire is not None:
                 self._push(state.next_fire, "cron", target)
-            self._background(self._fire(state, due))
         elif kind == "watchdog":
             if self._watchdogs.get(target) != (due, attempt):
                 return  # disarmed or re-armed for a later attempt
@@ -243,7 +254,6 @@ class Scheduler:
 
     async def _catch_up(self, state: JobState, now: float) -> None:
         """Fires missed while no runtime ran: skip, run once or run all (bounded), within misfire_grace."""
-        cfg = state.config
         if state.next_fire is None:
             return
         if state.next_fire > now and state.last_nominal is None:
@@ -252,33 +262,33 @@ class Scheduler:
         # has claimed its run, and a crash in between must not lose that fire even when the restart comes before
         # the next one is due.
         last = state.last_nominal if state.last_nominal is not None else state.next_fire - 1e-6
+        await self._run_missed(state, self._plan(state, last, now, "while no runtime ran"))
+
+    def _plan(self, state: JobState, last: float, now: float, why: str) -> list[float]:
+        """Apply the misfire policy to the fires in (last, now]: move `next_fire` on, say what is skipped, and
+        return the fires to run."""
+        cfg = state.config
         plan = plan_misfires(cfg.schedule, last, now, cfg.misfire, cfg.misfire_grace, job=cfg.name)
         state.next_fire = plan.next
         if plan.skipped_count:
-            self.control.publish(
-                CronFired(
-                    job=cfg.name,
-                    nominal=plan.skipped[-1] if plan.skipped else now,
-                    outcome="skipped",
-                    reason=f"{plan.skipped_count} fire(s) missed while no runtime ran "
-                    f"(misfire={cfg.misfire}, grace {cfg.misfire_grace:g}s)",
-                )
-            )
+            why += f" (misfire={cfg.misfire}, grace {cfg.misfire_grace:g}s)"
+            last = plan.skipped[-1] if plan.skipped else now
+            reason = f"{plan.skipped_count} fire(s) missed {why}"
+            self.control.publish(CronFired(job=cfg.name, nominal=last, outcome="skipped", reason=reason))
         if plan.truncated:
-            self.control.publish(
-                SystemEvent(
-                    level="warning",
-                    text=f"cron {cfg.name}: more than {len(plan.run)} missed fires; ran only the most recent ones",
-                )
-            )
-        if cfg.overlap == "allow" or len(plan.run) <= 1:
-            for nominal in plan.run:
+            text = f"cron {cfg.name}: more than {len(plan.run)} missed fires; ran only the most recent ones"
+            self.control.publish(SystemEvent(level="warning", text=text))
+        return plan.run
+
+    async def _run_missed(self, state: JobState, fires: list[float]) -> None:
+        if state.config.overlap == "allow" or len(fires) <= 1:
+            for nominal in fires:
                 await self._fire(state, nominal, catch_up=True)
             return
         # One replay, in order: each catch-up fire waits for the run before it to close. Fired all at once,
         # `forbid` would skip every one but the first as overlapping its neighbour, and `replace` would kill them.
-        self._replays[cfg.name] = deque(plan.run)
-        await self._replay(cfg.name)
+        self._replays.setdefault(state.config.name, deque()).extend(fires)
+        await self._replay(state.config.name)
 
     async def _replay(self, job: str) -> None:
         """Fire the next catch-up fire of `job` once no run of it is live (called again when one closes)."""
@@ -317,38 +327,31 @@ class Scheduler:
         late pops two due fires together) would take the same run number, and the second would be refused as
         already recorded: a fire lost."""
         async with self._fire_locks.setdefault(state.config.name, asyncio.Lock()):
+            if self.jobs.get(state.config.name) is not state:
+                return None  # removed (or removed and added again) while this fire waited
             return await self._fire_now(state, nominal, catch_up, manual)
 
     async def _fire_now(self, state: JobState, nominal: float, catch_up: bool, manual: bool) -> CronRun | None:
         cfg = state.config
         note = " (catch-up)" if catch_up else " (out of schedule)" if manual else ""
         if cfg.text is not None:
-            state.last_nominal = nominal
-            self._persist_job(state)
+            self._handled(state, nominal)
             self.control.publish(SystemEvent(text=cfg.text))
             self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="system", reason=cfg.text[:200]))
             return None
         if cfg.action == "sweep":
-            state.last_nominal = nominal
-            self._persist_job(state)
+            self._handled(state, nominal)
             swept = await self.control.sweep(cause="cron")
-            self.control.publish(
-                CronFired(
-                    job=cfg.name,
-                    nominal=nominal,
-                    outcome="swept",
-                    reason=f"{sum(1 for i in swept if i.kind == 'stale')} stale session(s) killed, "
-                    f"{sum(1 for i in swept if i.action == 'remove')} worktree(s) removed{note}",
-                )
-            )
+            reason = f"{sum(1 for i in swept if i.kind == 'stale')} stale session(s) killed, "
+            reason += f"{sum(1 for i in swept if i.action == 'remove')} worktree(s) removed{note}"
+            self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="swept", reason=reason))
             return None
         assert cfg.spawn is not None
         live = self._live_of_previous_runs(cfg.name)
         outcome: Literal["ran", "replaced"] = "ran"
         if live and cfg.overlap == "forbid":
             reason = f"previous run still has {len(live)} live session(s) (overlap=forbid)"
-            state.last_nominal = nominal
-            self._persist_job(state)
+            self._handled(state, nominal)
             self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="skipped", reason=reason))
             if manual:
                 raise Conflict(f"cron {cfg.name}: {reason}")
@@ -366,12 +369,11 @@ class Scheduler:
             planned=len(cfg.spawn.items),
             deadline=(self.clock.now() + cfg.deadline) if cfg.deadline else None,
         )
-        if not await self.store.claim_cron_run(run.id, cfg.name, nominal, number, run.model_dump_json()):
+        if not await self._claim(run):
             log.info("cron %s fire at %s was already recorded; not running it again", cfg.name, nominal)
             return None
-        state.runs = number
-        state.last_nominal = nominal
-        self._persist_job(state)
+        state.runs = number = run.number
+        self._handled(state, nominal)
         self.open_runs[run.id] = run
         self._spawning.add(run.id)  # a quick first session must not close the run before the rest exist
         try:
@@ -412,6 +414,27 @@ class Scheduler:
         self._update_run(run)
         return run
 
+    def _handled(self, state: JobState, nominal: float) -> None:
+        """The fire at `nominal` is handled. A restart counts the missed fires from here, so never past a catch-up
+        fire still queued (a newer fire skipped as overlapping the replay must not make a crash lose the rest)."""
+        queue = self._replays.get(state.config.name)
+        state.last_nominal = min(nominal, math.nextafter(queue[0], -math.inf)) if queue else nominal
+        self._persist_job(state)
+
+    async def _claim(self, run: CronRun) -> bool:
+        """Record the fire; False if this (job, nominal) fire is recorded already. A refusal can also mean that
+        only its run id was taken (runs outlive `cron remove`, so a job added again under its name counts from 0;
+        a crash can lose the count): then the run takes the number after the job's highest and claims again."""
+        for _ in range(2):
+            if await self.store.claim_cron_run(run.id, run.job, run.nominal, run.number, run.model_dump_json()):
+                return True
+            recorded = [CronRun.model_validate_json(d) for d in await self.store.load_cron_runs(run.job)]
+            if not recorded or any(r.nominal == run.nominal for r in recorded):
+                return False
+            run.number = max(r.number for r in recorded) + 1
+            run.id = f"{run.job}#{run.number}"
+        return False
+
     # -------------------------------------------------------------------------------------- runs
 
     def _settled(self, s: Session) -> bool:
@@ -432,16 +455,9 @@ class Scheduler:
         )
 
     def counts(self, run: CronRun) -> dict[str, int]:
-        c = {
-            "spawned": len(run.sessions) + len(run.refused),
-            "done": 0,
-            "failed": len(run.refused),
-            "timed_out": 0,
-            "killed": 0,
-            "lost": 0,
-            "running": 0,
-            "refused": len(run.refused),
-        }
+        c = dict.fromkeys(("spawned", "done", "failed", "timed_out", "killed", "lost", "running", "refused"), 0)
+        c["failed"] = c["refused"] = len(run.refused)
+        c["spawned"] = len(run.sessions) + len(run.refused)
         for key in run.sessions:
             st = self.control.sessions[key].state
             if st.live:
@@ -486,6 +502,8 @@ class Scheduler:
     # -------------------------------------------------------------------------------------- jobs API
 
     def _persist_job(self, state: JobState) -> None:
+        if self.jobs.get(state.config.name) is not state:
+            return  # removed while a fire of it was in flight: writing its row would bring it back at the next start
         self.store.put_cron_job(state.config.name, state.source, state.model_dump_json())
 
     def job_info(self, name: str) -> CronJobInfo:
@@ -495,17 +513,9 @@ class Scheduler:
             "spawn" if cfg.spawn else "sweep" if cfg.action == "sweep" else "system"
         )
         return CronJobInfo(
-            name=name,
-            schedule=describe(cfg.schedule),
-            payload=payload,
-            source=st.source,
-            next_fire=st.next_fire,
-            last_fire=st.last_nominal,
-            runs=st.runs,
-            misfire=cfg.misfire,
-            overlap=cfg.overlap,
-            last_rate=st.last_rate,
-        )
+            name=name, schedule=describe(cfg.schedule), payload=payload, source=st.source, next_fire=st.next_fire,
+            last_fire=st.last_nominal, runs=st.runs, misfire=cfg.misfire, overlap=cfg.overlap, last_rate=st.last_rate,
+        )  # fmt: skip
 
     def job_infos(self) -> list[CronJobInfo]:
         return [self.job_info(name) for name in sorted(self.jobs)]
@@ -553,6 +563,7 @@ class Scheduler:
             )
         info = self.job_info(name)
         del self.jobs[name]
+        self._replays.pop(name, None)
         self.store.delete_cron_job(name)
         return info
 
