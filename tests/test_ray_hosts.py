@@ -26,6 +26,7 @@ from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.drivers.ray_host import host_name, owner_tag
 from crewtui.runtime.drivers.ray_hosts import RayHostsDriver
 from crewtui.runtime.orchestrator import Orchestrator
+from crewtui.spend import UsageTotals
 from tests.conftest import ECHO_AGENT, PY, pid_alive, py, wait_for
 from tests.test_ray import (
     COUNTER,
@@ -39,6 +40,8 @@ from tests.test_ray import (
     start_node,
     stdout_of,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
@@ -375,6 +378,95 @@ async def test_sessions_that_reserve_gpus_are_pinned_to_the_ones_ray_gave_them(
         assert orch.sessions[both.key].started_at >= max(orch.sessions[s.key].ended_at for s in (one, two)) - 0.5
     finally:
         await orch.stop(kill_sessions=True)
+
+
+async def test_sessions_of_a_gateway_pool_on_nodes_go_through_their_nodes_door(
+    tmp_path: Path, ray_address: str
+) -> None:
+    """Three sessions on the cluster share a pool of one request at a time: the crew's one line holds on the nodes
+    too (each node's host serves a door on its loopback and asks the runtime's gateway), and every token they
+    used is measured and charged to the session that used it."""
+    from tests.fakemodel import FakeModel, Usage, slow, text
+
+    with FakeModel() as fake:
+        fake.script(*[slow(text(f"answer {i}", usage=Usage(input=100 + i, output=10 + i)), 0.05) for i in range(9)])
+        crew = host_crew(
+            ray_address,
+            extra=f"""
+            [pools.anthropic]
+            provider = "anthropic"
+            upstream = "{fake.url}"
+            max_concurrent_requests = 1
+            price = {{ input = 3.0, output = 15.0 }}
+
+            [agents.client]
+            command = ["{{python}}", "-m", "tests.gateway.anthropic_client", "--requests", "3"]
+            pool = "anthropic"
+            env = {{ PYTHONPATH = "{REPO}" }}
+            """,
+        )
+        orch = await open_runtime(tmp_path / "data", crew)
+        try:
+            keys = [(await orch.spawn(SpawnRequest(label=f"node-client-{i}", agent="client"))).key for i in range(3)]
+            for k in keys:
+                await ended(orch, k, 90)
+            got = [orch.sessions[k] for k in keys]
+            assert [(s.state, s.result) for s in got] == [(SessionState.DONE, {"statuses": [200] * 3})] * 3, [
+                s.reason for s in got
+            ]
+            assert fake.max_in_flight == 1  # one request at a time for the crew, across the nodes
+            served: dict[str, list[int]] = {}
+            for r in fake.served_ok():
+                u = r.reply.usage  # type: ignore[union-attr]
+                got_key = (r.request_headers or {}).get("x-api-key", "?")
+                served.setdefault(got_key, [0, 0])
+                served[got_key][0] += u.input
+                served[got_key][1] += u.output
+            for s in got:
+                assert s.usage is not None and s.usage.requests == 3, s.label  # measured by the gateway
+                assert [s.usage.tokens.input, s.usage.tokens.output] == served[f"sk-{s.label}"]
+                assert s.cost_usd == pytest.approx((s.usage.tokens.input * 3.0 + s.usage.tokens.output * 15.0) / 1e6)
+            node_id = node_of(orch, keys[0])
+            assert (await host_info(orch, node_id))["gateway_port"]  # the node's door is open
+        finally:
+            await orch.stop(kill_sessions=True)
+
+
+async def test_a_session_on_a_node_keeps_its_door_across_a_runtime_restart(tmp_path: Path, ray_address: str) -> None:
+    """The runtime stops between a node session's two model requests; the next runtime re-adopts it and answers
+    its node's door: the second request goes through, and both are charged to it."""
+    from tests.fakemodel import FakeModel, Usage, text
+
+    with FakeModel() as fake:
+        fake.default_reply = text("fine", usage=Usage(input=20, output=2))
+        crew = host_crew(
+            ray_address,
+            extra=f"""
+            [pools.anthropic]
+            provider = "anthropic"
+            upstream = "{fake.url}"
+
+            [agents.client]
+            command = ["{{python}}", "-m", "tests.gateway.anthropic_client", "--requests", "2", "--pause", "6"]
+            pool = "anthropic"
+            env = {{ PYTHONPATH = "{REPO}" }}
+            """,
+        )
+        data = tmp_path / "data"
+        first = await open_runtime(data, crew)
+        key = (await first.spawn(SpawnRequest(label="node-long", agent="client"))).key
+        await wait_for(lambda: len(fake.served_ok()) == 1, 60, "the first request")
+        await wait_for(lambda: (first.sessions[key].usage or UsageTotals()).requests == 1, 10, "it charged")
+        await first.stop()  # the session runs on under its host, between its requests
+        second = await open_runtime(data, crew)
+        try:
+            await ended(second, key, 60)
+            s = second.sessions[key]
+            assert (s.state, s.result) == (SessionState.DONE, {"statuses": [200, 200]}), s.reason
+            assert s.usage is not None and s.usage.requests == 2  # the one before the restart and the one after
+            assert len(fake.served_ok()) == 2
+        finally:
+            await second.stop(kill_sessions=True)
 
 
 async def test_sessions_without_resources_go_to_the_least_loaded_host(tmp_path: Path, ray_address: str) -> None:

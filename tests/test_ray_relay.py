@@ -36,6 +36,25 @@ def request(op: str, **args: object) -> bytes:
 # ------------------------------------------------------------------------------------------------ the host's end
 
 
+async def test_the_gateway_doors_requests_ride_the_same_queue_as_their_own_kind() -> None:
+    """A node's gateway door asks through the relay's queue (not a socket an agent can reach): taken with kind
+    "gateway", answered like any request; one given up while the runtime serves it is reported cancelled."""
+    point = RelayPoint(lambda owner: None)
+    point.attach("me", "gen-1")
+    asked = asyncio.create_task(point.ask("me", "s-1", b'{"op": "admit", "nonce": "n-1"}\n'))
+    await wait_for(lambda: point.has_news("me"), 5, "the door's request held")
+    ((rid, key, line, kind),), _ = point.take("me", "gen-1")
+    assert (key, kind, json.loads(line)["op"]) == ("s-1", "gateway", "admit")
+    point.answer([[rid, b'{"ok": true, "admitted": true}\n']])
+    assert json.loads(await asked) == {"ok": True, "admitted": True}
+    waiting = asyncio.create_task(point.ask("me", "s-1", b'{"op": "admit", "nonce": "n-2"}\n'))
+    await wait_for(lambda: point.has_news("me"), 5, "the second held")
+    ((rid, _, _, _),), _ = point.take("me", "gen-1")
+    waiting.cancel()  # the agent behind it hung up
+    await wait_for(lambda: point.has_news("me"), 5, "the cancel reported")
+    assert point.take("me", "gen-1") == ([], [rid])
+
+
 async def test_a_request_waits_on_the_host_until_the_runtime_answers_and_a_hangup_is_reported(tmp_path: Path) -> None:
     woke: list[str] = []
     point = RelayPoint(woke.append)
@@ -49,8 +68,8 @@ async def test_a_request_waits_on_the_host_until_the_runtime_answers_and_a_hangu
     call = asyncio.create_task(client.call("list"))
     await wait_for(lambda: point.has_news("me"), 5, "the request held on the host")
     assert woke == ["me"] and not point.has_news("someone-else")
-    (rid, key, line), *more = point.take("me", "gen-1")[0]
-    assert not more and key == "s-1" and json.loads(line)["op"] == "list"
+    (rid, key, line, kind), *more = point.take("me", "gen-1")[0]
+    assert not more and key == "s-1" and json.loads(line)["op"] == "list" and kind == "ctl"
     assert not point.has_news("me")  # taken once
     assert point.answer([[rid, b'{"ok": true, "result": []}\n']]) == 1
     assert await call == []
@@ -60,7 +79,7 @@ async def test_a_request_waits_on_the_host_until_the_runtime_answers_and_a_hangu
     writer.write(request("yield"))
     await writer.drain()
     await wait_for(lambda: point.has_news("me"), 5, "the yield held")
-    ((rid, _, _),), _ = point.take("me", "gen-1")
+    ((rid, _, _, _),), _ = point.take("me", "gen-1")
     writer.close()
     await wait_for(lambda: point.has_news("me"), 5, "the hang-up reported")
     assert point.take("me", "gen-1") == ([], [rid])
@@ -76,7 +95,7 @@ async def test_a_request_waits_on_the_host_until_the_runtime_answers_and_a_hangu
     call = asyncio.create_task(client.call("info"))
     await wait_for(lambda: point.has_news("me"), 5, "the request held")
     assert point.take("me", "gen-1") == ([], [])
-    ((rid, _, _),), _ = point.take("me", "gen-2")
+    ((rid, _, _, _),), _ = point.take("me", "gen-2")
     point.leave("me", "gen-2")  # a runtime that stops: what it took fails, what comes next waits
     with pytest.raises(RuntimeUnavailable, match="stopped while serving this request; ask again"):
         await call

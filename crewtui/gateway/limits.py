@@ -45,6 +45,9 @@ _JITTER_MAX_S = 1.0
 # Without a retry-after, a 429 pauses the pool base * 2**(n-1) seconds (n: refusals in a row), capped.
 _PAUSE_BASE_S = 1.0
 _PAUSE_MAX_S = 60.0
+# No pause is longer than this, whatever the upstream says (a reset years away, a retry-after of 1e300): the
+# pool asks again then, and a refusal pauses it again. Nothing else would lift such a pause but a restart.
+_PAUSE_LIMIT_S = 3600.0
 # The sparkline's bins: SERIES_BINS of SERIES_BIN_S seconds (ten minutes in all).
 SERIES_BIN_S = 10.0
 SERIES_BINS = 60
@@ -331,7 +334,7 @@ class ProviderLimits:
 
     def pause(self, seconds: float, reason: str) -> None:
         """Hold the whole line for `seconds` (an upstream refusal or an exhausted window); never shortens one."""
-        until = self._clock.now() + max(0.0, seconds)
+        until = self._clock.now() + min(_PAUSE_LIMIT_S, max(0.0, seconds))
         if until > self.paused_until:
             self.paused_until = until
             self.pause_reason = reason

@@ -21,7 +21,6 @@ already a dependency of `crewtui serve`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -35,24 +34,18 @@ from aiohttp import web
 from crewtui.adapters.base import Price, Tokens
 from crewtui.clock import Clock, ClockLike
 from crewtui.config import PoolConfig
+from crewtui.errors import BadInput
+from crewtui.gateway import forward
 from crewtui.gateway.accounts import Client, GatewaySink, PoolState, RequestDone
+from crewtui.gateway.forward import LOOPBACK
 from crewtui.gateway.limits import Permit, ProviderLimits
-from crewtui.gateway.upstream import (
-    HOP_BY_HOP,
-    error_body,
-    local_day,
-    next_midnight,
-    retry_after,
-    window_exhausted,
-)
+from crewtui.gateway.upstream import error_body, local_day, next_midnight, retry_after, window_exhausted
 from crewtui.gateway.usage import Api, Measured, UsageMeter, api_of, estimate_input_tokens
 from crewtui.spend import GatewayInfo, GatewayPoolInfo, UsageTotals
 
 log = logging.getLogger("crewtui.gateway")
 
-LOOPBACK = "127.0.0.1"
 TOKEN_CHARS = 32
-_REFUSED = (429, 529)  # rate limited, overloaded: the pool pauses and the gateway tries again
 # How often, at most, the places of waiting sessions in the line are reported to the runtime.
 _LINE_REPORT_S = 0.2
 
@@ -100,29 +93,8 @@ class Gateway:
 
     async def start(self, port: int = 0) -> int:
         """Listen on 127.0.0.1:`port` (0: any free port; a taken one: another, recorded); return the port."""
-        app = web.Application(client_max_size=256 * 1024 * 1024)
-        app.router.add_route("*", "/s/{token}/{tail:.*}", self._handle)
-        app.router.add_route("*", "/{tail:.*}", self._no_token)
-        # On stop, requests still streaming get a moment to end; then their connections are closed.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        try:
-            site = web.TCPSite(self._runner, LOOPBACK, port)
-            await site.start()
-        except OSError as exc:
-            if port == 0:
-                raise
-            log.warning("gateway: port %d is taken (%s); listening on another", port, exc.strerror or exc)
-            site = web.TCPSite(self._runner, LOOPBACK, 0)
-            await site.start()
-            self.port_changed_from = port
-        self.port = int(self._runner.addresses[0][1])
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=900),
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+        self._runner, self.port, self.port_changed_from = await forward.listen(self._handle, self._no_token, port)
+        self._http = forward.upstream_client()
         self._midnight = asyncio.create_task(self._day_turns(), name="gateway-midnight")
         return self.port
 
@@ -206,6 +178,11 @@ class Gateway:
         config = self.pools[client.pool].limits.config
         per = config.budget_usd.per_session if config.budget_usd else None
         if budget_usd is not None:
+            if budget_usd <= client.spent_usd:  # it would be over it again at once: say so, change nothing
+                raise BadInput(
+                    f"resume: {client.label} already spent ${client.spent_usd:.2f}; "
+                    f"a budget of ${budget_usd:.2f} would pause it again at once"
+                )
             client.budget_usd = budget_usd
         elif client.budget_usd is not None:
             client.budget_usd = client.spent_usd + (per or client.budget_usd)
@@ -222,6 +199,12 @@ class Gateway:
         state = self.pools[name]
         config = state.limits.config
         if per_day is not None:
+            self._roll_day(name, state)
+            if per_day <= state.today.cost_usd:
+                raise BadInput(
+                    f"resume: pool {name} already spent ${state.today.cost_usd:.2f} today; "
+                    f"a daily budget of ${per_day:.2f} would hold it again at once"
+                )
             state.day_cap = per_day
         elif state.day_cap is not None:
             base = config.budget_usd.per_day if config.budget_usd and config.budget_usd.per_day else state.day_cap
@@ -310,157 +293,126 @@ class Gateway:
         return web.json_response(error_body(api, 403, "crewtui gateway: unknown or revoked session token"), status=403)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        tail = request.match_info["tail"]
-        api = api_of("/" + tail)
-        client = self._clients.get(request.match_info["token"])
-        if client is None:
+        token = request.match_info["token"]
+        tail, path = forward.target(request.raw_path, token)
+        # Only a POST is a model call, named by the path the upstream will see (dot segments, "//" resolved).
+        api = api_of(path) if request.method == "POST" and tail is not None else None
+        client = self._clients.get(token)
+        if client is None or tail is None:
             return self._forbid(request, api)
         state = self.pools[client.pool]
-        config = state.limits.config
         body = await request.read()
-        url = f"{config.upstream_url}/{tail}"
-        if request.query_string:
-            url += "?" + request.query_string
-        drop = HOP_BY_HOP | {"accept-encoding"}  # asked for uncompressed below, so the usage can be read
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in drop}
-        headers["Accept-Encoding"] = "identity"
+        url = forward.upstream_url(state.limits.config.upstream_url, tail)
+        headers = forward.upstream_headers(request.headers)
+        assert self._http is not None
         if api is None:  # not a model call (HEAD /, count_tokens, model lists): through, unmetered, unpaced
-            return await self._unmetered(request, url, headers, body, state)
-        return await self._model_call(request, client, state, api, url, headers, body)
-
-    async def _unmetered(
-        self, request: web.Request, url: str, headers: dict[str, str], body: bytes, state: PoolState
-    ) -> web.StreamResponse:
-        assert self._http is not None
-        try:
-            upstream = await self._http.request(request.method, url, headers=headers, data=body, allow_redirects=False)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            state.last_error = f"upstream unreachable: {_why(exc)}"
-            return self._drop(request)
-        async with upstream:
-            out = await self._prepare(request, upstream)
-            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-                async for chunk in upstream.content.iter_any():
-                    await out.write(chunk)
-                await out.write_eof()
-        return out
-
-    async def _model_call(
-        self,
-        request: web.Request,
-        client: Client,
-        state: PoolState,
-        api: Api,
-        url: str,
-        headers: dict[str, str],
-        body: bytes,
-    ) -> web.StreamResponse:
-        assert self._http is not None
-        limits = state.limits
+            answer, error = await forward.unmetered(self._http, request, url, headers, body)
+            state.last_error = error or state.last_error
+            return answer
         absorbed = 0
         estimate = estimate_input_tokens(body)
         while True:
-            while client.held is not None and not self._stopping:  # over its budget: wait for a resume (or its end)
-                client.go.clear()
-                await client.go.wait()
-            if self._stopping:
-                return self._drop(request)
-            if self._clients.get(client.token) is not client:
-                return self._forbid(request, api)
-            self._roll_day(client.pool, state)
-            permit = await limits.admit(estimate, client.key)
+            permit = await self.admit(client, estimate)
+            if permit is None:
+                return forward.drop(request) if self._stopping else self._forbid(request, api)
             try:
                 upstream = await self._http.request(
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                limits.release(permit)
-                why = f"upstream unreachable: {_why(exc)}"
-                state.last_error = why
-                self._done(client, state, RequestDone(client.key, client.pool, api, 0, Measured(), 0.0, absorbed, why))
-                return self._drop(request)
+                self.finish(client, permit, api, 0, Measured(), absorbed, f"upstream unreachable: {forward.why(exc)}")
+                return forward.drop(request)
             except asyncio.CancelledError:
-                limits.release(permit)
+                state.limits.release(permit)
                 raise
-            if upstream.status in _REFUSED and absorbed < state.limits.config.max_retries:
+            now = time.time()
+            window, wait = window_exhausted(upstream.headers, now), retry_after(upstream.headers, now)
+            if upstream.status in forward.REFUSED and absorbed < state.limits.config.max_retries:
                 absorbed += 1
-                now = time.time()
-                window = window_exhausted(upstream.headers, now)
-                wait = retry_after(upstream.headers, now)
-                limits.refused(permit, window if wait is None else wait, upstream.status, window is not None)
+                self.refused(client, permit, upstream.status, wait, window)
                 upstream.release()
                 continue
             break
-        return await self._stream(request, client, state, api, upstream, permit, absorbed)
-
-    async def _stream(
-        self,
-        request: web.Request,
-        client: Client,
-        state: PoolState,
-        api: Api,
-        upstream: aiohttp.ClientResponse,
-        permit: Permit,
-        absorbed: int,
-    ) -> web.StreamResponse:
-        limits = state.limits
-        now = time.time()
-        exhausted = window_exhausted(upstream.headers, now)
-        if upstream.status in _REFUSED:  # out of retries: the agent sees it, the pool still learns and waits
-            wait = retry_after(upstream.headers, now)
-            limits.note_refusal(exhausted if wait is None else wait, upstream.status, exhausted is not None)
-        else:
-            limits.succeeded()
-            if exhausted is not None and exhausted > 0:
-                limits.pause(exhausted, "upstream window used up")
+        self.answered(client, upstream.status, window, wait)
         meter = UsageMeter(api, upstream.headers.get("Content-Type", ""))
-        cut = False
-        error: str | None = None
-        out: web.StreamResponse | None = None
+        out, cut, error = None, True, None  # cut, unless the answer went through: a cancellation is the agent gone
         try:
-            out = await self._prepare(request, upstream)
-            async for chunk in upstream.content.iter_any():
-                meter.feed(chunk)
-                await out.write(chunk)
-            await out.write_eof()
-        except (ConnectionError, aiohttp.ClientConnectionResetError):
-            cut = True  # the agent hung up: stop reading upstream (closing it below cancels that request)
-        except aiohttp.ClientError as exc:
-            error = f"upstream broke off: {_why(exc)}"
-            state.last_error = error
-        except asyncio.CancelledError:
-            cut = True
-            raise
+            out, cut, error = await forward.pipe(request, upstream, meter)
         finally:
             upstream.close()
-            measured = meter.result()
-            limits.release(
+            self.finish(client, permit, api, upstream.status, meter.result(), absorbed, error, cut)
+        return out if out is not None else web.Response(status=502)
+
+    # ------------------------------------------------------------------------------ admission (local and nodes')
+
+    def client(self, token: str) -> Client | None:
+        return self._clients.get(token)
+
+    def client_of(self, key: str) -> Client | None:
+        return self._by_key.get(key)
+
+    def limits_of(self, client: Client) -> ProviderLimits:
+        return self.pools[client.pool].limits
+
+    async def admit(self, client: Client, estimate: int) -> Permit | None:
+        """Wait until a request of `client` may go upstream (its budget, its pool's line); its permit, or None if
+        its token was revoked meanwhile (the session ended) or the gateway stops."""
+        state = self.pools[client.pool]
+        while client.held is not None and not self._stopping:  # over its budget: wait for a resume (or its end)
+            client.go.clear()
+            await client.go.wait()
+        if self._stopping or self._clients.get(client.token) is not client:
+            return None
+        self._roll_day(client.pool, state)
+        return await state.limits.admit(estimate, client.key)
+
+    def refused(
+        self, client: Client, permit: Permit | None, status: int, wait: float | None, window: float | None
+    ) -> None:
+        """Upstream refused a request (429/529) that is sent again: the pool pauses and learns; its permit is given
+        back (None: a permit this runtime never gave, a node's from before a restart)."""
+        limits = self.limits_of(client)
+        if permit is not None:
+            limits.refused(permit, window if wait is None else wait, status, window is not None)
+        else:
+            limits.note_refusal(window if wait is None else wait, status, window is not None)
+
+    def answered(self, client: Client, status: int, window: float | None, wait: float | None) -> None:
+        """Upstream's answer begins: the pool learns from its status and rate-limit headers."""
+        limits = self.limits_of(client)
+        if status in forward.REFUSED:  # out of retries: the agent sees it, the pool still learns and waits
+            limits.note_refusal(window if wait is None else wait, status, window is not None)
+        else:
+            limits.succeeded()
+            if window is not None and window > 0:
+                limits.pause(window, "upstream window used up")
+
+    def finish(
+        self,
+        client: Client,
+        permit: Permit | None,
+        api: Api,
+        status: int,
+        measured: Measured,
+        absorbed: int,
+        error: str | None,
+        cut: bool = False,
+    ) -> None:
+        """A request is over: its permit back (the buckets corrected by what it used), its usage charged."""
+        state = self.pools[client.pool]
+        if permit is not None:
+            state.limits.release(
                 permit,
                 measured.input + measured.cache_write if measured.known else None,
                 measured.output if measured.known else None,
             )
-            tokens = Tokens(measured.input, measured.output, measured.cache_read, measured.cache_write)
-            cost = client.price.cost(tokens) if client.price is not None and measured.known else 0.0
-            status = upstream.status
-            self._done(
-                client, state, RequestDone(client.key, client.pool, api, status, measured, cost, absorbed, error, cut)
-            )
-        return out if out is not None else web.Response(status=502)
-
-    async def _prepare(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for k, v in upstream.headers.items():
-            if k.lower() not in HOP_BY_HOP:
-                out.headers.add(k, v)
-        await out.prepare(request)
-        return out
-
-    @staticmethod
-    def _drop(request: web.Request) -> web.Response:
-        """Close the agent's connection without an answer: what it would see if upstream could not be reached."""
-        if request.transport is not None:
-            request.transport.abort()
-        return web.Response(status=502)
+        if error:
+            state.last_error = error
+        tokens = Tokens(measured.input, measured.output, measured.cache_read, measured.cache_write)
+        cost = client.price.cost(tokens) if client.price is not None and measured.known else 0.0
+        self._done(
+            client, state, RequestDone(client.key, client.pool, api, status, measured, cost, absorbed, error, cut)
+        )
 
     # ------------------------------------------------------------------------------------- accounting
 
@@ -539,8 +491,3 @@ class Gateway:
 
 def _price(config: PoolConfig) -> Price | None:
     return config.price.price() if config.price is not None else None
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200] if text else type(exc).__name__

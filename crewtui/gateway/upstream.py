@@ -4,6 +4,7 @@ headers of Anthropic and OpenAI (a window used up), error bodies in each API's s
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -31,18 +32,27 @@ HOP_BY_HOP = frozenset(
 
 def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds the upstream asks us to wait: `retry-after-ms`, `retry-after` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(ms) / 1000.0)
+    ms = _seconds(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000.0
     value = headers.get("retry-after")
     if not value:
         return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     with contextlib.suppress(TypeError, ValueError, IndexError):
         return max(0.0, parsedate_to_datetime(value).timestamp() - now)
     return None
+
+
+def _seconds(text: str | None) -> float | None:
+    """A number of seconds as a header gives it; None for no number at all ("inf", "nan", garbage)."""
+    try:
+        value = float(text) if text else math.nan
+    except ValueError:
+        return None
+    return max(0.0, value) if math.isfinite(value) else None
 
 
 def _go_duration(text: str) -> float | None:

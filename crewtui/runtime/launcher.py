@@ -96,7 +96,8 @@ class Launcher:
         self.on_adopt: list[EndHook] = []  # called when a running session is held (launched or re-adopted)
         self.workspaces: Workspaces | None = None  # git worktrees of sessions with a workspace (the orchestrator's)
         # The model gateway's environment and extra arguments for a session (the orchestrator's Metering).
-        self.gateway_launch: Callable[[Session], tuple[dict[str, str], list[str]]] | None = None
+        # (Its env, its extra arguments, and for a session on a Ray node the route its node's gateway door needs.)
+        self.gateway_launch: Callable[[Session], tuple[dict[str, str], list[str], dict[str, str] | None]] | None = None
         self.running = False
         self.store_id = ""  # written into each session dir at launch (see SessionDir.OWNER)
         self._wake_at: float | None = None
@@ -234,8 +235,9 @@ class Launcher:
             env.update({k: v.replace("{port}", str(s.port)) if s.port else v for k, v in agent.env.items()})
         env.update(self.env_extra.pop(s.key, {}))
         argv = list(s.argv)
+        route = None
         if self.gateway_launch is not None:
-            gateway_env, gateway_args = self.gateway_launch(s)
+            gateway_env, gateway_args, route = self.gateway_launch(s)
             env.update(gateway_env)  # metering is the point of the pool: the crew file's env does not bypass it
             argv += gateway_args
         return LaunchSpec(
@@ -249,6 +251,7 @@ class Launcher:
             agent=s.agent,
             resources=agent.resources if agent else None,
             tty=TTY_SIZE if s.tty else None,
+            gateway=route,
         )
 
     @staticmethod

@@ -5,7 +5,9 @@ and folds what the gateway measures into sessions, pools and days.
   after a restart keep reaching it; another one, said on the timeline, when it is taken). Tokens are HMACs of
   session keys under `DATA_DIR/gateway.key` (0600), so a restarted runtime knows the tokens its sessions hold.
 - At launch (and re-adoption): the session's token is let through; its environment gets `ANTHROPIC_BASE_URL`
-  or `OPENAI_BASE_URL`, and a preset may add arguments (Codex's `openai_base_url`).
+  or `OPENAI_BASE_URL`, and a preset may add arguments (Codex's `openai_base_url`). A session on a Ray node (host
+  mode) is pointed at its host's door on that node instead (gateway/node.py), which the runtime answers through
+  `Doors` (gateway/door.py) over the host's link.
 - Per finished request: the session's `usage` (the figure of record for its tokens and cost), the pool's day
   in the store (`usage_days`), a `session_agent` event for the dashboard.
 - Budgets: a session over its budget is paused (its requests wait in the gateway; `gateway_hold` says why)
@@ -30,12 +32,15 @@ from crewtui.errors import BadInput, NotFound
 from crewtui.events import SystemEvent
 from crewtui.formatting import day_start, ordinal
 from crewtui.gateway.accounts import RequestDone
+from crewtui.gateway.door import Doors
+from crewtui.gateway.node import NODE_BASE
 from crewtui.gateway.server import Gateway
 from crewtui.gateway.upstream import local_day
 from crewtui.locations import DataDir
 from crewtui.model import Session, of_record
 from crewtui.runtime.agents import AgentLinks
 from crewtui.runtime.bus import EventBus
+from crewtui.runtime.drivers import Drivers
 from crewtui.runtime.launcher import Launcher
 from crewtui.runtime.sessions import SessionTable
 from crewtui.spend import GatewayInfo, TokenCounts, UsageBy, UsageRow, UsageTotals
@@ -62,6 +67,7 @@ class Metering:
         data_dir: DataDir,
         agents: AgentLinks,
         launcher: Launcher,
+        drivers: Drivers,
     ) -> None:
         self.table = table
         self.bus = bus
@@ -70,6 +76,7 @@ class Metering:
         self.clock = clock
         self.data_dir = data_dir
         self.agents = agents
+        self.drivers = drivers  # a Ray host driver is told how its nodes' gateway doors are answered
         self._kill: KillFn = launcher.kill_keys
         launcher.gateway_launch = self.launch
         launcher.on_adopt.append(self.adopted)
@@ -94,6 +101,8 @@ class Metering:
         hint = await asyncio.to_thread(self._last_port)
         port = await gateway.start(hint)
         self.gateway = gateway
+        if self.drivers.ray is not None and hasattr(self.drivers.ray, "gateway_door"):  # Ray host mode
+            self.drivers.ray.gateway_door = Doors(gateway).serve
         await asyncio.to_thread(self._record_port, port)
         if gateway.port_changed_from is not None:
             self.bus.publish(
@@ -121,6 +130,8 @@ class Metering:
             self._flush_task.cancel()
         await self.gateway.stop()
         self.gateway = None
+        if self.drivers.ray is not None and hasattr(self.drivers.ray, "gateway_door"):
+            self.drivers.ray.gateway_door = None
 
     def _secret(self) -> bytes:
         path = self.data_dir.gateway_key
@@ -152,14 +163,26 @@ class Metering:
     def serves(self, s: Session) -> bool:
         return self.gateway is not None and self.gateway.serves(s.pool)
 
-    def launch(self, s: Session) -> tuple[dict[str, str], list[str]]:
-        """The environment and extra arguments that point a session of a gateway pool at the gateway."""
-        if self.gateway is None or not self.gateway.serves(s.pool) or s.driver != "process":
-            return {}, []  # a session on a Ray node cannot reach this machine's loopback: it calls the provider
+    def _reaches(self, s: Session) -> bool:
+        """Whether `s` goes through the gateway: a local session, or one on a Ray node whose host serves a door
+        (host mode; in actor mode, a session calls its provider directly)."""
+        return s.driver == "process" or (s.driver == "ray" and self.crew.backend.mode == "host")
+
+    def launch(self, s: Session) -> tuple[dict[str, str], list[str], dict[str, str] | None]:
+        """The environment and extra arguments that point a session of a gateway pool at the gateway, and for a
+        session on a Ray node the route its node's door needs (its URL there stands in until the host puts its own)."""
+        gateway = self.gateway
+        if gateway is None or not gateway.serves(s.pool) or not self._reaches(s):
+            return {}, [], None
         env = self.open(s)
-        base = self.gateway.base_url(s.key)
+        base = gateway.base_url(s.key)
+        route = None
+        if s.driver == "ray" and base is not None and s.pool is not None:
+            env = {k: v.replace(gateway.url, NODE_BASE) for k, v in env.items()}
+            base = base.replace(gateway.url, NODE_BASE)
+            route = {"token": gateway.token_for(s.key), "upstream": self.crew.pools[s.pool].upstream_url}
         extra = get_preset(s.preset).gateway_args(base) if s.preset is not None and base is not None else []
-        return env, extra
+        return env, extra, route
 
     def open(self, s: Session) -> dict[str, str]:
         """Let a session's requests through (a launch, or a session re-adopted after a restart)."""
@@ -174,7 +197,7 @@ class Metering:
 
     def adopted(self, s: Session) -> None:
         gateway = self.gateway
-        if gateway is not None and gateway.serves(s.pool) and s.driver == "process" and gateway.base_url(s.key) is None:
+        if gateway is not None and gateway.serves(s.pool) and self._reaches(s) and gateway.base_url(s.key) is None:
             self.open(s)
 
     def ended(self, s: Session) -> None:
@@ -317,6 +340,10 @@ class Metering:
         now = self.clock.now()
         if since is None:
             since = day_start(now)
+        elif math.isnan(since):
+            raise BadInput("usage: --since must be a moment in time, got NaN")
+        else:  # a --since longer than the epoch's age means everything (time cannot name a day before it)
+            since = min(max(since, 0.0), now)
         if by in ("pool", "day"):
             self._write_days()
             rows: dict[str, UsageRow] = {}

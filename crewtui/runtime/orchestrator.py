@@ -119,7 +119,7 @@ class Orchestrator:
             self.table, self.launcher, self.bus, store, self.clock, self.ids, self.crew, self.drivers, data_dir
         )
         self.metering = Metering(
-            self.table, self.bus, store, self.crew, self.clock, data_dir, self.agents, self.launcher
+            self.table, self.bus, store, self.crew, self.clock, data_dir, self.agents, self.launcher, self.drivers
         )
         self.workspaces = Workspaces(self.table, self.bus, self.crew, self.clock, data_dir)
         self.launcher.workspaces = self.spawner.workspaces = self.supervisor.workspaces = self.workspaces

@@ -11,7 +11,6 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import aiohttp
@@ -44,18 +43,6 @@ class Sink:
 
 def pool(upstream: str, **kw: Any) -> PoolConfig:
     return PoolConfig.model_validate({"provider": "anthropic", "upstream": upstream, **kw})
-
-
-@pytest.fixture
-def fake() -> Any:
-    with FakeModel() as f:
-        yield f
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def start(pools: dict[str, PoolConfig], sink: Sink, port: int = 0) -> Gateway:

@@ -82,6 +82,8 @@ class LaunchSpec:
     agent: str | None = None  # the agent's name (in-process agents are looked up by it)
     resources: AgentResources | None = None  # what the session asks of a cluster node (Ray)
     tty: tuple[int, int] | None = None  # a terminal session of (rows, cols) (see drivers/terminal.py)
+    # A session of a gateway pool on a Ray node: its token and its pool's upstream, for the node's gateway door.
+    gateway: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

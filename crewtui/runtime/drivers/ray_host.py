@@ -13,7 +13,10 @@ never to a session:
 - `census`: what the host runs for a runtime (a restarted runtime re-adopts from it);
 - the control channel (`ray_relay.RelayPoint`): a session started with `relay` gets a socket of its own here as
   its `CREWTUI_SOCKET`; its requests ride the long poll to the runtime, which serves them as that session and
-  hands the replies back with `answer`.
+  hands the replies back with `answer`;
+- the model gateway's door (`gateway.node.NodeGateway`): a session of a gateway pool started with a `gateway`
+  route is pointed at a door this host serves on the node's 127.0.0.1; the door asks the runtime's gateway over
+  the same poll before each model request goes out, and reports what it used.
 
 A host that dies on a live node (killed, crashed) is started again, by Ray or by the runtime, under the same
 name; it re-adopts the shims still running in its data dir (`ProcessDriver.adopt`), and a session whose shim
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from crewtui.errors import CrewError
+from crewtui.gateway.node import NODE_BASE, NodeGateway, Route, encode
 from crewtui.locations import DataDir, SessionDir
 from crewtui.runtime.drivers.base import AdoptSpec, ExitInfo, LaunchSpec, exit_record, read_json
 from crewtui.runtime.drivers.process import ProcessDriver, ProcessHandle
@@ -46,11 +50,12 @@ from crewtui.runtime.watcher import OutputWatcher
 log = logging.getLogger("crewtui.ray.host")
 
 # A runtime and a host that disagree on this cannot work together (see `RayHostsDriver`).
-HOST_PROTOCOL = 2  # 2: poll replies carry the sessions' control requests
+HOST_PROTOCOL = 3  # 2: poll replies carry the sessions' control requests; 3: and the gateway door's
 # How often a waiting poll looks for news (inotify marks the sessions that wrote; an end sets a flag).
 _TICK = 0.05
 # What one session's record says about it, beside the shim's files.
 _META = "host.json"
+_DOOR = "gateway.json"  # the port of the node's gateway door, kept for the next host (its agents hold the URL)
 # Over crewtui's own limit (MAX_RESULT_BYTES): such a result is cut one byte past it, so the runtime says so.
 _RESULT_READ = (16 << 20) + 1
 
@@ -86,6 +91,7 @@ class _Hosted:
     exit: ExitInfo | None = None
     lost: str | None = None
     relay: bool = False  # the session's control socket is served here
+    route: Route | None = None  # a session of a gateway pool: its door here
 
     @property
     def ident(self) -> str:
@@ -114,6 +120,8 @@ class SessionHost:
         self._loading: asyncio.Task[None] | None = None
         self._waiters: set[asyncio.Task[None]] = set()
         self.relay = RelayPoint(self._bump)
+        self.door: NodeGateway | None = None
+        self._door_lock = asyncio.Lock()
 
     def _bump(self, owner: str) -> None:
         self._versions[owner] = self._versions.get(owner, 0) + 1
@@ -172,6 +180,11 @@ class SessionHost:
                     await self.relay.serve(rec.ident, rec.owner, rec.key, rec.dir.path)
                 except OSError as exc:
                     log.warning("session %s: its control socket could not be served again: %s", rec.key, exc)
+            if rec.route is not None:  # so did its gateway door: served again on the same port
+                try:
+                    (await self._gateway()).open(rec.route)
+                except OSError as exc:
+                    log.warning("session %s: its gateway door could not be served again: %s", rec.key, exc)
         else:
             rec.ended = True
             rec.exit = found if isinstance(found, ExitInfo) else None
@@ -198,6 +211,7 @@ class SessionHost:
             rec.lost = handle.lost_reason or "its shim died without an exit record"
         rec.ended = True
         self.relay.close(rec.ident)
+        self._close_route(rec)
 
     def _get(self, owner: str, key: str, attempt: int) -> _Hosted | None:
         rec = self.sessions.get(f"{owner_tag(owner)}/{key}")
@@ -222,6 +236,7 @@ class SessionHost:
             "root": str(self.root),
             "live": live,
             "started_at": self.started_at,
+            "gateway_port": self.door.port if self.door is not None else None,
         }
 
     async def start(
@@ -233,9 +248,11 @@ class SessionHost:
         env: dict[str, str],
         cwd: str | None,
         relay: bool = False,
+        gateway: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Start one attempt through the shim; its launch info, or {"error": why} if it did not start. With
-        `relay`, the session's `CREWTUI_SOCKET` is a socket served here for it (see `ray_relay`)."""
+        `relay`, the session's `CREWTUI_SOCKET` is a socket served here for it (see `ray_relay`); with `gateway`
+        (its token and its pool's upstream), its model requests go through this node's gateway door."""
         await self._ready()
         ident = f"{owner_tag(owner)}/{key}"
         old = self.sessions.get(ident)
@@ -245,8 +262,14 @@ class SessionHost:
             await old.handle.terminate(2.0)  # an earlier attempt must not run beside this one
         self._forget(ident)
         sd = SessionDir(self.root / owner_tag(owner) / key)
-        rec = _Hosted(owner, key, attempt, sd, relay=relay)
+        route = Route(gateway["token"], owner, key, gateway["upstream"]) if gateway else None
+        rec = _Hosted(owner, key, attempt, sd, relay=relay, route=route)
         try:
+            if route is not None:  # the door's address in place of the stand-in the runtime wrote
+                door = await self._gateway()
+                door.open(route)
+                env = {k: v.replace(NODE_BASE, door.url) for k, v in env.items()}
+                argv = [a.replace(NODE_BASE, door.url) for a in argv]
             await asyncio.to_thread(self._prepare, rec)
             workdir = cwd if cwd and os.path.isdir(cwd) else str(sd.path)
             # The agent's output dir is here on the node; its data dir is the host's (what containment looks for).
@@ -257,6 +280,7 @@ class SessionHost:
             handle = await self.driver.start(spec)
         except (CrewError, OSError) as exc:
             self.relay.close(ident)
+            self._close_route(rec)
             shutil.rmtree(sd.path, ignore_errors=True)
             return {"error": str(exc)}
         self.sessions[ident] = rec
@@ -270,6 +294,8 @@ class SessionHost:
         rec.dir.path.parent.mkdir(exist_ok=True, mode=0o700)
         rec.dir.path.mkdir(mode=0o700)
         meta = {"owner": rec.owner, "key": rec.key, "attempt": rec.attempt, "relay": rec.relay}
+        if rec.route is not None:
+            meta["gateway"] = rec.route.to_json()
         (rec.dir.path / _META).write_text(json.dumps(meta) + "\n")
 
     async def send(self, owner: str, key: str, attempt: int, line: str) -> str | None:
@@ -369,6 +395,28 @@ class SessionHost:
         """The runtime whose link polled as `gen` stops: the requests it took fail, the next runtime takes the rest."""
         self.relay.leave(owner, gen)
 
+    # ---------------------------------------------------------------------------------- gateway door
+
+    async def _gateway(self) -> NodeGateway:
+        """The node's gateway door, started on first use (on the port the last host of this node had)."""
+        async with self._door_lock:
+            if self.door is None:
+                door = NodeGateway(self._ask_runtime)
+                state = read_json(self.root / _DOOR)
+                port = state.get("port") if isinstance(state, dict) else None
+                await door.start(port if isinstance(port, int) else 0)
+                (self.root / _DOOR).write_text(json.dumps({"port": door.port}) + "\n")
+                self.door = door
+            return self.door
+
+    async def _ask_runtime(self, owner: str, key: str, op: dict[str, Any]) -> dict[str, Any]:
+        reply = json.loads(await self.relay.ask(owner, key, encode(op)))
+        return reply if isinstance(reply, dict) else {"ok": False, "error": {"message": "a reply that is not JSON"}}
+
+    def _close_route(self, rec: _Hosted) -> None:
+        if rec.route is not None and self.door is not None:
+            self.door.close(rec.route.token)
+
     # ---------------------------------------------------------------------------------- polling
 
     def _refresh(self) -> None:
@@ -384,7 +432,7 @@ class SessionHost:
         out = []
         for key, (attempt, out_off, err_off) in wanted.items():
             rec = self.sessions.get(f"{tag}/{key}")
-            if rec is None or rec.attempt != attempt or rec.ended:
+            if rec is None or rec.attempt != attempt or self._over(rec):
                 out.append(key)
                 continue
             out_size, err_size = self._sizes.get(rec.ident, (0, 0))
@@ -394,7 +442,11 @@ class SessionHost:
 
     def _ended(self, tag: str, key: str) -> bool:
         rec = self.sessions.get(f"{tag}/{key}")
-        return rec is None or rec.ended
+        return rec is None or self._over(rec)
+
+    def _over(self, rec: _Hosted) -> bool:
+        """Ended, and its gateway door has told the runtime all it used (see `NodeGateway.busy`)."""
+        return rec.ended and not (rec.route is not None and self.door is not None and self.door.busy(rec.route.token))
 
     def _replies(self, tag: str, wanted: dict[str, list[int]], max_bytes: int) -> dict[str, dict[str, Any]]:
         replies: dict[str, dict[str, Any]] = {}
@@ -404,7 +456,7 @@ class SessionHost:
             if rec is None or rec.attempt != attempt:
                 replies[key] = {"lost": "the crewtui host on its node does not know it (its files are gone)"}
                 continue
-            ended = rec.ended  # read before the files: output written before the end is then all there
+            ended = self._over(rec)  # read before the files: output written before the end is then all there
             out, out_size = _slice(rec.dir.stdout, out_off, min(max_bytes, budget))
             budget -= len(out)
             err, err_size = _slice(rec.dir.stderr, err_off, max(0, min(max_bytes, budget)))
@@ -426,6 +478,8 @@ class SessionHost:
         self._sizes.pop(ident, None)
         self._unwatched.discard(ident)
         self.relay.close(ident)
+        if rec is not None:
+            self._close_route(rec)
         if self._watcher is not None:
             self._watcher.unwatch(ident)
         if rec is not None:
@@ -455,7 +509,10 @@ def _scan(root: Path) -> list[_Hosted]:
             if not isinstance(meta, dict) or not isinstance(meta.get("attempt"), int):
                 continue
             relay = meta.get("relay") is True
-            found.append(_Hosted(str(meta.get("owner")), d.name, meta["attempt"], SessionDir(d), relay=relay))
+            route = Route.from_json(meta.get("gateway"))
+            found.append(
+                _Hosted(str(meta.get("owner")), d.name, meta["attempt"], SessionDir(d), relay=relay, route=route)
+            )
     return found
 
 

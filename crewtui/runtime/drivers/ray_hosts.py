@@ -89,6 +89,8 @@ class RayHostsDriver:
         self.batches = 0
         self.lines_in = 0
         self.relay: Relay | None = None
+        # How a request of a node's gateway door is served (the runtime's Metering sets it when it has a gateway).
+        self.gateway_door: Relay | None = None
 
     # ---------------------------------------------------------------------------------- cluster
 
@@ -244,6 +246,7 @@ class RayHostsDriver:
                     env,
                     cwd,
                     self.relay is not None,
+                    spec.gateway,
                     timeout=max(1.0, min(CALL_TIMEOUT, deadline - loop.time())),
                 )
             except Exception as exc:

@@ -56,6 +56,7 @@ class Hosts(Protocol):
     batches: int
     lines_in: int
     relay: Relay | None
+    gateway_door: Relay | None
 
     async def node_alive(self, node_id: str) -> bool | None: ...
 
@@ -219,17 +220,19 @@ class HostLink:
             task = self.serving.pop(rid, None)
             if task is not None:
                 task.cancel()
-        for rid, key, line in requests:
-            task = asyncio.create_task(self._one(rid, key, line), name=f"ray-ctl-{key}")
+        for rid, key, line, *kind in requests:
+            task = asyncio.create_task(self._one(rid, key, line, kind[0] if kind else "ctl"), name=f"ray-ctl-{key}")
             self.serving[rid] = task
 
-    async def _one(self, rid: str, key: str, line: bytes) -> None:
-        relay = self.driver.relay
+    async def _one(self, rid: str, key: str, line: bytes, kind: str) -> None:
+        serve = self.driver.gateway_door if kind == "gateway" else self.driver.relay
         try:
-            if relay is None:
+            if serve is None and kind == "gateway":  # (the door refuses the request: as a closed port would)
+                reply = _refusal("this crewtui runtime has no model gateway", "not_found")
+            elif serve is None:
                 reply = _refusal("this crewtui runtime serves no control socket: sessions on Ray nodes cannot use it")
             else:
-                reply = await relay(key, line)
+                reply = await serve(key, line)
         except asyncio.CancelledError:
             return
         except Exception as exc:
@@ -321,8 +324,8 @@ class HostLink:
         self.forget.clear()
 
 
-def _refusal(message: str) -> bytes:
-    return (json.dumps({"ok": False, "error": {"kind": "unavailable", "message": message}}) + "\n").encode()
+def _refusal(message: str, kind: str = "unavailable") -> bytes:
+    return (json.dumps({"ok": False, "error": {"kind": kind, "message": message}}) + "\n").encode()
 
 
 def size(path: Path) -> int:

@@ -48,6 +48,7 @@ class _Request:
     payload: bytes
     reply: asyncio.Future[bytes]
     taken_by: str | None = None  # the poll generation (one runtime's link) that took it
+    kind: str = "ctl"  # "ctl": a session's control request; "gateway": its node gateway's (never the agent's)
 
 
 @dataclass
@@ -129,15 +130,15 @@ class RelayPoint:
                 req.reply.set_result(_error("unavailable", why))
 
     def take(self, owner: str, gen: str) -> tuple[list[list[Any]], list[str]]:
-        """The owner's requests not yet taken ([id, session key, line]) and the ids whose client hung up; nothing
-        for a generation another has superseded."""
+        """The owner's requests not yet taken ([id, session key, line, kind]) and the ids whose client hung up;
+        nothing for a generation another has superseded."""
         if self._gens.get(owner) != gen:
             return [], []
         fresh: list[list[Any]] = []
         for req in self._requests.values():
             if req.owner == owner and req.taken_by is None and not req.reply.done():
                 req.taken_by = gen
-                fresh.append([req.id, req.key, req.payload])
+                fresh.append([req.id, req.key, req.payload, req.kind])
         return fresh, self._cancelled.pop(owner, [])
 
     def answer(self, answers: list[list[Any]]) -> int:
@@ -149,6 +150,25 @@ class RelayPoint:
                 req.reply.set_result(reply if isinstance(reply, bytes) else str(reply).encode())
                 n += 1
         return n
+
+    async def ask(self, owner: str, key: str, payload: bytes) -> bytes:
+        """A request of the node's gateway on behalf of session `key`, served by the runtime as the gateway's (it
+        comes from here, not from a socket an agent can reach); the reply line. Cancelled, it is cancelled in the
+        runtime too."""
+        req = _Request(
+            uuid.uuid4().hex, owner, key, payload, asyncio.get_running_loop().create_future(), kind="gateway"
+        )
+        self._requests[req.id] = req
+        self._wake(owner)
+        try:
+            return await req.reply
+        except asyncio.CancelledError:  # (which cancelled `reply` too, unless it had come)
+            if req.taken_by is not None and (req.reply.cancelled() or not req.reply.done()):
+                self._cancelled.setdefault(owner, []).append(req.id)
+                self._wake(owner)
+            raise
+        finally:
+            self._requests.pop(req.id, None)
 
     async def _client(
         self, ident: str, owner: str, key: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
