@@ -1,9 +1,10 @@
 """Benchmark: the Ray backend (host mode, and actor mode on request) against the local one, on this machine.
 
 Run by hand: `python benchmarks/ray.py [N ...] [--lines LINES] [--actor]` (defaults: 100 and 1,000 sessions,
-200,000 output lines; `--actor` adds actor mode, for the first N only: a Python worker per session is heavy).
+200,000 output lines; `--actor` adds actor mode, for the first N only: a Python worker per session is heavy), or
+`python benchmarks/ray.py --gateway REQUESTS` for the model gateway's door on a node (below) alone.
 Needs the ray extra (`pip install -e '.[ray]'`). It starts its own one-node Ray cluster (`ray start --head`) and
-stops it at the end (`ray stop`, which stops every Ray cluster on this machine).
+stops it at the end (its own processes only: other Ray clusters on this machine go on).
 
 For each backend it reports:
 - spawn: N sessions spawned at once until all are running (each runs `sleep`), and the time per session;
@@ -14,6 +15,13 @@ For each backend it reports:
 - output: one session printing LINES lines, from spawn until every line is in the local `stdout.log`, and for
   Ray the remote calls that carried them (lines travel in batches).
 The Ray overhead per session and per line is the difference to the local backend in the same run.
+
+`--gateway REQUESTS`: one session makes REQUESTS model requests one after another (non-streamed, on one
+keep-alive connection) to the fake Anthropic upstream of benchmarks/gateway.py, three ways in the same run:
+straight to the upstream (a local session with no pool: the baseline), through the runtime's gateway (a local
+session of a gateway pool), and through the gateway's door on its Ray node (a session of that pool on the
+cluster: each request is admitted by the runtime's gateway over the host's link before it goes). p50 and p99
+per request, and what each way adds.
 """
 
 from __future__ import annotations
@@ -26,8 +34,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -67,6 +80,30 @@ def pids_with(*needles: bytes) -> list[int]:
             if all(n in cmdline for n in needles):
                 pids.append(int(d.name))
     return pids
+
+
+def stop_cluster(temp: str) -> None:
+    """Kill the cluster this run started (its processes name its temp dir; theirs are their children), and only
+    it: `ray stop` would end every Ray cluster on the machine."""
+    for _ in range(50):
+        parents: dict[int, int] = {}
+        doomed: set[int] = set()
+        for d in Path("/proc").iterdir():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if temp.encode() in (d / "cmdline").read_bytes():
+                    doomed.add(int(d.name))
+            except (OSError, ValueError):
+                continue
+        while more := {p for p, pp in parents.items() if pp in doomed} - doomed:
+            doomed |= more
+        doomed.discard(os.getpid())
+        if not doomed:
+            return
+        for pid in doomed:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
 
 
 def total_kb(pids: list[int]) -> tuple[int, int]:
@@ -164,6 +201,81 @@ async def measure(kind: str, address: str, n: int, lines: int, root: Path) -> di
     return out
 
 
+# A session that times its model requests: REQUESTS sequential POSTs on one keep-alive connection to
+# $ANTHROPIC_BASE_URL/v1/messages; its result is each request's milliseconds. (No braces: the crew file's
+# command templates take {task} and the like.)
+TIMED_CLIENT = """
+import http.client, json, os, sys, time, urllib.parse
+base = urllib.parse.urlsplit(os.environ["ANTHROPIC_BASE_URL"])
+conn = http.client.HTTPConnection(base.hostname, base.port, timeout=60)
+body = json.dumps(dict(model="m", max_tokens=64, messages=[dict(role="user", content="hi")]))
+headers = dict([("content-type", "application/json"), ("x-api-key", "sk-bench"), ("anthropic-version", "2023-06-01")])
+ms = []
+for i in range(int(sys.argv[1]) + 20):  # the first 20 warm the way up, and are not counted
+    t = time.perf_counter()
+    conn.request("POST", base.path + "/v1/messages", body=body, headers=headers)
+    reply = conn.getresponse()
+    reply.read()
+    if reply.status != 200:
+        sys.exit("request %d: HTTP %d" % (i, reply.status))
+    ms.append((time.perf_counter() - t) * 1000.0)
+print(json.dumps(dict(ms=ms[20:])))
+"""
+
+
+async def timed(crew_text: str, root: Path, agent: str, requests: int) -> list[float]:
+    """One session of `agent` that times its requests; their milliseconds."""
+    orch = await Orchestrator.open(root, parse_crew(crew_text, source="bench.toml"))
+    await orch.start()
+    try:
+        s = await orch.spawn(SpawnRequest(label=f"timed-{agent}", agent=agent, task="x"))
+        await until(lambda: orch.sessions[s.key].state.terminal, 600)
+        done = orch.sessions[s.key]
+        if not isinstance(done.result, dict) or "ms" not in done.result:
+            raise RuntimeError(f"{agent}: {done.state.value}: {done.reason}")
+        return [float(x) for x in done.result["ms"]]
+    finally:
+        await orch.stop(kill_sessions=True)
+
+
+async def gateway_door(address: str, requests: int, root: Path) -> None:
+    gateway_bench = Path(__file__).resolve().with_name("gateway.py")
+    upstream = await asyncio.create_subprocess_exec(
+        sys.executable, str(gateway_bench), "--role", "upstream", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert upstream.stdout is not None and upstream.stdin is not None
+    port = json.loads(await upstream.stdout.readline())["port"]
+    url = f"http://127.0.0.1:{port}"
+    command = f"command = [{json.dumps(sys.executable)}, '-c', {json.dumps(TIMED_CLIENT)}, '{requests}']"
+    pool = f'[pools.anthropic]\nprovider = "anthropic"\nupstream = "{url}"\n'
+    local = (
+        f"[crew]\nname = 'bench'\n{pool}"
+        f'[agents.direct]\n{command}\nenv = {{ ANTHROPIC_BASE_URL = "{url}" }}\n'
+        f'[agents.gateway]\n{command}\npool = "anthropic"\n'
+    )
+    on_ray = (
+        f'[crew]\nname = \'bench\'\n[backend]\nkind = "ray"\naddress = "{address}"\nnamespace = "bench"\n{pool}'
+        f'[agents.door]\n{command}\npool = "anthropic"\n'
+    )
+    try:
+        results = {
+            "direct to the upstream": await timed(local, root / "direct", "direct", requests),
+            "through the runtime's gateway": await timed(local, root / "gateway", "gateway", requests),
+            "through its node's door": await timed(on_ray, root / "door", "door", requests),
+        }
+    finally:
+        upstream.stdin.close()
+        await upstream.wait()
+    base = statistics.median(results["direct to the upstream"])
+    print(f"\nmodel requests, {requests} one after another per way (non-streamed, keep-alive), in ms")
+    print(f"{'':32}{'p50':>9}{'p99':>9}{'added p50':>12}")
+    for name, ms in results.items():
+        ms.sort()
+        p50, p99 = statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+        print(f"{name:32}{p50:9.2f}{p99:9.2f}{p50 - base:+12.2f}")
+
+
 def report(n: int, lines: int, results: dict[str, dict[str, float]]) -> None:
     kinds = list(results)
     local = results["local"]
@@ -197,6 +309,7 @@ def main() -> None:
     parser.add_argument("n", nargs="*", type=int, default=[100, 1000])
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--actor", action="store_true", help="also actor mode (for the first N only)")
+    parser.add_argument("--gateway", type=int, default=0, metavar="REQUESTS", help="only the gateway door comparison")
     args = parser.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -219,13 +332,16 @@ def main() -> None:
     )
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            if args.gateway:
+                asyncio.run(gateway_door(f"127.0.0.1:{port}", args.gateway, Path(tmp)))
+                return
             for i, n in enumerate(args.n):
                 lines = args.lines if i == 0 else 0
                 kinds = ["local", "host"] + (["actor"] if args.actor and i == 0 else [])
                 results = {k: asyncio.run(measure(k, f"127.0.0.1:{port}", n, lines, Path(tmp))) for k in kinds}
                 report(n, lines, results)
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True)
+        stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
         for left in Path(tempfile.gettempdir(), "crewtui-bench").glob("*"):
             shutil.rmtree(left, ignore_errors=True)

@@ -27,6 +27,7 @@ directory of its own under the host's, and every call names its owner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -117,6 +118,7 @@ class SessionHost:
         self._sizes: dict[str, tuple[int, int]] = {}  # by ident: the sizes of stdout.log and stderr.log last seen
         self._unwatched: set[str] = set()  # sessions inotify cannot watch: looked at on every tick
         self._versions: dict[str, int] = {}  # by owner: bumped when a session starts, so a waiting poll returns
+        self._pokes: dict[str, asyncio.Event] = {}  # by owner: set on such news, so the poll wakes at once
         self._loading: asyncio.Task[None] | None = None
         self._waiters: set[asyncio.Task[None]] = set()
         self.relay = RelayPoint(self._bump)
@@ -125,6 +127,7 @@ class SessionHost:
 
     def _bump(self, owner: str) -> None:
         self._versions[owner] = self._versions.get(owner, 0) + 1
+        self._pokes.setdefault(owner, asyncio.Event()).set()
 
     # ---------------------------------------------------------------------------------- loading
 
@@ -285,7 +288,7 @@ class SessionHost:
             return {"error": str(exc)}
         self.sessions[ident] = rec
         self._follow(rec, handle)
-        self._versions[owner] = self._versions.get(owner, 0) + 1
+        self._bump(owner)
         return {"agent_pid": handle.info.agent_pid if handle.info else None}
 
     @staticmethod
@@ -374,12 +377,17 @@ class SessionHost:
                 self._forget(rec.ident)
         version = self._versions.get(owner, 0)
         deadline = time.monotonic() + wait
-        news = self._news(tag, wanted)
-        asked = self.relay.has_news(owner)
-        while not news and not asked and time.monotonic() < deadline and self._versions.get(owner, 0) == version:
-            await asyncio.sleep(_TICK)
+        poke = self._pokes.setdefault(owner, asyncio.Event())
+        while True:
+            poke.clear()  # (before looking: what comes after the look sets it again)
             news = self._news(tag, wanted)
             asked = self.relay.has_news(owner)
+            if news or asked or time.monotonic() >= deadline or self._versions.get(owner, 0) != version:
+                break
+            # Output is looked for every tick; a control or gateway request, or a new session, wakes it at once.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_TICK):
+                    await poke.wait()
         if news and not asked and linger > 0 and not all(self._ended(tag, key) for key in news):
             await asyncio.sleep(linger)
             news = self._news(tag, wanted)
