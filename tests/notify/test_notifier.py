@@ -8,7 +8,6 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +55,6 @@ class Rig:
         self.bus.publish(
             SessionStateChanged(session=key, label=label, old=SessionState.RUNNING, new=new, reason=reason)
         )
-
-
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    store = await Store.open(tmp_path / "crewtui.db")
-    r = Rig(store, FakeClock())
-    yield r
-    for n in r.notifiers:
-        await n.stop()
-    await store.close()
 
 
 async def settle() -> None:

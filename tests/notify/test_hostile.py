@@ -5,34 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from crewtui.clock import FakeClock
 from crewtui.config import parse_crew
 from crewtui.errors import ConfigError
 from crewtui.events import SessionStateChanged
 from crewtui.model import SessionState
 from crewtui.runtime.notify import KEPT, LISTED
 from crewtui.runtime.notify_send import Notice, webhook_request
-from crewtui.store import Store
 from tests.faults.helpers import await_until
 from tests.notify.receiver import Receiver
 from tests.notify.test_notifier import Rig, hook, settle
-
-
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    store = await Store.open(tmp_path / "crewtui.db")
-    r = Rig(store, FakeClock())
-    yield r
-    for n in r.notifiers:
-        await n.stop()
-    await store.close()
-
 
 # ------------------------------------------------------------------------------------------ held messages
 
