@@ -141,6 +141,15 @@ class Doors:
         self._abandoned[nonce] = now
         return {}
 
+    def session_ended(self, key: str) -> int:
+        """The session's end is recorded: permits its door still held go back (its node died mid-request, and no
+        `done` will ever come: the pool would be a slot short for good); how many."""
+        gone = [nonce for nonce, (client, _) in self._permits.items() if client.key == key]
+        for nonce in gone:
+            client, permit = self._permits.pop(nonce)
+            self.gateway.limits_of(client).release(permit)
+        return len(gone)
+
     def _client(self, key: str, nonce: str) -> Client | None:
         held = self._permits.get(nonce)
         return held[0] if held is not None else self.gateway.client_of(key)

@@ -82,6 +82,7 @@ class Metering:
         launcher.on_adopt.append(self.adopted)
         launcher.on_end.append(self.ended)
         self.gateway: Gateway | None = None
+        self.doors: Doors | None = None  # the Ray nodes' gateway doors, answered here (host mode)
         self._dirty_days: set[str] = set()
         self._changed: set[str] = set()
         self._flush_task: asyncio.Task[None] | None = None
@@ -102,7 +103,8 @@ class Metering:
         port = await gateway.start(hint)
         self.gateway = gateway
         if self.drivers.ray is not None and hasattr(self.drivers.ray, "gateway_door"):  # Ray host mode
-            self.drivers.ray.gateway_door = Doors(gateway).serve
+            self.doors = Doors(gateway)
+            self.drivers.ray.gateway_door = self.doors.serve
         await asyncio.to_thread(self._record_port, port)
         if gateway.port_changed_from is not None:
             self.bus.publish(
@@ -132,6 +134,7 @@ class Metering:
         self.gateway = None
         if self.drivers.ray is not None and hasattr(self.drivers.ray, "gateway_door"):
             self.drivers.ray.gateway_door = None
+            self.doors = None
 
     def _secret(self) -> bytes:
         path = self.data_dir.gateway_key
@@ -203,6 +206,8 @@ class Metering:
     def ended(self, s: Session) -> None:
         if self.gateway is not None:
             self.gateway.close_session(s.key)
+            if self.doors is not None:
+                self.doors.session_ended(s.key)
             s.gateway_hold = None
             if s.key in self._changed:  # its figures are stored with its end; the dashboard hears them now
                 self._changed.discard(s.key)

@@ -215,3 +215,16 @@ async def test_a_runtime_that_cannot_answer_for_a_while_only_delays_the_request(
         await until(lambda: len(sink.done) == 1, "charged once the runtime answers")
     finally:
         await stop(gw, door)
+
+
+async def test_permits_of_a_session_whose_node_died_mid_request_go_back_at_its_end(fake: FakeModel) -> None:
+    gw, door, wire, _sink = await pair(fake, max_concurrent_requests=1)
+    try:
+        on_node(gw, door, "s-1", "w")
+        admit = {"op": "admit", "token": gw.token_for("s-1"), "nonce": "n-1", "estimate": 10}
+        assert json.loads(await wire.doors.serve("s-1", encode(admit)))["admitted"] is True
+        assert gw.info().pools[0].in_flight == 1  # its node dies now: no done will ever come
+        assert wire.doors.session_ended("s-1") == 1
+        assert gw.info().pools[0].in_flight == 0 and wire.doors.held == 0  # the pool is not a slot short for good
+    finally:
+        await stop(gw, door)
