@@ -26,6 +26,12 @@ def attach_command(s: Session) -> tuple[list[str], Path]:
         raise BadInput(f"{s.label} is not a terminal session (spawn it with --tty, or an agent with tty = true)")
     if not s.state.live:
         raise Conflict(f"{s.label} has ended ({s.state.value}): there is no terminal to attach to")
+    if s.driver == "ray":  # its terminal is held on its node: peek and steer reach it from here, attach does not
+        where = f"node {s.node}" if s.node else "a Ray node"
+        raise Conflict(
+            f"{s.label} runs on {where}: its terminal is there (dtach -a its {SessionDir.TTY_SOCKET}, in its "
+            "session's dir under $TMPDIR/crewtui-NAMESPACE/ on that machine); peek and steer work from here"
+        )
     if s.output_dir is None or not SessionDir(s.output_dir).tty_socket.exists():
         raise Conflict(f"{s.label}: its terminal is not there (ended, or on another machine)")
     found = shutil.which("dtach")

@@ -469,6 +469,42 @@ async def test_a_session_on_a_node_keeps_its_door_across_a_runtime_restart(tmp_p
             await second.stop(kill_sessions=True)
 
 
+@pytest.mark.skipif(shutil.which("dtach") is None, reason="dtach is missing: scripts/install-debian.sh")
+async def test_a_terminal_session_on_a_node_is_peeked_steered_and_ends(tmp_path: Path, ray_address: str) -> None:
+    """`tty = true` on a Ray node: its host holds the terminal under dtach there; the screen is played from the
+    transcript copied back, a steer is typed into it, and attaching is refused from here, saying where it runs."""
+    from crewtui.attaching import attach_command
+    from crewtui.errors import Conflict
+    from tests.test_terminal_sessions import ASK
+
+    orch = await open_runtime(tmp_path / "data", host_crew(ray_address))
+    try:
+        s = await orch.spawn(SpawnRequest(label="node-tty", argv=[PY, "-c", ASK], tty=True))
+        assert s.driver == "ray" and s.tty
+
+        async def on_screen(text: str) -> None:
+            for _ in range(300):
+                if text in "\n".join((await orch.peek(s.key)).lines):
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"{text!r} never on its screen: {(await orch.peek(s.key)).lines}")
+
+        await on_screen("Name?")
+        await orch.send(s.key, "ada")  # typed into its terminal on the node, Enter included
+        await on_screen("hello ada")
+        await on_screen("Again?")
+        with pytest.raises(Conflict, match=r"runs on node .*: its terminal is there \(dtach -a its tty.sock"):
+            attach_command(orch.sessions[s.key])
+        await orch.send(s.key, "yes")
+        await ended(orch, s.key, 60)
+        done = orch.sessions[s.key]
+        assert (done.state, done.exit_code) == (SessionState.DONE, 0)  # the agent's own code, through dtach
+        history = await orch.history(s.key, tail=20)
+        assert history.lines == ["Name? ada", "hello ada", "Again? yes", "bye yes"]
+    finally:
+        await orch.stop(kill_sessions=True)
+
+
 async def test_sessions_without_resources_go_to_the_least_loaded_host(tmp_path: Path, ray_address: str) -> None:
     extra = start_node(ray_address, '{"spare": 1}')
     orch = await open_runtime(tmp_path / "data", host_crew(ray_address))

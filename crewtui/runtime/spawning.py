@@ -102,8 +102,8 @@ class Spawner:
             port=port,
             tty=req.tty if req.tty is not None else bool(agent is not None and agent.tty),
         )
-        if session.tty and driver != "process":
-            raise BadInput(f"a terminal session runs on this machine's process driver, not {driver}")
+        if session.tty and driver != "process" and (driver != "ray" or self.crew.backend.mode != "host"):
+            raise BadInput(f'a terminal session runs on this machine or a Ray host (mode = "host"), not {driver}')
         if self.workspaces is not None:
             self.workspaces.take(session, req)
         # Claims first, before any await: a concurrent spawn now sees them.

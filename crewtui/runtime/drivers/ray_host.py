@@ -252,10 +252,12 @@ class SessionHost:
         cwd: str | None,
         relay: bool = False,
         gateway: dict[str, str] | None = None,
+        tty: list[int] | None = None,
     ) -> dict[str, Any]:
         """Start one attempt through the shim; its launch info, or {"error": why} if it did not start. With
         `relay`, the session's `CREWTUI_SOCKET` is a socket served here for it (see `ray_relay`); with `gateway`
-        (its token and its pool's upstream), its model requests go through this node's gateway door."""
+        (its token and its pool's upstream), its model requests go through this node's gateway door; with `tty`
+        ([rows, cols]), it is a terminal session under dtach on this node (see drivers/terminal.py)."""
         await self._ready()
         ident = f"{owner_tag(owner)}/{key}"
         old = self.sessions.get(ident)
@@ -279,7 +281,10 @@ class SessionHost:
             env = {**env, "CREWTUI_OUTPUT_DIR": str(sd.path), "CREWTUI_DATA_DIR": str(self.data_dir.root)}
             if relay:
                 env["CREWTUI_SOCKET"] = await self.relay.serve(ident, owner, key, sd.path)
-            spec = LaunchSpec(key=key, label=key, attempt=attempt, dir=sd, argv=argv, env=env, cwd=Path(workdir))
+            size = (int(tty[0]), int(tty[1])) if tty else None
+            spec = LaunchSpec(
+                key=key, label=key, attempt=attempt, dir=sd, argv=argv, env=env, cwd=Path(workdir), tty=size
+            )
             handle = await self.driver.start(spec)
         except (CrewError, OSError) as exc:
             self.relay.close(ident)

@@ -247,6 +247,7 @@ class RayHostsDriver:
                     cwd,
                     self.relay is not None,
                     spec.gateway,
+                    list(spec.tty) if spec.tty else None,
                     timeout=max(1.0, min(CALL_TIMEOUT, deadline - loop.time())),
                 )
             except Exception as exc:
