@@ -505,6 +505,33 @@ async def test_a_terminal_session_on_a_node_is_peeked_steered_and_ends(tmp_path:
         await orch.stop(kill_sessions=True)
 
 
+async def test_an_agents_own_cwd_is_used_on_the_node_and_one_the_node_lacks_fails_the_start(
+    tmp_path: Path, ray_address: str
+) -> None:
+    work = tmp_path / "shared-work"
+    work.mkdir()
+    crew = host_crew(
+        ray_address,
+        extra=f"""
+        [agents.worker]
+        command = ["{{python}}", "-c", "import os; print('in ' + os.getcwd(), flush=True)"]
+        cwd = "{work}"
+        """,
+    )
+    orch = await open_runtime(tmp_path / "data", crew)
+    try:
+        s = await orch.spawn(SpawnRequest(label="node-cwd", agent="worker", task="x"))
+        await ended(orch, s.key)
+        assert orch.sessions[s.key].state == SessionState.DONE
+        assert f"in {work}" in stdout_of(orch, s.key)  # where the crew file says, not the node-local dir
+        # A directory the node does not have (here: asked of the host directly) fails the start, saying so.
+        link = next(iter(hosts(orch).links.values()))
+        reply = await link.call("start", "s-nocwd", 1, [PY, "-c", "pass"], {}, "/nonexistent/work", False)
+        assert "its cwd /nonexistent/work is not a directory on" in reply["error"]
+    finally:
+        await orch.stop(kill_sessions=True)
+
+
 async def test_sessions_without_resources_go_to_the_least_loaded_host(tmp_path: Path, ray_address: str) -> None:
     extra = start_node(ray_address, '{"spare": 1}')
     orch = await open_runtime(tmp_path / "data", host_crew(ray_address))

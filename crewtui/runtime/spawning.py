@@ -97,7 +97,8 @@ class Spawner:
             created_at=now,
             updated_at=now,
             output_dir=str(self.data_dir.session_dir(key)),
-            cwd=cwd if driver == "process" else None,
+            # On a Ray node, only an agent's own `cwd` (a shared path the crew file names); else its node-local dir.
+            cwd=cwd if driver == "process" or (driver == "ray" and agent is not None and agent.cwd) else None,
             preset=agent.preset if agent is not None else None,
             port=port,
             tty=req.tty if req.tty is not None else bool(agent is not None and agent.tty),

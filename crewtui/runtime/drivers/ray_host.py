@@ -276,7 +276,9 @@ class SessionHost:
                 env = {k: v.replace(NODE_BASE, door.url) for k, v in env.items()}
                 argv = [a.replace(NODE_BASE, door.url) for a in argv]
             await asyncio.to_thread(self._prepare, rec)
-            workdir = cwd if cwd and os.path.isdir(cwd) else str(sd.path)
+            if cwd and not os.path.isdir(cwd):  # a path of the runtime's machine this node lacks: said, not ignored
+                raise CrewError(f"session {key}: its cwd {cwd} is not a directory on {socket.gethostname()}")
+            workdir = cwd or str(sd.path)
             # The agent's output dir is here on the node; its data dir is the host's (what containment looks for).
             env = {**env, "CREWTUI_OUTPUT_DIR": str(sd.path), "CREWTUI_DATA_DIR": str(self.data_dir.root)}
             if relay:
