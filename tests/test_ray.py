@@ -92,15 +92,15 @@ def cluster_pids(temp: str) -> set[int]:
 
 
 def stop_cluster(temp: str) -> None:
-    """Kill the cluster of temp dir `temp`, and only it: `ray stop --force` would end every Ray cluster on the
-    machine (a developer's own, another test worker's)."""
+    """Kill the cluster of temp dir `temp` (or the sessions under a host dir), and only it: `ray stop --force`
+    would end every Ray cluster on the machine (a developer's own, another test worker's)."""
     deadline = time.monotonic() + 30
     while (pids := cluster_pids(temp) - {os.getpid()}) and time.monotonic() < deadline:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
-    assert not pids, f"Ray processes of {temp} outlived SIGKILL: {sorted(pids)}"
+    assert not pids, f"processes of {temp} outlived SIGKILL: {sorted(pids)}"
 
 
 @contextlib.contextmanager
@@ -135,6 +135,7 @@ def local_cluster(gpus: int = 0) -> Iterator[str]:
         stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
         for left in set(hosts.iterdir()) - before if hosts.is_dir() else ():
+            stop_cluster(str(left))  # sessions a test left on a host: their shims outlive Ray (their dir is in argv)
             shutil.rmtree(left, ignore_errors=True)
 
 
