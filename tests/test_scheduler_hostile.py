@@ -318,3 +318,32 @@ async def test_a_crash_during_a_catch_up_replay_loses_none_of_the_fires_still_qu
     assert {T0 + 180, T0 + 240} <= set(nominals)
     assert len(nominals) == len(set(nominals))
     assert sched.jobs["tick"].next_fire == T0 + 360
+
+
+async def test_missed_fires_skipped_at_a_restart_are_told_once_not_again_at_the_next(rt, clock):
+    """misfire = "skip": the fires missed while down are one `skipped` mark at the restart. A second restart
+    before the next fire told the same fires again (the last fire handled had not moved past them)."""
+    job = """
+        [[cron]]
+        name = "tick"
+        schedule = { kind = "every", every = "1h" }
+        misfire = "skip"
+        overlap = "allow"
+        spawn = { agent = "ok", label = "tick-r{run}", task = "t" }
+    """
+    await rt.start(crew(job))
+    await clock.advance(3600)  # +1h: run 1
+    await settle()
+    await rt.stop()
+    await clock.advance(3 * 3600 + 60)  # down across +2h, +3h, +4h
+    await rt.start(crew(job), rt.control)
+    (told,) = rt.control.fired("skipped")
+    assert told.reason.startswith("3 fire(s) missed") and told.nominal == T0 + 4 * 3600
+    await rt.stop()
+    await clock.advance(60)  # restarted again, the next fire (+5h) not due yet
+    sched = await rt.start(crew(job), rt.control)
+    assert rt.control.fired("skipped") == [told]  # not told again
+    assert sched.jobs["tick"].next_fire == T0 + 5 * 3600
+    await clock.advance(3600)  # and the next fire still runs
+    await settle()
+    assert [n for _, n in await rt.runs("tick")] == [T0 + 3600, T0 + 5 * 3600]

@@ -275,6 +275,8 @@ class Scheduler:
             last = plan.skipped[-1] if plan.skipped else now
             reason = f"{plan.skipped_count} fire(s) missed {why}"
             self.control.publish(CronFired(job=cfg.name, nominal=last, outcome="skipped", reason=reason))
+            if plan.skipped and last > (state.last_nominal or -math.inf):  # handled: a restart does not tell it again
+                self._handled(state, last)
         if plan.truncated:
             text = f"cron {cfg.name}: more than {len(plan.run)} missed fires; ran only the most recent ones"
             self.control.publish(SystemEvent(level="warning", text=text))
