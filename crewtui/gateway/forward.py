@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from crewtui.errors import first_line
 from crewtui.gateway.upstream import HOP_BY_HOP
 from crewtui.gateway.usage import UsageMeter
 
@@ -122,7 +123,7 @@ async def pipe(
         return out, True, None  # the agent hung up: stop reading upstream (closing it cancels that request)
     except aiohttp.ClientError as exc:
         drop(request)
-        return out, False, f"upstream broke off: {why(exc)}"
+        return out, False, f"upstream broke off: {first_line(exc)}"
     return out, False, None
 
 
@@ -134,7 +135,7 @@ async def unmetered(
     try:
         upstream = await http.request(request.method, url, headers=headers, data=body, allow_redirects=False)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        return drop(request), f"upstream unreachable: {why(exc)}"
+        return drop(request), f"upstream unreachable: {first_line(exc)}"
     async with upstream:
         out, _cut, error = await pipe(request, upstream)
     return out if out is not None else web.Response(status=502), error
@@ -145,8 +146,3 @@ def drop(request: web.Request) -> web.Response:
     if request.transport is not None:
         request.transport.abort()
     return web.Response(status=502)
-
-
-def why(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -33,6 +33,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from crewtui.errors import first_line
 from crewtui.gateway import forward
 from crewtui.gateway.upstream import error_body, retry_after, window_exhausted
 from crewtui.gateway.usage import Api, Measured, UsageMeter, api_of, estimate_input_tokens
@@ -179,7 +180,7 @@ class NodeGateway:
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 done = {"op": "done", "nonce": nonce, "api": api, "status": 0, "absorbed": absorbed}
-                done.update(measured=measured_json(Measured()), error=f"upstream unreachable: {forward.why(exc)}")
+                done.update(measured=measured_json(Measured()), error=f"upstream unreachable: {first_line(exc)}")
                 self._report(route, done)
                 return forward.drop(request)
             except asyncio.CancelledError:
@@ -235,7 +236,7 @@ class NodeGateway:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reply = {"ok": False, "error": {"kind": "unavailable", "message": forward.why(exc)}}
+                reply = _not_taken(exc)
             if not _unavailable(reply) or self._stopping or route.token not in self.routes:
                 return reply
             log.info("node gateway: %s of %s not taken (%s); asking again", op["op"], route.key, reply.get("error"))
@@ -253,7 +254,7 @@ class NodeGateway:
                 try:
                     reply = await self._ask(route.owner, route.key, op)
                 except Exception as exc:
-                    reply = {"ok": False, "error": {"kind": "unavailable", "message": forward.why(exc)}}
+                    reply = _not_taken(exc)
                 if not _unavailable(reply) or time.monotonic() > deadline or self._stopping:
                     if reply.get("ok") is False:
                         log.warning("node gateway: %s of %s lost: %s", op["op"], route.key, reply.get("error"))
@@ -266,6 +267,11 @@ class NodeGateway:
         task.add_done_callback(self._reports.discard)
         task.add_done_callback(lambda _t: self._hold(route.token, -1))
         return task
+
+
+def _not_taken(exc: BaseException) -> dict[str, Any]:
+    """The reply of a request no runtime could be asked (the host's queue failed it): worth asking again."""
+    return {"ok": False, "error": {"kind": "unavailable", "message": first_line(exc)}}
 
 
 def _unavailable(reply: dict[str, Any]) -> bool:

@@ -34,7 +34,7 @@ from aiohttp import web
 from crewtui.adapters.base import Price, Tokens
 from crewtui.clock import Clock, ClockLike
 from crewtui.config import PoolConfig
-from crewtui.errors import BadInput
+from crewtui.errors import BadInput, first_line
 from crewtui.gateway import forward
 from crewtui.gateway.accounts import Client, GatewaySink, PoolState, RequestDone
 from crewtui.gateway.forward import LOOPBACK
@@ -320,7 +320,7 @@ class Gateway:
                     request.method, url, headers=headers, data=body, allow_redirects=False
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                self.finish(client, permit, api, 0, Measured(), absorbed, f"upstream unreachable: {forward.why(exc)}")
+                self.finish(client, permit, api, 0, Measured(), absorbed, f"upstream unreachable: {first_line(exc)}")
                 return forward.drop(request)
             except asyncio.CancelledError:
                 state.limits.release(permit)

@@ -15,7 +15,6 @@ a task of its own, so a blocking yield holds up nothing, and the replies go back
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import uuid
@@ -28,6 +27,7 @@ from crewtui.locations import SessionDir
 from crewtui.runtime.drivers import ray_place
 from crewtui.runtime.drivers.base import ExitInfo, SessionHandle, check_steer, write_json_atomic
 from crewtui.runtime.drivers.ray import actor_died
+from crewtui.runtime.drivers.ray_relay import error_reply
 
 log = logging.getLogger("crewtui.ray.hosts")
 
@@ -228,16 +228,18 @@ class HostLink:
         serve = self.driver.gateway_door if kind == "gateway" else self.driver.relay
         try:
             if serve is None and kind == "gateway":  # (the door refuses the request: as a closed port would)
-                reply = _refusal("this crewtui runtime has no model gateway", "not_found")
+                reply = error_reply("not_found", "this crewtui runtime has no model gateway")
             elif serve is None:
-                reply = _refusal("this crewtui runtime serves no control socket: sessions on Ray nodes cannot use it")
+                reply = error_reply(
+                    "unavailable", "this crewtui runtime serves no control socket: sessions on Ray nodes cannot use it"
+                )
             else:
                 reply = await serve(key, line)
         except asyncio.CancelledError:
             return
         except Exception as exc:
             log.exception("a control request of session %s failed", key)
-            reply = _refusal(f"the request failed in the runtime: {first_line(exc)}")
+            reply = error_reply("unavailable", f"the request failed in the runtime: {first_line(exc)}")
         finally:
             self.serving.pop(rid, None)
         self._answers.append([rid, reply])
@@ -322,10 +324,6 @@ class HostLink:
             h.lost_reason = reason
             await self.end(h, None)
         self.forget.clear()
-
-
-def _refusal(message: str, kind: str = "unavailable") -> bytes:
-    return (json.dumps({"ok": False, "error": {"kind": kind, "message": message}}) + "\n").encode()
 
 
 def size(path: Path) -> int:

@@ -36,7 +36,8 @@ _MAX_SOCKET_PATH = 100  # as the runtime's own socket (locations.py): ~108 bytes
 _MAX_LINE = 1 << 20  # as the runtime's socket: a request is one line of at most 1 MiB
 
 
-def _error(kind: str, message: str) -> bytes:
+def error_reply(kind: str, message: str) -> bytes:
+    """An error reply line, as the runtime's control socket writes one."""
     return (json.dumps({"ok": False, "error": {"kind": kind, "message": message}}) + "\n").encode()
 
 
@@ -100,7 +101,9 @@ class RelayPoint:
         for rid in list(point.requests):
             req = self._requests.get(rid)
             if req is not None and not req.reply.done():
-                req.reply.set_result(_error("unavailable", f"session {req.key} has ended; its control socket closed"))
+                req.reply.set_result(
+                    error_reply("unavailable", f"session {req.key} has ended; its control socket closed")
+                )
         try:
             point.path.unlink()
         except OSError:
@@ -127,7 +130,7 @@ class RelayPoint:
     def _fail_taken(self, owner: str, keep: str | None, why: str) -> None:
         for req in self._requests.values():
             if req.owner == owner and req.taken_by not in (None, keep) and not req.reply.done():
-                req.reply.set_result(_error("unavailable", why))
+                req.reply.set_result(error_reply("unavailable", why))
 
     def take(self, owner: str, gen: str) -> tuple[list[list[Any]], list[str]]:
         """The owner's requests not yet taken ([id, session key, line, kind]) and the ids whose client hung up;
@@ -178,7 +181,7 @@ class RelayPoint:
             try:
                 line = await reader.readline()
             except (asyncio.LimitOverrunError, ValueError):
-                writer.write(_error("bad_input", f"request over {_MAX_LINE} bytes refused"))
+                writer.write(error_reply("bad_input", f"request over {_MAX_LINE} bytes refused"))
                 await writer.drain()
                 return
             if not line:
