@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from crewtui.model import TERMINAL_STATES
 from tests.agentcli import claude_bin, claude_env, codex_bin, codex_env
 from tests.fakemodel import FakeModel, Limit, Usage, slow, text
 from tests.faults.helpers import PY, Headless, call, ctl, kill_leftover_sessions, toml_table, wait_until
@@ -231,6 +232,9 @@ def test_a_session_over_its_budget_is_killed_when_the_pool_says_kill(tmp_path: P
             kill_leftover_sessions(data)
 
 
+ENDED_NAMES = {state.value for state in TERMINAL_STATES}
+
+
 def stored_requests(h: Headless, key: str) -> int | None:
     with contextlib.closing(sqlite3.connect(f"file:{h.dd.store}?mode=ro", uri=True)) as db:
         row = db.execute("SELECT data FROM sessions WHERE key = ?", (key,)).fetchone()
@@ -239,6 +243,7 @@ def stored_requests(h: Headless, key: str) -> int | None:
 
 
 def test_a_runtime_killed_and_restarted_keeps_its_port_and_its_sessions_tokens(tmp_path: Path) -> None:
+    go = tmp_path / "go"  # the agent sends its second request once this exists: after the restart, however slow
     with FakeModel() as fake:
         crew = tmp_path / "crew.toml"
         crew.write_text(
@@ -248,7 +253,7 @@ provider = "anthropic"
 upstream = "{fake.url}"
 
 [agents.client]
-command = [{json.dumps(PY)}, "-m", "tests.gateway.anthropic_client", "--requests", "2", "--pause", "4"]
+command = [{json.dumps(PY)}, "-m", "tests.gateway.anthropic_client", "--requests", "2", "--go-file", {json.dumps(str(go))}]
 pool = "anthropic"
 cwd = {json.dumps(str(REPO))}
 """
@@ -265,8 +270,12 @@ cwd = {json.dumps(str(REPO))}
             h.kill9()
             h = Headless(data, crew)  # the session's agent still holds the old base URL, token and all
             assert call(h.dd.socket, "gateway")["result"]["url"] == port
-            wait_until(lambda: call(h.dd.socket, "get", ref=key)["result"]["state"] == "done", 30, "the session to end")
+            go.touch()
+            wait_until(
+                lambda: call(h.dd.socket, "get", ref=key)["result"]["state"] in ENDED_NAMES, 30, "the session to end"
+            )
             s = call(h.dd.socket, "get", ref=key)["result"]
+            assert s["state"] == "done", s
             assert s["result"] == {"statuses": [200, 200]}
             assert s["usage"]["requests"] == 2  # the one before the restart and the one after
         finally:

@@ -3,6 +3,8 @@
 It sends `--requests` streamed requests, one after another, to `$ANTHROPIC_BASE_URL/v1/messages` with the API key
 `sk-<its session label>` (so the fake upstream can tell sessions apart), reads each stream to its end, and prints
 one JSON line: the status of every request. It exits 1 if any was not 200 (a 429 it saw included).
+With `--go-file PATH` it sends each request after the first only once PATH exists (a test's word that the
+runtime it talks to is back up), so a test need not guess how long a restart takes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2)
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between requests")
+    parser.add_argument("--go-file", default=None, help="send each request after the first once this file exists")
     args = parser.parse_args()
     base = os.environ["ANTHROPIC_BASE_URL"]
     key = "sk-" + os.environ["CREWTUI_SESSION_LABEL"]
@@ -28,6 +31,8 @@ def main() -> int:
     for i in range(args.requests):
         if i and args.pause:
             time.sleep(args.pause)
+        while i and args.go_file and not os.path.exists(args.go_file):
+            time.sleep(0.05)
         body = json.dumps(
             {
                 "model": "fake-model",
