@@ -145,11 +145,12 @@ def test_watch_streams_events(runtime):
     w = subprocess.Popen(
         [PY, "-m", "crewtui", "ctl", "--data-dir", str(d), "watch", "--json"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=ENV,
     )
     try:
-        time.sleep(1.0)  # let the watcher subscribe
+        assert w.stderr.readline() == "watching (Ctrl-C to stop)\n"  # subscribed: no event from here is missed
         ctl(d, "spawn", "--label", "watched", "--", PY, "-c", "print('hi')")
         kinds = []
         deadline = time.time() + 15

@@ -63,11 +63,12 @@ def test_json_output_is_the_exact_text_with_terminal_controls_escaped(runtime: R
     watch = subprocess.Popen(
         [PY, "-m", "crewtui", "ctl", "--data-dir", str(runtime.data_dir), "watch", "--json"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=ENV,
     )
     try:
-        time.sleep(1.0)  # the watcher subscribes
+        assert watch.stderr.readline() == "watching (Ctrl-C to stop)\n"  # subscribed
         steer = "steer with C1 \x9b2J and an override \u202e"
         assert ctl(runtime.data_dir, "send", "printer", steer).returncode == 0
         while True:

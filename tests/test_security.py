@@ -872,7 +872,7 @@ def test_ctl_output_at_a_terminal_carries_no_escapes(tmp_path: Path) -> None:
     reader = threading.Thread(target=drain, args=(master, watched), daemon=True)
     reader.start()
     try:
-        time.sleep(1.0)  # the watcher subscribes
+        wait_until(lambda: b"watching (Ctrl-C to stop)" in watched, 30, "the watcher to subscribe")
         spawned = subprocess.run(
             [PY, "-m", "crewtui", *ctl, "spawn", "--label", "hostile-live", "--json", "--", PY, "-c", AGENT],
             capture_output=True,

@@ -368,8 +368,11 @@ def registry(ctx: click.Context, as_json: bool) -> None:
 def watch(ctx: click.Context, as_json: bool) -> None:
     """Stream events as they happen (Ctrl-C to stop)."""
 
+    def watching() -> None:  # on stderr, so that stdout stays only events; a script can wait for this line
+        click.echo("watching (Ctrl-C to stop)", err=True)
+
     async def go() -> None:
-        async for ev in remote(ctx).watch():
+        async for ev in remote(ctx).watch(watching):
             if as_json:
                 echo_json_text(ev.model_dump_json())
             else:

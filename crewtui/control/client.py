@@ -82,7 +82,9 @@ class RemoteRuntime(RuntimeAPI):
         except CrewError:
             return False
 
-    async def watch(self) -> AsyncIterator[Event]:
+    async def watch(self, on_watching: Callable[[], None] | None = None) -> AsyncIterator[Event]:
+        """The runtime's events as they happen; `on_watching` is called once the runtime has subscribed us (an
+        event from then on is not missed)."""
         reader, writer = await self._connect()
         try:
             writer.write(protocol.encode({"op": "watch", "args": {}}))
@@ -90,6 +92,8 @@ class RemoteRuntime(RuntimeAPI):
             first = await reader.readline()
             if not first or not json.loads(first).get("ok"):
                 raise self._unavailable()
+            if on_watching is not None:
+                on_watching()
             while True:
                 line = await reader.readline()
                 if not line:
