@@ -19,6 +19,16 @@ TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+_URL_HEAD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^/?#@]*@)?(?P<host>[^/?#]*)")
+
+
+def _shown_url(url: str) -> str:
+    """A refused webhook URL as its error shows it: scheme and host only. The path, query and credentials of a
+    Slack or ntfy URL are often its secret, and a config error goes to terminals and logs."""
+    head = _URL_HEAD.match(url)
+    assert head is not None  # every group is optional: it matches any string
+    shown = (head["scheme"] or "") + head["host"]
+    return describe(shown + ("…" if len(shown) < len(url) else ""))
 
 
 def _desktop(value: Any) -> Any:
@@ -53,18 +63,18 @@ class WebhookConfig(_Strict):
             host = parts.hostname
             _ = parts.port  # a bad port raises here
         except ValueError:
-            raise fail(f"expected an http:// or https:// URL, got {describe(url)}") from None
+            raise fail(f"expected an http:// or https:// URL, got {_shown_url(url)}") from None
         if parts.scheme not in ("http", "https"):
-            raise fail(f"expected an http:// or https:// URL, got {describe(url)}")
+            raise fail(f"expected an http:// or https:// URL, got {_shown_url(url)}")
         if not host:
-            raise fail(f"expected a URL with a host, got {describe(url)}")
+            raise fail(f"expected a URL with a host, got {_shown_url(url)}")
         if any(c.isspace() or ord(c) < 0x20 for c in url):
-            raise fail(f"expected a URL without spaces or control characters, got {describe(url)}")
+            raise fail(f"expected a URL without spaces or control characters, got {_shown_url(url)}")
         if ":" not in host:  # not an IPv6 address: a name the HTTP client can encode (aiohttp fails on each send)
             try:
                 host.encode("idna")
             except UnicodeError:
-                raise fail(f"expected a URL with a valid host name, got {describe(url)}") from None
+                raise fail(f"expected a URL with a valid host name, got {_shown_url(url)}") from None
         return url
 
     @field_validator("name")
@@ -81,7 +91,8 @@ class WebhookConfig(_Strict):
             if not _HEADER_NAME.fullmatch(key):
                 raise fail(f"expected an HTTP header name, got {describe(key)}", toml_key(key))
             if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-                raise fail(f"expected a header value without control characters, got {describe(value)}", toml_key(key))
+                msg = "expected a header value without control characters (the value is not shown: it may be a secret)"
+                raise fail(msg, toml_key(key))
         return headers
 
     @model_validator(mode="after")

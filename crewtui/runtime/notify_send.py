@@ -132,6 +132,9 @@ async def post_webhook(
                 if 200 <= resp.status < 300:
                     return None
                 error = f"HTTP {resp.status}"
+                if 300 <= resp.status < 400:
+                    error += ": a redirect, not followed (set the webhook's url to where it points)"
+                    break  # never followed (it could lead the POST anywhere), so trying again cannot help
                 if 400 <= resp.status < 500 and resp.status not in (408, 425, 429):
                     break  # the request itself is wrong (a bad URL or token): trying again cannot help
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -66,6 +66,37 @@ def test_desktop_is_auto_true_or_false(desktop: str) -> None:
     ("text", "line"),
     [
         (
+            '[[notify.webhooks]]\nurl = "ftp://hooks.example/services/T000/B000/SECRET"',
+            "notify.webhooks[0].url: expected an http:// or https:// URL, got 'ftp://hooks.example…'",
+        ),
+        (
+            '[[notify.webhooks]]\nurl = "hooks.example/services/SECRET"',
+            "notify.webhooks[0].url: expected an http:// or https:// URL, got 'hooks.example…'",
+        ),
+        (
+            '[[notify.webhooks]]\nurl = "https://user:SECRET@h/a b"',
+            "notify.webhooks[0].url: expected a URL without spaces or control characters, got 'https://h…'",
+        ),
+        (
+            '[[notify.webhooks]]\nurl = "http://h/x"\nheaders = { Authorization = "Bearer SECRET\\n" }',
+            "notify.webhooks[0].headers.Authorization: expected a header value without control characters (the "
+            "value is not shown: it may be a secret)",
+        ),
+    ],
+)
+def test_a_refused_webhook_url_or_header_is_not_echoed_whole(text: str, line: str) -> None:
+    """A Slack or ntfy URL's path, its credentials and an Authorization header are secrets: a config error (seen
+    in terminals and logs) shows only the URL's scheme and host."""
+    with pytest.raises(ConfigError) as err:
+        parse_crew(text, source="crew.toml")
+    assert str(err.value) == f"crew.toml: {line}"
+    assert "SECRET" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
             '[notify]\non = ["failed", "crashed"]',
             "notify.on[1]: expected 'waiting', 'failed', 'timed_out', 'run_below', 'budget', 'fenced' or "
             "'store_full', got 'crashed'",
