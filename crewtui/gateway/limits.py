@@ -54,12 +54,15 @@ SERIES_BINS = 60
 
 
 class Bucket:
-    """A token bucket of `rate.count` per `rate.per` seconds that may be overdrawn (corrected after the fact)."""
+    """A token bucket of `rate.count` per `rate.per` seconds that may be overdrawn (corrected after the fact), by
+    at most an hour of its rate: usage an upstream reports can be absurd (a broken or hostile one), and a debt of
+    years would hold the pool for good (the same hour bounds a pause)."""
 
     def __init__(self, rate: Rate, now: float) -> None:
         self.rate = rate
         self.capacity = float(rate.count)
         self.level = self.capacity
+        self.floor = -self.rate.per_second * _PAUSE_LIMIT_S
         self._stamp = now
 
     def refill(self, now: float) -> None:
@@ -77,7 +80,8 @@ class Bucket:
         return 0.0 if deficit <= 1e-9 else deficit / self.rate.per_second
 
     def take(self, amount: float) -> None:
-        self.level -= amount
+        """Charge `amount` (negative: give back what an estimate took too much)."""
+        self.level = min(self.capacity, max(self.floor, self.level - amount))
 
 
 @dataclass

@@ -91,6 +91,33 @@ async def test_an_overdrawn_output_bucket_holds_the_line_until_it_refills() -> N
     assert waiting.done()
 
 
+async def test_absurd_reported_usage_holds_the_line_an_hour_at_most() -> None:
+    """An upstream that reports 10^15 tokens (broken or hostile) overdraws the buckets by an hour of their rate, not
+    by the 3,000 years that many tokens would take to earn back; an estimate too big is given back up to full."""
+    clock = FakeClock()
+    lim = limits(clock, input_tokens="60000/min", output_tokens="600/min")
+    lim.release(await lim.admit(100), input_tokens=10**15, output_tokens=10**15)
+    assert lim.buckets["input_tokens"].level == pytest.approx(-3_600_000)  # 1,000 a second for an hour
+    assert lim.buckets["output_tokens"].level == pytest.approx(-36_000)
+    waiting = asyncio.create_task(lim.admit())
+    await settle()
+    assert not waiting.done()
+    await clock.advance(3599.0)
+    await settle()
+    assert not waiting.done()
+    await clock.advance(2.0)
+    await settle()
+    assert waiting.done()
+    lim.release(await waiting, input_tokens=0)
+    await clock.advance(60.0)  # both full again
+    big = await lim.admit(50_000)
+    assert lim.buckets["input_tokens"].level == pytest.approx(10_000)
+    await clock.advance(30.0)
+    lim.buckets["input_tokens"].refill(clock.now())  # 40,000 now
+    lim.release(big, input_tokens=0)  # estimated 50,000, used none: given back, but never past full
+    assert lim.buckets["input_tokens"].level == pytest.approx(60_000)
+
+
 async def test_a_429_pauses_the_pool_and_teaches_the_cap() -> None:
     clock = FakeClock()
     lim = limits(clock)  # no configured cap
