@@ -31,17 +31,12 @@ from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path and this file would shadow the `ray` package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.raycluster
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -50,8 +45,7 @@ from crewtui.config import parse_crew  # noqa: E402
 from crewtui.model import SessionState, SpawnRequest  # noqa: E402
 from crewtui.runtime.drivers.ray_hosts import RayHostsDriver  # noqa: E402
 from crewtui.runtime.orchestrator import Orchestrator  # noqa: E402
-
-RAY = str(Path(sys.executable).with_name("ray"))
+from tests.raycluster import local_cluster  # noqa: E402
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
@@ -80,30 +74,6 @@ def pids_with(*needles: bytes) -> list[int]:
             if all(n in cmdline for n in needles):
                 pids.append(int(d.name))
     return pids
-
-
-def stop_cluster(temp: str) -> None:
-    """Kill the cluster this run started (its processes name its temp dir; theirs are their children), and only
-    it: `ray stop` would end every Ray cluster on the machine."""
-    for _ in range(50):
-        parents: dict[int, int] = {}
-        doomed: set[int] = set()
-        for d in Path("/proc").iterdir():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if temp.encode() in (d / "cmdline").read_bytes():
-                    doomed.add(int(d.name))
-            except (OSError, ValueError):
-                continue
-        while more := {p for p, pp in parents.items() if pp in doomed} - doomed:
-            doomed |= more
-        doomed.discard(os.getpid())
-        if not doomed:
-            return
-        for pid in doomed:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
 
 
 def total_kb(pids: list[int]) -> tuple[int, int]:
@@ -311,40 +281,15 @@ def main() -> None:
     parser.add_argument("--actor", action="store_true", help="also actor mode (for the first N only)")
     parser.add_argument("--gateway", type=int, default=0, metavar="REQUESTS", help="only the gateway door comparison")
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    temp = tempfile.mkdtemp(prefix="crb-ray-", dir="/tmp")
-    subprocess.run(
-        [
-            RAY,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--temp-dir={temp}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            if args.gateway:
-                asyncio.run(gateway_door(f"127.0.0.1:{port}", args.gateway, Path(tmp)))
-                return
-            for i, n in enumerate(args.n):
-                lines = args.lines if i == 0 else 0
-                kinds = ["local", "host"] + (["actor"] if args.actor and i == 0 else [])
-                results = {k: asyncio.run(measure(k, f"127.0.0.1:{port}", n, lines, Path(tmp))) for k in kinds}
-                report(n, lines, results)
-    finally:
-        stop_cluster(temp)
-        shutil.rmtree(temp, ignore_errors=True)
-        for left in Path(tempfile.gettempdir(), "crewtui-bench").glob("*"):
-            shutil.rmtree(left, ignore_errors=True)
+    with local_cluster(cpus=2, crew="bench") as address, tempfile.TemporaryDirectory() as tmp:
+        if args.gateway:
+            asyncio.run(gateway_door(address, args.gateway, Path(tmp)))
+            return
+        for i, n in enumerate(args.n):
+            lines = args.lines if i == 0 else 0
+            kinds = ["local", "host"] + (["actor"] if args.actor and i == 0 else [])
+            results = {k: asyncio.run(measure(k, address, n, lines, Path(tmp))) for k in kinds}
+            report(n, lines, results)
 
 
 if __name__ == "__main__":

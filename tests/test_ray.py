@@ -8,15 +8,10 @@ and `test_ray_missing_is_one_clear_line` checks the message a user gets instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -31,11 +26,11 @@ from crewtui.model import SessionState, SpawnRequest
 from crewtui.runtime.drivers import LaunchSpec
 from crewtui.runtime.orchestrator import Orchestrator
 from tests.conftest import ECHO_AGENT, PY, crew_from, pid_alive, py, wait_for
+from tests.raycluster import RAY_BIN, free_port, local_cluster
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 
-RAY_BIN = str(Path(sys.executable).with_name("ray"))
 
 # Prints a numbered line every 50 ms until told "quit" on stdin; steer lines are echoed.
 COUNTER = textwrap.dedent(
@@ -58,85 +53,6 @@ COUNTER = textwrap.dedent(
     print(json.dumps({"lines": n}), flush=True)
     """
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cluster_pids(temp: str) -> set[int]:
-    """The processes of the Ray cluster whose temp dir is `temp`: those that name it on their command line (GCS,
-    raylets, monitors; a node that joined takes the head's session dir) and all their descendants (workers and
-    agents, which rename themselves `ray::...`)."""
-    parents: dict[int, int] = {}
-    roots: set[int] = set()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmdline = (d / "cmdline").read_bytes()
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        if temp.encode() in cmdline:
-            roots.add(int(d.name))
-    found = set(roots)
-    while True:
-        more = {pid for pid, ppid in parents.items() if ppid in found} - found
-        if not more:
-            return found
-        found |= more
-
-
-def stop_cluster(temp: str) -> None:
-    """Kill the cluster of temp dir `temp` (or the sessions under a host dir), and only it: `ray stop --force`
-    would end every Ray cluster on the machine (a developer's own, another test worker's)."""
-    deadline = time.monotonic() + 30
-    while (pids := cluster_pids(temp) - {os.getpid()}) and time.monotonic() < deadline:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    assert not pids, f"processes of {temp} outlived SIGKILL: {sorted(pids)}"
-
-
-@contextlib.contextmanager
-def local_cluster(gpus: int = 0) -> Iterator[str]:
-    """A real one-node Ray cluster, started the way a user starts one (with `gpus` GPUs Ray counts, none of them
-    real); its address."""
-    port = _free_port()
-    temp = tempfile.mkdtemp(prefix="crt-ray-", dir="/tmp")  # Ray's socket paths must stay short
-    started = subprocess.run(
-        [
-            RAY_BIN,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=4",
-            f"--num-gpus={gpus}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--temp-dir={temp}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert started.returncode == 0, started.stderr[-2000:]
-    hosts = Path(tempfile.gettempdir()) / "crewtui-crewtui"  # the node-local dirs of host mode's hosts
-    before = set(hosts.iterdir()) if hosts.is_dir() else set()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_cluster(temp)
-        shutil.rmtree(temp, ignore_errors=True)
-        for left in set(hosts.iterdir()) - before if hosts.is_dir() else ():
-            stop_cluster(str(left))  # sessions a test left on a host: their shims outlive Ray (their dir is in argv)
-            shutil.rmtree(left, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -513,7 +429,7 @@ async def test_agent_resources_reach_ray(tmp_path: Path, ray_address: str) -> No
 
 
 async def test_unreachable_cluster_is_one_clear_error(tmp_path: Path) -> None:
-    crew = ray_crew(f"127.0.0.1:{_free_port()}")
+    crew = ray_crew(f"127.0.0.1:{free_port()}")
     orch = await Orchestrator.open(tmp_path / "data", crew)
     started = time.monotonic()
     with pytest.raises(CrewError, match=r"cannot reach the Ray cluster at '127\.0\.0\.1:\d+': .*ray start --head"):

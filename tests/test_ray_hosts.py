@@ -28,11 +28,11 @@ from crewtui.runtime.drivers.ray_hosts import RayHostsDriver
 from crewtui.runtime.orchestrator import Orchestrator
 from crewtui.spend import UsageTotals
 from tests.conftest import ECHO_AGENT, PY, pid_alive, py, wait_for
+from tests.raycluster import local_cluster
 from tests.test_ray import (
     COUNTER,
     actor_exists,
     ended,
-    local_cluster,
     node_down,
     open_runtime,
     ray_crew,
