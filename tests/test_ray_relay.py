@@ -221,7 +221,7 @@ WAITER = textwrap.dedent(
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
-    from tests.test_ray import local_cluster
+    from tests.raycluster import local_cluster
 
     with local_cluster() as address:
         yield address
