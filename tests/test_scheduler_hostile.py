@@ -120,7 +120,7 @@ async def settle(n: int = 30, fires: bool = True) -> None:
     if fires:
         for task in list(asyncio.all_tasks()):
             name = task.get_coro().__qualname__  # type: ignore[union-attr]
-            if name.startswith("Scheduler.") and name != "Scheduler._loop":
+            if name.startswith(("Scheduler.", "CatchUp.")) and name != "Scheduler._loop":
                 await asyncio.wait({task}, timeout=5)
     for _ in range(n):
         await asyncio.sleep(0)

@@ -25,7 +25,8 @@ from crewtui.config import CrewConfig, CronConfig, render_template, template_val
 from crewtui.errors import BadInput, Conflict, CrewError, NotFound
 from crewtui.events import CronFired, Event, RunClosed, SystemEvent, timeline_mark
 from crewtui.model import CronJobInfo, CronRun, Session, SessionState, SpawnRequest, SweepItem, TimelineItem
-from crewtui.runtime.schedules import describe, fires_between, next_fire, plan_misfires, stagger_offset
+from crewtui.runtime.catchup import CatchUp
+from crewtui.runtime.schedules import describe, fires_between, next_fire, stagger_offset
 
 if TYPE_CHECKING:
     from crewtui.store import Store
@@ -81,8 +82,13 @@ class Scheduler:
         self._watchdogs: dict[str, tuple[float, int]] = {}  # session key -> (due, attempt) of its live watchdog
         self._firing: set[str] = set()  # sessions whose watchdog is acting now (killed for a retry: not final)
         self._spawning: set[str] = set()  # runs whose batch is still being spawned
-        self._replays: dict[str, deque[float]] = {}  # job -> catch-up fires still to run, in order
-        self._replaying: set[str] = set()
+        self._catch_up = CatchUp[JobState](
+            publish=lambda event: self.control.publish(event),
+            fire=lambda state, nominal: self._fire(state, nominal, catch_up=True),
+            handled=self._handled,
+            job=self.jobs.get,
+            idle=self._idle,
+        )
         self._fire_locks: dict[str, asyncio.Lock] = {}  # job -> its fires, one at a time
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -136,7 +142,7 @@ class Scheduler:
         for run in list(self.open_runs.values()):
             self._update_run(run)
         for name, state in self.jobs.items():
-            await self._catch_up(state, now)
+            await self._catch_up.at_start(state, now)
             self._persist_job(state)
             if state.next_fire is not None:
                 self._push(state.next_fire, "cron", name)
@@ -203,8 +209,10 @@ class Scheduler:
             if now - due > cfg.misfire_grace or (late and fires_between(cfg.schedule, due, now, job=target)[1]):
                 # Woken long after its time (the machine was suspended, the wall clock stepped forward): the
                 # fires missed are a downtime's, for the misfire policy, not a backlog to run one by one.
-                fires = self._plan(state, math.nextafter(due, -math.inf), now, "while the runtime was suspended")
-                self._background(self._run_missed(state, fires))
+                fires = self._catch_up.plan(
+                    state, math.nextafter(due, -math.inf), now, "while the runtime was suspended"
+                )
+                self._background(self._catch_up.run(state, fires))
             else:
                 self._background(self._fire(state, due))
             if state.next_fire is not None:
@@ -252,67 +260,11 @@ class Scheduler:
 
     # -------------------------------------------------------------------------------------- firing
 
-    async def _catch_up(self, state: JobState, now: float) -> None:
-        """Fires missed while no runtime ran: skip, run once or run all (bounded), within misfire_grace."""
-        if state.next_fire is None:
-            return
-        if state.next_fire > now and state.last_nominal is None:
-            return
-        # From the last fire handled, not from `next_fire`: the loop moves `next_fire` on before the fire it popped
-        # has claimed its run, and a crash in between must not lose that fire even when the restart comes before
-        # the next one is due.
-        last = state.last_nominal if state.last_nominal is not None else state.next_fire - 1e-6
-        await self._run_missed(state, self._plan(state, last, now, "while no runtime ran"))
-
-    def _plan(self, state: JobState, last: float, now: float, why: str) -> list[float]:
-        """Apply the misfire policy to the fires in (last, now]: move `next_fire` on, say what is skipped, and
-        return the fires to run."""
-        cfg = state.config
-        plan = plan_misfires(cfg.schedule, last, now, cfg.misfire, cfg.misfire_grace, job=cfg.name)
-        state.next_fire = plan.next
-        if plan.skipped_count:
-            why += f" (misfire={cfg.misfire}, grace {cfg.misfire_grace:g}s)"
-            last = plan.skipped[-1] if plan.skipped else now
-            reason = f"{plan.skipped_count} fire(s) missed {why}"
-            self.control.publish(CronFired(job=cfg.name, nominal=last, outcome="skipped", reason=reason))
-            if plan.skipped and last > (state.last_nominal or -math.inf):  # handled: a restart does not tell it again
-                self._handled(state, last)
-        if plan.truncated:
-            text = f"cron {cfg.name}: more than {len(plan.run)} missed fires; ran only the most recent ones"
-            self.control.publish(SystemEvent(level="warning", text=text))
-        return plan.run
-
-    async def _run_missed(self, state: JobState, fires: list[float]) -> None:
-        if state.config.overlap == "allow" or len(fires) <= 1:
-            for nominal in fires:
-                await self._fire(state, nominal, catch_up=True)
-            return
-        # One replay, in order: each catch-up fire waits for the run before it to close. Fired all at once,
-        # `forbid` would skip every one but the first as overlapping its neighbour, and `replace` would kill them.
-        self._replays.setdefault(state.config.name, deque()).extend(fires)
-        await self._replay(state.config.name)
-
-    async def _replay(self, job: str) -> None:
-        """Fire the next catch-up fire of `job` once no run of it is live (called again when one closes)."""
-        queue = self._replays.get(job)
-        state = self.jobs.get(job)
-        if job in self._replaying:
-            return  # the replay under way goes on by itself
-        self._replaying.add(job)
-        try:
-            while queue and state is not None and not self._live_of_previous_runs(job) and not self._busy(job):
-                nominal = queue.popleft()
-                run = await self._fire(state, nominal, catch_up=True)
-                if run is not None and not run.final:
-                    break  # the rest waits for this run to close
-        finally:
-            self._replaying.discard(job)
-        if not queue:
-            self._replays.pop(job, None)
-
-    def _busy(self, job: str) -> bool:
-        """A run of the job still spawning its batch."""
-        return any(self.open_runs[r].job == job for r in self._spawning if r in self.open_runs)
+    def _idle(self, job: str) -> bool:
+        """No run of the job has a live session or is still spawning its batch (a catch-up replay waits for it)."""
+        return not self._live_of_previous_runs(job) and not any(
+            self.open_runs[r].job == job for r in self._spawning if r in self.open_runs
+        )
 
     def _live_of_previous_runs(self, job: str) -> list[str]:
         """Live sessions of the job's open runs, including those of a run whose batch is still being spawned (a
@@ -419,8 +371,8 @@ class Scheduler:
     def _handled(self, state: JobState, nominal: float) -> None:
         """The fire at `nominal` is handled. A restart counts the missed fires from here, so never past a catch-up
         fire still queued (a newer fire skipped as overlapping the replay must not make a crash lose the rest)."""
-        queue = self._replays.get(state.config.name)
-        state.last_nominal = min(nominal, math.nextafter(queue[0], -math.inf)) if queue else nominal
+        queued = self._catch_up.first_queued(state.config.name)
+        state.last_nominal = nominal if queued is None else min(nominal, math.nextafter(queued, -math.inf))
         self._persist_job(state)
 
     async def _claim(self, run: CronRun) -> bool:
@@ -483,8 +435,8 @@ class Scheduler:
                 state.last_rate = run.rate
                 self._persist_job(state)
             self.control.publish(RunClosed(job=run.job, run=run.id, rate=run.rate, counts=dict(run.counts)))
-            if run.job in self._replays:
-                self._background(self._replay(run.job))
+            if self._catch_up.replaying(run.job):
+                self._background(self._catch_up.replay(run.job))
         self.store.put_cron_run(run.id, run.final, run.model_dump_json())
 
     def session_ended(self, s: Session) -> None:
@@ -565,7 +517,7 @@ class Scheduler:
             )
         info = self.job_info(name)
         del self.jobs[name]
-        self._replays.pop(name, None)
+        self._catch_up.forget(name)
         self.store.delete_cron_job(name)
         return info
 

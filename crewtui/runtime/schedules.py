@@ -8,8 +8,9 @@ The three kinds (the crew file's `schedule = { kind = ... }`, see the README):
 - `every`: `anchor + k * every` for k = 0, 1, 2, ...; without an anchor the epoch (0) is the anchor, so fires
   are aligned to multiples of the interval (a 15m job fires at :00, :15, :30, :45 UTC, and a restart does not
   shift it). No fire happens before the anchor. Computed with O(1) arithmetic, never by iterating.
-- `cron`: croniter on an aware datetime in the schedule's zone, one croniter call per fire. Across DST changes
-  we follow croniter 7 exactly (the tests pin it down for Europe/Berlin):
+- `cron`: croniter on an aware datetime in the schedule's zone, one croniter call per fire (~30 µs), so counting
+  the fires a downtime missed walks at most `CRON_WALK_CAP` of them and says "more than" past that. Across DST
+  changes we follow croniter 7 exactly (the tests pin it down for Europe/Berlin):
   * spring forward (02:00 -> 03:00): a fire whose wall time does not exist that day moves to the first
     existing minute, 03:00; `30 2 * * *` fires once, at 03:00 CEST; hourly `0 * * * *` goes 01:00 CET,
     03:00 CEST (the missing 02:00 and the real 03:00 are one fire, not two);
@@ -56,6 +57,11 @@ MisfirePolicy = Literal["skip", "run_once", "run_all"]
 MIN_EVERY = 0.001
 _MICRO = timedelta(microseconds=1)
 MAX_EPOCH = 253_402_300_799.0  # 9999-12-31 23:59:59 UTC
+# Most cron fires `plan_misfires` walks to count a span of missed ones (a cron count has no closed form). At ~30 µs
+# a croniter call that is ~60 ms on the runtime's event loop, which plans at start: a day of a minute job (1,440)
+# is still counted exactly, a year of it (525,600 fires, ~15 s walked) is "more than 2000". The tail of fires it
+# keeps is found exactly all the same, by a walk back from the end of the span (see `_cron_tail`).
+CRON_WALK_CAP = 2_000
 
 Step = Callable[[float], float | None]
 T = TypeVar("T")
@@ -66,9 +72,11 @@ class MisfirePlan:
     """What to do with the fires a downtime missed: `plan_misfires` fills it, the scheduler carries it out.
 
     `run`: fires to run now, ascending. `skipped`: missed fires not run (expired ones included), ascending,
-    only the most recent `limit` of them; `skipped_count` counts them all. `truncated`: `run_all` had more fires
-    within grace than `limit` (the older ones went to `skipped`). `next`: the first fire strictly after both
-    `now` and `last_nominal`, None when the schedule has no more.
+    only the most recent `limit` of them; `skipped_count` counts them all, unless `skipped_more`: a cron downtime
+    with more fires than `CRON_WALK_CAP` is not counted to its end, and more than `skipped_count` were skipped
+    (`run` and `skipped` are exact all the same). `truncated`: `run_all` had more fires within grace than `limit`
+    (the older ones went to `skipped`). `next`: the first fire strictly after both `now` and `last_nominal`, None
+    when the schedule has no more.
     """
 
     run: list[float] = field(default_factory=list)
@@ -76,6 +84,7 @@ class MisfirePlan:
     skipped_count: int = 0
     truncated: bool = False
     next: float | None = None
+    skipped_more: bool = False
 
 
 # ------------------------------------------------------------------------------------------------ public
@@ -143,12 +152,14 @@ def plan_misfires(
     live_from = max(last_nominal, below_cut)
     # From the live fires we need the ones to run (`limit`, or 1 for run_once even when limit is 0) plus
     # `limit` more for the tail of `skipped`.
-    live_count, live_tail = _span(schedule, job, step, live_from, now, keep=limit + max(1, limit))
+    live_count, live_more, live_tail = _span(schedule, job, step, live_from, now, keep=limit + max(1, limit))
     if below_cut > last_nominal:
-        expired_count, expired_tail = _span(schedule, job, step, last_nominal, below_cut, keep=limit)
+        expired_count, expired_more, expired_tail = _span(schedule, job, step, last_nominal, below_cut, keep=limit)
     else:
-        expired_count, expired_tail = 0, []
+        expired_count, expired_more, expired_tail = 0, False, []
 
+    # A live count that is only a lower bound is over `limit` still (`_span` walks past `keep` before it stops
+    # counting), so what runs and `truncated` come out as from a full count.
     n_run = {"skip": 0, "run_once": min(1, live_count), "run_all": min(limit, live_count)}[policy]
     run = live_tail[len(live_tail) - n_run :] if n_run else []
     live_not_run = live_tail[: len(live_tail) - n_run]
@@ -159,6 +170,7 @@ def plan_misfires(
         skipped_count=expired_count + live_count - n_run,
         truncated=policy == "run_all" and live_count > limit,
         next=upcoming,
+        skipped_more=live_more or expired_more,
     )
 
 
@@ -301,14 +313,16 @@ def _every_index(anchor: float, every: float, offset: float, x: float) -> int:
 
 def _span(
     schedule: ScheduleConfig, job: str, step: Step, lo: float, hi: float, *, keep: int
-) -> tuple[int, list[float]]:
-    """How many fires fall in (lo, hi], and the last `keep` of them (ascending).
+) -> tuple[int, bool, list[float]]:
+    """How many fires fall in (lo, hi], whether there are more than that, and the last `keep` of them (ascending).
 
     `every` counts by arithmetic, so a week of a 1-second job costs nothing; `at` has at most one fire; cron
-    has no closed form, so it walks the fires (one re-pointed croniter call each, ~35 µs).
+    has no closed form, so it walks the fires (one re-pointed croniter call each, ~30 µs), at most
+    `CRON_WALK_CAP` of them (or `keep`, if more): past that the count is a lower bound, and the tail is found by
+    `_cron_tail` without walking the fires in between.
     """
     if hi <= lo:
-        return 0, []
+        return 0, False, []
     if schedule.kind == "every":
         every = _every(schedule)
         anchor = 0.0 if schedule.anchor is None else _epoch(schedule.anchor, _zone(schedule))
@@ -317,16 +331,70 @@ def _span(
         end = _every_index(anchor, every, offset, hi)  # first index after hi: fires first..end-1 are in range
         count = max(0, end - first)
         fires = [_every_fire(anchor, every, offset, k) for k in range(max(first, end - keep), end)] if keep else []
-        return count, fires
+        return count, False, fires
+    cap = max(CRON_WALK_CAP, keep)
     count = 0
     tail: deque[float] = deque(maxlen=keep)
+    last = lo
     t = step(lo)
     while t is not None and t <= hi:
+        if count == cap:
+            # `t` is fire cap + 1, still in the span: stop counting, and find the tail from the end.
+            if not keep:
+                return count, True, []
+            later, everything = _cron_tail(step, last, t, hi, keep, spacing=(last - lo) / count)
+            # Fewer than `keep` later fires only when they are all the fires after `last`: the walked tail goes on.
+            return count + len(later), not everything, [*tail, *later][-keep:]
         count += 1
-        if keep:
-            tail.append(t)
+        tail.append(t)
+        last = t
         t = step(t)
-    return count, list(tail)
+    return count, False, list(tail)
+
+
+def _cron_tail(
+    step: Step, floor: float, first: float, hi: float, keep: int, spacing: float
+) -> tuple[list[float], bool]:
+    """The fires in (start, hi], ascending, for a `start` >= `floor` late enough that they are few, but at least
+    `keep` of them unless there are fewer in (floor, hi]. The bool says whether they are every fire in (floor, hi]
+    (`first`, the first fire after `floor`, is among them).
+
+    Windows back from `hi`, each as wide as all those before it together (the first sized from `spacing`, the mean
+    gap between fires so far), are walked forward until they hold `keep` fires. A window holding more than a few
+    times `keep` (fires bunched after a quiet stretch: `* * * 1-6 *` seen from December) is not walked to its end:
+    the search bisects between its start and the fires found so far. Every fire comes from `step`, so the stagger
+    offset and DST are as the full walk has them, and none is at or before `floor`.
+    """
+    budget = 4 * keep
+    found: list[float] = []  # the fires in (start, hi], ascending
+    start = hi
+    width = max(1.0, 1.5 * keep * spacing)
+    crowded: float | None = None  # a time with more than `budget` fires between it and `start`
+    while True:
+        lo = max(floor, start - width)
+        window, whole = _walk(step, lo, start, budget)
+        if not whole:
+            crowded, width = lo, (start - lo) / 2
+            continue
+        found[:0] = window
+        if lo < first:  # no fire in (floor, lo]: `found` is all of them
+            return found, True
+        if len(found) >= keep:
+            return found, False
+        # (crowded, lo] still holds more than `budget - keep` fires, enough: the next window is within it.
+        start, width = lo, (hi - lo if crowded is None else (lo - crowded) / 2)
+
+
+def _walk(step: Step, lo: float, hi: float, most: int) -> tuple[list[float], bool]:
+    """The fires in (lo, hi], ascending, and True; or the first `most` of them and False if there are more."""
+    out: list[float] = []
+    t = step(lo)
+    while t is not None and t <= hi:
+        if len(out) == most:
+            return out, False
+        out.append(t)
+        t = step(t)
+    return out, True
 
 
 def _zone(schedule: ScheduleConfig) -> ZoneInfo:
