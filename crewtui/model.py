@@ -314,6 +314,7 @@ class CronRun(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)  # spawned done failed timed_out killed lost running
     rate: float | None = None  # done / spawned (refused spawns count as spawned and not done)
     final: bool = False
+    manual: bool = False  # fired out of schedule (`ctl cron trigger`, `fire_at_start`): `nominal` is when
 
 
 class CronJobInfo(BaseModel):
@@ -324,7 +325,7 @@ class CronJobInfo(BaseModel):
     payload: Literal["spawn", "sweep", "system"]
     source: Literal["crew", "ctl"] = "crew"
     next_fire: float | None = None
-    last_fire: float | None = None
+    last_fire: float | None = None  # the last scheduled fire handled (a manual one is not a scheduled fire)
     runs: int = 0
     misfire: str = "run_once"
     overlap: str = "forbid"

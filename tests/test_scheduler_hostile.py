@@ -349,3 +349,29 @@ async def test_missed_fires_skipped_at_a_restart_are_told_once_not_again_at_the_
     await clock.advance(3600)  # and the next fire still runs
     await settle()
     assert [n for _, n in await rt.runs("tick")] == [T0 + 3600, T0 + 5 * 3600]
+
+
+async def test_a_manual_fire_does_not_make_a_crash_lose_an_overdue_scheduled_one(tmp_path):
+    """`ctl cron trigger` while a scheduled fire is overdue and its loop not yet awake (a suspend): the manual fire
+    was stamped as the last fire handled, so a crash then made the restart count missed fires from after it, and
+    the overdue scheduled fire was never run."""
+    clock = SuspendClock(T0)
+    rt = Runtime(tmp_path / "crewtui.db", clock)
+    job = """
+        [[cron]]
+        name = "tick"
+        schedule = { kind = "every", every = "1h" }
+        spawn = { agent = "ok", label = "tick-r{run}", task = "t" }
+    """
+    sched = await rt.start(crew(job))
+    clock.suspend(3600 + 60)  # the +1h fire is a minute overdue; the loop sleeps on
+    run = await sched.trigger("tick")
+    assert run is not None and run.manual and run.nominal == T0 + 3660
+    assert await rt.runs("tick") == [(1, T0 + 3660)]
+    rt.control.end(run.sessions[0])  # done: the overdue fire does not overlap it
+    await rt.stop()  # a crash before the loop woke
+    await rt.start(crew(job), rt.control)  # misfire = run_once (the default), within the hour's grace
+    try:
+        assert await rt.runs("tick") == [(1, T0 + 3660), (2, T0 + 3600)]
+    finally:
+        await rt.stop()

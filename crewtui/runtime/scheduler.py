@@ -124,11 +124,12 @@ class Scheduler:
             else:
                 self.store.delete_cron_job(name)  # gone from the crew file
         for name, state in self.jobs.items():
-            newest = await self.store.load_cron_runs(name, limit=1)
-            if newest:
-                run = CronRun.model_validate_json(newest[0])
+            for data in await self.store.load_cron_runs(name, limit=20):  # newest first
+                run = CronRun.model_validate_json(data)
                 state.runs = max(state.runs, run.number)
-                state.last_nominal = max(state.last_nominal or run.nominal, run.nominal)
+                if not run.manual:  # a manual fire is no scheduled one: an overdue fire before it is still missed
+                    state.last_nominal = max(state.last_nominal or run.nominal, run.nominal)
+                    break
         for _, kind, due, data in await self.store.load_timers():
             if kind == "watchdog":
                 d = json.loads(data)
@@ -289,12 +290,12 @@ class Scheduler:
         cfg = state.config
         note = " (catch-up)" if catch_up else " (out of schedule)" if manual else ""
         if cfg.text is not None:
-            self._handled(state, nominal)
+            self._handled(state, nominal, manual)
             self.control.publish(SystemEvent(text=cfg.text))
             self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="system", reason=cfg.text[:200]))
             return None
         if cfg.action == "sweep":
-            self._handled(state, nominal)
+            self._handled(state, nominal, manual)
             swept = await self.control.sweep(cause="cron")
             reason = f"{sum(1 for i in swept if i.kind == 'stale')} stale session(s) killed, "
             reason += f"{sum(1 for i in swept if i.action == 'remove')} worktree(s) removed{note}"
@@ -305,7 +306,7 @@ class Scheduler:
         outcome: Literal["ran", "replaced"] = "ran"
         if live and cfg.overlap == "forbid":
             reason = f"previous run still has {len(live)} live session(s) (overlap=forbid)"
-            self._handled(state, nominal)
+            self._handled(state, nominal, manual)
             self.control.publish(CronFired(job=cfg.name, nominal=nominal, outcome="skipped", reason=reason))
             if manual:
                 raise Conflict(f"cron {cfg.name}: {reason}")
@@ -322,12 +323,13 @@ class Scheduler:
             started_at=self.clock.now(),
             planned=len(cfg.spawn.items),
             deadline=(self.clock.now() + cfg.deadline) if cfg.deadline else None,
+            manual=manual,
         )
         if not await self._claim(run):
             log.info("cron %s fire at %s was already recorded; not running it again", cfg.name, nominal)
             return None
         state.runs = number = run.number
-        self._handled(state, nominal)
+        self._handled(state, nominal, manual)
         self.open_runs[run.id] = run
         self._spawning.add(run.id)  # a quick first session must not close the run before the rest exist
         try:
@@ -368,9 +370,13 @@ class Scheduler:
         self._update_run(run)
         return run
 
-    def _handled(self, state: JobState, nominal: float) -> None:
+    def _handled(self, state: JobState, nominal: float, manual: bool = False) -> None:
         """The fire at `nominal` is handled. A restart counts the missed fires from here, so never past a catch-up
-        fire still queued (a newer fire skipped as overlapping the replay must not make a crash lose the rest)."""
+        fire still queued (a newer fire skipped as overlapping the replay must not make a crash lose the rest),
+        and never for a manual fire (`nominal` is when it was asked for: a scheduled fire overdue then, its loop
+        not yet awake after a suspend, would be lost by a crash)."""
+        if manual:
+            return
         queued = self._catch_up.first_queued(state.config.name)
         state.last_nominal = nominal if queued is None else min(nominal, math.nextafter(queued, -math.inf))
         self._persist_job(state)
