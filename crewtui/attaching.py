@@ -4,10 +4,15 @@
 `dtach -a` on the session's socket, in its session dir: several people can be attached to one session at once
 (each sees the same screen; the last window size wins), Ctrl-Z goes to the agent (-z), and the screen is redrawn
 through a window-size change (-r winch), since dtach keeps no screen of its own to replay.
+
+A session is never attached to from inside itself (a shell session running `crewtui attach` on its own label):
+what the attacher prints would be the session's output again, a loop that fills its transcript at 100 kB/s.
+Its processes carry its key in CREWTUI_SESSION_KEY.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,6 +37,8 @@ def attach_command(s: Session) -> tuple[list[str], Path]:
             f"{s.label} runs on {where}: its terminal is there (dtach -a its {SessionDir.TTY_SOCKET}, in its "
             "session's dir under $TMPDIR/crewtui-NAMESPACE/ on that machine); peek and steer work from here"
         )
+    if os.environ.get("CREWTUI_SESSION_KEY") == s.key:
+        raise BadInput(f"this runs inside {s.label}: attaching to it from here would feed its screen back into it")
     if s.output_dir is None or not SessionDir(s.output_dir).tty_socket.exists():
         raise Conflict(f"{s.label}: its terminal is not there (ended, or on another machine)")
     found = shutil.which("dtach")

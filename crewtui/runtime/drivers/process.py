@@ -159,6 +159,8 @@ class ProcessHandle(SessionHandle):
                 await self._stop_orphans()
             elif self.containment is not None:
                 self.containment.release(self.key)  # empty now, unless the agent left a daemon behind
+            if self.tty:  # its dtach killed by hand: what ran under it must not run on unwatched
+                await asyncio.to_thread(terminal.stop_cut_chain, self.dir)
         return self._exit
 
     async def _stop_orphans(self) -> None:
@@ -440,6 +442,8 @@ class ProcessDriver:
 
     async def adopt(self, spec: AdoptSpec) -> ProcessHandle | ExitInfo | Lost | None:
         found = await asyncio.to_thread(self.adopt_now, spec)
+        if isinstance(found, ExitInfo) and spec.dir.pts.exists():
+            await asyncio.to_thread(terminal.stop_cut_chain, spec.dir)  # a terminal session's dtach killed meanwhile
         if found is not None:
             return found
         # Lost. If its shim died but the agent lives on (same pid and start time), it must not run on unwatched

@@ -10,7 +10,9 @@ The chain: shim -> `dtach -N DIR/tty.sock` -> the recorder (`shim.sh --pty`) -> 
 the agent. script(1) copies what the agent writes to the transcript as it comes; the recorder writes the agent's
 exit code to DIR/agent-exit (dtach's own is always 1). What the runtime does here itself:
 
-- types into the terminal (a steer, a quick reply): dtach's client protocol, MSG_PUSH packets of up to 8 bytes;
+- types into the terminal (a steer, a quick reply): dtach's client protocol, MSG_PUSH packets of up to 8 bytes.
+  A steer is a line of text, never keys: control characters in it (Ctrl-C would interrupt the agent, Ctrl-\\ quit
+  it, ESC start a sequence such as a bracketed paste's end) are refused in one line, and nothing is typed;
 - stops the agent: dtach, the recorder, script and the agent each lead a session of their own, so the shim's
   process group reaches none of them; the agent's group is signalled, found under dtach in /proc.
 """
@@ -83,9 +85,20 @@ def push(sd: SessionDir, data: bytes) -> None:
         s.sendall(packets)
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 (but tab), DEL, C1: keys, not text
+
+
 def typed(line_bytes: bytes) -> bytes:
-    """A steer line as keys: the Enter key is a carriage return on a terminal."""
-    return line_bytes.rstrip(b"\n") + b"\r"
+    """A steer line as keys: the Enter key is a carriage return on a terminal. BadInput when the line holds a
+    control character: on a terminal it is a key (Ctrl-C, Ctrl-D, ESC and a sequence), not text."""
+    line = line_bytes.rstrip(b"\n")
+    m = _CONTROL.search(line.decode("utf-8", errors="replace"))
+    if m is not None:
+        raise BadInput(
+            f"a line typed into a terminal cannot hold control characters ({ascii(m.group())[1:-1]} at character "
+            f"{m.start() + 1}): on a terminal they are keys (Ctrl-C, ESC...), attach to press those"
+        )
+    return line + b"\r"
 
 
 def answers(sd: SessionDir) -> bool:
@@ -145,6 +158,50 @@ def agent_groups(dtach_pid: int, dtach_start: int) -> list[int]:
         if pgid > 1 and pgid != os.getpgrp() and pgid not in groups:
             groups.append(pgid)
     return groups
+
+
+def _recorders(sd: SessionDir) -> list[int]:
+    """Pids of the session's recorder (`sh shim.sh --pty DIR ...`), found by its command line."""
+    found = []
+    want = str(sd.path).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 3 and argv[2] == b"--pty" and argv[3] == want:
+            found.append(int(proc.name))
+    return found
+
+
+def stop_cut_chain(sd: SessionDir) -> bool:
+    """The chain was cut (its dtach ended with no exit code recorded: killed by hand): what ran under it (the
+    recorder, script, the agent, left to init) must not run on unwatched. SIGKILL to each of their groups; True
+    when something was there. A chain that ended whole (agent-exit written) is not looked for."""
+    if sd.path.joinpath(SessionDir.AGENT_EXIT).exists():
+        return False
+    hit = False
+    for recorder in _recorders(sd):
+        groups = []
+        todo = [recorder]
+        while todo:
+            pid = todo.pop()
+            todo.extend(_children(pid))
+            try:
+                pgid = os.getpgid(pid)
+            except ProcessLookupError:
+                continue
+            if pgid > 1 and pgid != os.getpgrp() and pgid not in groups:
+                groups.append(pgid)
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+                hit = True
+            except (ProcessLookupError, PermissionError):
+                pass
+    return hit
 
 
 def signal_agent(dtach_pid: int, dtach_start: int, sig: int) -> bool:

@@ -113,12 +113,14 @@ class TerminalView(MainView):
         with self.app.batch_update():
             print(f"attaching to {clean(s.label)}; detach with {attaching.DETACH_WORDS} (it keeps running)", flush=True)
             try:
-                await asyncio.to_thread(attaching.attach, s)
+                code = await asyncio.to_thread(attaching.attach, s)
             except CrewError as exc:
                 return exc.message
             except Exception as exc:
                 log.exception("attaching to %s failed", s.key)
                 return f"attaching to {s.label} failed: {exc}"
+        if code != 0:  # dtach could not reach its terminal (it said why on the lent terminal, gone by now)
+            return f"attaching to {s.label} failed (dtach exited {code}): its terminal did not answer"
         return None
 
     # ------------------------------------------------------------------------------------ the sessions that need you
