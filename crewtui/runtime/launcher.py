@@ -505,6 +505,8 @@ class Launcher:
         await asyncio.gather(*(e.wait() for e in ended))
 
     async def _kill_launching(self, key: str, task: asyncio.Task[None]) -> None:
+        if self.workspaces is not None:
+            self.workspaces.stop_setup(key)  # a workspace setup still running: killed, not waited for
         await asyncio.shield(task)
         handle = self.handles.get(key)
         if handle is not None:

@@ -17,9 +17,9 @@ merges the queued branches, one at a time (crewtui/workspaces).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
-import subprocess
 from pathlib import Path
 from typing import Literal
 
@@ -28,10 +28,10 @@ from crewtui.config import CrewConfig, WorkspaceConfig
 from crewtui.errors import BadInput, Conflict
 from crewtui.events import SystemEvent, WorkspaceChanged
 from crewtui.locations import DataDir
-from crewtui.model import Session, SpawnRequest, SweepItem, short_duration
+from crewtui.model import Session, SpawnRequest, SweepItem, short_duration, validate_label
 from crewtui.runtime.bus import EventBus
 from crewtui.runtime.sessions import SessionTable
-from crewtui.workspaces import merging, worktrees
+from crewtui.workspaces import commands, merging, worktrees
 from crewtui.workspaces.git import git
 
 log = logging.getLogger("crewtui.workspaces")
@@ -45,6 +45,12 @@ SETUP_TAIL = 1500
 def _workspace(crew: CrewConfig, s: Session) -> WorkspaceConfig | None:
     agent = crew.agents.get(s.agent) if s.agent else None
     return agent.workspace if agent is not None else None
+
+
+def _copied(crew: CrewConfig, s: Session) -> list[str]:
+    """The files its crew copies into each worktree: never part of the runtime's commit, nor work lost."""
+    config = _workspace(crew, s)
+    return list(config.copy_files) if config is not None else []
 
 
 def _setup_marker(worktree: Path) -> Path:
@@ -67,6 +73,10 @@ class Workspaces:
         self._wake: dict[str, asyncio.Event] = {}
         self._running = False
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._discarding: set[str] = set()  # keys whose worktree and branch are being removed
+        self._setups: dict[str, int] = {}  # key -> the process group of its setup, while it runs
+        self._setups_stopped: set[str] = set()
+        self._checks: dict[str, int] = {}  # key -> the process group of its merge's check, while it runs
 
     # ------------------------------------------------------------------------------------ spawn
 
@@ -85,6 +95,8 @@ class Workspaces:
         if base is None:
             base = await asyncio.to_thread(worktrees.current_branch, root)
         await asyncio.to_thread(worktrees.base_commit, root, base)
+        if config is not None and config.into and await asyncio.to_thread(worktrees.no_branch, root, config.into):
+            raise BadInput(f"no branch {config.into!r} in {root} to merge into (the workspace's into)")
         if await asyncio.to_thread(self._dirty_base, root, base):
             self.bus.publish(
                 SystemEvent(
@@ -94,6 +106,10 @@ class Workspaces:
                 )
             )
         branch = worktrees.branch_for(req.label)
+        # A label held by a live session is said as such (before its branch, which that session holds, is).
+        validate_label(req.label)
+        self.table.labels.check(req.label, self.table.describe)
+        await asyncio.to_thread(worktrees.check_new_branch, root, branch)
         domain = req.domain or f"repo:{root}#{branch}"
         return req.model_copy(update={"repo": str(root), "base": base, "domain": domain})
 
@@ -128,22 +144,39 @@ class Workspaces:
             s.base_commit = start
             self.table.store.put_session(s)
         if config is not None and config.setup and not _setup_marker(path).exists():
-            await asyncio.to_thread(self._setup, config.setup, path)
+            await asyncio.to_thread(self._setup, s.key, config.setup, path)
+
+    def _setup(self, key: str, argv: list[str], where: Path) -> None:
+        try:
+            ran = commands.run(
+                argv, where, SETUP_TIMEOUT, SETUP_TAIL, started=functools.partial(self._track, self._setups, key)
+            )
+        except OSError as exc:  # FileNotFoundError: no such program; PermissionError: not executable
+            raise BadInput(f"workspace setup: {argv[0]} {commands.why(exc)}") from None
+        if ran.code is None:
+            raise BadInput(f"workspace setup {argv[0]}: over {SETUP_TIMEOUT:g}s (killed): {ran.tail}".rstrip(": "))
+        if key in self._setups_stopped:
+            self._setups_stopped.discard(key)
+            raise BadInput(f"workspace setup {argv[0]} stopped: the session was killed, or the runtime stopped")
+        if ran.code != 0:
+            raise BadInput(f"workspace setup {' '.join(argv)} exited {ran.code}: {ran.tail}")
+        _setup_marker(where).touch()
 
     @staticmethod
-    def _setup(argv: list[str], where: Path) -> None:
-        try:
-            p = subprocess.run(
-                argv, cwd=where, capture_output=True, text=True, timeout=SETUP_TIMEOUT, stdin=subprocess.DEVNULL
-            )
-        except FileNotFoundError:
-            raise BadInput(f"workspace setup: {argv[0]} not found") from None
-        except subprocess.TimeoutExpired:
-            raise BadInput(f"workspace setup {argv[0]}: over {SETUP_TIMEOUT:g}s") from None
-        if p.returncode != 0:
-            tail = (p.stdout + p.stderr).strip()[-SETUP_TAIL:]
-            raise BadInput(f"workspace setup {' '.join(argv)} exited {p.returncode}: {tail}")
-        _setup_marker(where).touch()
+    def _track(running: dict[str, int], key: str, pid: int | None) -> None:
+        """Where a session's setup, or its merge's check, runs: its process group (None: it is over)."""
+        if pid is None:
+            running.pop(key, None)
+        else:
+            running[key] = pid
+
+    def stop_setup(self, key: str) -> None:
+        """A session killed while its setup runs (a hung `npm ci`): the setup's process group is killed, so the
+        kill (and a runtime stop) does not wait for it; the session fails saying so."""
+        pid = self._setups.get(key)
+        if pid is not None:
+            self._setups_stopped.add(key)
+            commands.kill_group(pid)
 
     # ------------------------------------------------------------------------------------ end
 
@@ -158,7 +191,7 @@ class Workspaces:
             return
         try:
             message = f"crewtui: work of session {s.label} ({s.key}, attempt {s.attempt})"
-            await asyncio.to_thread(worktrees.commit_all, path, message)
+            await asyncio.to_thread(worktrees.commit_all, path, message, s.branch, _copied(self.crew, s))
             c = await asyncio.to_thread(worktrees.changes, Path(s.repo), s.base_commit, s.branch)
         except BadInput as exc:
             s.merge_note = str(exc)
@@ -187,6 +220,8 @@ class Workspaces:
             raise Conflict(f"{s.label} is still {s.state.value}: merge it when it has ended")
         if s.merge in ("queued", "merging", "merged", "discarded"):
             raise Conflict(f"{s.label}: its branch is already {s.merge}")
+        if s.key in self._discarding:
+            raise Conflict(f"{s.label}: its branch is being discarded")
         if s.key not in self.table.sessions:
             self.table.bring_back([s])
         s = self.table.sessions[s.key]
@@ -198,9 +233,19 @@ class Workspaces:
             raise BadInput(f"{s.label} has no workspace to discard")
         if s.state.live and not ended:
             raise Conflict(f"{s.label} is still {s.state.value}: kill it first")
-        if s.merge in ("merging", "merged"):
+        if s.merge in ("merging", "merged", "discarded"):
             raise Conflict(f"{s.label}: its branch is {s.merge}; nothing to discard")
-        await asyncio.to_thread(worktrees.remove, Path(s.repo), Path(s.worktree), s.branch)
+        if s.key in self._discarding:
+            raise Conflict(f"{s.label}: its branch is being discarded")
+        # While its worktree and branch go (a big worktree takes a while), it is neither merged nor taken from the
+        # queue (`_next`), and a second discard is refused: else a merge could land work then said discarded.
+        self._discarding.add(s.key)
+        try:
+            await asyncio.to_thread(worktrees.remove, Path(s.repo), Path(s.worktree), s.branch)
+        finally:
+            self._discarding.discard(s.key)
+            if s.merge == "queued":  # back in line (a removal that failed; else it is discarded at once below)
+                self._kick(s.repo)
         self._set(s, "discarded", note=None)
         self._event(s, "discarded")
         return s
@@ -221,6 +266,12 @@ class Workspaces:
 
     async def stop(self) -> None:
         self._running = False
+        for key in list(self._setups):
+            self.stop_setup(key)
+        # A check still running (a hung test suite) is killed, not waited for: its merge never moved the target,
+        # and it stays `merging`, put back in line by the next runtime.
+        for pid in list(self._checks.values()):
+            commands.kill_group(pid)
         tasks = [*self._queues.values(), *self._cleanups]
         for t in tasks:
             t.cancel()
@@ -241,7 +292,11 @@ class Workspaces:
             self._queues[repo] = asyncio.create_task(self._worker(repo), name=f"merge-queue-{Path(repo).name}")
 
     def _next(self, repo: str) -> Session | None:
-        line = [s for s in self.table.sessions.values() if s.repo == repo and s.merge == "queued"]
+        line = [
+            s
+            for s in self.table.sessions.values()
+            if s.repo == repo and s.merge == "queued" and s.key not in self._discarding
+        ]
         return min(line, key=lambda s: s.merge_queued_at or 0.0) if line else None
 
     async def _worker(self, repo: str) -> None:
@@ -278,6 +333,7 @@ class Workspaces:
                 config.history if config else "merge",
                 list(config.check) if config and config.check else None,
                 config.allow_checked_out if config else False,
+                functools.partial(self._track, self._checks, s.key),
             )
         except BadInput as exc:  # git failed outside the merge itself (a full disk, the branch gone): not merged
             self._set(s, "failed", note=str(exc))
@@ -313,7 +369,7 @@ class Workspaces:
             if not o.state.live and o.merge not in ("merged", "discarded", "merging"):
                 try:
                     await self.discard(o)
-                except BadInput as exc:
+                except (BadInput, Conflict) as exc:
                     log.warning("could not discard %s: %s", o.label, exc)
 
     def _cleanup_later(self, s: Session) -> None:
@@ -326,8 +382,16 @@ class Workspaces:
             await self.clock.sleep(max(0.0, due - self.clock.now()))
             if s.merge != "merged" or s.repo is None or s.worktree is None:
                 return
+            repo, path = Path(s.repo), Path(s.worktree)
             try:
-                await asyncio.to_thread(worktrees.remove, Path(s.repo), Path(s.worktree), s.branch)
+                # Someone may have worked there since the merge: then it stays, for the sweep to show and keep.
+                lost = await asyncio.to_thread(
+                    worktrees.unmerged_work, repo, path, s.branch, self._into(s), _copied(self.crew, s)
+                )
+                if lost is not None:
+                    log.warning("kept the worktree of %s: %s", s.label, lost)
+                    return
+                await asyncio.to_thread(worktrees.remove, repo, path, s.branch)
             except BadInput as exc:
                 log.warning("could not remove the worktree of %s: %s", s.label, exc)
                 return
@@ -372,7 +436,9 @@ class Workspaces:
             config = _workspace(self.crew, s)
             grace = config.cleanup_after if config is not None else DEFAULT_CLEANUP_S
             idle = now - (s.ended_at or s.updated_at or now)
-            lost = await asyncio.to_thread(worktrees.unmerged_work, Path(s.repo), path, s.branch, self._into(s))
+            lost = await asyncio.to_thread(
+                worktrees.unmerged_work, Path(s.repo), path, s.branch, self._into(s), _copied(self.crew, s)
+            )
             if lost is None and idle < grace:
                 continue  # its own cleanup comes at the end of the grace
             action: Literal["remove", "keep"]
@@ -403,7 +469,10 @@ class Workspaces:
         if s is None or s.repo is None or s.worktree is None or s.state.live:
             return False
         repo, path = Path(s.repo), Path(s.worktree)
-        if await asyncio.to_thread(worktrees.unmerged_work, repo, path, s.branch, self._into(s)) is not None:
+        lost = await asyncio.to_thread(
+            worktrees.unmerged_work, repo, path, s.branch, self._into(s), _copied(self.crew, s)
+        )
+        if lost is not None:
             return False
         try:
             await asyncio.to_thread(worktrees.remove, repo, path, s.branch)

@@ -3,7 +3,10 @@
 git itself is the kept tool for worktrees, merges and diffs (a library such as dulwich has no worktrees and no
 three-way merge of its own that matches git's). Every call runs `git -C DIR ...` with an argv (never a shell),
 no pager, no prompt for credentials, the C locale (so its messages can be read), and crewtui's identity for the
-commits the runtime makes (an agent's own commits keep theirs).
+commits the runtime makes (an agent's own commits keep theirs). The repository's hooks and its fsmonitor never run
+in the runtime's own git: a user's `post-checkout` or `commit-msg` is for the user's git, and code of theirs that
+hangs, fails or rewrites a message must not hang, fail or change a merge (an agent's own git in its worktree
+runs them, as any git there does).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -19,6 +23,9 @@ from crewtui.errors import BadInput
 
 GIT_TIMEOUT = 600.0  # a merge or a worktree of a big repository takes a while; a hung git does not hang us
 IDENTITY = ("-c", "user.name=crewtui", "-c", "user.email=crewtui@localhost", "-c", "commit.gpgsign=false")
+# No hooks, no fsmonitor (see above); paths with letters beyond ASCII as they are ("café.md", not
+# "caf\303\251.md"), control characters still quoted by git ("\033[31m"), so a name never acts on a terminal.
+SETTINGS = ("-c", f"core.hooksPath={os.devnull}", "-c", "core.fsmonitor=false", "-c", "core.quotePath=false")
 
 
 class GitError(BadInput):
@@ -35,7 +42,7 @@ def git(
     cwd: Path, *args: str, check: bool = True, identity: bool = False, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`git -C cwd args…`; raises GitError naming the command and git's own first line when it fails."""
-    argv = ["git", *(IDENTITY if identity else ()), "-C", str(cwd), *args]
+    argv = ["git", *SETTINGS, *(IDENTITY if identity else ()), "-C", str(cwd), *args]
     try:
         p = subprocess.run(
             argv,
@@ -55,12 +62,37 @@ def git(
     return p
 
 
+def text_upto(cwd: Path, *args: str, limit: int) -> tuple[str, bool]:
+    """`git -C cwd args…`'s stdout, at most `limit` bytes (cut at a line's end), and whether it was cut: git's
+    output is read as it comes and git stopped there, so a diff of a gigabyte never sits in memory."""
+    argv = ["git", *SETTINGS, "-C", str(cwd), *args]
+    with tempfile.TemporaryFile() as errors:
+        try:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=_env())
+        except FileNotFoundError:
+            raise GitError("git is not installed (workspaces need it): apt install git") from None
+        assert p.stdout is not None
+        with p:
+            data = p.stdout.read(limit + 1)
+            cut = len(data) > limit
+            if cut:
+                p.kill()
+                data = data[: data.rfind(b"\n", 0, limit) + 1]
+        if not cut and p.returncode != 0:
+            errors.seek(0)
+            said = errors.read().decode("utf-8", errors="replace")
+            raise GitError(f"git {' '.join(args[:2])} in {cwd}: {first_line(said)}")
+    return data.decode("utf-8", errors="replace"), cut
+
+
 def first_line(text: str) -> str:
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
+    """git's reason: its first `fatal:` or `error:` line (progress such as "Preparing worktree" comes before it),
+    else its first line."""
+    said = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in said:
+        if line.startswith(("fatal: ", "error: ")):
             return line.removeprefix("fatal: ").removeprefix("error: ")[:300]
-    return "failed"
+    return said[0][:300] if said else "failed"
 
 
 def out(cwd: Path, *args: str) -> str:

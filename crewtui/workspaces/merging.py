@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from crewtui.errors import BadInput
+from crewtui.workspaces import commands
 from crewtui.workspaces.git import GitError, first_line, git, out, repo_lock, rev
 from crewtui.workspaces.worktrees import dirty_files
 
@@ -105,8 +107,10 @@ def merge_one(
     history: Literal["merge", "linear"] = "merge",
     check: list[str] | None = None,
     allow_checked_out: bool = False,
+    check_started: Callable[[int | None], None] | None = None,
 ) -> MergeResult:
-    """Merge `branch` (started at `start`) into `into`; the caller holds `lock(repo)`."""
+    """Merge `branch` (started at `start`) into `into`; the caller holds `lock(repo)`. `check_started` is told the
+    check's process group (a runtime that stops kills it rather than wait for it)."""
     tip = rev(repo, f"refs/heads/{into}")
     if tip is None:
         raise BadInput(f"no branch {into!r} in {repo} to merge into")
@@ -149,7 +153,7 @@ def merge_one(
         return MergeResult("conflict", files=files, note=_first(p))
     new = out(where, "rev-parse", "HEAD")
     if check:
-        failed = _run_check(check, where)
+        failed = _run_check(check, where, check_started)
         if failed is not None:
             reset_merge_worktree(repo, where, tip)
             return MergeResult("check_failed", note=failed)
@@ -172,17 +176,14 @@ def _first(p: subprocess.CompletedProcess[str]) -> str:
     return (p.stderr or p.stdout).strip().splitlines()[0][:300] if (p.stderr or p.stdout).strip() else "failed"
 
 
-def _run_check(argv: list[str], where: Path) -> str | None:
+def _run_check(argv: list[str], where: Path, started: Callable[[int | None], None] | None = None) -> str | None:
     """None when the check passes; else what it said (the tail of its output)."""
     try:
-        p = subprocess.run(
-            argv, cwd=where, capture_output=True, text=True, timeout=CHECK_TIMEOUT, stdin=subprocess.DEVNULL
-        )
-    except FileNotFoundError:
-        return f"check: {argv[0]} not found"
-    except subprocess.TimeoutExpired:
-        return f"check: over {CHECK_TIMEOUT:g}s"
-    if p.returncode == 0:
+        ran = commands.run(argv, where, CHECK_TIMEOUT, CHECK_TAIL, started=started)
+    except OSError as exc:  # FileNotFoundError: no such program; PermissionError: not executable
+        return f"check: {argv[0]} {commands.why(exc)}"
+    if ran.code is None:
+        return f"check: over {CHECK_TIMEOUT:g}s (killed): {ran.tail}".rstrip(": ")
+    if ran.code == 0:
         return None
-    tail = (p.stdout + p.stderr).strip()[-CHECK_TAIL:]
-    return f"check exited {p.returncode}: {tail}"
+    return f"check exited {ran.code}: {ran.tail}"
