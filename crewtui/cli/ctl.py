@@ -133,8 +133,8 @@ def spawn(
         watchdog_after=wd,
         max_attempts=max_attempts,
         # Paths in a raw argv mean what they mean where the user stands (`-- ruff check src/`).
-        cwd=os.path.abspath(cwd) if cwd is not None else os.getcwd(),
-        repo=os.path.abspath(repo) if repo is not None else None,
+        cwd=os.path.abspath(os.path.expanduser(cwd)) if cwd is not None else os.getcwd(),
+        repo=os.path.abspath(os.path.expanduser(repo)) if repo is not None else None,
         base=base,
         tty=tty or None,
     )

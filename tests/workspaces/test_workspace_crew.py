@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crewtui.workspaces.git import git, out
-from tests.faults.helpers import PY, Headless, call, ctl, kill_leftover_sessions, wait_until
+from tests.faults.helpers import ENV, PY, Headless, call, ctl, kill_leftover_sessions, wait_until
 from tests.workspaces.test_git_workspaces import make_repo, snapshot
 
 # The agent: writes notes/<label>.md (its own file), or for clash-N the same line of post.md; clash-2 later.
@@ -162,6 +163,20 @@ setup = ["sh", "-c", "echo npm ERR! missing package.json >&2; exit 3"]
         assert p.returncode == 2 and "is not a git repository" in p.stderr and p.stderr.count("\n") == 1
         p = ctl(data, "spawn", "--label", "x-2", "--repo", str(repo), "--base", "nope", "--", PY, "-c", "print(1)")
         assert p.returncode == 2 and "no branch 'nope'" in p.stderr
+        # `~` quoted (so no shell expanded it) is the user's home, as it is in the crew file (it was CWD/~/...).
+        (tmp_path / "home").mkdir()
+        p = subprocess.run(
+            [
+                *(PY, "-m", "crewtui", "ctl", "--data-dir", str(data)),
+                *("spawn", "--label", "x-0", "--repo", "~/none"),
+                *("--", PY, "-c", "print(1)"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**ENV, "HOME": str(tmp_path / "home")},
+        )
+        assert p.returncode == 2 and f"{tmp_path / 'home' / 'none'} is not a directory" in p.stderr, p.stderr
         assert call(h.dd.socket, "list")["result"] == []  # nothing changed
         key = call(h.dd.socket, "spawn", label="x-3", agent="setup-fails")["result"]["key"]
         wait_until(lambda: call(h.dd.socket, "get", ref=key)["result"]["state"] == "failed", 30, "the failure")
