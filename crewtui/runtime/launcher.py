@@ -48,7 +48,7 @@ EndHook = Callable[[Session], None]
 def _or_signal(exit_info: ExitInfo) -> str:
     """A status over 128 is what the shell reports both for an agent that exited with it and for one a signal
     killed; the shim cannot tell them apart, so neither can we: say both, never just the signal."""
-    if not exit_info.signal:
+    if not exit_info.signal or exit_info.signal > 64:  # no such signal (an older shim's record of `exit 255`)
         return ""
     try:
         name = signal.Signals(exit_info.signal).name

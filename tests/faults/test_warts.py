@@ -141,6 +141,15 @@ async def test_an_exit_status_over_128_is_not_told_as_a_signal(make_orch) -> Non
     assert "or killed by SIGINT" in end.reason
 
 
+async def test_an_exit_status_no_signal_can_give_is_only_the_agents_own(make_orch) -> None:
+    """`exit 255` was told as "exit code 255 (or killed by signal 127)": Linux has 64 signals."""
+    orch = await make_orch()
+    s = await orch.spawn(SpawnRequest(label="minus-one", argv=[PY, "-c", "import sys; sys.exit(255)"]))
+    await wait_for(lambda: orch.sessions[s.key].state.terminal, what="the end")
+    end = orch.sessions[s.key]
+    assert end.exit_code == 255 and end.reason == "exit code 255", end.reason
+
+
 async def test_a_crew_agent_without_a_cwd_runs_where_the_runtime_was_started(
     make_orch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

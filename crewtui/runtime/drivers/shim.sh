@@ -234,7 +234,8 @@ ENDED_AT=$(date +%s.%N 2>/dev/null)
 is_number "$ENDED_AT" || ENDED_AT=$(date +%s 2>/dev/null)
 is_number "$ENDED_AT" || ENDED_AT=null
 
-if [ "$CODE" -gt 128 ]; then
+# 129-192 may be signal 1-64 (Linux has no more); 193-255 is only ever the agent's own code (`exit 255`).
+if [ "$CODE" -gt 128 ] && [ "$CODE" -le 192 ]; then
     write_json exit.json "{\"code\": $CODE, \"ended_at\": $ENDED_AT, \"signal\": $((CODE - 128))}"
 else
     write_json exit.json "{\"code\": $CODE, \"ended_at\": $ENDED_AT}"
