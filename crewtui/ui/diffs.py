@@ -195,12 +195,21 @@ def diff_text(f: FileDiff, limit: int = MAX_LINES) -> Text:
     return Text("\n").join(out)
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def files_total(changes: dict[str, Any] | None) -> int:
+    """How many files it changed: all counted, though `files` lists only the biggest (`files_total`; older records
+    have only the list)."""
+    return max(len((changes or {}).get("files") or ()), _count((changes or {}).get("files_total")))
+
+
 def changes_text(changes: dict[str, Any] | None) -> Text | None:
     """ "6 files +52 −11 · 2 commits"; None when nothing was counted (a live session's are counted when it ends)."""
     if not changes:
         return None
-    files = changes.get("files") or []
-    n = len(files)
+    n = files_total(changes)
     out = Text(f"{n} file{'' if n == 1 else 's'} ")
     out.append_text(counts_text(int(changes.get("insertions") or 0), int(changes.get("deletions") or 0)))
     commits = int(changes.get("commits") or 0)

@@ -24,6 +24,7 @@ from crewtui.workspaces.git import git, lines, out, repo_lock, rev, text_upto
 
 BRANCH_PREFIX = "crew/"
 DIFF_LIMIT = 6 << 20  # bytes of a diff shown (escaped in JSON, a control character takes 6: still under a reply)
+FILES_KEPT = 1000  # files listed in a session's `changes` (all are counted)
 LOCK_GRACE_S = 2.0  # an index lock in an ended session's worktree older than this is a dead git's
 
 
@@ -166,23 +167,27 @@ def commit_all(worktree: Path, message: str, branch: str | None = None, copied: 
 
 @dataclass
 class Changes:
-    """What a branch changed against the commit it started from."""
+    """What a branch changed against the commit it started from. `files` lists at most FILES_KEPT of them (the
+    biggest, in git's order), `files_total` counts them all: an agent that commits a `node_modules` of 100,000
+    files must not put megabytes into its session's record, every listing and every event."""
 
     files: list[dict[str, Any]] = field(default_factory=list)  # {"path", "insertions", "deletions"} (-1: binary)
     insertions: int = 0
     deletions: int = 0
     commits: int = 0
+    files_total: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "files": self.files,
+            "files_total": self.files_total,
             "insertions": self.insertions,
             "deletions": self.deletions,
             "commits": self.commits,
         }
 
 
-def changes(repo: Path, start: str, branch: str) -> Changes:
+def changes(repo: Path, start: str, branch: str, keep: int = FILES_KEPT) -> Changes:
     c = Changes()
     for line in lines(repo, "diff", "--numstat", "--no-renames", start, f"refs/heads/{branch}", "--"):
         added, deleted, path = line.split("\t", 2)
@@ -191,6 +196,11 @@ def changes(repo: Path, start: str, branch: str) -> Changes:
         c.files.append({"path": path, "insertions": ins, "deletions": dels})
         c.insertions += max(0, ins)
         c.deletions += max(0, dels)
+    c.files_total = len(c.files)
+    if len(c.files) > keep:
+        size = {id(f): max(0, f["insertions"]) + max(0, f["deletions"]) for f in c.files}
+        kept = {id(f) for f in sorted(c.files, key=lambda f: -size[id(f)])[:keep]}
+        c.files = [f for f in c.files if id(f) in kept]
     c.commits = int(out(repo, "rev-list", "--count", f"{start}..refs/heads/{branch}") or 0)
     return c
 

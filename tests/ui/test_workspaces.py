@@ -24,10 +24,11 @@ from crewtui.model import Session, SessionState, SpawnRequest
 from crewtui.ui.actions import ACTIONS, BINDINGS
 from crewtui.ui.app import CrewApp, make_app
 from crewtui.ui.book import SessionBook
-from crewtui.ui.diffs import diff_line, diff_text, merge_mark, split_diff
+from crewtui.ui.diffs import changes_text, diff_line, diff_text, merge_mark, split_diff
 from crewtui.ui.screens.confirm import ConfirmScreen
 from crewtui.ui.widgets.changes import ChangesPane, DiffView, FileList
 from crewtui.ui.widgets.detail import SessionDetail
+from crewtui.ui.widgets.tries import file_lines
 from crewtui.workspaces.git import git
 from tests.conftest import crew_from
 from tests.ui.conftest import fake_app, recording, settle
@@ -596,3 +597,24 @@ async def test_a_real_branch_reviewed_then_merged(make_orch: Any, tmp_path: Path
         await pilot.pause(0.2)
         assert "⌥ merged" in str(app.main_screen.session_tree.nodes["s:" + s.key].label)
     assert git(repo, "show", "main:post.md").stdout == "line 1\nline 2, fixed\nline 3\n"
+
+
+def test_counts_say_every_file_though_only_the_biggest_are_listed() -> None:
+    """A session's `changes` lists its biggest files and counts them all (`files_total`): the summary and a try's
+    card say the count, not the length of the list."""
+    changes = {
+        "files": [
+            {"path": "big.js", "insertions": 900, "deletions": 0},
+            {"path": "b.js", "insertions": 5, "deletions": 1},
+        ],
+        "files_total": 12_000,
+        "insertions": 20_000,
+        "deletions": 1,
+        "commits": 1,
+    }
+    summary = changes_text(changes)
+    assert summary is not None and summary.plain.startswith("12000 files +20000")
+    last = file_lines(changes, 1)[-1]
+    assert isinstance(last, Text) and last.plain == "+11999 more files"
+    older = {k: v for k, v in changes.items() if k != "files_total"}  # a record from before the count
+    assert changes_text(older).plain.startswith("2 files")  # type: ignore[union-attr]

@@ -151,3 +151,18 @@ def test_a_linear_merge_done_but_not_recorded_is_not_replayed_twice(tmp_path: Pa
         assert r.outcome == "merged"
     assert r.note.startswith("nothing to merge")
     assert int(out(repo, "rev-list", "--count", "main")) == 2
+
+
+def test_changes_list_the_biggest_files_and_count_them_all(tmp_path: Path) -> None:
+    """An agent that commits a `node_modules` lists every file in its session's record, every listing and every
+    event: megabytes. The biggest are listed (in git's order), all are counted."""
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    wt, branch, start = session(repo, tmp_path, "big-1")
+    for i in range(12):
+        (wt / f"f{i:02}.txt").write_text("x\n" * (i + 1))  # f11 is the biggest
+    worktrees.commit_all(wt, "crewtui: big-1")
+    c = worktrees.changes(repo, start, branch, keep=3)
+    assert [f["path"] for f in c.files] == ["f09.txt", "f10.txt", "f11.txt"]
+    assert c.files_total == 12 and c.as_dict()["files_total"] == 12
+    assert c.insertions == sum(range(1, 13))  # every file counted
+    assert len(worktrees.changes(repo, start, branch).files) == 12  # under the cap: all of them

@@ -19,7 +19,7 @@ from textual.widgets import Static
 
 from crewtui.model import Session
 from crewtui.text import clean
-from crewtui.ui.diffs import BRANCH, MARK, REMOVED, TROUBLE, changes_text, counts_text, merge_words
+from crewtui.ui.diffs import BRANCH, MARK, REMOVED, TROUBLE, changes_text, counts_text, files_total, merge_words
 from crewtui.ui.format import DIM, plain, state_text, usage_text
 
 NOTE_LINES = 3  # of a merge note (a failed check's output ends with its summary): the last ones
@@ -98,8 +98,8 @@ def file_lines(changes: dict[str, Any] | None, limit: int) -> list[Line]:
 
     entries.sort(key=lambda f: -max(0, sum(counts(f))))
     out: list[Line] = [(counts_text(*counts(f), width=4), str(f.get("path") or "?")) for f in entries[:limit]]
-    if len(entries) > limit:
-        more = len(entries) - limit
+    if files_total(changes) > limit:
+        more = files_total(changes) - min(limit, len(entries))
         out.append(Text(f"+{more} more file{'' if more == 1 else 's'}", style=DIM))
     return out
 
