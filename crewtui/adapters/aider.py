@@ -19,6 +19,7 @@ Permissions: only `allow` (`--yes-always`): without it aider asks on its termina
 
 from __future__ import annotations
 
+import math
 import re
 from typing import ClassVar
 
@@ -34,6 +35,8 @@ from crewtui.adapters.base import (
     Said,
     Tokens,
     Usage,
+    as_int,
+    as_num,
     one_line,
 )
 
@@ -56,9 +59,18 @@ def count(text: str | None) -> int:
     elif s[-1:] in ("m", "M"):
         scale, s = 1_000_000, s[:-1]
     try:
-        return round(float(s) * scale)
+        number = float(s) * scale
     except ValueError:
         return 0
+    return as_int(round(number)) if math.isfinite(number) else 0
+
+
+def amount(text: str) -> float | None:
+    """A dollar or seconds figure of aider's ("0.05", "1,234.5"), or None for one that is not a number."""
+    try:
+        return as_num(float(text.replace(",", "")))
+    except ValueError:
+        return None
 
 
 class AiderConversation(Conversation):
@@ -86,13 +98,14 @@ class AiderConversation(Conversation):
                 out += [Usage(tokens), Activity("thinking")]
         if "Cost:" in text:
             c = _SESSION_COST.search(text)
-            if c:
-                out.append(Cost(float(c.group(2).replace(",", "")), total=True))
+            cost = amount(c.group(2)) if c else None
+            if cost is not None:
+                out.append(Cost(cost, total=True))
         if out:
             return out
         if text.startswith("Retrying in"):
             r = _RETRY.search(text)
-            delay = float(r.group(1)) if r else None
+            delay = amount(r.group(1)) if r else None
             if self._rate_error:
                 rl = RateLimited(delay=delay, status=429)
                 return [rl, Activity(rl.describe())]

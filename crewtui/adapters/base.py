@@ -12,6 +12,8 @@ cannot read is never lost: it stays in the transcript and comes back as `Unparse
 from __future__ import annotations
 
 import json
+import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -25,6 +27,13 @@ Permissions = Literal["ask", "allow", "deny"]
 SteerMode = Literal["live", "next_turn"]
 
 ACTIVITY_CHARS = 120  # one line in a table cell
+# What an agent's numbers may say, at most: a token count (per field; sums stop there too, so four of them stay far
+# inside SQLite's 64-bit integers and a float's exact range) and dollars. Nothing real comes near either.
+MAX_TOKENS = 10**15
+MAX_USD = 1e9
+# How deep an agent's JSON may nest: a line nested deeper is not read (Unparsed), as a session holding it (a
+# permission's input, a result) could no longer be stored (pydantic serialises some 250 levels).
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,10 @@ class Tokens:
 
     def __add__(self, other: Tokens) -> Tokens:
         return Tokens(
-            self.input + other.input,
-            self.output + other.output,
-            self.cache_read + other.cache_read,
-            self.cache_write + other.cache_write,
+            min(MAX_TOKENS, self.input + other.input),
+            min(MAX_TOKENS, self.output + other.output),
+            min(MAX_TOKENS, self.cache_read + other.cache_read),
+            min(MAX_TOKENS, self.cache_write + other.cache_write),
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -322,15 +331,49 @@ class Preset(ABC):
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def loads(line: str) -> dict[str, Any] | None:
-    """The JSON object on a line, or None (not JSON, or JSON that is not an object)."""
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
+# A JSON escape: a surrogate pair, a lone surrogate, or any other (so an escaped backslash is skipped whole).
+_ESCAPE = re.compile(
+    r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a pair: kept
+    r"|u[dD][89a-fA-F][0-9a-fA-F]{2}"  # a lone surrogate: U+FFFD
+    r"|.)",
+    re.S,
+)
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        for child in v.values() if isinstance(v, dict) else v:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_json(text: str) -> Any:
+    """The JSON value in `text`, or None: not JSON, or nested deeper than MAX_DEPTH. A lone surrogate escape
+    ("\\ud800") reads as U+FFFD: such a string could not be encoded as UTF-8 (JSON, SQLite) later."""
+    if _SURROGATE.search(text):
+        text = _ESCAPE.sub(lambda m: "\\ufffd" if len(m.group()) == 6 else m.group(), text)
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
+    if isinstance(value, (dict, list)) and text.count("{") + text.count("[") > MAX_DEPTH and _too_deep(value):
+        return None
+    return value
+
+
+def loads(line: str) -> dict[str, Any] | None:
+    """The JSON object on a line, or None (not JSON, or JSON that is not an object). A byte order mark before it
+    is ignored."""
+    text = line.strip().removeprefix("\ufeff")
+    if not text.startswith("{"):
+        return None
+    value = parse_json(text)
     return value if isinstance(value, dict) else None
 
 
@@ -346,7 +389,17 @@ def one_line(text: Any, limit: int = ACTIVITY_CHARS) -> str:
 
 
 def as_int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """A count an agent reports: a non-negative int (not a bool) up to MAX_TOKENS, else 0."""
+    return min(value, MAX_TOKENS) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def as_num(value: Any, limit: float = MAX_USD) -> float | None:
+    """An amount an agent reports (dollars, seconds): a finite non-negative number up to `limit`, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return float(min(value, limit)) if value >= 0 else None
 
 
 def tool_activity(name: str, args: Any) -> str:
@@ -381,7 +434,7 @@ class Totals:
         if isinstance(ev, Usage):
             self.tokens = ev.tokens if ev.total else self.tokens + ev.tokens
         elif isinstance(ev, Cost):
-            self.cost_usd = ev.usd if ev.total else (self.cost_usd or 0.0) + ev.usd
+            self.cost_usd = ev.usd if ev.total else min(MAX_USD, (self.cost_usd or 0.0) + ev.usd)
         elif isinstance(ev, TurnEnded):
             self.turns = ev.turns if ev.turns is not None else self.turns + 1
         elif isinstance(ev, Unparsed):

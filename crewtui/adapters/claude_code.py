@@ -30,6 +30,7 @@ from crewtui.adapters.base import (
     Unparsed,
     Usage,
     as_int,
+    as_num,
     dumps,
     loads,
     one_line,
@@ -40,6 +41,11 @@ from crewtui.errors import BadInput
 
 def user_message(text: str) -> str:
     return dumps({"type": "user", "message": {"role": "user", "content": text}})
+
+
+def _content(msg: dict[str, Any]) -> Any:
+    message = msg.get("message")
+    return message.get("content") if isinstance(message, dict) else None
 
 
 def _text_of(content: Any) -> str:
@@ -117,11 +123,11 @@ class ClaudeConversation(Conversation):
                 out.append(AgentSession(sid))
             out.append(Activity("thinking"))
         elif sub == "api_retry":
-            delay_ms = msg.get("retry_delay_ms")
+            delay_ms = as_num(msg.get("retry_delay_ms"))
             rl = RateLimited(
                 attempt=as_int(msg.get("attempt")) or None,
                 max=as_int(msg.get("max_retries")) or None,
-                delay=delay_ms / 1000 if isinstance(delay_ms, (int, float)) else None,
+                delay=delay_ms / 1000 if delay_ms is not None else None,
                 status=as_int(msg.get("error_status")) or None,
             )
             out += [rl, Activity(rl.describe())]
@@ -129,7 +135,7 @@ class ClaudeConversation(Conversation):
 
     def _assistant(self, msg: dict[str, Any]) -> list[AgentEvent]:
         out: list[AgentEvent] = []
-        content = (msg.get("message") or {}).get("content")
+        content = _content(msg)
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
@@ -146,7 +152,7 @@ class ClaudeConversation(Conversation):
         return out
 
     def _user(self, msg: dict[str, Any]) -> list[AgentEvent]:
-        content = (msg.get("message") or {}).get("content")
+        content = _content(msg)
         if msg.get("isReplay"):
             # Our own message (the task, a steer) echoed back (--replay-user-messages): a runtime that reads the
             # output again after a restart counts the turns it asked from these.
@@ -176,9 +182,9 @@ class ClaudeConversation(Conversation):
             cache_write=as_int(usage.get("cache_creation_input_tokens")),
         )
         out: list[AgentEvent] = [Usage(tokens)]
-        cost = msg.get("total_cost_usd")
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-            out.append(Cost(float(cost), total=True))
+        cost = as_num(msg.get("total_cost_usd"))
+        if cost is not None:
+            out.append(Cost(cost, total=True))
         text = msg.get("result") if isinstance(msg.get("result"), str) else None
         is_error = bool(msg.get("is_error")) or msg.get("subtype") not in (None, "success")
         status = msg.get("api_error_status")

@@ -66,7 +66,7 @@ POLICIES: dict[str, tuple[str, str]] = {  # permissions → (approvalPolicy, san
     "deny": ("never", "read-only"),
 }
 # "Reconnecting... 2/5 (exceeded retry limit, last status: 429 Too Many Requests, …)"
-_RECONNECT = re.compile(r"(\d+)\s*/\s*(\d+)")
+_RECONNECT = re.compile(r"\b(\d{1,6})\s*/\s*(\d{1,6})\b")
 _STATUS = re.compile(r"\b(429|529|5\d\d)\b")
 _RATE_WORDS = ("429", "too many requests", "rate limit", "ratelimit", "overloaded", "529")
 _RATE_INFOS = ("rateLimitExceeded", "usageLimitExceeded", "serverOverloaded")
@@ -471,7 +471,8 @@ class CodexConversation(Conversation):
             self._granted[rid] = p.get("permissions")
             needs = Needs("permission", rid, tool="permissions", input=p.get("permissions"), text=p.get("reason"))
         elif method == "item/tool/requestUserInput":
-            questions = [q for q in p.get("questions") or [] if isinstance(q, dict)]
+            asked = p.get("questions")
+            questions = [q for q in asked if isinstance(q, dict)] if isinstance(asked, list) else []
             self._questions[rid] = [str(q.get("id")) for q in questions]
             text = "\n".join(str(q.get("question", "")) for q in questions)
             needs = Needs("question", rid, input=questions, text=text or None)

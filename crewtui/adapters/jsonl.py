@@ -40,6 +40,7 @@ from crewtui.adapters.base import (
     Unparsed,
     Usage,
     as_int,
+    as_num,
     dumps,
     loads,
     one_line,
@@ -48,10 +49,6 @@ from crewtui.adapters.base import (
 from crewtui.errors import BadInput
 
 _ROLES: tuple[Role, ...] = ("user", "assistant", "system", "error")
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
 
 
 class JsonlConversation(Conversation):
@@ -92,7 +89,7 @@ class JsonlConversation(Conversation):
                     )
                 )
             ]
-            cost = _num(msg.get("cost_usd"))
+            cost = as_num(msg.get("cost_usd"))
             if cost is not None:
                 out.append(Cost(cost, total=False))
             return out
@@ -105,7 +102,8 @@ class JsonlConversation(Conversation):
         if kind == "tool_result":
             return [Said("error" if msg.get("is_error") else "tool_result", str(msg.get("text", "")))]
         if kind == "needs" and msg.get("kind") in ("permission", "question") and isinstance(msg.get("id"), str):
-            needs = Needs(msg["kind"], msg["id"], tool=msg.get("tool"), input=msg.get("input"), text=msg.get("text"))
+            tool, text = (v if isinstance(v, str) else None for v in (msg.get("tool"), msg.get("text")))
+            needs = Needs(msg["kind"], msg["id"], tool=tool, input=msg.get("input"), text=text)
             self.pending[needs.id] = needs
             what = tool_activity(needs.tool, needs.input) if needs.tool else one_line(needs.text or "a question")
             return [
@@ -117,7 +115,7 @@ class JsonlConversation(Conversation):
             rl = RateLimited(
                 as_int(msg.get("attempt")) or None,
                 as_int(msg.get("max")) or None,
-                _num(msg.get("retry_in")),
+                as_num(msg.get("retry_in")),
                 as_int(msg.get("status")) or None,
             )
             return [rl, Activity(rl.describe())]

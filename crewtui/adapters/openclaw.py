@@ -7,8 +7,9 @@ Run as `openclaw agent exec TASK --json`. Its result (from crewtui's notes on th
      "costUsd":0.0042,"sessionId":"…"}
 
 It prints nothing else on stdout while it works, so crewtui shows "working" until the result. The JSON may be
-printed pretty (several lines): lines are gathered from a line starting with "{" until they parse (at most
-`MAX_GATHER` lines; then they come back as Unparsed). Usage and cost are added (one run = one turn).
+printed pretty (several lines): lines are gathered from a line starting with "{" until they parse, tried at
+each line that ends with "}" (at most `MAX_GATHER` lines and `MAX_GATHER_CHARS` characters; then they come back
+as Unparsed). Usage and cost are added (one run = one turn).
 The model is OpenClaw's own setting (pass flags in `args`). Permissions: only `allow`: OpenClaw
 runs its tools under its own configured policy and cannot ask on stdio.
 """
@@ -33,11 +34,14 @@ from crewtui.adapters.base import (
     Unparsed,
     Usage,
     as_int,
+    as_num,
     loads,
     one_line,
+    parse_json,
 )
 
 MAX_GATHER = 2000
+MAX_GATHER_CHARS = 4 << 20  # as much as one agent line may hold
 _RATE_WORDS = ("429", "rate limit", "ratelimit", "too many requests", "overloaded")
 
 
@@ -48,6 +52,7 @@ class OpenclawConversation(Conversation):
     def __init__(self, options: AgentOptions, task: str | None) -> None:
         super().__init__(options, task)
         self._gather: list[str] = []
+        self._gathered = 0  # characters in _gather
 
     def start(self) -> list[str]:
         self.asked += 1  # the task, in the argv
@@ -56,10 +61,10 @@ class OpenclawConversation(Conversation):
     def feed(self, line: str) -> list[AgentEvent]:
         if self._gather:
             self._gather.append(line)
-            try:
-                value = json.loads("\n".join(self._gather))
-            except ValueError:
-                if len(self._gather) < MAX_GATHER:
+            self._gathered += len(line) + 1
+            value = parse_json("\n".join(self._gather)) if line.rstrip().endswith("}") else None
+            if value is None:
+                if len(self._gather) < MAX_GATHER and self._gathered <= MAX_GATHER_CHARS:
                     return []
                 lines, self._gather = self._gather, []
                 return [Unparsed(x) for x in lines]
@@ -68,7 +73,7 @@ class OpenclawConversation(Conversation):
         msg = loads(line)
         if msg is None:
             if line.strip() == "{" or (line.lstrip().startswith("{") and not line.rstrip().endswith("}")):
-                self._gather = [line]
+                self._gather, self._gathered = [line], len(line)
                 return []
             return [Unparsed(line)] if line.strip() else []
         return self._result(msg)
@@ -83,9 +88,9 @@ class OpenclawConversation(Conversation):
         usage = msg.get("usage")
         if isinstance(usage, dict):
             out.append(Usage(Tokens(input=as_int(usage.get("input")), output=as_int(usage.get("output")))))
-        cost = msg.get("costUsd")
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
-            out.append(Cost(float(cost), total=False))
+        cost = as_num(msg.get("costUsd"))
+        if cost is not None:
+            out.append(Cost(cost, total=False))
         final = msg.get("final") if isinstance(msg.get("final"), str) else None
         ok = msg.get("ok") is True
         error = None

@@ -54,6 +54,7 @@ from crewtui.adapters.base import (
     Unparsed,
     Usage,
     as_int,
+    as_num,
     dumps,
     loads,
     one_line,
@@ -145,9 +146,9 @@ class OpencodeConversation(Conversation):
                     )
                 )
             )
-            cost = p.get("cost")
-            if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0:
-                out.append(Cost(float(cost), total=False))
+            cost = as_num(p.get("cost"))
+            if cost is not None:
+                out.append(Cost(cost, total=False))
             if p.get("reason") not in _GOES_ON or self._refused:
                 out += self._end()
         elif kind == "error":

@@ -109,7 +109,12 @@ class AgentLinks:
         )
         if replay is not None:
             for line in replay:
-                for ev in conversation.feed(line):
+                try:
+                    events = conversation.feed(line)
+                except Exception:  # as in feed: a parser bug must not keep the session from being adopted or ended
+                    log.exception("the %s parser failed on a line of %s", s.preset, s.key)
+                    events = [Unparsed(line)]
+                for ev in events:
                     link.totals.apply(ev)
                     if isinstance(ev, TurnEnded):
                         link.last_turn = ev
