@@ -49,6 +49,37 @@ def args_error(op: str, exc: Exception) -> BadInput:
     return BadInput(f"{op}: bad arguments ({exc})")
 
 
+MALFORMED = 'malformed request: expected one JSON line {"op": ..., "args": {...}}'
+
+
+def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """A request line's op and args; BadInput in one line when it is none. A lone surrogate escape ("\\ud800",
+    which JSON allows and Python decodes) is refused: it is no Unicode text, and a steer, task or argv holding it
+    could not be written to the store or to the agent (the runtime would have done half of what was asked)."""
+    try:
+        msg = json.loads(line)
+        op, args = msg["op"], msg.get("args") or {}
+        if not isinstance(op, str) or not isinstance(args, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
+        raise BadInput(MALFORMED) from None
+    stack: list[Any] = [args]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = ascii(value[exc.start])[1:-1]
+                raise BadInput(f"{op}: text with a lone surrogate ({bad}) is no Unicode text; nothing done") from None
+    return op, args
+
+
 # ------------------------------------------------------------------------------------------------ client side
 
 

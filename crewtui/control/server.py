@@ -14,7 +14,6 @@ changes, resume, merge, discard, kill by prefix) and the `watch` stream are refu
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -131,13 +130,9 @@ class ControlServer:
         if not line:
             return
         try:
-            msg = json.loads(line)
-            op = msg["op"]
-            args = msg.get("args") or {}
-            if not isinstance(op, str) or not isinstance(args, dict):
-                raise TypeError
-        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
-            writer.write(protocol.err(BadInput('malformed request: expected one JSON line {"op": ..., "args": {...}}')))
+            op, args = protocol.parse_request(line)
+        except BadInput as exc:
+            writer.write(protocol.err(exc))
             await writer.drain()
             return
         await self._ready.wait()
@@ -225,12 +220,9 @@ class ControlServer:
         """One request from session `key`'s own control socket on a Ray node, served as that session. A verb a
         hang-up cancels is cancelled with this call (the host reports the hang-up); any other runs to the end."""
         try:
-            msg = json.loads(line)
-            op, args = msg["op"], msg.get("args") or {}
-            if not isinstance(op, str) or not isinstance(args, dict):
-                raise TypeError
-        except (ValueError, KeyError, TypeError, RecursionError):
-            return protocol.err(BadInput('malformed request: expected one JSON line {"op": ..., "args": {...}}'))
+            op, args = protocol.parse_request(line)
+        except BadInput as exc:
+            return protocol.err(exc)
         await self._ready.wait()
         if op == protocol.PING:
             return protocol.ok("pong")

@@ -72,7 +72,22 @@ BAD_REQUESTS = [
     (b'{"op": "list", "args": {"state": "sleeping"}}\n', "unknown state 'sleeping'"),
     (b'{"op": "spawn", "args": {"label": "x", "argv": ["true"], "watchdog_after": NaN}}\n', "finite"),
     (b'{"op": "spawn", "args": {"label": "x", "argv": ["true"], "watchdog_after": Infinity}}\n', "finite"),
+    # A lone surrogate escape is valid JSON but no text: it could be written neither to the store nor to an agent.
+    (b'{"op": "spawn", "args": {"label": "x", "argv": ["echo", "a\\ud800"]}}\n', "spawn: text with a lone surrogate"),
+    (b'{"op": "send", "args": {"ref": "x", "text": "\\udfff"}}\n', "send: text with a lone surrogate (\\udfff)"),
+    (b'{"op": "spawn", "args": {"label": "x", "argv": ["true"], "env": {"\\ud800": "1"}}}\n', "lone surrogate"),
 ]
+
+
+def test_a_lone_surrogate_changes_nothing_and_a_pair_is_text(runtime: Headless) -> None:
+    """A spawn whose argv held one was done, then failed: its session could not be stored ("dropped 1 records that
+    could not be serialised"), and a steer holding one reached the agent but not the store."""
+    reply = raw(runtime.dd.socket, b'{"op": "spawn", "args": {"label": "sur", "argv": ["echo", "\\ud83d"]}}\n')
+    assert reply is not None and reply["ok"] is False
+    assert raw(runtime.dd.socket, b'{"op": "list", "args": {}}\n') == {"ok": True, "result": []}
+    # A surrogate pair (how json.dumps writes an emoji by default) is one character: taken.
+    reply = raw(runtime.dd.socket, b'{"op": "spawn", "args": {"label": "pair", "argv": ["echo", "\\ud83d\\ude00"]}}\n')
+    assert reply is not None and reply["ok"] is True and reply["result"]["argv"][-1] == "\U0001f600", reply
 
 
 @pytest.mark.parametrize("payload, needle", BAD_REQUESTS, ids=[f"bad{i}" for i in range(len(BAD_REQUESTS))])
