@@ -149,8 +149,13 @@ def agent_groups(dtach_pid: int, dtach_start: int) -> list[int]:
         else:
             todo.extend(kids)
             others.append(pid)
+    return _groups(agents + others)
+
+
+def _groups(pids: list[int]) -> list[int]:
+    """The process groups of `pids`, in their order, once each; never init's nor the runtime's own."""
     groups = []
-    for pid in agents + others:
+    for pid in pids:
         try:
             pgid = os.getpgid(pid)
         except ProcessLookupError:
@@ -184,18 +189,12 @@ def stop_cut_chain(sd: SessionDir) -> bool:
         return False
     hit = False
     for recorder in _recorders(sd):
-        groups = []
-        todo = [recorder]
+        tree, todo = [], [recorder]
         while todo:
             pid = todo.pop()
             todo.extend(_children(pid))
-            try:
-                pgid = os.getpgid(pid)
-            except ProcessLookupError:
-                continue
-            if pgid > 1 and pgid != os.getpgrp() and pgid not in groups:
-                groups.append(pgid)
-        for pgid in groups:
+            tree.append(pid)
+        for pgid in _groups(tree):
             try:
                 os.killpg(pgid, signal.SIGKILL)
                 hit = True
