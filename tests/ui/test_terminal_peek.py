@@ -113,6 +113,28 @@ def test_how_much_of_the_screen_a_clipped_box_shows() -> None:
     assert shown_span(0, 100, 80) == 80
 
 
+async def test_the_cursor_stays_in_view_when_the_pane_is_laid_out_again() -> None:
+    """The scroll that brought the cursor into view was made once, for the pane's size then: a window made smaller
+    afterwards (or a first layout that settled after the read, under load) left the cursor out of view."""
+    from textual.containers import ScrollableContainer
+
+    app = fake_app(terminals=True)
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(pilot)
+        await select(app, pilot, CHECKOUT)
+        await peeked(pilot)
+        await pilot.resize_terminal(*NARROW)
+        await pilot.press("right_square_bracket")  # 80 columns: one pane at a time, the detail's now
+        await settle(pilot)
+        await pilot.pause(0.1)
+        box = app.query_one("#peek-box", ScrollableContainer)
+        shown = peek_of(app).shown
+        assert shown is not None
+        top, height = round(box.scroll_y), box.scrollable_content_region.height
+        assert height < shown.rows + 2  # clipped: it has to scroll
+        assert top <= shown.cursor[0] + 1 < top + height, (top, height, shown.cursor)
+
+
 # ------------------------------------------------------------------------------------------------ polling
 
 

@@ -175,11 +175,23 @@ class TerminalPeek(Vertical):
         cursor = screen.cursor
         if screen.live and (first or cursor != self._cursor):
             self._cursor = cursor
-            box = self.query_one("#peek-box", ScrollableContainer)
-            cell = Region(cursor[1] + 1, cursor[0] + 1, 1, 1)
-            self.call_after_refresh(box.scroll_to_region, cell, animate=False, immediate=True)
+            self.call_after_refresh(self._follow_cursor)
         self.call_after_refresh(self._say_size)
         self._say_size()
+
+    def _follow_cursor(self) -> None:
+        if self.shown is None or not self.is_attached:
+            return
+        cursor = self.shown.cursor
+        box = self.query_one("#peek-box", ScrollableContainer)
+        box.scroll_to_region(Region(cursor[1] + 1, cursor[0] + 1, 1, 1), animate=False, immediate=True)
+
+    def on_resize(self) -> None:
+        """A pane that was laid out again (the window, `]`, the first layout settling after a read came) keeps a
+        live screen's cursor in view: the scroll made for the old size may hide it in the new one."""
+        if self.shown is not None and self.shown.live:
+            self.call_after_refresh(self._follow_cursor)
+        self.call_after_refresh(self._say_size)
 
     def _say_size(self) -> None:
         screen = self.shown
