@@ -37,5 +37,28 @@ async def call_runtime(
     except Exception as exc:  # a bug or a broken connection: one line for the user, the trace in the log
         log.exception("runtime call %s failed", name)
         if not quiet:
-            notify(f"{what or name} failed: {exc}", severity="error", timeout=8)
+            notify(f"{what or name} failed: {why_failed(exc)}", severity="error", timeout=8)
     return FAILED
+
+
+def why_failed(exc: BaseException) -> str:
+    """An unexpected failure in a few words: its message, or (a timeout, a reset connection: no message at all)
+    what it was, so a line never ends on a colon."""
+    return str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
+
+
+class Failures:
+    """A `notify` for a loop of calls (kill, steer or retry every marked session): it keeps the lines
+    `call_runtime` would show, and `say` shows them as one, so a runtime gone away is not a toast per session."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, message: str, **_: Any) -> None:
+        self.lines.append(message)
+
+    def say(self, notify: Notify) -> None:
+        """The first failure, and how many more there were; nothing when every call went through."""
+        if self.lines:
+            more = f" (and {len(self.lines) - 1} more failed)" if len(self.lines) > 1 else ""
+            notify(self.lines[0] + more, severity="error", timeout=8)

@@ -22,7 +22,7 @@ from textual.widgets import Input, Static
 from crewtui.errors import CrewError
 from crewtui.model import Session, SessionState
 from crewtui.ui.book import RETRYABLE
-from crewtui.ui.calls import FAILED
+from crewtui.ui.calls import FAILED, Failures, call_runtime, why_failed
 from crewtui.ui.diffs import branch_text, changes_text, has_workspace
 from crewtui.ui.format import DIM, plain
 from crewtui.ui.label_filter import FilterError
@@ -82,14 +82,15 @@ class MainScreen(TerminalView):
     @work(group="commands", exit_on_error=False)
     async def _send_all(self, keys: list[str], lines: list[str]) -> None:
         """Each line is one steer, in order; a session that refuses one gets none of the rest (the refusal is
-        said once, by `call_runtime`)."""
-        sent = 0
+        said once, with the other failures: `Failures`)."""
+        sent, failed = 0, Failures()
         for key in keys:
             for line in lines:
-                if await self._call("send", key, line) is FAILED:
+                if await call_runtime(self.dashboard.runtime, failed, "send", key, line) is FAILED:
                     break
             else:
                 sent += 1
+        failed.say(self.notify)
         if sent:
             label = self.book.sessions[keys[0]].label if len(keys) == 1 and keys[0] in self.book.sessions else None
             what = f" ({len(lines)} lines)" if len(lines) > 1 else ""
@@ -198,7 +199,7 @@ class MainScreen(TerminalView):
                 refused.append(exc.message)
             except Exception as exc:  # a broken connection: said in the line below, the trace in the log
                 log.exception("answering %s failed", key)
-                refused.append(f"{type(exc).__name__}: {exc}")
+                refused.append(why_failed(exc))
             else:
                 done.append(key)
         self.book.marked.difference_update(done)
@@ -261,18 +262,19 @@ class MainScreen(TerminalView):
 
     @work(group="commands", exit_on_error=False)
     async def _kill(self, keys: list[str], prefix: str | None) -> None:
-        killed = 0
+        killed, failed = 0, Failures()  # a failure per session (a runtime gone away) is said once, with a count
         if prefix is not None:
-            out = await self._call("kill", prefix=prefix)
+            out = await call_runtime(self.dashboard.runtime, failed, "kill", prefix=prefix)
             if out is not FAILED:
                 killed += len(out)
         for key in keys:
             s = self.book.sessions.get(key)
             if s is not None and s.state.terminal:
                 continue
-            out = await self._call("kill", key)
+            out = await call_runtime(self.dashboard.runtime, failed, "kill", key)
             if out is not FAILED:
                 killed += len(out)
+        failed.say(self.notify)
         if killed:
             self.notify(f"killed {killed} session{'s' if killed != 1 else ''}")
             self.book.marked.difference_update(keys)
@@ -317,10 +319,18 @@ class MainScreen(TerminalView):
 
     @work(group="commands", exit_on_error=False)
     async def _retry(self, keys: list[str]) -> None:
+        failed, retried = Failures(), []  # one line for what went, one for what failed: not one per session
         for key in keys:
-            s = await self._call("retry", key, what="retry")
+            s = await call_runtime(self.dashboard.runtime, failed, "retry", key, what="retry")
             if s is not FAILED:
-                self.notify(f"retrying {s.label}: attempt {s.attempt} ({s.state.value})")
+                retried.append(s)
+        if len(retried) == 1:
+            s = retried[0]
+            self.notify(f"retrying {s.label}: attempt {s.attempt} ({s.state.value})")
+        elif retried:
+            names = ", ".join(s.label for s in retried[:3]) + (", …" if len(retried) > 3 else "")
+            self.notify(f"retrying {len(retried)} sessions: {names}")
+        failed.say(self.notify)
 
     def action_trigger(self) -> None:
         job = self.meters.selected_job

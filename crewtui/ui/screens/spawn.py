@@ -25,9 +25,12 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from crewtui.errors import BadInput, CrewError
 from crewtui.model import Session, SpawnRequest, parse_duration, validate_label
+from crewtui.ui.calls import why_failed
 from crewtui.ui.format import plain
 
 log = logging.getLogger("crewtui.ui")
+
+MAX_ERROR = 200  # characters of an error under a field: a few lines of the dialog, never all of it
 
 Submit = Callable[[SpawnRequest], Awaitable[Session]]
 
@@ -94,6 +97,11 @@ class SpawnScreen(ModalScreen["Session | None"]):
 
     def _error(self, field: str, message: str) -> None:
         widget = self.query_one(f"#spawn-{field}-error" if field != "form" else "#spawn-error", Static)
+        # A field's error quotes what was typed, 5,000 characters of it maybe: its start and its end are shown. The
+        # form's (the runtime's words, and which tries started) may be longer, not endless.
+        limit = MAX_ERROR if field != "form" else 3 * MAX_ERROR
+        if len(message) > limit:
+            message = message[: limit // 2] + " … " + message[-(limit // 2) :]
         widget.update(plain(message))
         widget.set_class(bool(message), "-shown")
 
@@ -148,7 +156,7 @@ class SpawnScreen(ModalScreen["Session | None"]):
         text = self.query_one("#spawn-best-of", Input).value.strip()
         if not text:
             return 0
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()) or len(text) > 4:  # "²" is a digit to Python, not to int()
             self._error("best-of", f"best of N takes a number from 2 to 10, got {text!r}")
             return None
         n = int(text)
@@ -186,7 +194,7 @@ class SpawnScreen(ModalScreen["Session | None"]):
                     return
                 except Exception as exc:  # no traceback reaches a user; the log keeps it
                     log.exception("spawn failed")
-                    self._refused(requests, request, f"spawn failed: {exc}")
+                    self._refused(requests, request, f"spawn failed: {why_failed(exc)}")
                     return
         finally:
             button.disabled = False
