@@ -5,6 +5,12 @@ verbs that talk to a running one over its socket, printers.py how their results 
 share. Every user error ends as one line on stderr and exit code 2; no traceback reaches a user.
 """
 
-from crewtui.cli.root import main
+import sys
+
+try:
+    from crewtui.cli.root import main
+except KeyboardInterrupt:  # Ctrl-C while the command still loads (~0.3 s): the same line as later, no traceback
+    sys.stderr.write("crewtui: interrupted\n")
+    raise SystemExit(130) from None
 
 __all__ = ["main"]

@@ -28,6 +28,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+class NonEmptyPath(click.Path):
+    """A `click.Path` that refuses "": `--data-dir "$DIR"` with DIR unset must not mean the default data dir (a
+    `kill --prefix … --yes` there would end another crew's sessions)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            self.fail("an empty path (an unset shell variable?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr (cleaned: it may quote what a user typed or an agent wrote), then exit `code`."""
     with contextlib.suppress(OSError):  # the terminal may have gone (a hang-up): the exit code still tells

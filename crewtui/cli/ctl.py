@@ -16,7 +16,7 @@ from datetime import datetime
 import click
 
 from crewtui.adapters import PRESETS
-from crewtui.cli.common import echo, echo_json, echo_json_text, remote, run_async, user_errors
+from crewtui.cli.common import NonEmptyPath, echo, echo_json, echo_json_text, remote, run_async, user_errors
 from crewtui.cli.cron import cron
 from crewtui.cli.gateway import gateway, resume, usage
 from crewtui.cli.printers import (
@@ -37,10 +37,10 @@ from crewtui.text import clean
 
 
 @click.group()
-@click.option("--data-dir", "ctl_data_dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", "ctl_data_dir", type=NonEmptyPath(file_okay=False), default=None)
 @click.option(
     "--socket",
-    type=click.Path(dir_okay=False),
+    type=NonEmptyPath(dir_okay=False),
     default=None,
     help="The control socket (default: DATA_DIR/control.sock, or $CREWTUI_SOCKET).",
 )

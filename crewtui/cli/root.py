@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from crewtui.cli.common import fail, resolve_data_dir, run_async, say, user_errors
+from crewtui.cli.common import NonEmptyPath, fail, resolve_data_dir, run_async, say, user_errors
 from crewtui.cli.ctl import ctl
 from crewtui.cli.importer import import_group
 from crewtui.errors import BadInput
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @click.group(invoke_without_command=True)
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False),
+    type=NonEmptyPath(file_okay=False),
     default=None,
     help="Where the store, socket and session output live.",
 )
@@ -70,7 +70,7 @@ def start_dashboard(dd: DataDir, crew: CrewConfig, mouse: bool = True) -> None:
 @main.command()
 @click.argument("crew_file", required=False, type=click.Path(dir_okay=False))
 @click.option("--headless", is_flag=True, help="Run the runtime without the dashboard (servers, scripts, tests).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=NonEmptyPath(file_okay=False), default=None)
 @click.option("--no-mouse", is_flag=True, help="Leave the mouse to the terminal (text selection over ssh).")
 @click.pass_context
 @user_errors
@@ -87,7 +87,7 @@ def run(ctx: click.Context, crew_file: str | None, headless: bool, data_dir: str
 @main.command()
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False),
+    type=NonEmptyPath(file_okay=False),
     default=None,
     help="Keep the demo's data here (default: a new throwaway dir).",
 )
@@ -109,7 +109,7 @@ def demo(data_dir: str | None, headless: bool, no_mouse: bool) -> None:
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="The served crew's data dir.")
+@click.option("--data-dir", type=NonEmptyPath(file_okay=False), default=None, help="The served crew's data dir.")
 @click.option(
     "--host",
     default="localhost",
@@ -166,7 +166,7 @@ def serve_command(dd: DataDir) -> str:
 
 @main.command()
 @click.argument("label")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="The crew's data dir.")
+@click.option("--data-dir", type=NonEmptyPath(file_okay=False), default=None, help="The crew's data dir.")
 @click.pass_context
 @user_errors
 def attach(ctx: click.Context, label: str, data_dir: str | None) -> None:

@@ -12,9 +12,11 @@ import contextlib
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -158,6 +160,10 @@ def lease_epoch(rows: Any) -> int:
 
 def _check_header(path: Path) -> None:
     """Refuse a path that is not a file or whose first bytes are not SQLite's, before SQLite sees it."""
+    with contextlib.suppress(OSError):  # what stat cannot tell, the open below says
+        if not stat.S_ISREG(mode := os.stat(path).st_mode) and not stat.S_ISDIR(mode):
+            # A FIFO would block the open below (and the start) forever; a device or socket is no database.
+            raise StoreError(f"{path} is not a regular file (a FIFO, socket or device), not a crewtui database")
     try:
         with open(path, "rb") as f:
             head = f.read(len(_SQLITE_MAGIC))
@@ -339,7 +345,7 @@ def check_in_background(path: Path) -> str | None:
     """Read every page of the store through a read-only connection of its own (run it in a worker thread);
     None if it is sound, else one line saying what is damaged and how to recover."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)) as db:
             problems = [str(r[0]) for r in db.execute("PRAGMA quick_check(3)").fetchall()]
     except sqlite3.Error as exc:
         problems = [short_reason(exc)]

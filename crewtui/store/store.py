@@ -42,6 +42,11 @@ log = logging.getLogger("crewtui.store")
 _LIVE = tuple(s.value for s in SessionState if s.live)
 
 
+def _limit(n: int) -> int:
+    """A row count SQLite takes: a caller's "as many as there are" (10**20) is no error but all rows."""
+    return max(0, min(n, (1 << 63) - 1))
+
+
 def _session_filter(
     state: SessionState | None, prefix: str | None, ended: bool | None, before: str | None, since: float | None
 ) -> tuple[list[str], list[Any]]:
@@ -217,7 +222,7 @@ class Store:
         sql += " ORDER BY nominal DESC, number DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(limit)
+            params.append(_limit(limit))
         return [r[0] for r in await self._fetch(sql, params)]
 
     def put_timer(self, timer_id: str, kind: str, due: float, data: str) -> None:
@@ -374,7 +379,7 @@ class Store:
                 SELECT key, data FROM sessions WHERE state NOT IN ({live}) ORDER BY key DESC LIMIT ?
             )
             """,
-            (*_LIVE, *_LIVE, *_LIVE, max(0, recent)),
+            (*_LIVE, *_LIVE, *_LIVE, _limit(recent)),
         )
         loaded = {key: Session.model_validate_json(data) for key, data in rows}
         missing = {s.parent for s in loaded.values() if s.parent and s.parent not in loaded}
@@ -405,7 +410,7 @@ class Store:
         sql = f"SELECT data FROM sessions{where} ORDER BY key DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(max(0, limit))
+            params.append(_limit(limit))
         return [Session.model_validate_json(row[0]) for row in await self._fetch(sql, params)]
 
     async def older_counts(self, before: str) -> dict[str, int]:
@@ -472,7 +477,7 @@ class Store:
         sql += " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(max(0, limit))
+            params.append(_limit(limit))
         rows = await self._fetch(sql, params)
         return [event_from_json(row[0]) for row in rows]
 
@@ -480,7 +485,7 @@ class Store:
         """Events at or after `ts` (the newest `limit`), in ascending seq: what a restarted timeline shows."""
         rows = await self._fetch(
             "SELECT data FROM (SELECT seq, data FROM events WHERE ts >= ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-            (ts, limit),
+            (ts, _limit(limit)),
         )
         return [event_from_json(row[0]) for row in rows]
 
