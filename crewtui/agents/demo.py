@@ -315,14 +315,17 @@ def _read_stdin(agent: Agent) -> None:
         if pending:
             agent.on_stdin_line(pending.decode("utf-8", errors="replace").rstrip("\r"))
             pending = b""
-        # A named FIFO hits EOF whenever its last writer closes, yet a later writer may steer again:
-        # reopening blocks (in the kernel, not in a loop) until one does. Any other stdin is done.
+        # A named FIFO hits EOF whenever its last writer closes, yet a later writer may steer again. Reopened for
+        # reading and writing: such an end never sees EOF again (it is a writer itself), so a read blocks (in the
+        # kernel, not in a loop) until a line comes. Not O_RDONLY: that open blocks until a writer opens, and a
+        # writer that opened, wrote and closed between our EOF and that open (our old end kept it from blocking)
+        # left its line in the pipe with no one to read it. Any other stdin is done.
         fifo = _named_fifo_path(fd)
         if fifo is None:
             agent.on_stdin_closed()
             return
         try:
-            new_fd = os.open(fifo, os.O_RDONLY)
+            new_fd = os.open(fifo, os.O_RDWR)  # before the old end closes: what is in the pipe stays there
         except OSError:
             agent.on_stdin_closed()
             return
