@@ -356,7 +356,7 @@ def _too_deep(value: Any) -> bool:
 def parse_json(text: str) -> Any:
     """The JSON value in `text`, or None: not JSON, or nested deeper than MAX_DEPTH. A lone surrogate escape
     ("\\ud800") reads as U+FFFD: such a string could not be encoded as UTF-8 (JSON, SQLite) later."""
-    if _SURROGATE.search(text):
+    if "\\u" in text and _SURROGATE.search(text):  # the substring test first: most lines have no escape
         text = _ESCAPE.sub(lambda m: "\\ufffd" if len(m.group()) == 6 else m.group(), text)
     try:
         value = json.loads(text)
